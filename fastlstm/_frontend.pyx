@@ -1,0 +1,220 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The batching front end: prepares a recurrent layer's run and drives its kernels.
+
+Python hands over validated, contiguous float32 arrays and the addresses of the
+Numba ``cfunc`` kernels (``fastlstm.kernels.registry``); everything from the
+input GEMM to the last time step runs here in C with the GIL released, so
+other Python threads keep running and no Python code sits in the time loop.
+
+Variable lengths: batch rows are ordered by length, longest first (stable), so
+at every step the rows still running are a prefix of the batch.  The step kernel
+is given only that prefix: a finished sequence costs nothing, its state stays as
+it was at its last step, and its Y rows keep the zeros they were allocated with.
+In reverse direction each row walks back from its own last valid step, so only
+the valid prefix of each sequence is reversed.
+"""
+import numpy as np
+cimport numpy as cnp
+from libc.stdint cimport int64_t
+from libc.string cimport memcpy
+
+cnp.import_array()
+
+ctypedef void (*step_fn)(int64_t, float*, int64_t*, float*, float*, float*, float*, float*,
+                         float*, float*, int64_t*, float*, int64_t*, float*) noexcept nogil
+ctypedef void (*gemm_fn)(int64_t, int64_t, int64_t, int64_t, float*, float*, float*,
+                         float*) noexcept nogil
+
+cdef enum:
+    TILE = 16       # fastlstm.config.TILE
+    IP_BATCH = 7    # fastlstm.kernels.common.IP_BATCH
+
+cdef inline float* fptr(cnp.ndarray a):
+    return <float*> cnp.PyArray_DATA(a)
+
+cdef inline int64_t* iptr(cnp.ndarray a):
+    return <int64_t*> cnp.PyArray_DATA(a)
+
+
+def tile_size():
+    """The TILE this extension was built for (must equal fastlstm.config.TILE)."""
+    return TILE
+
+
+cdef void _order_by_length(int64_t B, int64_t T, int64_t* lens, int64_t* perm,
+                           int64_t* slen, int64_t* count) noexcept nogil:
+    """Stable counting sort of rows by length, longest first; O(B + T)."""
+    cdef int64_t b, L, pos, total = 0
+    for L in range(T + 1):
+        count[L] = 0
+    for b in range(B):
+        count[lens[b]] += 1
+    # start positions, longest first
+    for L in range(T, -1, -1):
+        pos = count[L]
+        count[L] = total
+        total += pos
+    for b in range(B):
+        L = lens[b]
+        perm[count[L]] = b
+        slen[count[L]] = L
+        count[L] += 1
+
+
+def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_floats,
+                  cnp.ndarray x, int layout, list dirs, list reverse, int64_t hidden,
+                  object initial_h, object initial_c, object lens,
+                  bint want_y, bint want_yh, bint want_yc):
+    """Run one recurrent layer (all its directions).
+
+    Parameters
+    ----------
+    step_addr, gemm_addr : addresses of the op's step kernel and of the input GEMM
+    gates_w : gates per input panel; ws_floats : scratch floats for this batch
+    x : float32 C-contiguous, [T, B, I] (layout 0) or [B, T, I] (layout 1)
+    dirs : per direction, a ``fastlstm.pack.PackedDirection``
+    reverse : per direction, whether it runs backwards in time
+    initial_h, initial_c : float32 C-contiguous [D, B, H] or None (zeros)
+    lens : int64 C-contiguous [B] with values in [0, T], or None (all T)
+
+    Returns
+    -------
+    (Y, Y_h, Y_c), each None where not wanted.  Y is [T, D, B, H] (layout 0) or
+    [B, T, D, H] (layout 1); Y_h/Y_c are [D, B, H] or [B, D, H].
+    """
+    cdef int64_t T, B, I, D, H = hidden, Hp, N, M
+    if layout == 0:
+        T, B = x.shape[0], x.shape[1]
+    else:
+        B, T = x.shape[0], x.shape[1]
+    I = x.shape[2]
+    D = len(dirs)
+    Hp = (H + TILE - 1) // TILE * TILE
+    N = Hp * gates_w
+    M = T * B
+
+    cdef step_fn step = <step_fn> step_addr
+    cdef gemm_fn gemm = <gemm_fn> gemm_addr
+
+    cdef cnp.ndarray xp = np.empty(max(M * N, 1), np.float32)
+    cdef cnp.ndarray hbuf = np.zeros((2, max(B, 1), Hp), np.float32)
+    cdef cnp.ndarray cst = np.zeros((max(B, 1), Hp), np.float32)
+    cdef cnp.ndarray ws = np.empty(max(ws_floats, 1), np.float32)
+    cdef cnp.ndarray idx = np.empty(4 * B + T + 2, np.int64)
+    cdef cnp.ndarray ip = np.empty(8, np.int64)
+    cdef cnp.ndarray lens_a
+    if lens is None:
+        lens_a = np.full(B, T, np.int64)
+    else:
+        lens_a = lens
+    cdef int64_t* perm = iptr(idx)
+    cdef int64_t* slen = perm + B
+    cdef int64_t* xoff = slen + B
+    cdef int64_t* yoff = xoff + B
+    cdef int64_t* count = yoff + B
+
+    Y = Yh = Yc = None
+    cdef float* y = fptr(xp)
+    if want_y:
+        Y = np.zeros((T, D, B, H) if layout == 0 else (B, T, D, H), np.float32)
+        y = fptr(Y)
+    cdef float* yh = NULL
+    cdef float* yc = NULL
+    if want_yh:
+        Yh = np.zeros((D, B, H) if layout == 0 else (B, D, H), np.float32)
+        yh = fptr(Yh)
+    if want_yc:
+        Yc = np.zeros((D, B, H) if layout == 0 else (B, D, H), np.float32)
+        yc = fptr(Yc)
+    cdef float* h0 = NULL
+    cdef float* c0 = NULL
+    if initial_h is not None:
+        h0 = fptr(initial_h)
+    if initial_c is not None:
+        c0 = fptr(initial_c)
+
+    cdef float* xpp = fptr(xp)
+    cdef float* xx = fptr(x)
+    cdef float* hb = fptr(hbuf)
+    cdef float* cc = fptr(cst)
+    cdef float* wsp = fptr(ws)
+    cdef float* hin
+    cdef float* hout
+    cdef float* tmp
+    cdef float* Wp
+    cdef float* bias
+    cdef float* Rp
+    cdef float* rb
+    cdef float* Pp
+    cdef float* fp
+    cdef int64_t* lensp = iptr(lens_a)
+    cdef int64_t* ipp = iptr(ip)
+    cdef int64_t d, t, b, ob, tt, row, L, nact, maxlen, j, src, dst
+    cdef bint rev
+
+    with nogil:
+        _order_by_length(B, T, lensp, perm, slen, count)
+    maxlen = slen[0] if B > 0 else 0
+
+    for d in range(D):
+        pd = dirs[d]
+        rev = reverse[d]
+        Wp = fptr(pd.W)
+        bias = fptr(pd.bias)
+        Rp = fptr(pd.R)
+        rb = fptr(pd.rb)
+        Pp = fptr(pd.P)
+        fp = fptr(pd.fp)
+        memcpy(ipp, iptr(pd.ip), 8 * sizeof(int64_t))
+        ipp[IP_BATCH] = B
+        with nogil:
+            gemm(M, I, Hp // TILE, gates_w * TILE, xx, Wp, bias, xpp)
+            for b in range(2 * B * Hp):
+                hb[b] = 0
+            for b in range(B * Hp):
+                cc[b] = 0
+            for b in range(B):
+                ob = perm[b]
+                if h0 != NULL:
+                    memcpy(hb + b * Hp, h0 + (d * B + ob) * H, H * sizeof(float))
+                if c0 != NULL:
+                    memcpy(cc + b * Hp, c0 + (d * B + ob) * H, H * sizeof(float))
+            hin = hb
+            hout = hb + B * Hp
+            nact = B
+            for t in range(maxlen):
+                while nact > 0 and slen[nact - 1] <= t:
+                    nact -= 1
+                for b in range(nact):
+                    ob = perm[b]
+                    tt = slen[b] - 1 - t if rev else t
+                    if layout == 0:
+                        row = tt * B + ob
+                    else:
+                        row = ob * T + tt
+                    xoff[b] = row * N
+                    if want_y:
+                        if layout == 0:
+                            yoff[b] = ((tt * D + d) * B + ob) * H
+                        else:
+                            yoff[b] = ((ob * T + tt) * D + d) * H
+                    else:
+                        yoff[b] = -1
+                step(nact, xpp, xoff, Rp, rb, Pp, hin, hout, cc, y, yoff, wsp, ipp, fp)
+                tmp = hin
+                hin = hout
+                hout = tmp
+            # A row's final state is in the buffer its last step wrote: the
+            # buffers alternate, so that is buffer (length % 2).  Rows of
+            # length zero report zeros, as onnxruntime does.
+            for b in range(B):
+                ob = perm[b]
+                L = slen[b]
+                if L == 0:
+                    continue
+                dst = (d * B + ob) * H if layout == 0 else (ob * D + d) * H
+                if yh != NULL:
+                    memcpy(yh + dst, hb + ((L % 2) * B + b) * Hp, H * sizeof(float))
+                if yc != NULL:
+                    memcpy(yc + dst, cc + b * Hp, H * sizeof(float))
+    return Y, Yh, Yc

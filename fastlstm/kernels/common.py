@@ -1,0 +1,57 @@
+"""What every recurrent step kernel shares: its C signature and parameter slots.
+
+All three ops are called by the front end through one C signature::
+
+    void step(int64 nact, float* xp, int64* xoff, float* R, float* rb, float* P,
+              float* h_in, float* h_out, float* c, float* y, int64* yoff,
+              float* ws, int64* ip, float* fp)
+
+nact      active batch rows this step (rows are sorted by length, longest first,
+          so the active rows are always a prefix)
+xp, xoff  the input projection; row b's gates start at xp[xoff[b]]
+R         packed recurrent panels; rb an op-specific packed bias (GRU's Rb_h)
+P         packed peepholes (LSTM), zeros when the model has none
+h_in      state of the previous step, rows Hp apart; h_out receives the new one
+c         LSTM cell state, updated in place
+y, yoff   output Y: row b's H values go to y[yoff[b]:], skipped when yoff[b] < 0
+ws        scratch, at least ``ws_floats(op, B, Hp)`` floats
+ip, fp    integer / float parameters, slots below
+"""
+from numba import njit, types
+
+from .. import config
+
+F32P = types.CPointer(types.float32)
+I64P = types.CPointer(types.int64)
+
+STEP_SIG = types.void(types.int64, F32P, I64P, F32P, F32P, F32P, F32P, F32P, F32P, F32P,
+                      I64P, F32P, I64P, F32P)
+GEMM_SIG = types.void(types.int64, types.int64, types.int64, types.int64, F32P, F32P, F32P,
+                      F32P)
+
+# ip slots
+IP_H, IP_HP, IP_ACT0, IP_ACT1, IP_ACT2, IP_FLAG, IP_HAS_CLIP, IP_BATCH = range(8)
+IP_LEN = 8
+# fp slots: clip, then (alpha, beta) per activation
+FP_CLIP, FP_ALPHA0, FP_BETA0, FP_ALPHA1, FP_BETA1, FP_ALPHA2, FP_BETA2 = range(7)
+FP_LEN = 7
+
+TILE = config.TILE
+
+_jit = dict(nogil=True, cache=config.NUMBA_CACHE, fastmath=set(config.NUMBA_FASTMATH),
+            error_model=config.NUMBA_ERROR_MODEL, inline="always")
+
+
+@njit(types.void(F32P, types.int64, F32P, types.int64, types.int64, types.int64), **_jit)
+def write_y(y, yo, h, hoff, j0, count):
+    """Copy ``count`` state values of one row into Y at element offset ``yo + j0``."""
+    if yo >= 0:
+        for jj in range(count):
+            y[yo + j0 + jj] = h[hoff + jj]
+
+
+@njit(types.void(F32P, types.int64, F32P, types.int64, types.int64), **_jit)
+def copy_run(src, soff, dst, doff, n):
+    """dst[doff:doff+n] = src[soff:soff+n]."""
+    for i in range(n):
+        dst[doff + i] = src[soff + i]

@@ -1,0 +1,83 @@
+"""One LSTM time step: recurrent GEMM fused with all gate and cell math.
+
+ONNX equations (f, g, h = activations; clip applied to every activation input;
+peephole terms P* are zero when the model has none):
+
+    it = f(Xt*Wi + Ht-1*Ri + Pi (.) Ct-1 + Wbi + Rbi)
+    ft = f(Xt*Wf + Ht-1*Rf + Pf (.) Ct-1 + Wbf + Rbf)      (ft = 1 - it if input_forget)
+    ct = g(Xt*Wc + Ht-1*Rc + Wbc + Rbc)
+    Ct = ft (.) Ct-1 + it (.) ct
+    ot = f(Xt*Wo + Ht-1*Ro + Po (.) Ct + Wbo + Rbo)
+    Ht = ot (.) h(Ct)
+
+Xt*W + Wb + Rb has already been computed for all steps by the input GEMM.  Per
+tile of TILE hidden units the kernel accumulates Ht-1*R for the four gates of
+those units into ``ws``, then finishes the gate and cell math for the tile while
+it is still in L1.  Gate order inside a tile: i, o, f, c (ONNX order).
+"""
+from numba import cfunc, njit
+
+from . import activations as act
+from .common import (FP_ALPHA0, FP_ALPHA1, FP_ALPHA2, FP_BETA0, FP_BETA1, FP_BETA2, FP_CLIP,
+                     IP_ACT0, IP_ACT1, IP_ACT2, IP_FLAG, IP_H, IP_HAS_CLIP, IP_HP, STEP_SIG,
+                     TILE, copy_run, write_y)
+from .gemm import recurrent_acc
+from .. import config
+
+GATES = 4
+
+
+def ws_floats(batch, hp):
+    """Scratch floats the LSTM step needs for ``batch`` rows."""
+    return batch * GATES * TILE
+
+
+@cfunc(STEP_SIG, nopython=True, cache=config.NUMBA_CACHE, fastmath=set(config.NUMBA_FASTMATH),
+       error_model=config.NUMBA_ERROR_MODEL)
+def lstm_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
+    H = ip[IP_H]
+    Hp = ip[IP_HP]
+    a_f = ip[IP_ACT0]
+    a_g = ip[IP_ACT1]
+    a_h = ip[IP_ACT2]
+    coupled = ip[IP_FLAG] != 0
+    has_clip = ip[IP_HAS_CLIP] != 0
+    lim = fp[FP_CLIP]
+    T = TILE
+    GT = GATES * T
+    one = fp[FP_CLIP] * 0 + 1  # float32 one without a literal cast
+    for p in range(Hp // T):
+        j0 = p * T
+        for b in range(nact):
+            copy_run(xp, xoff[b] + p * GT, ws, b * GT, GT)
+        recurrent_acc(nact, h_in, 0, Hp, H, R, p * H * GT, GT, ws, 0)
+        count = min(T, H - j0)
+        for b in range(nact):
+            a = b * GT
+            s = b * Hp + j0
+            for jj in range(T):
+                cp = c[s + jj]
+                ws[a + jj] += P[j0 + jj] * cp
+                ws[a + 2 * T + jj] += P[2 * Hp + j0 + jj] * cp
+            if has_clip:
+                act.clip(ws, a, T, lim)
+                act.clip(ws, a + 2 * T, 2 * T, lim)
+            act.apply(a_f, fp[FP_ALPHA0], fp[FP_BETA0], ws, a, T)
+            if coupled:
+                for jj in range(T):
+                    ws[a + 2 * T + jj] = one - ws[a + jj]
+            else:
+                act.apply(a_f, fp[FP_ALPHA0], fp[FP_BETA0], ws, a + 2 * T, T)
+            act.apply(a_g, fp[FP_ALPHA1], fp[FP_BETA1], ws, a + 3 * T, T)
+            for jj in range(T):
+                cn = ws[a + 2 * T + jj] * c[s + jj] + ws[a + jj] * ws[a + 3 * T + jj]
+                c[s + jj] = cn
+                ws[a + T + jj] += P[Hp + j0 + jj] * cn
+                ws[a + 3 * T + jj] = cn
+            if has_clip:
+                act.clip(ws, a + T, T, lim)
+            act.apply(a_f, fp[FP_ALPHA0], fp[FP_BETA0], ws, a + T, T)
+            act.apply(a_h, fp[FP_ALPHA2], fp[FP_BETA2], ws, a + 3 * T, T)
+            for jj in range(T):
+                h_out[s + jj] = ws[a + T + jj] * ws[a + 3 * T + jj]
+            write_y(y, yoff[b], h_out, s, j0, count)

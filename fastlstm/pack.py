@@ -1,0 +1,145 @@
+"""Packing weights once, at load, into the layout the kernels read.
+
+Panel layout
+------------
+Hidden units are grouped in tiles of ``TILE`` (16 float32 = one AVX-512
+register).  For a weight tensor with G gates of H units each over K inputs
+(ONNX W: ``[G*H, K]``), the packed form is ``[ntiles, K, G*TILE]``: for tile p
+and input k, the G gates of units ``p*TILE .. p*TILE+TILE-1`` sit side by side.
+A kernel streams one tile's panel top to bottom while the accumulators of those
+G*TILE outputs stay in registers or L1, and then finishes the gate math of the
+tile before moving on.  H is padded up to ``Hp = ntiles*TILE``; padding is zero.
+
+The input projection produced with packed W has the same column order, so a
+step kernel finds the gates of tile p of row b at ``xp[row*GT*ntiles + p*GT]``.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import config
+from .kernels import common
+
+TILE = config.TILE
+
+
+def padded(h):
+    """Hidden size rounded up to a whole number of tiles."""
+    return -(-h // TILE) * TILE
+
+
+def pack_panels(gates):
+    """Pack a list of G ``[H, K]`` gate matrices into ``[ntiles, K, G*TILE]`` float32."""
+    g = len(gates)
+    h, k = gates[0].shape
+    hp = padded(h)
+    a = np.zeros((g, hp, k), np.float32)
+    for i, m in enumerate(gates):
+        a[i, :h] = m
+    # [G, ntiles, TILE, K] -> [ntiles, K, G, TILE]
+    a = a.reshape(g, hp // TILE, TILE, k).transpose(1, 3, 0, 2)
+    return np.ascontiguousarray(a).reshape(-1)
+
+
+def pack_vectors(vectors):
+    """Pack G length-H vectors into the tile-interleaved ``[ntiles, G, TILE]`` order."""
+    g = len(vectors)
+    h = vectors[0].shape[0]
+    hp = padded(h)
+    a = np.zeros((g, hp), np.float32)
+    for i, v in enumerate(vectors):
+        a[i, :h] = v
+    return np.ascontiguousarray(a.reshape(g, hp // TILE, TILE).transpose(1, 0, 2)).reshape(-1)
+
+
+def pad_rows(vectors, h):
+    """G length-H vectors as a flat ``[G, Hp]`` float32 array (plain, not interleaved)."""
+    hp = padded(h)
+    a = np.zeros((len(vectors), hp), np.float32)
+    for i, v in enumerate(vectors):
+        a[i, :h] = v
+    return a.reshape(-1)
+
+
+@dataclass
+class PackedDirection:
+    """One direction of a recurrent layer, ready for the kernels.
+
+    Attributes
+    ----------
+    W : float32[ntiles*I*GW*TILE]   input weights as panels (GW gates)
+    bias : float32[Hp*GW]           tile-interleaved bias of the input projection
+    R : float32[...]                recurrent panels (op-specific, see each kernel)
+    rb : float32[Hp]                op-specific bias applied inside the step (GRU Rb_h)
+    P : float32[3*Hp]               LSTM peepholes i, o, f (zeros when absent)
+    ip : int64[IP_LEN], fp : float32[FP_LEN]  kernel parameters
+    """
+    W: np.ndarray
+    bias: np.ndarray
+    R: np.ndarray
+    rb: np.ndarray
+    P: np.ndarray
+    ip: np.ndarray
+    fp: np.ndarray
+
+
+def _params(hidden, acts, flag, clip):
+    ip = np.zeros(common.IP_LEN, np.int64)
+    fp = np.zeros(common.FP_LEN, np.float32)
+    ip[common.IP_H] = hidden
+    ip[common.IP_HP] = padded(hidden)
+    for k, (code, alpha, beta) in enumerate(acts):
+        ip[common.IP_ACT0 + k] = code
+        fp[common.FP_ALPHA0 + 2 * k] = alpha
+        fp[common.FP_BETA0 + 2 * k] = beta
+    ip[common.IP_FLAG] = flag
+    ip[common.IP_HAS_CLIP] = clip is not None
+    fp[common.FP_CLIP] = 0.0 if clip is None else clip
+    return ip, fp
+
+
+def pack_direction(op, W, R, B, P, hidden, acts, clip, flag):
+    """Pack one direction of an LSTM, GRU or RNN.
+
+    Parameters
+    ----------
+    op : "LSTM" | "GRU" | "RNN"
+    W, R : float arrays ``[G*H, I]`` and ``[G*H, H]`` in ONNX gate order
+    B : ``[2*G*H]`` (Wb then Rb) or None
+    P : LSTM ``[3*H]`` or None
+    acts : list of (code, alpha, beta), one per activation of the op
+    clip : float or None
+    flag : LSTM input_forget or GRU linear_before_reset (0 for RNN)
+    """
+    H = hidden
+    G = W.shape[0] // H
+    W = np.asarray(W, np.float32)
+    R = np.asarray(R, np.float32)
+    B = np.zeros(2 * G * H, np.float32) if B is None else np.asarray(B, np.float32)
+    wg = np.split(W, G)
+    rg = np.split(R, G)
+    wb = np.split(B[:G * H], G)
+    rbias = np.split(B[G * H:], G)
+    hp = padded(H)
+    rb = np.zeros(hp, np.float32)
+    if op == "GRU":
+        # z and r always fold Rb into the projection bias; Rb_h only when it is
+        # added after the product (linear_before_reset = 0).
+        fold_h = not flag
+        bias = pack_vectors([wb[0] + rbias[0], wb[1] + rbias[1],
+                             wb[2] + rbias[2] if fold_h else wb[2]])
+        if flag:
+            Rp = pack_panels(rg)
+            rb[:H] = rbias[2]
+        else:
+            Rp = np.concatenate([pack_panels(rg[:2]), pack_panels(rg[2:])])
+    else:
+        bias = pack_vectors([a + b for a, b in zip(wb, rbias)])
+        Rp = pack_panels(rg)
+    if op == "LSTM":
+        Pp = pad_rows(np.split(np.zeros(3 * H, np.float32) if P is None
+                               else np.asarray(P, np.float32), 3), H)
+    else:
+        Pp = np.zeros(0, np.float32)
+    ip, fp = _params(H, acts, flag, clip)
+    return PackedDirection(W=pack_panels(wg), bias=bias, R=Rp, rb=rb, P=Pp, ip=ip, fp=fp)
