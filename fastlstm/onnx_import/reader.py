@@ -1,0 +1,175 @@
+"""Read an ONNX model (path or bytes) into an :class:`fastlstm.ir.Graph`."""
+import os
+
+
+from ..errors import InvalidModel, UnsupportedOp
+from ..ir import ELEM_TYPES, Graph, Node, ValueInfo
+from . import basic, recurrent  # noqa: F401  (register the builders)
+from .registry import MAX_OPSET, MIN_OPSET, resolve
+
+
+def _onnx():
+    import onnx
+    return onnx
+
+
+def _value_info(vi):
+    t = vi.type
+    if not t.HasField("tensor_type"):
+        raise UnsupportedOp(f"graph value '{vi.name}' is not a tensor "
+                            f"(sequences, maps and optionals are not supported)")
+    tt = t.tensor_type
+    shape = None
+    if tt.HasField("shape"):
+        dims = []
+        for d in tt.shape.dim:
+            if d.HasField("dim_value"):
+                dims.append(int(d.dim_value))
+            elif d.HasField("dim_param"):
+                dims.append(d.dim_param)
+            else:
+                dims.append(None)
+        shape = tuple(dims)
+    return ValueInfo(vi.name, int(tt.elem_type), shape)
+
+
+class ImportContext:
+    """What builders may ask of the graph being imported."""
+
+    def __init__(self, initializers, input_types):
+        self.initializers = initializers
+        self.input_types = input_types
+
+    def constant(self, name):
+        """The constant array behind ``name``, or None if it is computed or fed."""
+        return self.initializers.get(name) if name else None
+
+    def add_constant(self, name, array):
+        self.initializers[name] = array
+
+    def require_inputs(self, node, lo, hi):
+        n = len(node.inputs)
+        while n and not node.inputs[n - 1]:
+            n -= 1
+        if n < lo or len(node.inputs) > hi:
+            raise InvalidModel(f"{node.describe()} has {len(node.inputs)} inputs; "
+                               f"{node.op_type} takes {lo} to {hi}")
+        for i in range(lo):
+            if not node.inputs[i]:
+                raise InvalidModel(f"{node.describe()}: required input {i} is empty")
+
+    def require_float(self, node, name, label):
+        et = self.input_types.get(name)
+        if et is not None and et != 1:
+            shown = ELEM_TYPES.get(et, (None, f"elem_type {et}"))[1]
+            raise UnsupportedOp(f"{node.describe()}: input {label} '{name}' is {shown}; "
+                                f"fastlstm computes in float32 only (tensor(float))",
+                                node.op_type, node.domain, node.since_version, node.name)
+
+
+def read_model(source):
+    """Parse ``source`` (path, bytes or ModelProto).
+
+    ``onnx.checker`` is not run: it refuses models that exporters write and
+    onnxruntime runs (outputs without shapes, for one).  ``load_graph`` makes the
+    structural checks that execution depends on instead.
+    """
+    onnx = _onnx()
+    from google.protobuf.message import DecodeError
+    if isinstance(source, onnx.ModelProto):
+        model = source
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        try:
+            model = onnx.load_model_from_string(bytes(source))
+        except (DecodeError, ValueError, RuntimeError) as e:
+            raise InvalidModel(f"the bytes given are not a valid ONNX model: {e}") from None
+    elif isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if not os.path.isfile(path):
+            raise InvalidModel(f"model file '{path}' does not exist")
+        try:
+            with open(path, "rb") as f:
+                model = onnx.load_model_from_string(f.read())
+        except (DecodeError, ValueError, RuntimeError) as e:
+            raise InvalidModel(f"'{path}' is not a valid ONNX model: {e}") from None
+    else:
+        raise TypeError(f"a model is a path, bytes or onnx.ModelProto, not "
+                        f"{type(source).__name__}")
+    if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
+        raise InvalidModel("the model has no graph (empty, truncated or not an ONNX file)")
+    return model
+
+
+def load_graph(source):
+    """Import an ONNX model into an ir.Graph, validating every node.
+
+    Raises
+    ------
+    InvalidModel   malformed or inconsistent model
+    UnsupportedOp  an op, domain, opset, attribute or dtype fastlstm does not run
+    """
+    onnx = _onnx()
+    from onnx import numpy_helper
+    model = read_model(source)
+    g = model.graph
+    opsets = {(o.domain or ""): int(o.version) for o in model.opset_import}
+    opset = opsets.get("", opsets.get("ai.onnx"))
+    if opset is None:
+        raise InvalidModel("the model imports no default-domain ONNX opset")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise UnsupportedOp(f"the model imports ONNX opset {opset}; fastlstm supports "
+                            f"opsets {MIN_OPSET} to {MAX_OPSET}", opset=opset)
+    initializers = {}
+    for t in g.initializer:
+        try:
+            initializers[t.name] = numpy_helper.to_array(t)
+        except Exception as e:
+            raise InvalidModel(f"initializer '{t.name}' cannot be read: {e}") from None
+    if g.sparse_initializer:
+        raise UnsupportedOp("sparse initializers are not supported")
+    inputs = [_value_info(vi) for vi in g.input if vi.name not in initializers]
+    outputs = [_value_info(vi) for vi in g.output]
+    ctx = ImportContext(initializers, {vi.name: vi.elem_type for vi in inputs})
+    nodes = []
+    available = set(initializers) | {vi.name for vi in inputs}
+    for k, pn in enumerate(g.node):
+        name = pn.name or f"{pn.op_type}_{k}"
+        since, builder = resolve(pn.op_type, pn.domain, opset, name)
+        attrs = {}
+        for at in pn.attribute:
+            if at.ref_attr_name:
+                raise InvalidModel(f'node "{name}": attribute references are only valid '
+                                   f"inside functions")
+            v = onnx.helper.get_attribute_value(at)
+            if isinstance(v, onnx.TensorProto):
+                v = numpy_helper.to_array(v)
+            elif isinstance(v, bytes):
+                v = v.decode("utf-8")
+            attrs[at.name] = v
+        node = Node(pn.op_type, name, tuple(pn.input), tuple(pn.output), attrs,
+                    pn.domain or "", since)
+        for i in node.inputs:
+            if i and i not in available:
+                raise InvalidModel(f"{node.describe()} reads '{i}', which no graph input, "
+                                   f"initializer or earlier node provides (nodes must be in "
+                                   f"topological order)")
+        built = builder(node, ctx)
+        if built is not None:
+            nodes.append(built)
+        for o in pn.output:
+            if o:
+                if o in available:
+                    raise InvalidModel(f"{node.describe()} writes '{o}', which is already "
+                                       f"defined (SSA form requires one producer)")
+                available.add(o)
+    for vi in outputs:
+        if vi.name not in available:
+            raise InvalidModel(f"graph output '{vi.name}' is not produced by any node")
+    meta = {"producer_name": model.producer_name, "producer_version": model.producer_version,
+            "opset": str(opset), "graph_name": g.name}
+    meta.update({p.key: p.value for p in model.metadata_props})
+    return Graph(inputs=inputs, outputs=outputs, nodes=nodes, initializers=initializers,
+                 opsets=opsets, metadata=meta)
+
+
+__all__ = ["load_graph", "read_model"]

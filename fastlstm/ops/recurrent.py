@@ -1,0 +1,111 @@
+"""Runner for LSTM, GRU and RNN nodes: validate inputs, pack, call the front end."""
+import numpy as np
+
+from .. import pack
+from .._extension import frontend
+from ..errors import InvalidInput
+from ..kernels import registry
+
+# ONNX input positions
+X, W, R, B, SEQ, H0, C0, P = range(8)
+
+
+class RecurrentRunner:
+    """Runs one recurrent node.  Weights that are constants are packed here, once;
+    weights fed as graph inputs are packed on every run."""
+
+    def __init__(self, node, constants, needed):
+        self.node = node
+        self.spec = spec = node.attrs["spec"]
+        self.step, self.gates_w, self.ws_floats = registry.STEPS[spec.op]
+        self.n_gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[spec.op]
+        self.want = [bool(o) and o in needed for o in node.outputs]
+        self.want += [False] * (3 - len(self.want))
+        names = [node.input(i) for i in (W, R, B, P)]
+        self.static = all(not n or n in constants for n in names)
+        self.packed = None
+        if self.static:
+            self.packed = self._pack(*[constants.get(n) if n else None for n in names])
+
+    def _err(self, msg):
+        return InvalidInput(f"{self.node.describe()}: {msg}")
+
+    def _pack(self, Wt, Rt, Bt, Pt):
+        spec = self.spec
+        D = spec.num_directions
+        G = self.n_gates
+        if Wt is None or Rt is None:
+            raise self._err("inputs W and R are required")
+        for label, a in (("W", Wt), ("R", Rt), ("B", Bt), ("P", Pt)):
+            if a is not None and a.dtype != np.float32:
+                raise self._err(f"input {label} has dtype {a.dtype}, expected float32")
+        H = spec.hidden_size or (Rt.shape[-1] if Rt.ndim == 3 else None)
+        checks = [("W", Wt, (D, G * H, None)), ("R", Rt, (D, G * H, H)),
+                  ("B", Bt, (D, 2 * G * H)), ("P", Pt, (D, 3 * H))]
+        for label, a, shape in checks:
+            if a is None:
+                continue
+            if a.ndim != len(shape) or any(s is not None and s != d
+                                           for s, d in zip(shape, a.shape)):
+                shown = tuple("input_size" if s is None else s for s in shape)
+                raise self._err(f"input {label} has shape {tuple(a.shape)}, expected {shown}")
+        dirs = [pack.pack_direction(spec.op, Wt[d], Rt[d], None if Bt is None else Bt[d],
+                                    None if Pt is None else Pt[d], H, spec.acts[d],
+                                    spec.clip, spec.flag) for d in range(D)]
+        return dirs, H, int(Wt.shape[2])
+
+    def __call__(self, values):
+        node, spec = self.node, self.spec
+        if self.packed is not None:
+            dirs, H, I = self.packed
+        else:
+            dirs, H, I = self._pack(*[values[n] if n else None
+                                      for n in (node.input(i) for i in (W, R, B, P))])
+        x = values[node.input(X)]
+        if x.dtype != np.float32:
+            raise self._err(f"input X has dtype {x.dtype}, expected float32")
+        if x.ndim != 3:
+            raise self._err(f"input X has rank {x.ndim}, expected 3 "
+                            f"({'[seq_length, batch, input_size]' if spec.layout == 0 else '[batch, seq_length, input_size]'})")
+        if x.shape[2] != I:
+            raise self._err(f"input X has input_size {x.shape[2]}, but W expects {I}")
+        x = np.ascontiguousarray(x)
+        D = spec.num_directions
+        if spec.layout == 0:
+            T, Bn = x.shape[0], x.shape[1]
+        else:
+            Bn, T = x.shape[0], x.shape[1]
+        lens = None
+        seq_name = node.input(SEQ)
+        if seq_name:
+            sl = values[seq_name]
+            if sl.dtype != np.int32:
+                raise self._err(f"input sequence_lens has dtype {sl.dtype}, expected int32")
+            if sl.shape != (Bn,):
+                raise self._err(f"input sequence_lens has shape {tuple(sl.shape)}, "
+                                f"expected ({Bn},) = [batch_size]")
+            if Bn and (sl.min() < 0 or sl.max() > T):
+                raise self._err(f"input sequence_lens has values in [{sl.min()}, {sl.max()}]; "
+                                f"each must be in [0, seq_length={T}]")
+            lens = sl.astype(np.int64)
+        states = []
+        for idx, label in ((H0, "initial_h"), (C0, "initial_c")):
+            name = node.input(idx) if (idx == H0 or spec.op == "LSTM") else ""
+            if not name:
+                states.append(None)
+                continue
+            s = values[name]
+            if s.dtype != np.float32:
+                raise self._err(f"input {label} has dtype {s.dtype}, expected float32")
+            expect = (D, Bn, H) if spec.layout == 0 else (Bn, D, H)
+            if s.shape != expect:
+                raise self._err(f"input {label} has shape {tuple(s.shape)}, expected {expect}")
+            if spec.layout == 1:
+                s = s.transpose(1, 0, 2)
+            states.append(np.ascontiguousarray(s))
+        Hp = pack.padded(H)
+        y, yh, yc = frontend.run_recurrent(
+            self.step, registry.GEMM_ADDRESS, self.gates_w, self.ws_floats(Bn, Hp), x,
+            spec.layout, dirs, spec.reverse, H, states[0], states[1], lens,
+            self.want[0], self.want[1], self.want[2] and spec.op == "LSTM")
+        return [y, yh, yc][:len(node.outputs)]

@@ -1,0 +1,109 @@
+"""The execution plan: runners in order, input checks and output liveness.
+
+Built once per session.  ``run`` binds symbolic dims of the fed inputs, checks
+them for consistency, and runs only the nodes that the requested outputs need.
+"""
+import numpy as np
+
+from .errors import InvalidInput, UnsupportedOp
+from .ops import RUNNERS
+
+
+class Plan:
+    """Executable form of an ir.Graph."""
+
+    def __init__(self, graph):
+        self.graph = graph
+        self.constants = graph.initializers
+        self.input_infos = {vi.name: vi for vi in graph.inputs}
+        self.output_names = [vi.name for vi in graph.outputs]
+        consumed = {o for o in self.output_names}
+        for n in graph.nodes:
+            consumed.update(i for i in n.inputs if i)
+        self.runners = []
+        for n in graph.nodes:
+            cls = RUNNERS.get(n.op_type)
+            if cls is None:  # an import builder without a runner: a bug, say so clearly
+                raise UnsupportedOp(f"{n.describe()} has no runner", n.op_type, n.domain,
+                                    n.since_version, n.name)
+            self.runners.append(cls(n, self.constants, consumed))
+        self._live_cache = {}
+
+    def _live(self, outputs):
+        """Indices of the nodes needed for ``outputs`` (a tuple of names)."""
+        live = self._live_cache.get(outputs)
+        if live is None:
+            need = set(outputs)
+            keep = []
+            for k in range(len(self.graph.nodes) - 1, -1, -1):
+                n = self.graph.nodes[k]
+                if any(o in need for o in n.outputs if o):
+                    keep.append(k)
+                    need.update(i for i in n.inputs if i)
+            live = self._live_cache[outputs] = sorted(keep)
+        return live
+
+    def check_inputs(self, feed):
+        """Validate a feed dict against the model's inputs; bind symbolic dims."""
+        if not isinstance(feed, dict):
+            raise InvalidInput(f"input_feed must be a dict of name -> numpy array, "
+                               f"not {type(feed).__name__}")
+        known = self.input_infos
+        for name in feed:
+            if name not in known:
+                raise InvalidInput(f"'{name}' is not an input of this model; its inputs are "
+                                   f"{sorted(known)}")
+        dims = {}
+        values = {}
+        for name, vi in known.items():
+            if name not in feed:
+                raise InvalidInput(f"required input '{name}' ({vi.type_str}, shape "
+                                   f"{list(vi.shape) if vi.shape is not None else '?'}) "
+                                   f"is missing from input_feed")
+            a = feed[name]
+            if not isinstance(a, np.ndarray):
+                raise InvalidInput(f"input '{name}' must be a numpy.ndarray, "
+                                   f"not {type(a).__name__}")
+            if vi.dtype is not None and a.dtype != vi.dtype:
+                raise InvalidInput(f"input '{name}' has dtype {a.dtype}, expected {vi.dtype} "
+                                   f"({vi.type_str})")
+            if vi.shape is not None:
+                if a.ndim != len(vi.shape):
+                    raise InvalidInput(f"input '{name}' has rank {a.ndim} (shape "
+                                       f"{tuple(a.shape)}), expected rank {len(vi.shape)} "
+                                       f"{list(vi.shape)}")
+                for axis, (want, got) in enumerate(zip(vi.shape, a.shape)):
+                    if isinstance(want, int) and want != got:
+                        raise InvalidInput(f"input '{name}' has size {got} on axis {axis}, "
+                                           f"the model fixes it at {want}")
+                    if isinstance(want, str) and want:
+                        seen = dims.setdefault(want, (got, name, axis))
+                        if seen[0] != got:
+                            raise InvalidInput(
+                                f"dimension '{want}' is {got} on axis {axis} of input "
+                                f"'{name}' but {seen[0]} on axis {seen[2]} of input "
+                                f"'{seen[1]}'")
+            values[name] = a
+        return values
+
+    def run(self, output_names, feed):
+        """Run the graph; returns a list of arrays in ``output_names`` order."""
+        if output_names is None:
+            outputs = tuple(self.output_names)
+        else:
+            if isinstance(output_names, str):
+                raise InvalidInput("output_names must be a list of names or None")
+            outputs = tuple(output_names)
+            for o in outputs:
+                if o not in self.output_names:
+                    raise InvalidInput(f"'{o}' is not an output of this model; its outputs "
+                                       f"are {self.output_names}")
+        values = dict(self.constants)
+        values.update(self.check_inputs(feed))
+        for k in self._live(outputs):
+            runner = self.runners[k]
+            results = runner(values)
+            for name, v in zip(runner.node.outputs, results):
+                if name:
+                    values[name] = v
+        return [values[o] for o in outputs]

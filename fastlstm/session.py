@@ -1,0 +1,97 @@
+"""The onnxruntime-shaped API: InferenceSession, SessionOptions, NodeArg.
+
+    import fastlstm
+    sess = fastlstm.InferenceSession("model.onnx")
+    y, = sess.run(["Y"], {"X": x})
+
+Switching from onnxruntime is one line: the constructor takes the same model
+path or bytes, ``run`` the same arguments and gives the same results.
+"""
+from dataclasses import dataclass
+from typing import List, Optional, Union
+
+from . import config
+from .errors import FastLSTMError
+from .onnx_import import load_graph
+from .plan import Plan
+
+
+class SessionOptions:
+    """Options of a session, with onnxruntime's names.
+
+    Attributes
+    ----------
+    intra_op_num_threads : int
+        Threads a single run may use; 0 means the default (the environment
+        variable FASTLSTM_NUM_THREADS, else 1).
+    """
+
+    def __init__(self):
+        self.intra_op_num_threads = 0
+
+
+@dataclass(frozen=True)
+class NodeArg:
+    """Name, shape and type of a model input or output (as onnxruntime.NodeArg)."""
+    name: str
+    shape: Optional[List[Union[int, str, None]]]
+    type: str
+
+
+class InferenceSession:
+    """Load a model once, run it many times.
+
+    Parameters
+    ----------
+    path_or_bytes : str, os.PathLike or bytes
+        An ONNX model file, or its serialized bytes.
+    sess_options : SessionOptions, optional
+    providers, provider_options : ignored
+        Accepted so that code written for onnxruntime runs unchanged; fastlstm
+        has one (CPU) provider.
+
+    Raises
+    ------
+    InvalidModel, UnsupportedOp
+        When the model cannot be read or uses what fastlstm does not run.
+    """
+
+    def __init__(self, path_or_bytes, sess_options=None, providers=None,
+                 provider_options=None, **kwargs):
+        self._options = sess_options or SessionOptions()
+        n = self._options.intra_op_num_threads
+        if not isinstance(n, int) or n < 0:
+            raise FastLSTMError(f"intra_op_num_threads must be an int >= 0, got {n!r}")
+        self.num_threads = n or config.default_num_threads()
+        self._graph = load_graph(path_or_bytes)
+        self._plan = Plan(self._graph)
+
+    def get_inputs(self):
+        """The inputs a run must feed (initializers excluded), as NodeArg."""
+        return [NodeArg(v.name, None if v.shape is None else list(v.shape), v.type_str)
+                for v in self._graph.inputs]
+
+    def get_outputs(self):
+        """The model's outputs, as NodeArg."""
+        return [NodeArg(v.name, None if v.shape is None else list(v.shape), v.type_str)
+                for v in self._graph.outputs]
+
+    def get_modelmeta(self):
+        """Producer, opset and metadata of the model as a dict."""
+        return dict(self._graph.metadata)
+
+    def get_session_options(self):
+        return self._options
+
+    def run(self, output_names, input_feed, run_options=None):
+        """Compute ``output_names`` (None: all outputs) from ``input_feed``.
+
+        Returns a list of numpy arrays, in the order of ``output_names``.
+
+        Raises
+        ------
+        InvalidInput
+            Unknown or missing input, wrong dtype, rank or size, dims that
+            contradict each other or the model, values out of range.
+        """
+        return self._plan.run(output_names, input_feed)
