@@ -7,9 +7,11 @@ checked against a reference that is itself unchecked.
 """
 import numpy as np
 
-_DEFAULT_ALPHA = {"LeakyRelu": 0.01, "ThresholdedRelu": 1.0, "ScaledTanh": 1.0,
-                  "HardSigmoid": 0.2, "Elu": 1.0, "Affine": 1.0}
-_DEFAULT_BETA = {"ScaledTanh": 1.0, "HardSigmoid": 0.5, "Affine": 0.0}
+# The ONNX text gives no defaults for these parameters inside recurrent ops;
+# these are the ones onnxruntime applies (test_activations.py measures them).
+_DEFAULT_ALPHA = {"LeakyRelu": 0.01, "ThresholdedRelu": 0.0, "ScaledTanh": 0.0,
+                  "HardSigmoid": 0.2, "Elu": 1.0, "Affine": 0.0}
+_DEFAULT_BETA = {"ScaledTanh": 0.0, "HardSigmoid": 0.5, "Affine": 0.0}
 
 
 def activation(name, alpha=None, beta=None):
@@ -53,14 +55,21 @@ def _directions(direction):
     return {"forward": [False], "reverse": [True], "bidirectional": [False, True]}[direction]
 
 
+_USES_ALPHA = {"Affine", "LeakyRelu", "ThresholdedRelu", "ScaledTanh", "HardSigmoid", "Elu"}
+_USES_BETA = {"Affine", "ScaledTanh", "HardSigmoid"}
+
+
 def _acts(activations, alphas, betas, n_per_dir, defaults, D):
+    # alpha/beta values are taken in order by the activations that have such a
+    # parameter (onnxruntime's reading of "consumed in the order of activations").
     names = activations or defaults * D
     alphas = list(alphas or [])
     betas = list(betas or [])
     out = []
-    for k, name in enumerate(names):
-        out.append(activation(name, alphas[k] if k < len(alphas) else None,
-                              betas[k] if k < len(betas) else None))
+    for name in names:
+        a = alphas.pop(0) if name in _USES_ALPHA and alphas else None
+        b = betas.pop(0) if name in _USES_BETA and betas else None
+        out.append(activation(name, a, b))
     return [out[d * n_per_dir:(d + 1) * n_per_dir] for d in range(D)]
 
 
@@ -100,7 +109,8 @@ def lstm(X, W, R, B=None, sequence_lens=None, initial_h=None, initial_c=None, P=
                 o = f(cl(go + po * c))
                 h = o * hf(c)
                 Y[t, d, b] = h
-            Yh[d, b], Yc[d, b] = h, c
+            if lens[b] > 0:   # a zero-length sequence reports zeros, as onnxruntime does
+                Yh[d, b], Yc[d, b] = h, c
     return _finish(Y, [Yh, Yc], layout)
 
 
@@ -138,7 +148,8 @@ def gru(X, W, R, B=None, sequence_lens=None, initial_h=None, *, hidden_size=None
                     ht = g(cl(x @ Wh.T + (r * h) @ Rh.T + Rbh + Wbh))
                 h = (1 - z) * ht + z * h
                 Y[t, d, b] = h
-            Yh[d, b] = h
+            if lens[b] > 0:
+                Yh[d, b] = h
     return _finish(Y, [Yh], layout)
 
 
@@ -167,5 +178,6 @@ def rnn(X, W, R, B=None, sequence_lens=None, initial_h=None, *, hidden_size=None
             for t in _time_order(lens[b], T, rev):
                 h = f(cl(X[t, b] @ Wd.T + h @ Rd.T + bias))
                 Y[t, d, b] = h
-            Yh[d, b] = h
+            if lens[b] > 0:
+                Yh[d, b] = h
     return _finish(Y, [Yh], layout)

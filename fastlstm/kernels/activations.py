@@ -35,15 +35,17 @@ from .. import config
 RELU, TANH, SIGMOID, AFFINE, LEAKY_RELU, THRESHOLDED_RELU, SCALED_TANH, \
     HARD_SIGMOID, ELU, SOFTSIGN, SOFTPLUS = range(11)
 
-#: ONNX name -> (code, default alpha, default beta)
+#: ONNX name -> (code, default alpha, default beta).  The recurrent ops' text
+#: gives no defaults; these are onnxruntime's (measured: tests/test_activations.py),
+#: which leave Affine, ScaledTanh and ThresholdedRelu at alpha = beta = 0.
 ACTIVATIONS = {
     "Relu": (RELU, 0.0, 0.0),
     "Tanh": (TANH, 0.0, 0.0),
     "Sigmoid": (SIGMOID, 0.0, 0.0),
-    "Affine": (AFFINE, 1.0, 0.0),
+    "Affine": (AFFINE, 0.0, 0.0),
     "LeakyRelu": (LEAKY_RELU, 0.01, 0.0),
-    "ThresholdedRelu": (THRESHOLDED_RELU, 1.0, 0.0),
-    "ScaledTanh": (SCALED_TANH, 1.0, 1.0),
+    "ThresholdedRelu": (THRESHOLDED_RELU, 0.0, 0.0),
+    "ScaledTanh": (SCALED_TANH, 0.0, 0.0),
     "HardSigmoid": (HARD_SIGMOID, 0.2, 0.5),
     "Elu": (ELU, 1.0, 0.0),
     "Softsign": (SOFTSIGN, 0.0, 0.0),
