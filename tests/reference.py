@@ -24,7 +24,7 @@ def activation(name, alpha=None, beta=None):
         "Sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
         "Affine": lambda x: a * x + b,
         "LeakyRelu": lambda x: np.where(x >= 0, x, a * x),
-        "ThresholdedRelu": lambda x: np.where(x >= a, x, 0.0),
+        "ThresholdedRelu": lambda x: np.where(x > a, x, 0.0),  # ONNX ThresholdedRelu: x > alpha
         "ScaledTanh": lambda x: a * np.tanh(b * x),
         "HardSigmoid": lambda x: np.clip(a * x + b, 0, 1),
         "Elu": lambda x: np.where(x >= 0, x, a * (np.exp(np.minimum(x, 0)) - 1)),

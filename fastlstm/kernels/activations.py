@@ -154,15 +154,16 @@ def apply(code, alpha, beta, buf, start, n):
     elif code == THRESHOLDED_RELU:
         for j in range(start, start + n):
             v = buf[j]
-            buf[j] = v if v >= alpha else _ZERO
+            buf[j] = v if v > alpha else _ZERO
     elif code == SCALED_TANH:
         for j in range(start, start + n):
             buf[j] = alpha * ftanh(beta * buf[j])
     elif code == HARD_SIGMOID:
         for j in range(start, start + n):
+            # NaN -> 0, as onnxruntime computes it
             v = alpha * buf[j] + beta
-            v = _ONE if v > _ONE else v
-            buf[j] = _ZERO if v < _ZERO else v
+            r = v if v > _ZERO else _ZERO
+            buf[j] = _ONE if v > _ONE else r
     elif code == ELU:
         for j in range(start, start + n):
             v = buf[j]

@@ -1,0 +1,93 @@
+"""Kernel-level checks: activation accuracy, packing, the on-disk cache, threads."""
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import fastlstm
+from fastlstm import pack
+from fastlstm.kernels import activations
+from helpers import SPEC_OUTPUTS, feeds, random_weights, recurrent_model, run_ort
+
+
+def test_activation_error_bounds():
+    """The bounds stated in fastlstm/kernels/activations.py, on a float32 sample."""
+    err = activations.measure_errors(limit=100.0, stride=101)
+    assert err["exp_rel"] < 2e-7
+    assert err["sigmoid_abs"] < 1.5e-7
+    assert err["tanh_abs"] < 2.5e-7
+    assert err["tanh_rel"] < 1e-6
+
+
+@pytest.mark.parametrize("params", [None, ([0.7], [0.3])])
+@pytest.mark.parametrize("name", list(activations.ACTIVATIONS))
+def test_each_activation_against_onnxruntime(name, params):
+    """Every activation, with default and given alpha/beta, over [-12, 12] and NaN.
+
+    x = 0.7 is on the grid, so ThresholdedRelu's boundary (x > alpha) is hit."""
+    x = np.concatenate([np.linspace(-12, 12, 241), [np.nan]]).astype(np.float32)
+    arrays = {"X": x.reshape(-1, 1, 1), "W": np.ones((1, 1, 1), np.float32),
+              "R": np.zeros((1, 1, 1), np.float32)}
+    attrs = {"hidden_size": 1, "activations": [name]}
+    if params:
+        attrs["activation_alpha"], attrs["activation_beta"] = params
+    model = recurrent_model("RNN", arrays, attrs, initializers=["W", "R"])
+    got = fastlstm.InferenceSession(model.SerializeToString()).run(None, feeds(model, arrays))
+    exp = run_ort(model, feeds(model, arrays))
+    # NaN positions must match too: smooth functions keep NaN, while Relu-like
+    # ones map it to 0 in onnxruntime, and we follow it.
+    np.testing.assert_allclose(got[0], exp[0], atol=1e-6, rtol=1e-5, equal_nan=True)
+
+
+def test_pack_panels_layout():
+    H, K = 20, 3
+    gates = [np.arange(H * K, dtype=np.float32).reshape(H, K) + 1000 * g for g in range(2)]
+    p = pack.pack_panels(gates).reshape(2, K, 2, 16)   # [ntiles, K, G, TILE]
+    assert p[1, 2, 1, 3] == gates[1][16 + 3, 2]
+    assert p[1, 0, 0, 5] == 0  # unit 21 is padding
+
+
+def test_second_process_loads_kernels_from_cache():
+    code = ("import fastlstm.kernels.registry as r; from fastlstm.kernels import lstm, gru, rnn;"
+            "print(min(lstm.lstm_step.cache_hits, gru.gru_step.cache_hits,"
+            " rnn.rnn_step.cache_hits, r._gemm.cache_hits))")
+    env = dict(os.environ)
+    env.pop("FASTLSTM_CACHE", None)
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
+    out = subprocess.run([sys.executable, "-c", code], check=True, env=env,
+                         capture_output=True, text=True)
+    assert int(out.stdout.strip()) >= 1
+
+
+def test_concurrent_runs_match_sequential():
+    rng = np.random.default_rng(5)
+    arrays = random_weights(rng, "LSTM", 2, 32, 8)
+    arrays["X"] = rng.standard_normal((20, 3, 8)).astype(np.float32)
+    arrays["sequence_lens"] = np.array([20, 7, 13], np.int32)
+    model = recurrent_model("LSTM", arrays, {"hidden_size": 32, "direction": "bidirectional"},
+                            initializers=["W", "R", "B"])
+    s = fastlstm.InferenceSession(model.SerializeToString())
+    inputs = []
+    for k in range(8):
+        x = rng.standard_normal((20, 3, 8)).astype(np.float32)
+        inputs.append({"X": x, "sequence_lens": arrays["sequence_lens"]})
+    expected = [s.run(None, f) for f in inputs]
+    results = [None] * len(inputs)
+
+    def worker(i):
+        for _ in range(5):
+            results[i] = s.run(None, inputs[i])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for r, e in zip(results, expected):
+        for a, b in zip(r, e):
+            np.testing.assert_array_equal(a, b)
+    for a, b in zip(expected[0], run_ort(model, inputs[0])):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
