@@ -22,7 +22,7 @@ cnp.import_array()
 
 ctypedef void (*step_fn)(int64_t, float*, int64_t*, float*, float*, float*, float*, float*,
                          float*, float*, int64_t*, float*, int64_t*, float*) noexcept nogil
-ctypedef void (*gemm_fn)(int64_t, int64_t, int64_t, int64_t, float*, float*, float*,
+ctypedef void (*gemm_fn)(int64_t, int64_t, int64_t, float*, float*, float*,
                          float*) noexcept nogil
 
 cdef enum:
@@ -168,7 +168,7 @@ def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_fl
         memcpy(ipp, iptr(pd.ip), 8 * sizeof(int64_t))
         ipp[IP_BATCH] = B
         with nogil:
-            gemm(M, I, Hp // TILE, gates_w * TILE, xx, Wp, bias, xpp)
+            gemm(M, I, N, xx, Wp, bias, xpp)
             for b in range(2 * B * Hp):
                 hb[b] = 0
             for b in range(B * Hp):

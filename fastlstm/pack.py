@@ -1,17 +1,18 @@
 """Packing weights once, at load, into the layout the kernels read.
 
-Panel layout
-------------
+Layout
+------
 Hidden units are grouped in tiles of ``TILE`` (16 float32 = one AVX-512
-register).  For a weight tensor with G gates of H units each over K inputs
-(ONNX W: ``[G*H, K]``), the packed form is ``[ntiles, K, G*TILE]``: for tile p
-and input k, the G gates of units ``p*TILE .. p*TILE+TILE-1`` sit side by side.
-A kernel streams one tile's panel top to bottom while the accumulators of those
-G*TILE outputs stay in registers or L1, and then finishes the gate math of the
-tile before moving on.  H is padded up to ``Hp = ntiles*TILE``; padding is zero.
+register), H padded up to ``Hp = ntiles*TILE`` with zeros.  A weight tensor
+with G gates of H units over K inputs (ONNX W or R: ``[G*H, K]``) is packed
+transposed, ``Wt[K, Hp*G]``, with its columns in tile order: for tile p the G
+gates of units ``p*TILE .. p*TILE+TILE-1`` sit side by side (GT = G*TILE
+columns).  The products (``kernels.gemm``) stream rows of Wt through long
+vectorized loops; the gate math then reads the G gates of a tile from one
+contiguous GT-wide run of the product, so gates never have to be gathered.
 
 The input projection produced with packed W has the same column order, so a
-step kernel finds the gates of tile p of row b at ``xp[row*GT*ntiles + p*GT]``.
+step kernel finds the gates of tile p of row r at ``xp[r*Hp*G + p*GT]``.
 """
 from dataclasses import dataclass
 
@@ -29,15 +30,18 @@ def padded(h):
 
 
 def pack_panels(gates):
-    """Pack a list of G ``[H, K]`` gate matrices into ``[ntiles, K, G*TILE]`` float32."""
+    """Pack G ``[H, K]`` gate matrices into ``Wt[K, Hp*G]`` float32 with tile-ordered columns.
+
+    Column ``p*G*TILE + g*TILE + j`` holds gate g of hidden unit ``p*TILE + j``.
+    """
     g = len(gates)
     h, k = gates[0].shape
     hp = padded(h)
     a = np.zeros((g, hp, k), np.float32)
     for i, m in enumerate(gates):
         a[i, :h] = m
-    # [G, ntiles, TILE, K] -> [ntiles, K, G, TILE]
-    a = a.reshape(g, hp // TILE, TILE, k).transpose(1, 3, 0, 2)
+    # [G, ntiles, TILE, K] -> [K, ntiles, G, TILE]
+    a = a.reshape(g, hp // TILE, TILE, k).transpose(3, 1, 0, 2)
     return np.ascontiguousarray(a).reshape(-1)
 
 

@@ -9,7 +9,7 @@ All three ops are called by the front end through one C signature::
 nact      active batch rows this step (rows are sorted by length, longest first,
           so the active rows are always a prefix)
 xp, xoff  the input projection; row b's gates start at xp[xoff[b]]
-R         packed recurrent panels; rb an op-specific packed bias (GRU's Rb_h)
+R         packed recurrent weights Rt[H, G*Hp]; rb an op-specific bias (GRU's Rb_h)
 P         packed peepholes (LSTM), zeros when the model has none
 h_in      state of the previous step, rows Hp apart; h_out receives the new one
 c         LSTM cell state, updated in place
@@ -26,8 +26,7 @@ I64P = types.CPointer(types.int64)
 
 STEP_SIG = types.void(types.int64, F32P, I64P, F32P, F32P, F32P, F32P, F32P, F32P, F32P,
                       I64P, F32P, I64P, F32P)
-GEMM_SIG = types.void(types.int64, types.int64, types.int64, types.int64, F32P, F32P, F32P,
-                      F32P)
+GEMM_SIG = types.void(types.int64, types.int64, types.int64, F32P, F32P, F32P, F32P)
 
 # ip slots
 IP_H, IP_HP, IP_ACT0, IP_ACT1, IP_ACT2, IP_FLAG, IP_HAS_CLIP, IP_BATCH = range(8)

@@ -1,66 +1,84 @@
-"""Blocked products against packed weight panels.
+"""Row-blocked products against packed, pre-transposed weights.
 
-Packed weight panels (see ``fastlstm.pack``) hold, for each tile of ``TILE``
-hidden units, a ``K x GT`` row-major block (``GT = G*TILE``) in which the G gates
-of those units sit side by side.  A product row ``x[k] * panel[k, :]`` therefore
-updates every gate of a tile with contiguous, vectorizable loads, and the
-accumulators of one tile stay in L1 while its panel streams through once.
+Weights are packed as ``Wt[K, N]`` (see ``fastlstm.pack``): row k holds the
+weights of input k for every output column, with the columns in tile order (the
+G gates of each tile of TILE hidden units side by side).  ``gemm_acc`` walks K
+eight rows at a time and, for each row of ``a``, streams the eight weight rows
+through one long vectorizable loop over the columns:
+
+    out[m, n] += sum_j a[m, k+j] * Wt[k+j, n]        j = 0..7
+
+The long inner loop is what makes LLVM's vector code pay off: the accumulators
+live in ``out`` (L1), each weight element is loaded once per row of ``a`` and
+per eight multiply-adds one ``out`` vector is loaded and stored.  Columns are
+processed in chunks of ``NCHUNK`` so that, with several rows, the weight rows of
+a chunk stay in L1 while every row of ``a`` uses them.
 """
 from numba import njit, types
 
 from .. import config
 
 F32P = types.CPointer(types.float32)
-I64P = types.CPointer(types.int64)
 
 _jit = dict(nogil=True, cache=config.NUMBA_CACHE, fastmath=set(config.NUMBA_FASTMATH),
             error_model=config.NUMBA_ERROR_MODEL)
 
-#: Rows of x handled together: each panel row is loaded once per block.
-ROW_BLOCK = 4
+#: Columns per chunk: 8 weight rows x 512 floats = 16 KiB, half of L1.
+NCHUNK = 512
+#: Rows of ``a`` per block, so that a block's outputs stay in L2 across all of K.
+MBLOCK = 32
 
 
-@njit(types.void(types.int64, types.int64, types.int64, types.int64, F32P, F32P, F32P,
-                 F32P), **_jit)
-def gemm_bias(M, K, ntiles, gt, x, wp, bias, out):
-    """Input projection of all time steps at once.
+@njit(types.void(types.int64, types.int64, types.int64, F32P, types.int64, types.int64,
+                 F32P, types.int64, F32P, types.int64, types.int64), inline="always", **_jit)
+def _gemm_block(M, K, N, a, aoff, lda, w, woff, out, ooff, ldo):
+    for n0 in range(0, N, NCHUNK):
+        nn = min(NCHUNK, N - n0)
+        k = 0
+        while k + 8 <= K:
+            w0 = woff + k * N + n0
+            for m in range(M):
+                ar = aoff + m * lda + k
+                a0 = a[ar]
+                a1 = a[ar + 1]
+                a2 = a[ar + 2]
+                a3 = a[ar + 3]
+                a4 = a[ar + 4]
+                a5 = a[ar + 5]
+                a6 = a[ar + 6]
+                a7 = a[ar + 7]
+                o = ooff + m * ldo + n0
+                for n in range(nn):
+                    wn = w0 + n
+                    out[o + n] += ((a0 * w[wn] + a1 * w[wn + N]) +
+                                   (a2 * w[wn + 2 * N] + a3 * w[wn + 3 * N])) + \
+                                  ((a4 * w[wn + 4 * N] + a5 * w[wn + 5 * N]) +
+                                   (a6 * w[wn + 6 * N] + a7 * w[wn + 7 * N]))
+            k += 8
+        while k < K:
+            w0 = woff + k * N + n0
+            for m in range(M):
+                av = a[aoff + m * lda + k]
+                o = ooff + m * ldo + n0
+                for n in range(nn):
+                    out[o + n] += av * w[w0 + n]
+            k += 1
 
-    out[m, p*gt + n] = bias[p*gt + n] + sum_k x[m*K + k] * wp[(p*K + k)*gt + n]
 
-    x is ``M x K`` row-major, out is ``M x ntiles*gt`` row-major.
-    """
-    N = ntiles * gt
-    for p in range(ntiles):
-        woff = p * K * gt
-        boff = p * gt
-        for m0 in range(0, M, ROW_BLOCK):
-            nrows = min(ROW_BLOCK, M - m0)
-            for r in range(nrows):
-                o = (m0 + r) * N + boff
-                for n in range(gt):
-                    out[o + n] = bias[boff + n]
-            for k in range(K):
-                wrow = woff + k * gt
-                for r in range(nrows):
-                    xv = x[(m0 + r) * K + k]
-                    o = (m0 + r) * N + boff
-                    for n in range(gt):
-                        out[o + n] += xv * wp[wrow + n]
+@njit(types.void(types.int64, types.int64, types.int64, F32P, types.int64, types.int64,
+                 F32P, types.int64, F32P, types.int64, types.int64), inline="always", **_jit)
+def gemm_acc(M, K, N, a, aoff, lda, w, woff, out, ooff, ldo):
+    """out[ooff + m*ldo + n] += sum_k a[aoff + m*lda + k] * w[woff + k*N + n], m < M, n < N."""
+    for m0 in range(0, M, MBLOCK):
+        _gemm_block(min(MBLOCK, M - m0), K, N, a, aoff + m0 * lda, lda, w, woff, out,
+                    ooff + m0 * ldo, ldo)
 
 
-@njit(types.void(types.int64, F32P, types.int64, types.int64, types.int64, F32P,
-                 types.int64, types.int64, F32P, types.int64),
-      inline="always", **_jit)
-def recurrent_acc(nact, h, hoff, hstride, K, wp, woff, gt, acc, aoff):
-    """acc[aoff + b*gt + n] += sum_k h[hoff + b*hstride + k] * wp[woff + k*gt + n], b < nact.
-
-    The per-step recurrent product of one tile for all active batch rows: each
-    panel row is read once per k and reused for every row.
-    """
-    for k in range(K):
-        wrow = woff + k * gt
-        for b in range(nact):
-            hv = h[hoff + b * hstride + k]
-            a = aoff + b * gt
-            for n in range(gt):
-                acc[a + n] += hv * wp[wrow + n]
+@njit(types.void(types.int64, types.int64, types.int64, F32P, F32P, F32P, F32P), **_jit)
+def gemm_bias(M, K, N, x, w, bias, out):
+    """Input projection of all time steps at once: out[M, N] = x[M, K] @ w[K, N] + bias[N]."""
+    for m in range(M):
+        o = m * N
+        for n in range(N):
+            out[o + n] = bias[n]
+    gemm_acc(M, K, N, x, 0, K, w, 0, out, 0, N)

@@ -1,4 +1,4 @@
-"""One GRU time step, recurrent GEMM fused with the gate math.
+"""One GRU time step: recurrent products, then the gate math.
 
 ONNX equations (f, g = activations; clip applied to every activation input):
 
@@ -8,15 +8,17 @@ ONNX equations (f, g = activations; clip applied to every activation input):
     ht = g(Xt*Wh + (rt (.) (Ht-1*Rh + Rbh)) + Wbh)          linear_before_reset = 1
     Ht = (1 - zt) (.) ht + zt (.) Ht-1
 
-The input projection holds Xt*W + Wb (+ Rb for z and r, and for h too when
-linear_before_reset = 0, where Rbh is simply added).
+The input projection holds Xt*W + Wb, plus Rb for z and r, and for h too when
+linear_before_reset = 0 (where Rbh is simply added).
 
-With linear_before_reset = 1 everything fuses per tile: R is packed with the
-three gates (z, r, h) of a tile side by side and Rbh arrives through ``rb``.
-With linear_before_reset = 0, (rt (.) Ht-1) needs every unit's rt before any
-Ht-1*Rh product can start, so the step runs in two passes: z and r for all tiles
-(panels with two gates), then the h gate (panels with one gate, after the z/r
-panels in ``R``).  ``ws`` then also holds zt and rt (.) Ht-1 for every row.
+linear_before_reset = 1: one product Ht-1*[Rz Rr Rh] (R packed with the three
+gates of a tile side by side) into rows that start as [xz xr Rbh]; the gate
+math then finishes each tile.
+
+linear_before_reset = 0: (rt (.) Ht-1) needs every unit's rt before its product
+with Rh can start, so there are two products: Ht-1*[Rz Rr] (packed first in R),
+then (rt (.) Ht-1)*Rh (packed after it).  ``ws`` holds, per row, the z/r
+accumulators, zt, rt (.) Ht-1 and the h accumulator.
 """
 from numba import cfunc
 
@@ -24,7 +26,7 @@ from . import activations as act
 from .common import (FP_ALPHA0, FP_ALPHA1, FP_BETA0, FP_BETA1, FP_CLIP, IP_ACT0, IP_ACT1,
                      IP_BATCH, IP_FLAG, IP_H, IP_HAS_CLIP, IP_HP, STEP_SIG, TILE, copy_run,
                      write_y)
-from .gemm import recurrent_acc
+from .gemm import gemm_acc
 from .. import config
 
 GATES = 3
@@ -32,7 +34,7 @@ GATES = 3
 
 def ws_floats(batch, hp):
     """Scratch floats the GRU step needs for ``batch`` rows (both variants)."""
-    return batch * (GATES * TILE + 2 * hp)
+    return batch * 5 * hp
 
 
 @cfunc(STEP_SIG, nopython=True, cache=config.NUMBA_CACHE, fastmath=set(config.NUMBA_FASTMATH),
@@ -55,15 +57,16 @@ def gru_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
     GT = GATES * T
     ntiles = Hp // T
     if lbr:
-        for p in range(ntiles):
-            j0 = p * T
-            for b in range(nact):
-                copy_run(xp, xoff[b] + p * GT, ws, b * GT, 2 * T)
-                copy_run(rb, j0, ws, b * GT + 2 * T, T)
-            recurrent_acc(nact, h_in, 0, Hp, H, R, p * H * GT, GT, ws, 0)
-            count = min(T, H - j0)
-            for b in range(nact):
-                a = b * GT
+        N = GATES * Hp
+        for b in range(nact):
+            for p in range(ntiles):
+                copy_run(xp, xoff[b] + p * GT, ws, b * N + p * GT, 2 * T)
+                copy_run(rb, p * T, ws, b * N + p * GT + 2 * T, T)
+        gemm_acc(nact, H, N, h_in, 0, Hp, R, 0, ws, 0, N)
+        for b in range(nact):
+            for p in range(ntiles):
+                j0 = p * T
+                a = b * N + p * GT
                 s = b * Hp + j0
                 if has_clip:
                     act.clip(ws, a, 2 * T, lim)
@@ -77,41 +80,35 @@ def gru_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
                 for jj in range(T):
                     z = ws[a + jj]
                     h_out[s + jj] = (one - z) * ws[a + 2 * T + jj] + z * h_in[s + jj]
-                write_y(y, yoff[b], h_out, s, j0, count)
+                write_y(y, yoff[b], h_out, s, j0, min(T, H - j0))
         return
-    # linear_before_reset = 0: pass 1, z and r of every tile.
-    zoff = Bcap * GT            # zt for row b, unit j at ws[zoff + b*Hp + j]
-    rhoff = zoff + Bcap * Hp    # rt (.) Ht-1 likewise
-    G2 = 2 * T
-    for p in range(ntiles):
-        j0 = p * T
-        for b in range(nact):
-            copy_run(xp, xoff[b] + p * GT, ws, b * G2, G2)
-        recurrent_acc(nact, h_in, 0, Hp, H, R, p * H * G2, G2, ws, 0)
-        for b in range(nact):
-            a = b * G2
-            s = b * Hp + j0
+    # linear_before_reset = 0
+    N2 = 2 * Hp
+    zoff = Bcap * N2            # zt of row b, unit j at ws[zoff + b*Hp + j]
+    rhoff = zoff + Bcap * Hp    # rt (.) Ht-1, likewise
+    hoff = rhoff + Bcap * Hp    # h-gate accumulator, likewise
+    for b in range(nact):
+        for p in range(ntiles):
+            copy_run(xp, xoff[b] + p * GT, ws, b * N2 + p * 2 * T, 2 * T)
+            copy_run(xp, xoff[b] + p * GT + 2 * T, ws, hoff + b * Hp + p * T, T)
+    gemm_acc(nact, H, N2, h_in, 0, Hp, R, 0, ws, 0, N2)
+    for b in range(nact):
+        for p in range(ntiles):
+            a = b * N2 + p * 2 * T
+            s = b * Hp + p * T
             if has_clip:
-                act.clip(ws, a, G2, lim)
-            act.apply(a_f, al_f, be_f, ws, a, G2)
+                act.clip(ws, a, 2 * T, lim)
+            act.apply(a_f, al_f, be_f, ws, a, 2 * T)
             for jj in range(T):
                 ws[zoff + s + jj] = ws[a + jj]
                 ws[rhoff + s + jj] = ws[a + T + jj] * h_in[s + jj]
-    # pass 2: the h gate from (rt (.) Ht-1) * Rh.
-    rh_panels = ntiles * H * G2
-    for p in range(ntiles):
-        j0 = p * T
-        for b in range(nact):
-            copy_run(xp, xoff[b] + p * GT + 2 * T, ws, b * T, T)
-        recurrent_acc(nact, ws, rhoff, Hp, H, R, rh_panels + p * H * T, T, ws, 0)
-        count = min(T, H - j0)
-        for b in range(nact):
-            a = b * T
-            s = b * Hp + j0
-            if has_clip:
-                act.clip(ws, a, T, lim)
-            act.apply(a_g, al_g, be_g, ws, a, T)
-            for jj in range(T):
-                z = ws[zoff + s + jj]
-                h_out[s + jj] = (one - z) * ws[a + jj] + z * h_in[s + jj]
-            write_y(y, yoff[b], h_out, s, j0, count)
+    gemm_acc(nact, H, Hp, ws, rhoff, Hp, R, H * N2, ws, hoff, Hp)
+    for b in range(nact):
+        s = b * Hp
+        if has_clip:
+            act.clip(ws, hoff + s, Hp, lim)
+        act.apply(a_g, al_g, be_g, ws, hoff + s, Hp)
+        for j in range(Hp):
+            z = ws[zoff + s + j]
+            h_out[s + j] = (one - z) * ws[hoff + s + j] + z * h_in[s + j]
+        write_y(y, yoff[b], h_out, s, 0, H)

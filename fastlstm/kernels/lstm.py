@@ -1,4 +1,4 @@
-"""One LSTM time step: recurrent GEMM fused with all gate and cell math.
+"""One LSTM time step: the recurrent product, then all gate and cell math.
 
 ONNX equations (f, g, h = activations; clip applied to every activation input;
 peephole terms P* are zero when the model has none):
@@ -10,18 +10,18 @@ peephole terms P* are zero when the model has none):
     ot = f(Xt*Wo + Ht-1*Ro + Po (.) Ct + Wbo + Rbo)
     Ht = ot (.) h(Ct)
 
-Xt*W + Wb + Rb has already been computed for all steps by the input GEMM.  Per
-tile of TILE hidden units the kernel accumulates Ht-1*R for the four gates of
-those units into ``ws``, then finishes the gate and cell math for the tile while
-it is still in L1.  Gate order inside a tile: i, o, f, c (ONNX order).
+Xt*W + Wb + Rb has already been computed for all steps by the input GEMM.  The
+step copies each active row's projection into ``ws``, adds Ht-1*R to it in one
+product over all gates, and then finishes the gates tile by tile while the row
+is in L1.  Gate order inside a tile: i, o, f, c (ONNX order).
 """
-from numba import cfunc, njit
+from numba import cfunc
 
 from . import activations as act
 from .common import (FP_ALPHA0, FP_ALPHA1, FP_ALPHA2, FP_BETA0, FP_BETA1, FP_BETA2, FP_CLIP,
                      IP_ACT0, IP_ACT1, IP_ACT2, IP_FLAG, IP_H, IP_HAS_CLIP, IP_HP, STEP_SIG,
                      TILE, copy_run, write_y)
-from .gemm import recurrent_acc
+from .gemm import gemm_acc
 from .. import config
 
 GATES = 4
@@ -29,7 +29,7 @@ GATES = 4
 
 def ws_floats(batch, hp):
     """Scratch floats the LSTM step needs for ``batch`` rows."""
-    return batch * GATES * TILE
+    return batch * GATES * hp
 
 
 @cfunc(STEP_SIG, nopython=True, cache=config.NUMBA_CACHE, fastmath=set(config.NUMBA_FASTMATH),
@@ -43,17 +43,17 @@ def lstm_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
     coupled = ip[IP_FLAG] != 0
     has_clip = ip[IP_HAS_CLIP] != 0
     lim = fp[FP_CLIP]
+    one = lim * 0 + 1
     T = TILE
     GT = GATES * T
-    one = fp[FP_CLIP] * 0 + 1  # float32 one without a literal cast
-    for p in range(Hp // T):
-        j0 = p * T
-        for b in range(nact):
-            copy_run(xp, xoff[b] + p * GT, ws, b * GT, GT)
-        recurrent_acc(nact, h_in, 0, Hp, H, R, p * H * GT, GT, ws, 0)
-        count = min(T, H - j0)
-        for b in range(nact):
-            a = b * GT
+    N = GATES * Hp
+    for b in range(nact):
+        copy_run(xp, xoff[b], ws, b * N, N)
+    gemm_acc(nact, H, N, h_in, 0, Hp, R, 0, ws, 0, N)
+    for b in range(nact):
+        for p in range(Hp // T):
+            j0 = p * T
+            a = b * N + p * GT
             s = b * Hp + j0
             for jj in range(T):
                 cp = c[s + jj]
@@ -80,4 +80,4 @@ def lstm_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
             act.apply(a_h, fp[FP_ALPHA2], fp[FP_BETA2], ws, a + 3 * T, T)
             for jj in range(T):
                 h_out[s + jj] = ws[a + T + jj] * ws[a + 3 * T + jj]
-            write_y(y, yoff[b], h_out, s, j0, count)
+            write_y(y, yoff[b], h_out, s, j0, min(T, H - j0))
