@@ -62,9 +62,9 @@ cdef void _order_by_length(int64_t B, int64_t T, int64_t* lens, int64_t* perm,
 
 
 def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_floats,
-                  cnp.ndarray x, int layout, list dirs, list reverse, int64_t hidden,
+                  cnp.ndarray x, int layout, object layer, list reverse, int64_t hidden,
                   object initial_h, object initial_c, object lens,
-                  bint want_y, bint want_yh, bint want_yc):
+                  bint want_y, bint want_yh, bint want_yc, object xp_given=None):
     """Run one recurrent layer (all its directions).
 
     Parameters
@@ -72,10 +72,12 @@ def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_fl
     step_addr, gemm_addr : addresses of the op's step kernel and of the input GEMM
     gates_w : gates per input panel; ws_floats : scratch floats for this batch
     x : float32 C-contiguous, [T, B, I] (layout 0) or [B, T, I] (layout 1)
-    dirs : per direction, a ``fastlstm.pack.PackedDirection``
+    layer : a ``fastlstm.pack.PackedLayer``
     reverse : per direction, whether it runs backwards in time
     initial_h, initial_c : float32 C-contiguous [D, B, H] or None (zeros)
     lens : int64 C-contiguous [B] with values in [0, T], or None (all T)
+    xp_given : float32 C-contiguous [T*B, D*G*Hp], the input projection already
+        computed (by BLAS), or None to compute it here with the Numba GEMM
 
     Returns
     -------
@@ -88,15 +90,22 @@ def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_fl
     else:
         B, T = x.shape[0], x.shape[1]
     I = x.shape[2]
+    cdef list dirs = layer.dirs
     D = len(dirs)
     Hp = (H + TILE - 1) // TILE * TILE
     N = Hp * gates_w
     M = T * B
+    cdef int64_t ldx = D * N     # row stride of the projection
 
     cdef step_fn step = <step_fn> step_addr
     cdef gemm_fn gemm = <gemm_fn> gemm_addr
 
-    cdef cnp.ndarray xp = np.empty(max(M * N, 1), np.float32)
+    cdef cnp.ndarray xp
+    cdef bint have_xp = xp_given is not None
+    if have_xp:
+        xp = xp_given
+    else:
+        xp = np.empty(max(M * ldx, 1), np.float32)
     cdef cnp.ndarray hbuf = np.zeros((2, max(B, 1), Hp), np.float32)
     cdef cnp.ndarray cst = np.zeros((max(B, 1), Hp), np.float32)
     cdef cnp.ndarray ws = np.empty(max(ws_floats, 1), np.float32)
@@ -141,26 +150,26 @@ def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_fl
     cdef float* hin
     cdef float* hout
     cdef float* tmp
-    cdef float* Wp
-    cdef float* bias
     cdef float* Rp
     cdef float* rb
     cdef float* Pp
     cdef float* fp
     cdef int64_t* lensp = iptr(lens_a)
+    cdef float* Wall = fptr(layer.W)
+    cdef float* ball = fptr(layer.bias)
     cdef int64_t* ipp = iptr(ip)
     cdef int64_t d, t, b, ob, tt, row, L, nact, maxlen, j, src, dst
     cdef bint rev
 
     with nogil:
         _order_by_length(B, T, lensp, perm, slen, count)
+        if not have_xp:
+            gemm(M, I, ldx, xx, Wall, ball, xpp)
     maxlen = slen[0] if B > 0 else 0
 
     for d in range(D):
         pd = dirs[d]
         rev = reverse[d]
-        Wp = fptr(pd.W)
-        bias = fptr(pd.bias)
         Rp = fptr(pd.R)
         rb = fptr(pd.rb)
         Pp = fptr(pd.P)
@@ -168,7 +177,6 @@ def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_fl
         memcpy(ipp, iptr(pd.ip), 8 * sizeof(int64_t))
         ipp[IP_BATCH] = B
         with nogil:
-            gemm(M, I, N, xx, Wp, bias, xpp)
             for b in range(2 * B * Hp):
                 hb[b] = 0
             for b in range(B * Hp):
@@ -192,7 +200,7 @@ def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_fl
                         row = tt * B + ob
                     else:
                         row = ob * T + tt
-                    xoff[b] = row * N
+                    xoff[b] = row * ldx + d * N
                     if want_y:
                         if layout == 0:
                             yoff[b] = ((tt * D + d) * B + ob) * H

@@ -67,24 +67,39 @@ def pad_rows(vectors, h):
 
 @dataclass
 class PackedDirection:
-    """One direction of a recurrent layer, ready for the kernels.
+    """The recurrent half of one direction of a layer, ready for the step kernel.
 
     Attributes
     ----------
-    W : float32[ntiles*I*GW*TILE]   input weights as panels (GW gates)
-    bias : float32[Hp*GW]           tile-interleaved bias of the input projection
-    R : float32[...]                recurrent panels (op-specific, see each kernel)
+    R : float32[H * G*Hp]           recurrent weights Rt (op-specific, see each kernel)
     rb : float32[Hp]                op-specific bias applied inside the step (GRU Rb_h)
     P : float32[3*Hp]               LSTM peepholes i, o, f (zeros when absent)
     ip : int64[IP_LEN], fp : float32[FP_LEN]  kernel parameters
     """
-    W: np.ndarray
-    bias: np.ndarray
     R: np.ndarray
     rb: np.ndarray
     P: np.ndarray
     ip: np.ndarray
     fp: np.ndarray
+
+
+@dataclass
+class PackedLayer:
+    """A recurrent layer packed for the kernels.
+
+    The input weights of all directions form one matrix ``W[I, D*G*Hp]`` (and
+    ``bias[D*G*Hp]``), so the projection of every step for every direction is a
+    single GEMM; direction d's gates start at column ``d*G*Hp``.
+    """
+    W: np.ndarray
+    bias: np.ndarray
+    dirs: list
+    hidden: int
+    input_size: int
+
+    @property
+    def W2d(self):
+        return self.W.reshape(self.input_size, -1)
 
 
 def _params(hidden, acts, flag, clip):
@@ -102,19 +117,8 @@ def _params(hidden, acts, flag, clip):
     return ip, fp
 
 
-def pack_direction(op, W, R, B, P, hidden, acts, clip, flag):
-    """Pack one direction of an LSTM, GRU or RNN.
-
-    Parameters
-    ----------
-    op : "LSTM" | "GRU" | "RNN"
-    W, R : float arrays ``[G*H, I]`` and ``[G*H, H]`` in ONNX gate order
-    B : ``[2*G*H]`` (Wb then Rb) or None
-    P : LSTM ``[3*H]`` or None
-    acts : list of (code, alpha, beta), one per activation of the op
-    clip : float or None
-    flag : LSTM input_forget or GRU linear_before_reset (0 for RNN)
-    """
+def _pack_direction(op, W, R, B, P, hidden, acts, clip, flag):
+    """Pack one direction; returns (Wt [I, G*Hp], bias [G*Hp], PackedDirection)."""
     H = hidden
     G = W.shape[0] // H
     W = np.asarray(W, np.float32)
@@ -144,6 +148,28 @@ def pack_direction(op, W, R, B, P, hidden, acts, clip, flag):
         Pp = pad_rows(np.split(np.zeros(3 * H, np.float32) if P is None
                                else np.asarray(P, np.float32), 3), H)
     else:
-        Pp = np.zeros(0, np.float32)
+        Pp = np.zeros(1, np.float32)
     ip, fp = _params(H, acts, flag, clip)
-    return PackedDirection(W=pack_panels(wg), bias=bias, R=Rp, rb=rb, P=Pp, ip=ip, fp=fp)
+    Wt = pack_panels(wg).reshape(W.shape[1], G * hp)
+    return Wt, bias, PackedDirection(R=Rp, rb=rb, P=Pp, ip=ip, fp=fp)
+
+
+def pack_layer(op, W, R, B, P, hidden, acts, clip, flag):
+    """Pack every direction of an LSTM, GRU or RNN layer.
+
+    Parameters
+    ----------
+    op : "LSTM" | "GRU" | "RNN"
+    W, R : float arrays ``[D, G*H, I]`` and ``[D, G*H, H]`` in ONNX gate order
+    B : ``[D, 2*G*H]`` (Wb then Rb) or None
+    P : LSTM ``[D, 3*H]`` or None
+    acts : per direction, a list of (code, alpha, beta), one per activation of the op
+    clip : float or None
+    flag : LSTM input_forget or GRU linear_before_reset (0 for RNN)
+    """
+    parts = [_pack_direction(op, W[d], R[d], None if B is None else B[d],
+                             None if P is None else P[d], hidden, acts[d], clip, flag)
+             for d in range(W.shape[0])]
+    Wt = np.ascontiguousarray(np.concatenate([p[0] for p in parts], axis=1))
+    return PackedLayer(W=Wt.reshape(-1), bias=np.concatenate([p[1] for p in parts]),
+                       dirs=[p[2] for p in parts], hidden=hidden, input_size=W.shape[2])

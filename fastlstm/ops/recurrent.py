@@ -1,7 +1,7 @@
 """Runner for LSTM, GRU and RNN nodes: validate inputs, pack, call the front end."""
 import numpy as np
 
-from .. import pack
+from .. import config, pack
 from .._extension import frontend
 from ..errors import InvalidInput
 from ..kernels import registry
@@ -49,18 +49,15 @@ class RecurrentRunner:
                                            for s, d in zip(shape, a.shape)):
                 shown = tuple("input_size" if s is None else s for s in shape)
                 raise self._err(f"input {label} has shape {tuple(a.shape)}, expected {shown}")
-        dirs = [pack.pack_direction(spec.op, Wt[d], Rt[d], None if Bt is None else Bt[d],
-                                    None if Pt is None else Pt[d], H, spec.acts[d],
-                                    spec.clip, spec.flag) for d in range(D)]
-        return dirs, H, int(Wt.shape[2])
+        return pack.pack_layer(spec.op, Wt, Rt, Bt, Pt, H, spec.acts, spec.clip, spec.flag)
 
     def __call__(self, values):
         node, spec = self.node, self.spec
-        if self.packed is not None:
-            dirs, H, I = self.packed
-        else:
-            dirs, H, I = self._pack(*[values[n] if n else None
-                                      for n in (node.input(i) for i in (W, R, B, P))])
+        layer = self.packed
+        if layer is None:
+            layer = self._pack(*[values[n] if n else None
+                                 for n in (node.input(i) for i in (W, R, B, P))])
+        H, I = layer.hidden, layer.input_size
         x = values[node.input(X)]
         if x.dtype != np.float32:
             raise self._err(f"input X has dtype {x.dtype}, expected float32")
@@ -104,8 +101,13 @@ class RecurrentRunner:
                 s = s.transpose(1, 0, 2)
             states.append(np.ascontiguousarray(s))
         Hp = pack.padded(H)
+        xp = None
+        if T * Bn >= config.BLAS_MIN_ROWS:
+            # Many rows: numpy's BLAS sgemm beats the Numba GEMM (see config).
+            xp = np.matmul(x.reshape(T * Bn, I), layer.W2d)
+            xp += layer.bias
         y, yh, yc = frontend.run_recurrent(
             self.step, registry.GEMM_ADDRESS, self.gates_w, self.ws_floats(Bn, Hp), x,
-            spec.layout, dirs, spec.reverse, H, states[0], states[1], lens,
-            self.want[0], self.want[1], self.want[2] and spec.op == "LSTM")
+            spec.layout, layer, spec.reverse, H, states[0], states[1], lens,
+            self.want[0], self.want[1], self.want[2] and spec.op == "LSTM", xp)
         return [y, yh, yc][:len(node.outputs)]
