@@ -16,7 +16,11 @@ the valid prefix of each sequence is reversed.
 import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int64_t
+from libc.stdlib cimport free
 from libc.string cimport memcpy
+
+cdef extern from "stdlib.h" nogil:
+    void* aligned_alloc(size_t alignment, size_t size)
 
 cnp.import_array()
 
@@ -100,30 +104,39 @@ def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_fl
     cdef step_fn step = <step_fn> step_addr
     cdef gemm_fn gemm = <gemm_fn> gemm_addr
 
-    cdef cnp.ndarray xp
+    # Scratch comes from one aligned C allocation per call (no numpy objects):
+    # [xp (unless given) | two h buffers | c | ws] as floats, then the int64s.
     cdef bint have_xp = xp_given is not None
-    if have_xp:
-        xp = xp_given
-    else:
-        xp = np.empty(max(M * ldx, 1), np.float32)
-    cdef cnp.ndarray hbuf = np.zeros((2, max(B, 1), Hp), np.float32)
-    cdef cnp.ndarray cst = np.zeros((max(B, 1), Hp), np.float32)
-    cdef cnp.ndarray ws = np.empty(max(ws_floats, 1), np.float32)
-    cdef cnp.ndarray idx = np.empty(4 * B + T + 2, np.int64)
-    cdef cnp.ndarray ip = np.empty(8, np.int64)
-    cdef cnp.ndarray lens_a
-    if lens is None:
-        lens_a = np.full(B, T, np.int64)
-    else:
-        lens_a = lens
-    cdef int64_t* perm = iptr(idx)
+    cdef int64_t n_xp = 0 if have_xp else M * ldx
+    cdef int64_t n_f = n_xp + 3 * B * Hp + ws_floats + 16
+    cdef int64_t n_i = 4 * B + T + 2 + 8 + B
+    cdef size_t f_bytes = ((n_f * sizeof(float) + 63) // 64) * 64
+    cdef size_t i_bytes = ((n_i * sizeof(int64_t) + 63) // 64) * 64
+    cdef char* mem = <char*> aligned_alloc(64, f_bytes + i_bytes)
+    if mem == NULL:
+        raise MemoryError(f"cannot allocate {f_bytes + i_bytes} bytes of scratch")
+    cdef float* fbase = <float*> mem
+    cdef int64_t* ibase = <int64_t*> (mem + f_bytes)
+    cdef float* xpp = fptr(xp_given) if have_xp else fbase
+    cdef float* hb = fbase + n_xp
+    cdef float* cc = hb + 2 * B * Hp
+    cdef float* wsp = cc + B * Hp
+    cdef int64_t* perm = ibase
     cdef int64_t* slen = perm + B
     cdef int64_t* xoff = slen + B
     cdef int64_t* yoff = xoff + B
     cdef int64_t* count = yoff + B
+    cdef int64_t* ipp = count + T + 2
+    cdef int64_t* lensp = ipp + 8
+    cdef int64_t b0
+    if lens is None:
+        for b0 in range(B):
+            lensp[b0] = T
+    else:
+        lensp = iptr(lens)
 
     Y = Yh = Yc = None
-    cdef float* y = fptr(xp)
+    cdef float* y = xpp
     if want_y:
         Y = np.zeros((T, D, B, H) if layout == 0 else (B, T, D, H), np.float32)
         y = fptr(Y)
@@ -142,11 +155,7 @@ def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_fl
     if initial_c is not None:
         c0 = fptr(initial_c)
 
-    cdef float* xpp = fptr(xp)
     cdef float* xx = fptr(x)
-    cdef float* hb = fptr(hbuf)
-    cdef float* cc = fptr(cst)
-    cdef float* wsp = fptr(ws)
     cdef float* hin
     cdef float* hout
     cdef float* tmp
@@ -154,75 +163,76 @@ def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_fl
     cdef float* rb
     cdef float* Pp
     cdef float* fp
-    cdef int64_t* lensp = iptr(lens_a)
     cdef float* Wall = fptr(layer.W)
     cdef float* ball = fptr(layer.bias)
-    cdef int64_t* ipp = iptr(ip)
     cdef int64_t d, t, b, ob, tt, row, L, nact, maxlen, j, src, dst
     cdef bint rev
 
-    with nogil:
-        _order_by_length(B, T, lensp, perm, slen, count)
-        if not have_xp:
-            gemm(M, I, ldx, xx, Wall, ball, xpp)
-    maxlen = slen[0] if B > 0 else 0
-
-    for d in range(D):
-        pd = dirs[d]
-        rev = reverse[d]
-        Rp = fptr(pd.R)
-        rb = fptr(pd.rb)
-        Pp = fptr(pd.P)
-        fp = fptr(pd.fp)
-        memcpy(ipp, iptr(pd.ip), 8 * sizeof(int64_t))
-        ipp[IP_BATCH] = B
+    try:
         with nogil:
-            for b in range(2 * B * Hp):
-                hb[b] = 0
-            for b in range(B * Hp):
-                cc[b] = 0
-            for b in range(B):
-                ob = perm[b]
-                if h0 != NULL:
-                    memcpy(hb + b * Hp, h0 + (d * B + ob) * H, H * sizeof(float))
-                if c0 != NULL:
-                    memcpy(cc + b * Hp, c0 + (d * B + ob) * H, H * sizeof(float))
-            hin = hb
-            hout = hb + B * Hp
-            nact = B
-            for t in range(maxlen):
-                while nact > 0 and slen[nact - 1] <= t:
-                    nact -= 1
-                for b in range(nact):
+            _order_by_length(B, T, lensp, perm, slen, count)
+            if not have_xp:
+                gemm(M, I, ldx, xx, Wall, ball, xpp)
+        maxlen = slen[0] if B > 0 else 0
+
+        for d in range(D):
+            pd = dirs[d]
+            rev = reverse[d]
+            Rp = fptr(pd.R)
+            rb = fptr(pd.rb)
+            Pp = fptr(pd.P)
+            fp = fptr(pd.fp)
+            memcpy(ipp, iptr(pd.ip), 8 * sizeof(int64_t))
+            ipp[IP_BATCH] = B
+            with nogil:
+                for b in range(2 * B * Hp):
+                    hb[b] = 0
+                for b in range(B * Hp):
+                    cc[b] = 0
+                for b in range(B):
                     ob = perm[b]
-                    tt = slen[b] - 1 - t if rev else t
-                    if layout == 0:
-                        row = tt * B + ob
-                    else:
-                        row = ob * T + tt
-                    xoff[b] = row * ldx + d * N
-                    if want_y:
+                    if h0 != NULL:
+                        memcpy(hb + b * Hp, h0 + (d * B + ob) * H, H * sizeof(float))
+                    if c0 != NULL:
+                        memcpy(cc + b * Hp, c0 + (d * B + ob) * H, H * sizeof(float))
+                hin = hb
+                hout = hb + B * Hp
+                nact = B
+                for t in range(maxlen):
+                    while nact > 0 and slen[nact - 1] <= t:
+                        nact -= 1
+                    for b in range(nact):
+                        ob = perm[b]
+                        tt = slen[b] - 1 - t if rev else t
                         if layout == 0:
-                            yoff[b] = ((tt * D + d) * B + ob) * H
+                            row = tt * B + ob
                         else:
-                            yoff[b] = ((ob * T + tt) * D + d) * H
-                    else:
-                        yoff[b] = -1
-                step(nact, xpp, xoff, Rp, rb, Pp, hin, hout, cc, y, yoff, wsp, ipp, fp)
-                tmp = hin
-                hin = hout
-                hout = tmp
-            # A row's final state is in the buffer its last step wrote: the
-            # buffers alternate, so that is buffer (length % 2).  Rows of
-            # length zero report zeros, as onnxruntime does.
-            for b in range(B):
-                ob = perm[b]
-                L = slen[b]
-                if L == 0:
-                    continue
-                dst = (d * B + ob) * H if layout == 0 else (ob * D + d) * H
-                if yh != NULL:
-                    memcpy(yh + dst, hb + ((L % 2) * B + b) * Hp, H * sizeof(float))
-                if yc != NULL:
-                    memcpy(yc + dst, cc + b * Hp, H * sizeof(float))
+                            row = ob * T + tt
+                        xoff[b] = row * ldx + d * N
+                        if want_y:
+                            if layout == 0:
+                                yoff[b] = ((tt * D + d) * B + ob) * H
+                            else:
+                                yoff[b] = ((ob * T + tt) * D + d) * H
+                        else:
+                            yoff[b] = -1
+                    step(nact, xpp, xoff, Rp, rb, Pp, hin, hout, cc, y, yoff, wsp, ipp, fp)
+                    tmp = hin
+                    hin = hout
+                    hout = tmp
+                # A row's final state is in the buffer its last step wrote: the
+                # buffers alternate, so that is buffer (length % 2).  Rows of
+                # length zero report zeros, as onnxruntime does.
+                for b in range(B):
+                    ob = perm[b]
+                    L = slen[b]
+                    if L == 0:
+                        continue
+                    dst = (d * B + ob) * H if layout == 0 else (ob * D + d) * H
+                    if yh != NULL:
+                        memcpy(yh + dst, hb + ((L % 2) * B + b) * Hp, H * sizeof(float))
+                    if yc != NULL:
+                        memcpy(yc + dst, cc + b * Hp, H * sizeof(float))
+    finally:
+        free(mem)
     return Y, Yh, Yc
