@@ -3,6 +3,7 @@
 Subcommands
 -----------
 demo   run the bundled example model, check it against onnxruntime, time both
+bench  the benchmark table (and sweep) against onnxruntime
 ops    list the ONNX ops fastlstm runs
 """
 import argparse
@@ -84,6 +85,15 @@ def cmd_demo(args):
     return 0 if ok else 1
 
 
+def cmd_bench(args):
+    """Time fastlstm against onnxruntime on the benchmark table (and sweep)."""
+    from . import bench
+    bench.compare(threads=args.threads, sweep=args.sweep, rounds=args.rounds,
+                  json_path=args.json, png_path=args.png, with_torch=not args.no_torch,
+                  only=args.cases)
+    return 0
+
+
 def cmd_ops(args):
     """Print the supported ops."""
     import fastlstm
@@ -102,6 +112,15 @@ def build_parser():
     d.add_argument("--repeats", type=int, default=15)
     d.add_argument("--json", action="store_true")
     d.set_defaults(fn=cmd_demo)
+    b = sub.add_parser("bench", help="time fastlstm against onnxruntime")
+    b.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    b.add_argument("--sweep", action="store_true", help="add the B/T/H sweep")
+    b.add_argument("--rounds", type=int, default=15)
+    b.add_argument("--cases", nargs="+", help="only these case names")
+    b.add_argument("--json", help="write results as JSON here")
+    b.add_argument("--png", help="draw a chart of the ratios here (needs matplotlib)")
+    b.add_argument("--no-torch", action="store_true")
+    b.set_defaults(fn=cmd_bench)
     o = sub.add_parser("ops", help="list supported ONNX ops")
     o.add_argument("--json", action="store_true")
     o.set_defaults(fn=cmd_ops)

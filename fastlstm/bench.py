@@ -1,0 +1,295 @@
+"""Side-by-side timing of fastlstm against onnxruntime (and PyTorch when installed).
+
+Used by ``fastlstm bench`` and ``benchmarks/compare.py``.  Every case builds a
+one-layer model, checks that fastlstm's outputs match onnxruntime's, then times
+both in the same process, alternating between them round after round, and
+reports medians.  Ratio = onnxruntime time / fastlstm time (> 1: we are faster).
+
+Thread counts: fastlstm and onnxruntime get the same ``intra_op_num_threads``;
+OpenBLAS (used by fastlstm for large input projections) reads
+OPENBLAS_NUM_THREADS at import, so each thread count runs in its own process
+with that variable set to the same count.
+"""
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+#: name -> (op, T, B, I, H, direction, carry_state)
+TABLE = {
+    "stream": ("LSTM", 1, 1, 64, 256, "forward", True),
+    "seq256": ("LSTM", 100, 1, 256, 256, "forward", False),
+    "seq512": ("LSTM", 100, 1, 512, 512, "forward", False),
+    "bidir": ("LSTM", 50, 1, 256, 256, "bidirectional", False),
+    "batch8": ("LSTM", 100, 8, 256, 256, "forward", False),
+    "batch64": ("LSTM", 100, 64, 256, 256, "forward", False),
+    "gru-stream": ("GRU", 1, 1, 64, 256, "forward", True),
+}
+
+#: Targets from the performance issue: (1 thread, 2 threads)
+TARGETS = {"stream": (2.5, 4.0), "seq256": (1.3, 2.0), "seq512": (1.15, 2.0),
+           "bidir": (1.3, 2.5), "batch8": (1.0, 1.0), "batch64": (1.0, 1.0),
+           "gru-stream": (2.5, 3.5)}
+
+
+def sweep_cases():
+    """The sweep: B in {1,4,16,64}, T in {1,16,100}, H in {64..1024}, LSTM and GRU."""
+    cases = {}
+    for op in ("LSTM", "GRU"):
+        for H in (64, 128, 256, 512, 1024):
+            for B in (1, 4, 16, 64):
+                for T in (1, 16, 100):
+                    cases[f"{op.lower()}-T{T}-B{B}-H{H}"] = (op, T, B, H, H, "forward", False)
+    return cases
+
+
+def build_model(op, I, H, direction, carry_state, seed=0):
+    """Serialized one-node model with weights as initializers; dynamic T and B."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(seed)
+    D = 2 if direction == "bidirectional" else 1
+    G = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
+    s = 1.0 / np.sqrt(H)
+    inits = [numpy_helper.from_array(rng.uniform(-s, s, shape).astype(np.float32), name)
+             for name, shape in (("W", (D, G * H, I)), ("R", (D, G * H, H)),
+                                 ("B", (D, 2 * G * H)))]
+    states = (["initial_h", "initial_c"] if op == "LSTM" else ["initial_h"]) if carry_state \
+        else []
+    outs = ["Y", "Y_h", "Y_c"] if op == "LSTM" else ["Y", "Y_h"]
+    if carry_state:
+        outs = outs[1:]
+        node_outs = [""] + outs
+    else:
+        outs = ["Y"]
+        node_outs = ["Y"]
+    node = helper.make_node(op, ["X", "W", "R", "B", ""] + states, node_outs,
+                            hidden_size=H, direction=direction)
+    ins = [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "B", I])]
+    ins += [helper.make_tensor_value_info(n, TensorProto.FLOAT, [D, "B", H]) for n in states]
+    g = helper.make_graph([node], "bench", ins,
+                          [helper.make_tensor_value_info(o, TensorProto.FLOAT, None)
+                           for o in outs], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
+    m.ir_version = 8
+    return m.SerializeToString()
+
+
+def _medians(fns, rounds, inner):
+    samples = [[] for _ in fns]
+    for _ in range(rounds):
+        for k, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            samples[k].append((time.perf_counter() - t0) / inner)
+    return [statistics.median(s) for s in samples]
+
+
+def _torch_runner(op, T, B, I, H, direction, threads):
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    cls = {"LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU, "RNN": torch.nn.RNN}[op]
+    mod = cls(I, H, bidirectional=direction == "bidirectional").eval()
+    x = torch.randn(T, B, I)
+
+    def run():
+        with torch.inference_mode():
+            mod(x)
+    return run
+
+
+def l2_stream_seconds(nbytes=1 << 20):
+    """Seconds to read ``nbytes`` of float32 that sit in L2, as a vectorized sum."""
+    from numba import njit
+
+    @njit(fastmath=True, cache=False)
+    def _sum(a, reps):
+        s = np.float32(0)
+        for _ in range(reps):
+            for i in range(a.size):
+                s += a[i]
+        return s
+
+    a = np.ones(nbytes // 4, np.float32)
+    _sum(a, 1)
+    best = []
+    for _ in range(7):
+        t0 = time.perf_counter()
+        _sum(a, 50)
+        best.append((time.perf_counter() - t0) / 50)
+    return statistics.median(best)
+
+
+def run_case(name, case, threads, rounds=15, with_torch=True):
+    """Time one case; returns a dict of results."""
+    import onnxruntime as ort
+    import fastlstm
+    op, T, B, I, H, direction, carry = case
+    model = build_model(op, I, H, direction, carry)
+    so = fastlstm.SessionOptions()
+    so.intra_op_num_threads = threads
+    ours = fastlstm.InferenceSession(model, so)
+    oso = ort.SessionOptions()
+    oso.intra_op_num_threads = threads
+    oso.inter_op_num_threads = 1
+    theirs = ort.InferenceSession(model, oso, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(1)
+    D = 2 if direction == "bidirectional" else 1
+    feed = {"X": rng.standard_normal((T, B, I)).astype(np.float32)}
+    if carry:
+        feed["initial_h"] = rng.standard_normal((D, B, H)).astype(np.float32) * 0.1
+        if op == "LSTM":
+            feed["initial_c"] = rng.standard_normal((D, B, H)).astype(np.float32) * 0.1
+    a = ours.run(None, feed)
+    b = theirs.run(None, feed)
+    err = max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
+    flops = 2.0 * T * B * D * {"LSTM": 4, "GRU": 3, "RNN": 1}[op] * H * (I + H)
+    # aim for ~20 ms per sample
+    t0 = time.perf_counter()
+    ours.run(None, feed)
+    one = max(time.perf_counter() - t0, 1e-6)
+    inner = max(1, int(0.02 / one))
+    fns = [lambda: ours.run(None, feed), lambda: theirs.run(None, feed)]
+    torch_fn = _torch_runner(op, T, B, I, H, direction, threads) if with_torch else None
+    if torch_fn:
+        fns.append(torch_fn)
+    times = _medians(fns, rounds, inner)
+    out = {"case": name, "op": op, "T": T, "B": B, "I": I, "H": H, "direction": direction,
+           "threads": threads, "fastlstm_s": times[0], "onnxruntime_s": times[1],
+           "ratio": times[1] / times[0], "max_abs_err": err,
+           "fastlstm_gflops": flops / times[0] / 1e9}
+    if torch_fn:
+        out["torch_s"] = times[2]
+    return out
+
+
+def run_all(cases, threads, rounds=15, with_torch=True, progress=None):
+    results = []
+    for name, case in cases.items():
+        r = run_case(name, case, threads, rounds, with_torch)
+        results.append(r)
+        if progress:
+            progress(r)
+    return results
+
+
+def machine():
+    """A short description of this machine for the report."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import onnxruntime
+    import fastlstm
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "onnxruntime": onnxruntime.__version__, "fastlstm": fastlstm.__version__}
+
+
+def format_row(r):
+    target = ""
+    if r["case"] in TARGETS:
+        t = TARGETS[r["case"]][0 if r["threads"] == 1 else 1]
+        target = f"{t:>5.2f}x {'ok' if r['ratio'] >= t else 'below'}"
+    extra = f" {r['torch_s'] * 1e6:>10.1f}" if "torch_s" in r else ""
+    return (f"{r['case']:<22} {r['threads']:>3} {r['fastlstm_s'] * 1e6:>11.1f} "
+            f"{r['onnxruntime_s'] * 1e6:>11.1f} {r['ratio']:>6.2f}x {target:<11}"
+            f"{r['max_abs_err']:>9.1e}{extra}")
+
+
+HEADER = (f"{'case':<22} {'thr':>3} {'fastlstm us':>11} {'ORT us':>11} {'ratio':>7} "
+          f"{'target':<11}{'max|err|':>9}")
+
+
+def plot(results, path):
+    """A bar chart of ratios per case and thread count (needs matplotlib)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    names = list(dict.fromkeys(r["case"] for r in results))
+    threads = sorted({r["threads"] for r in results})
+    fig, ax = plt.subplots(figsize=(max(6, len(names) * 0.9), 4))
+    width = 0.8 / len(threads)
+    for k, t in enumerate(threads):
+        vals = [next((r["ratio"] for r in results if r["case"] == n and r["threads"] == t), 0)
+                for n in names]
+        ax.bar([i + k * width for i in range(len(names))], vals, width, label=f"{t} thread(s)")
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks([i + width * (len(threads) - 1) / 2 for i in range(len(names))])
+    ax.set_xticklabels(names, rotation=45, ha="right")
+    ax.set_ylabel("onnxruntime time / fastlstm time")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return True
+
+
+def child_main(argv):
+    """Run in a subprocess for one thread count; prints JSON lines."""
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, required=True)
+    ap.add_argument("--cases", required=True)
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--no-torch", action="store_true")
+    a = ap.parse_args(argv)
+    cases = json.loads(a.cases)
+    for r in run_all({k: tuple(v) for k, v in cases.items()}, a.threads, a.rounds,
+                     not a.no_torch):
+        print(json.dumps(r), flush=True)
+
+
+def compare(threads=(1, 2), sweep=False, rounds=15, json_path=None, png_path=None,
+            with_torch=True, only=None, out=sys.stdout):
+    """Run the table (and optionally the sweep) at each thread count; print a table."""
+    cases = dict(TABLE)
+    if sweep:
+        cases.update(sweep_cases())
+    if only:
+        cases = {k: v for k, v in cases.items() if k in only}
+    results = []
+    print(HEADER + (f" {'torch us':>10}" if with_torch else ""), file=out)
+    for t in threads:
+        env = dict(os.environ, OPENBLAS_NUM_THREADS=str(t), OMP_NUM_THREADS=str(t))
+        cmd = [sys.executable, "-c", "import sys; from fastlstm.bench import child_main; "
+               "child_main(sys.argv[1:])", "--threads", str(t), "--cases", json.dumps(cases),
+               "--rounds", str(rounds)] + ([] if with_torch else ["--no-torch"])
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+        for line in proc.stdout:
+            r = json.loads(line)
+            results.append(r)
+            print(format_row(r), file=out, flush=True)
+        if proc.wait() != 0:
+            raise RuntimeError(f"benchmark child for {t} thread(s) failed")
+    l2 = l2_stream_seconds()
+    info = machine()
+    info["l2_stream_1MiB_us"] = l2 * 1e6
+    print(f"\nmachine: {info['cpu']}, {info['cores']} cores; onnxruntime "
+          f"{info['onnxruntime']}; reading 1 MiB from L2: {l2 * 1e6:.1f} us", file=out)
+    for r in results:
+        if r["case"] == "seq256" and r["threads"] == 1:
+            step = r["fastlstm_s"] / r["T"]
+            print(f"seq256 per step at 1 thread: {step * 1e6:.1f} us = "
+                  f"{step / l2:.2f}x the L2 stream time of R (1 MiB)", file=out)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"machine": info, "results": results}, f, indent=1)
+    if png_path and not plot(results, png_path):
+        print("(matplotlib not installed: no chart)", file=out)
+    return results
