@@ -11,9 +11,11 @@ directives = {"boundscheck": debug, "wraparound": debug, "initializedcheck": deb
 ext = Extension(
     "fastlstm._frontend",
     ["fastlstm/_frontend.pyx"],
-    include_dirs=[np.get_include()],
+    include_dirs=[np.get_include(), "fastlstm"],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-    extra_compile_args=["-O3"] if os.name != "nt" else [],
+    extra_compile_args=["-O3", "-pthread"] if os.name != "nt" else [],
+    extra_link_args=["-pthread"] if os.name != "nt" else [],
+    depends=["fastlstm/_team.h"],
 )
 
 setup(ext_modules=cythonize([ext], compiler_directives=directives,

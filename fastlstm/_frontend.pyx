@@ -12,17 +12,41 @@ is given only that prefix: a finished sequence costs nothing, its state stays as
 it was at its last step, and its Y rows keep the zeros they were allocated with.
 In reverse direction each row walks back from its own last valid step, so only
 the valid prefix of each sequence is reversed.
+
+Threads (a ``Team`` of persistent workers, see _team.h) split a layer in one
+of three ways, chosen per call:
+- directions: a bidirectional layer runs its two directions at once;
+- rows: with at least as many rows as threads, each thread runs every
+  n-th row (of the length order, so the work stays balanced) on its own;
+- tiles: one row, one direction: each thread computes a range of hidden-unit
+  tiles of every step, keeping its slice of R in its own L2, and the threads
+  meet at a spin barrier after every step (two per step for GRU with
+  linear_before_reset = 0).
+Every split computes each output with the same operations in the same order,
+so results do not depend on the thread count.
 """
 import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
+
+cnp.import_array()
 
 cdef extern from "stdlib.h" nogil:
     void* aligned_alloc(size_t alignment, size_t size)
 
-cnp.import_array()
+cdef extern from "_team.h" nogil:
+    ctypedef struct fl_team:
+        pass
+    ctypedef void (*fl_task)(void* arg, int tid, int nthreads) noexcept nogil
+    fl_team* fl_team_create(int n)
+    void fl_team_destroy(fl_team* t)
+    int fl_team_acquire(fl_team* t)
+    void fl_team_release(fl_team* t)
+    void fl_team_run(fl_team* t, fl_task task, void* arg)
+    void fl_barrier(fl_team* t, int* local_sense)
+    int fl_team_size(fl_team* t)
 
 ctypedef void (*step_fn)(int64_t, float*, int64_t*, float*, float*, float*, float*, float*,
                          float*, float*, int64_t*, float*, int64_t*, float*) noexcept nogil
@@ -31,7 +55,19 @@ ctypedef void (*gemm_fn)(int64_t, int64_t, int64_t, float*, float*, float*,
 
 cdef enum:
     TILE = 16       # fastlstm.config.TILE
-    IP_BATCH = 7    # fastlstm.kernels.common.IP_BATCH
+    IP_LEN = 11     # fastlstm.kernels.common: slots of the kernels' int parameters
+    IP_BATCH = 7
+    IP_P0 = 8
+    IP_P1 = 9
+    IP_PHASE = 10
+    MAXT = 64       # most threads a team may have
+    MAXD = 2
+
+cdef enum:
+    MODE_SINGLE = 0
+    MODE_DIRS = 1
+    MODE_ROWS = 2
+    MODE_TILES = 3
 
 cdef inline float* fptr(cnp.ndarray a):
     return <float*> cnp.PyArray_DATA(a)
@@ -45,6 +81,56 @@ def tile_size():
     return TILE
 
 
+cdef class Team:
+    """A persistent team of ``n`` threads (the calling thread counts as one).
+
+    One caller at a time uses a team; a second concurrent caller runs on its own
+    thread alone, so sharing a session between threads is always safe.
+    """
+    cdef fl_team* team
+
+    def __cinit__(self, int n):
+        self.team = NULL
+        if n > MAXT:
+            n = MAXT
+        if n >= 2:
+            self.team = fl_team_create(n)
+
+    @property
+    def size(self):
+        return fl_team_size(self.team)
+
+    def __dealloc__(self):
+        if self.team != NULL:
+            fl_team_destroy(self.team)
+            self.team = NULL
+
+
+cdef struct Ctx:
+    step_fn step
+    int64_t T, B, D, H, Hp, N, ldx, layout, ws_floats, gru2
+    bint want_y
+    float* xp
+    float* y
+    float* yh
+    float* yc
+    float* h0
+    float* c0
+    int64_t* perm
+    int64_t* slen
+    float* R[MAXD]
+    float* rb[MAXD]
+    float* P[MAXD]
+    float* fp[MAXD]
+    int64_t* ip[MAXD]
+    bint rev[MAXD]
+    int mode
+    int nthreads
+    fl_team* team
+    char* tmem          # per-thread scratch, tstride bytes each
+    size_t tstride
+
+
 cdef void _order_by_length(int64_t B, int64_t T, int64_t* lens, int64_t* perm,
                            int64_t* slen, int64_t* count) noexcept nogil:
     """Stable counting sort of rows by length, longest first; O(B + T)."""
@@ -53,7 +139,6 @@ cdef void _order_by_length(int64_t B, int64_t T, int64_t* lens, int64_t* perm,
         count[L] = 0
     for b in range(B):
         count[lens[b]] += 1
-    # start positions, longest first
     for L in range(T, -1, -1):
         pos = count[L]
         count[L] = total
@@ -65,16 +150,137 @@ cdef void _order_by_length(int64_t B, int64_t T, int64_t* lens, int64_t* perm,
         count[L] += 1
 
 
+cdef void run_direction(Ctx* c, int d, int64_t r0, int64_t rstep, int64_t p0, int64_t p1,
+                        char* mem, bint shared, int tid) noexcept nogil:
+    """Run direction ``d`` over sorted rows r0, r0+rstep, ... for tiles [p0, p1).
+
+    ``shared``: every thread of the team runs this same call on its own tile
+    range; state buffers then live in thread 0's scratch and the threads meet at
+    the team barrier after each step.
+    """
+    cdef int64_t B = c.B, Hp = c.Hp, H = c.H, T = c.T, D = c.D
+    cdef int64_t nsub = 0, i, t, sb, ob, L, tt, row, nact, maxlen
+    cdef int sense = 0
+    cdef char* smem = c.tmem if shared else mem     # state owner
+    cdef float* hb = <float*> smem
+    cdef float* cc = hb + 2 * B * Hp
+    cdef float* ws = cc + B * Hp
+    cdef int64_t* rows = <int64_t*> (mem + (3 * B * Hp + c.ws_floats) * sizeof(float))
+    cdef int64_t* xoff = rows + B
+    cdef int64_t* yoff = xoff + B
+    cdef int64_t* ip = yoff + B
+    cdef float* hin
+    cdef float* hout
+    cdef float* tmp
+    cdef bint rev = c.rev[d]
+
+    i = r0
+    while i < B:
+        rows[nsub] = i
+        nsub += 1
+        i += rstep
+    memcpy(ip, c.ip[d], IP_LEN * sizeof(int64_t))
+    ip[IP_BATCH] = nsub
+    ip[IP_P0] = p0
+    ip[IP_P1] = p1
+    ip[IP_PHASE] = 0
+    if not shared or tid == 0:
+        memset(hb, 0, 3 * B * Hp * sizeof(float))
+        for i in range(nsub):
+            ob = c.perm[rows[i]]
+            if c.h0 != NULL:
+                memcpy(hb + i * Hp, c.h0 + (d * B + ob) * H, H * sizeof(float))
+            if c.c0 != NULL:
+                memcpy(cc + i * Hp, c.c0 + (d * B + ob) * H, H * sizeof(float))
+    if shared:
+        fl_barrier(c.team, &sense)
+    hin = hb
+    hout = hb + nsub * Hp
+    nact = nsub
+    maxlen = c.slen[rows[0]] if nsub > 0 else 0
+    for t in range(maxlen):
+        while nact > 0 and c.slen[rows[nact - 1]] <= t:
+            nact -= 1
+        for i in range(nact):
+            sb = rows[i]
+            ob = c.perm[sb]
+            tt = c.slen[sb] - 1 - t if rev else t
+            row = tt * B + ob if c.layout == 0 else ob * T + tt
+            xoff[i] = row * c.ldx + d * c.N
+            if c.want_y:
+                if c.layout == 0:
+                    yoff[i] = ((tt * D + d) * B + ob) * H
+                else:
+                    yoff[i] = ((ob * T + tt) * D + d) * H
+            else:
+                yoff[i] = -1
+        if shared and c.gru2:
+            ip[IP_PHASE] = 1
+            c.step(nact, c.xp, xoff, c.R[d], c.rb[d], c.P[d], hin, hout, cc, c.y, yoff, ws,
+                   ip, c.fp[d])
+            fl_barrier(c.team, &sense)
+            ip[IP_PHASE] = 2
+        c.step(nact, c.xp, xoff, c.R[d], c.rb[d], c.P[d], hin, hout, cc, c.y, yoff, ws, ip,
+               c.fp[d])
+        if shared:
+            fl_barrier(c.team, &sense)
+        tmp = hin
+        hin = hout
+        hout = tmp
+    if shared and tid != 0:
+        return
+    # A row's final state is in the buffer its last step wrote: the buffers
+    # alternate, so that is buffer (length % 2).  Rows of length zero report
+    # zeros, as onnxruntime does.
+    for i in range(nsub):
+        sb = rows[i]
+        ob = c.perm[sb]
+        L = c.slen[sb]
+        if L == 0:
+            continue
+        row = (d * B + ob) * H if c.layout == 0 else (ob * D + d) * H
+        if c.yh != NULL:
+            memcpy(c.yh + row, hb + ((L % 2) * nsub + i) * Hp, H * sizeof(float))
+        if c.yc != NULL:
+            memcpy(c.yc + row, cc + i * Hp, H * sizeof(float))
+
+
+cdef void run_task(void* arg, int tid, int n) noexcept nogil:
+    """What thread ``tid`` of ``n`` does in the chosen mode."""
+    cdef Ctx* c = <Ctx*> arg
+    cdef char* mem = c.tmem + tid * c.tstride
+    cdef int64_t ntiles = c.Hp // TILE, p0, p1
+    cdef int d
+    if c.mode == MODE_SINGLE:
+        for d in range(c.D):
+            run_direction(c, d, 0, 1, 0, ntiles, mem, False, 0)
+    elif c.mode == MODE_DIRS:
+        d = tid
+        while d < c.D:
+            run_direction(c, d, 0, 1, 0, ntiles, mem, False, tid)
+            d += n
+    elif c.mode == MODE_ROWS:
+        for d in range(c.D):
+            run_direction(c, d, tid, n, 0, ntiles, mem, False, tid)
+    else:
+        p0 = ntiles * tid // n
+        p1 = ntiles * (tid + 1) // n
+        for d in range(c.D):
+            run_direction(c, d, 0, 1, p0, p1, mem, True, tid)
+
+
 def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_floats,
                   cnp.ndarray x, int layout, object layer, list reverse, int64_t hidden,
                   object initial_h, object initial_c, object lens,
-                  bint want_y, bint want_yh, bint want_yc, object xp_given=None):
+                  bint want_y, bint want_yh, bint want_yc, object xp_given=None,
+                  Team team=None, bint two_phase=False, int64_t min_work=0):
     """Run one recurrent layer (all its directions).
 
     Parameters
     ----------
     step_addr, gemm_addr : addresses of the op's step kernel and of the input GEMM
-    gates_w : gates per input panel; ws_floats : scratch floats for this batch
+    gates_w : gates per direction in the projection
+    ws_floats : the step kernel's scratch for the whole batch
     x : float32 C-contiguous, [T, B, I] (layout 0) or [B, T, I] (layout 1)
     layer : a ``fastlstm.pack.PackedLayer``
     reverse : per direction, whether it runs backwards in time
@@ -82,13 +288,17 @@ def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_fl
     lens : int64 C-contiguous [B] with values in [0, T], or None (all T)
     xp_given : float32 C-contiguous [T*B, D*G*Hp], the input projection already
         computed (by BLAS), or None to compute it here with the Numba GEMM
+    team : threads to split the work over, or None
+    two_phase : the step needs a barrier between its two passes (GRU lbr=0)
+    min_work : multiply-adds per step below which threads are not worth waking
 
     Returns
     -------
     (Y, Y_h, Y_c), each None where not wanted.  Y is [T, D, B, H] (layout 0) or
     [B, T, D, H] (layout 1); Y_h/Y_c are [D, B, H] or [B, D, H].
     """
-    cdef int64_t T, B, I, D, H = hidden, Hp, N, M
+    cdef Ctx c
+    cdef int64_t T, B, I, D, H = hidden, Hp, N, M, d, b0
     if layout == 0:
         T, B = x.shape[0], x.shape[1]
     else:
@@ -96,143 +306,116 @@ def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_fl
     I = x.shape[2]
     cdef list dirs = layer.dirs
     D = len(dirs)
+    if D > MAXD:
+        raise ValueError("at most two directions")
     Hp = (H + TILE - 1) // TILE * TILE
     N = Hp * gates_w
     M = T * B
-    cdef int64_t ldx = D * N     # row stride of the projection
-
-    cdef step_fn step = <step_fn> step_addr
     cdef gemm_fn gemm = <gemm_fn> gemm_addr
 
+    # choose how to split the work
+    cdef fl_team* ft = team.team if team is not None else NULL
+    cdef int n = fl_team_size(ft)
+    cdef int mode = MODE_SINGLE
+    cdef int64_t work = D * B * N * H
+    if ft != NULL and work >= min_work and T > 0 and B > 0:
+        if D == 2:
+            mode = MODE_DIRS
+        elif B >= n:
+            mode = MODE_ROWS
+        elif Hp // TILE >= n:
+            mode = MODE_TILES
+    cdef bint acquired = False
+    if mode != MODE_SINGLE:
+        acquired = fl_team_acquire(ft)
+        if not acquired:
+            mode = MODE_SINGLE      # another caller has the team: run alone
+    if mode == MODE_SINGLE:
+        n = 1
+
     # Scratch comes from one aligned C allocation per call (no numpy objects):
-    # [xp (unless given) | two h buffers | c | ws] as floats, then the int64s.
+    # the projection (unless given), then per thread: two h buffers, c, the
+    # kernel's ws, and the int64 row tables; then the shared int64 tables.
     cdef bint have_xp = xp_given is not None
-    cdef int64_t n_xp = 0 if have_xp else M * ldx
-    cdef int64_t n_f = n_xp + 3 * B * Hp + ws_floats + 16
-    cdef int64_t n_i = 4 * B + T + 2 + 8 + B
-    cdef size_t f_bytes = ((n_f * sizeof(float) + 63) // 64) * 64
-    cdef size_t i_bytes = ((n_i * sizeof(int64_t) + 63) // 64) * 64
-    cdef char* mem = <char*> aligned_alloc(64, f_bytes + i_bytes)
+    cdef int64_t n_xp = 0 if have_xp else M * D * N
+    cdef size_t xp_bytes = ((n_xp * sizeof(float) + 63) // 64) * 64
+    cdef size_t tstride = (((3 * B * Hp + ws_floats) * sizeof(float) +
+                            (3 * B + IP_LEN) * sizeof(int64_t) + 63) // 64) * 64
+    cdef size_t shared_bytes = ((3 * B + T + 2) * sizeof(int64_t) + 63) // 64 * 64
+    cdef size_t total = xp_bytes + n * tstride + shared_bytes
+    cdef char* mem = <char*> aligned_alloc(64, total)
     if mem == NULL:
-        raise MemoryError(f"cannot allocate {f_bytes + i_bytes} bytes of scratch")
-    cdef float* fbase = <float*> mem
-    cdef int64_t* ibase = <int64_t*> (mem + f_bytes)
-    cdef float* xpp = fptr(xp_given) if have_xp else fbase
-    cdef float* hb = fbase + n_xp
-    cdef float* cc = hb + 2 * B * Hp
-    cdef float* wsp = cc + B * Hp
-    cdef int64_t* perm = ibase
-    cdef int64_t* slen = perm + B
-    cdef int64_t* xoff = slen + B
-    cdef int64_t* yoff = xoff + B
-    cdef int64_t* count = yoff + B
-    cdef int64_t* ipp = count + T + 2
-    cdef int64_t* lensp = ipp + 8
-    cdef int64_t b0
-    if lens is None:
-        for b0 in range(B):
-            lensp[b0] = T
-    else:
-        lensp = iptr(lens)
+        if acquired:
+            fl_team_release(ft)
+        raise MemoryError(f"cannot allocate {total} bytes of scratch")
+    cdef int64_t* ibase = <int64_t*> (mem + xp_bytes + n * tstride)
+    cdef int64_t* lensp = ibase + 2 * B
+    cdef int64_t* count = lensp + B
+    cdef float* xx
+    cdef float* wall
+    cdef float* ball
 
     Y = Yh = Yc = None
-    cdef float* y = xpp
-    if want_y:
-        Y = np.zeros((T, D, B, H) if layout == 0 else (B, T, D, H), np.float32)
-        y = fptr(Y)
-    cdef float* yh = NULL
-    cdef float* yc = NULL
-    if want_yh:
-        Yh = np.zeros((D, B, H) if layout == 0 else (B, D, H), np.float32)
-        yh = fptr(Yh)
-    if want_yc:
-        Yc = np.zeros((D, B, H) if layout == 0 else (B, D, H), np.float32)
-        yc = fptr(Yc)
-    cdef float* h0 = NULL
-    cdef float* c0 = NULL
-    if initial_h is not None:
-        h0 = fptr(initial_h)
-    if initial_c is not None:
-        c0 = fptr(initial_c)
-
-    cdef float* xx = fptr(x)
-    cdef float* hin
-    cdef float* hout
-    cdef float* tmp
-    cdef float* Rp
-    cdef float* rb
-    cdef float* Pp
-    cdef float* fp
-    cdef float* Wall = fptr(layer.W)
-    cdef float* ball = fptr(layer.bias)
-    cdef int64_t d, t, b, ob, tt, row, L, nact, maxlen, j, src, dst
-    cdef bint rev
-
+    c.step = <step_fn> step_addr
+    c.T, c.B, c.D, c.H, c.Hp, c.N = T, B, D, H, Hp, N
+    c.ldx = D * N
+    c.layout = layout
+    c.ws_floats = ws_floats
+    c.gru2 = two_phase
+    c.want_y = want_y
+    c.xp = fptr(xp_given) if have_xp else <float*> mem
+    c.perm = ibase
+    c.slen = ibase + B
+    c.y = c.xp
+    c.yh = NULL
+    c.yc = NULL
+    c.h0 = NULL
+    c.c0 = NULL
+    c.mode = mode
+    c.nthreads = n
+    c.team = ft
+    c.tmem = mem + xp_bytes
+    c.tstride = tstride
     try:
-        with nogil:
-            _order_by_length(B, T, lensp, perm, slen, count)
-            if not have_xp:
-                gemm(M, I, ldx, xx, Wall, ball, xpp)
-        maxlen = slen[0] if B > 0 else 0
-
+        if want_y:
+            Y = np.zeros((T, D, B, H) if layout == 0 else (B, T, D, H), np.float32)
+            c.y = fptr(Y)
+        if want_yh:
+            Yh = np.zeros((D, B, H) if layout == 0 else (B, D, H), np.float32)
+            c.yh = fptr(Yh)
+        if want_yc:
+            Yc = np.zeros((D, B, H) if layout == 0 else (B, D, H), np.float32)
+            c.yc = fptr(Yc)
+        if initial_h is not None:
+            c.h0 = fptr(initial_h)
+        if initial_c is not None:
+            c.c0 = fptr(initial_c)
+        if lens is None:
+            for b0 in range(B):
+                lensp[b0] = T
+        else:
+            memcpy(lensp, iptr(lens), B * sizeof(int64_t))
         for d in range(D):
             pd = dirs[d]
-            rev = reverse[d]
-            Rp = fptr(pd.R)
-            rb = fptr(pd.rb)
-            Pp = fptr(pd.P)
-            fp = fptr(pd.fp)
-            memcpy(ipp, iptr(pd.ip), 8 * sizeof(int64_t))
-            ipp[IP_BATCH] = B
-            with nogil:
-                for b in range(2 * B * Hp):
-                    hb[b] = 0
-                for b in range(B * Hp):
-                    cc[b] = 0
-                for b in range(B):
-                    ob = perm[b]
-                    if h0 != NULL:
-                        memcpy(hb + b * Hp, h0 + (d * B + ob) * H, H * sizeof(float))
-                    if c0 != NULL:
-                        memcpy(cc + b * Hp, c0 + (d * B + ob) * H, H * sizeof(float))
-                hin = hb
-                hout = hb + B * Hp
-                nact = B
-                for t in range(maxlen):
-                    while nact > 0 and slen[nact - 1] <= t:
-                        nact -= 1
-                    for b in range(nact):
-                        ob = perm[b]
-                        tt = slen[b] - 1 - t if rev else t
-                        if layout == 0:
-                            row = tt * B + ob
-                        else:
-                            row = ob * T + tt
-                        xoff[b] = row * ldx + d * N
-                        if want_y:
-                            if layout == 0:
-                                yoff[b] = ((tt * D + d) * B + ob) * H
-                            else:
-                                yoff[b] = ((ob * T + tt) * D + d) * H
-                        else:
-                            yoff[b] = -1
-                    step(nact, xpp, xoff, Rp, rb, Pp, hin, hout, cc, y, yoff, wsp, ipp, fp)
-                    tmp = hin
-                    hin = hout
-                    hout = tmp
-                # A row's final state is in the buffer its last step wrote: the
-                # buffers alternate, so that is buffer (length % 2).  Rows of
-                # length zero report zeros, as onnxruntime does.
-                for b in range(B):
-                    ob = perm[b]
-                    L = slen[b]
-                    if L == 0:
-                        continue
-                    dst = (d * B + ob) * H if layout == 0 else (ob * D + d) * H
-                    if yh != NULL:
-                        memcpy(yh + dst, hb + ((L % 2) * B + b) * Hp, H * sizeof(float))
-                    if yc != NULL:
-                        memcpy(yc + dst, cc + b * Hp, H * sizeof(float))
+            c.R[d] = fptr(pd.R)
+            c.rb[d] = fptr(pd.rb)
+            c.P[d] = fptr(pd.P)
+            c.fp[d] = fptr(pd.fp)
+            c.ip[d] = iptr(pd.ip)
+            c.rev[d] = reverse[d]
+        xx = fptr(x)
+        wall = fptr(layer.W)
+        ball = fptr(layer.bias)
+        with nogil:
+            _order_by_length(B, T, lensp, c.perm, c.slen, count)
+            if not have_xp:
+                gemm(M, I, D * N, xx, wall, ball, c.xp)
+            if mode == MODE_SINGLE:
+                run_task(&c, 0, 1)
+            else:
+                fl_team_run(ft, run_task, &c)
     finally:
+        if acquired:
+            fl_team_release(ft)
         free(mem)
     return Y, Yh, Yc

@@ -52,6 +52,11 @@ DEBUG = _env_flag("FASTLSTM_DEBUG", False)
 #: FASTLSTM_BLAS_MIN_ROWS overrides it (a huge value turns BLAS off).
 BLAS_MIN_ROWS = _env_int("FASTLSTM_BLAS_MIN_ROWS", 16, minimum=1)
 
+#: Multiply-adds per time step (all rows, all directions) below which a layer
+#: runs on one thread even when the session has more: waking a worker and
+#: meeting it at a barrier every step costs about a microsecond.
+THREAD_MIN_WORK = _env_int("FASTLSTM_THREAD_MIN_WORK", 100_000, minimum=0)
+
 
 def default_num_threads():
     """Thread count used when SessionOptions does not set one."""

@@ -112,6 +112,9 @@ def _params(hidden, acts, flag, clip):
         fp[common.FP_ALPHA0 + 2 * k] = alpha
         fp[common.FP_BETA0 + 2 * k] = beta
     ip[common.IP_FLAG] = flag
+    ip[common.IP_P0] = 0
+    ip[common.IP_P1] = padded(hidden) // TILE
+    ip[common.IP_PHASE] = 0
     ip[common.IP_HAS_CLIP] = clip is not None
     fp[common.FP_CLIP] = 0.0 if clip is None else clip
     return ip, fp

@@ -9,11 +9,21 @@ from .errors import InvalidInput, UnsupportedOp
 from .ops import RUNNERS
 
 
+class RunEnv:
+    """What every runner of a session shares: its thread team."""
+
+    def __init__(self, num_threads):
+        from ._extension import frontend
+        self.num_threads = num_threads
+        self.team = frontend.Team(num_threads) if num_threads > 1 else None
+
+
 class Plan:
     """Executable form of an ir.Graph."""
 
-    def __init__(self, graph):
+    def __init__(self, graph, num_threads=1):
         self.graph = graph
+        self.env = RunEnv(num_threads)
         self.constants = graph.initializers
         self.input_infos = {vi.name: vi for vi in graph.inputs}
         self.output_names = [vi.name for vi in graph.outputs]
@@ -26,7 +36,7 @@ class Plan:
             if cls is None:  # an import builder without a runner: a bug, say so clearly
                 raise UnsupportedOp(f"{n.describe()} has no runner", n.op_type, n.domain,
                                     n.since_version, n.name)
-            self.runners.append(cls(n, self.constants, consumed))
+            self.runners.append(cls(n, self.constants, consumed, self.env))
         self._live_cache = {}
 
     def _live(self, outputs):

@@ -64,7 +64,7 @@ class InferenceSession:
             raise FastLSTMError(f"intra_op_num_threads must be an int >= 0, got {n!r}")
         self.num_threads = n or config.default_num_threads()
         self._graph = load_graph(path_or_bytes)
-        self._plan = Plan(self._graph)
+        self._plan = Plan(self._graph, self.num_threads)
 
     def get_inputs(self):
         """The inputs a run must feed (initializers excluded), as NodeArg."""

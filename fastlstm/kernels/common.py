@@ -16,6 +16,9 @@ c         LSTM cell state, updated in place
 y, yoff   output Y: row b's H values go to y[yoff[b]:], skipped when yoff[b] < 0
 ws        scratch, at least ``ws_floats(op, B, Hp)`` floats
 ip, fp    integer / float parameters, slots below
+
+A call computes the hidden units of tiles ip[IP_P0] .. ip[IP_P1]-1 for every
+active row, reading all of h_in; calls on disjoint tile ranges may run at once.
 """
 from numba import njit, types
 
@@ -28,9 +31,12 @@ STEP_SIG = types.void(types.int64, F32P, I64P, F32P, F32P, F32P, F32P, F32P, F32
                       I64P, F32P, I64P, F32P)
 GEMM_SIG = types.void(types.int64, types.int64, types.int64, F32P, F32P, F32P, F32P)
 
-# ip slots
-IP_H, IP_HP, IP_ACT0, IP_ACT1, IP_ACT2, IP_FLAG, IP_HAS_CLIP, IP_BATCH = range(8)
-IP_LEN = 8
+# ip slots.  IP_P0..IP_P1 is the range of tiles this call computes (all of them
+# unless the front end splits a step across threads); IP_PHASE selects a part of
+# a two-pass step (GRU with linear_before_reset = 0): 0 both, 1 first, 2 second.
+IP_H, IP_HP, IP_ACT0, IP_ACT1, IP_ACT2, IP_FLAG, IP_HAS_CLIP, IP_BATCH, IP_P0, IP_P1, \
+    IP_PHASE = range(11)
+IP_LEN = 11
 # fp slots: clip, then (alpha, beta) per activation
 FP_CLIP, FP_ALPHA0, FP_BETA0, FP_ALPHA1, FP_BETA1, FP_ALPHA2, FP_BETA2 = range(7)
 FP_LEN = 7

@@ -30,13 +30,14 @@ MBLOCK = 32
 
 
 @njit(types.void(types.int64, types.int64, types.int64, F32P, types.int64, types.int64,
-                 F32P, types.int64, F32P, types.int64, types.int64), inline="always", **_jit)
-def _gemm_block(M, K, N, a, aoff, lda, w, woff, out, ooff, ldo):
+                 F32P, types.int64, types.int64, F32P, types.int64, types.int64),
+      inline="always", **_jit)
+def _gemm_block(M, K, N, a, aoff, lda, w, woff, ldw, out, ooff, ldo):
     for n0 in range(0, N, NCHUNK):
         nn = min(NCHUNK, N - n0)
         k = 0
         while k + 8 <= K:
-            w0 = woff + k * N + n0
+            w0 = woff + k * ldw + n0
             for m in range(M):
                 ar = aoff + m * lda + k
                 a0 = a[ar]
@@ -50,13 +51,13 @@ def _gemm_block(M, K, N, a, aoff, lda, w, woff, out, ooff, ldo):
                 o = ooff + m * ldo + n0
                 for n in range(nn):
                     wn = w0 + n
-                    out[o + n] += ((a0 * w[wn] + a1 * w[wn + N]) +
-                                   (a2 * w[wn + 2 * N] + a3 * w[wn + 3 * N])) + \
-                                  ((a4 * w[wn + 4 * N] + a5 * w[wn + 5 * N]) +
-                                   (a6 * w[wn + 6 * N] + a7 * w[wn + 7 * N]))
+                    out[o + n] += ((a0 * w[wn] + a1 * w[wn + ldw]) +
+                                   (a2 * w[wn + 2 * ldw] + a3 * w[wn + 3 * ldw])) + \
+                                  ((a4 * w[wn + 4 * ldw] + a5 * w[wn + 5 * ldw]) +
+                                   (a6 * w[wn + 6 * ldw] + a7 * w[wn + 7 * ldw]))
             k += 8
         while k < K:
-            w0 = woff + k * N + n0
+            w0 = woff + k * ldw + n0
             for m in range(M):
                 av = a[aoff + m * lda + k]
                 o = ooff + m * ldo + n0
@@ -66,11 +67,16 @@ def _gemm_block(M, K, N, a, aoff, lda, w, woff, out, ooff, ldo):
 
 
 @njit(types.void(types.int64, types.int64, types.int64, F32P, types.int64, types.int64,
-                 F32P, types.int64, F32P, types.int64, types.int64), inline="always", **_jit)
-def gemm_acc(M, K, N, a, aoff, lda, w, woff, out, ooff, ldo):
-    """out[ooff + m*ldo + n] += sum_k a[aoff + m*lda + k] * w[woff + k*N + n], m < M, n < N."""
+                 F32P, types.int64, types.int64, F32P, types.int64, types.int64),
+      inline="always", **_jit)
+def gemm_acc(M, K, N, a, aoff, lda, w, woff, ldw, out, ooff, ldo):
+    """out[ooff + m*ldo + n] += sum_k a[aoff + m*lda + k] * w[woff + k*ldw + n], m < M, n < N.
+
+    N may be a slice of w's columns (ldw its row length): a thread working on a
+    range of tiles multiplies only its columns.
+    """
     for m0 in range(0, M, MBLOCK):
-        _gemm_block(min(MBLOCK, M - m0), K, N, a, aoff + m0 * lda, lda, w, woff, out,
+        _gemm_block(min(MBLOCK, M - m0), K, N, a, aoff + m0 * lda, lda, w, woff, ldw, out,
                     ooff + m0 * ldo, ldo)
 
 
@@ -81,4 +87,4 @@ def gemm_bias(M, K, N, x, w, bias, out):
         o = m * N
         for n in range(N):
             out[o + n] = bias[n]
-    gemm_acc(M, K, N, x, 0, K, w, 0, out, 0, N)
+    gemm_acc(M, K, N, x, 0, K, w, 0, N, out, 0, N)

@@ -24,8 +24,8 @@ from numba import cfunc
 
 from . import activations as act
 from .common import (FP_ALPHA0, FP_ALPHA1, FP_BETA0, FP_BETA1, FP_CLIP, IP_ACT0, IP_ACT1,
-                     IP_BATCH, IP_FLAG, IP_H, IP_HAS_CLIP, IP_HP, STEP_SIG, TILE, copy_run,
-                     write_y)
+                     IP_BATCH, IP_FLAG, IP_H, IP_HAS_CLIP, IP_HP, IP_P0, IP_P1, IP_PHASE,
+                     STEP_SIG, TILE, copy_run, write_y)
 from .gemm import gemm_acc
 from .. import config
 
@@ -55,16 +55,18 @@ def gru_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
     one = lim * 0 + 1
     T = TILE
     GT = GATES * T
-    ntiles = Hp // T
+    p0 = ip[IP_P0]
+    p1 = ip[IP_P1]
+    phase = ip[IP_PHASE]
     if lbr:
         N = GATES * Hp
         for b in range(nact):
-            for p in range(ntiles):
+            for p in range(p0, p1):
                 copy_run(xp, xoff[b] + p * GT, ws, b * N + p * GT, 2 * T)
                 copy_run(rb, p * T, ws, b * N + p * GT + 2 * T, T)
-        gemm_acc(nact, H, N, h_in, 0, Hp, R, 0, ws, 0, N)
+        gemm_acc(nact, H, (p1 - p0) * GT, h_in, 0, Hp, R, p0 * GT, N, ws, p0 * GT, N)
         for b in range(nact):
-            for p in range(ntiles):
+            for p in range(p0, p1):
                 j0 = p * T
                 a = b * N + p * GT
                 s = b * Hp + j0
@@ -82,33 +84,39 @@ def gru_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
                     h_out[s + jj] = (one - z) * ws[a + 2 * T + jj] + z * h_in[s + jj]
                 write_y(y, yoff[b], h_out, s, j0, min(T, H - j0))
         return
-    # linear_before_reset = 0
+    # linear_before_reset = 0.  Phase 1: z and r; phase 2 (which needs every
+    # unit's rt (.) Ht-1, so a split step synchronises in between): the h gate.
     N2 = 2 * Hp
     zoff = Bcap * N2            # zt of row b, unit j at ws[zoff + b*Hp + j]
     rhoff = zoff + Bcap * Hp    # rt (.) Ht-1, likewise
     hoff = rhoff + Bcap * Hp    # h-gate accumulator, likewise
+    j0 = p0 * T
+    nj = (p1 - p0) * T
+    if phase != 2:
+        for b in range(nact):
+            for p in range(p0, p1):
+                copy_run(xp, xoff[b] + p * GT, ws, b * N2 + p * 2 * T, 2 * T)
+                copy_run(xp, xoff[b] + p * GT + 2 * T, ws, hoff + b * Hp + p * T, T)
+        gemm_acc(nact, H, 2 * nj, h_in, 0, Hp, R, 2 * j0, N2, ws, 2 * j0, N2)
+        for b in range(nact):
+            for p in range(p0, p1):
+                a = b * N2 + p * 2 * T
+                s = b * Hp + p * T
+                if has_clip:
+                    act.clip(ws, a, 2 * T, lim)
+                act.apply(a_f, al_f, be_f, ws, a, 2 * T)
+                for jj in range(T):
+                    ws[zoff + s + jj] = ws[a + jj]
+                    ws[rhoff + s + jj] = ws[a + T + jj] * h_in[s + jj]
+    if phase == 1:
+        return
+    gemm_acc(nact, H, nj, ws, rhoff, Hp, R, H * N2 + j0, Hp, ws, hoff + j0, Hp)
     for b in range(nact):
-        for p in range(ntiles):
-            copy_run(xp, xoff[b] + p * GT, ws, b * N2 + p * 2 * T, 2 * T)
-            copy_run(xp, xoff[b] + p * GT + 2 * T, ws, hoff + b * Hp + p * T, T)
-    gemm_acc(nact, H, N2, h_in, 0, Hp, R, 0, ws, 0, N2)
-    for b in range(nact):
-        for p in range(ntiles):
-            a = b * N2 + p * 2 * T
-            s = b * Hp + p * T
-            if has_clip:
-                act.clip(ws, a, 2 * T, lim)
-            act.apply(a_f, al_f, be_f, ws, a, 2 * T)
-            for jj in range(T):
-                ws[zoff + s + jj] = ws[a + jj]
-                ws[rhoff + s + jj] = ws[a + T + jj] * h_in[s + jj]
-    gemm_acc(nact, H, Hp, ws, rhoff, Hp, R, H * N2, ws, hoff, Hp)
-    for b in range(nact):
-        s = b * Hp
+        s = b * Hp + j0
         if has_clip:
-            act.clip(ws, hoff + s, Hp, lim)
-        act.apply(a_g, al_g, be_g, ws, hoff + s, Hp)
-        for j in range(Hp):
+            act.clip(ws, hoff + s, nj, lim)
+        act.apply(a_g, al_g, be_g, ws, hoff + s, nj)
+        for j in range(nj):
             z = ws[zoff + s + j]
             h_out[s + j] = (one - z) * ws[hoff + s + j] + z * h_in[s + j]
-        write_y(y, yoff[b], h_out, s, 0, H)
+        write_y(y, yoff[b], h_out, s, j0, min(nj, H - j0))

@@ -9,8 +9,8 @@ Xt*W + Wb + Rb comes from the hoisted input GEMM.
 from numba import cfunc
 
 from . import activations as act
-from .common import (FP_ALPHA0, FP_BETA0, FP_CLIP, IP_ACT0, IP_H, IP_HAS_CLIP, IP_HP,
-                     STEP_SIG, copy_run, write_y)
+from .common import (FP_ALPHA0, FP_BETA0, FP_CLIP, IP_ACT0, IP_H, IP_HAS_CLIP, IP_HP, IP_P0,
+                     IP_P1, STEP_SIG, TILE, copy_run, write_y)
 from .gemm import gemm_acc
 from .. import config
 
@@ -27,12 +27,14 @@ def ws_floats(batch, hp):
 def rnn_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
     H = ip[IP_H]
     Hp = ip[IP_HP]
+    j0 = ip[IP_P0] * TILE
+    nj = ip[IP_P1] * TILE - j0
     for b in range(nact):
-        copy_run(xp, xoff[b], h_out, b * Hp, Hp)
+        copy_run(xp, xoff[b] + j0, h_out, b * Hp + j0, nj)
     # h_out doubles as the accumulator: it does not alias h_in (the buffers alternate).
-    gemm_acc(nact, H, Hp, h_in, 0, Hp, R, 0, h_out, 0, Hp)
+    gemm_acc(nact, H, nj, h_in, 0, Hp, R, j0, Hp, h_out, j0, Hp)
     for b in range(nact):
         if ip[IP_HAS_CLIP] != 0:
-            act.clip(h_out, b * Hp, Hp, fp[FP_CLIP])
-        act.apply(ip[IP_ACT0], fp[FP_ALPHA0], fp[FP_BETA0], h_out, b * Hp, Hp)
-        write_y(y, yoff[b], h_out, b * Hp, 0, H)
+            act.clip(h_out, b * Hp + j0, nj, fp[FP_CLIP])
+        act.apply(ip[IP_ACT0], fp[FP_ALPHA0], fp[FP_BETA0], h_out, b * Hp + j0, nj)
+        write_y(y, yoff[b], h_out, b * Hp + j0, j0, min(nj, H - j0))

@@ -14,8 +14,9 @@ class RecurrentRunner:
     """Runs one recurrent node.  Weights that are constants are packed here, once;
     weights fed as graph inputs are packed on every run."""
 
-    def __init__(self, node, constants, needed):
+    def __init__(self, node, constants, needed, env):
         self.node = node
+        self.env = env
         self.spec = spec = node.attrs["spec"]
         self.step, self.gates_w, self.ws_floats = registry.STEPS[spec.op]
         self.n_gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[spec.op]
@@ -109,5 +110,6 @@ class RecurrentRunner:
         y, yh, yc = frontend.run_recurrent(
             self.step, registry.GEMM_ADDRESS, self.gates_w, self.ws_floats(Bn, Hp), x,
             spec.layout, layer, spec.reverse, H, states[0], states[1], lens,
-            self.want[0], self.want[1], self.want[2] and spec.op == "LSTM", xp)
+            self.want[0], self.want[1], self.want[2] and spec.op == "LSTM", xp,
+            self.env.team, spec.op == "GRU" and not spec.flag, config.THREAD_MIN_WORK)
         return [y, yh, yc][:len(node.outputs)]

@@ -1,0 +1,60 @@
+"""Every way the front end splits work across threads gives the single-thread
+answer bit for bit, and onnxruntime's within tolerance."""
+import numpy as np
+import pytest
+
+import fastlstm
+from fastlstm import config
+from helpers import feeds, random_weights, recurrent_model, run_ort
+
+# (direction, batch, hidden) that select each split: directions, rows, tiles
+SHAPES = {"dirs": ("bidirectional", 3, 40), "rows": ("forward", 5, 40),
+          "tiles": ("reverse", 1, 70), "tiles-one-per-thread": ("forward", 1, 20)}
+
+
+def _session(model, threads):
+    so = fastlstm.SessionOptions()
+    so.intra_op_num_threads = threads
+    return fastlstm.InferenceSession(model.SerializeToString(), so)
+
+
+@pytest.mark.parametrize("flag", [0, 1])
+@pytest.mark.parametrize("split", list(SHAPES))
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
+def test_thread_splits(op, split, flag, monkeypatch):
+    if flag and op == "RNN":
+        pytest.skip("RNN has no flag attribute")
+    monkeypatch.setattr(config, "THREAD_MIN_WORK", 0)
+    direction, Bn, H = SHAPES[split]
+    D = 2 if direction == "bidirectional" else 1
+    rng = np.random.default_rng(hash((op, split, flag)) % 2 ** 32)
+    arrays = random_weights(rng, op, D, H, 7, peepholes=(op == "LSTM"), scale=0.2)
+    arrays["X"] = rng.standard_normal((12, Bn, 7)).astype(np.float32)
+    arrays["sequence_lens"] = rng.integers(0, 13, Bn).astype(np.int32)
+    arrays["sequence_lens"][0] = 12
+    arrays["initial_h"] = rng.standard_normal((D, Bn, H)).astype(np.float32)
+    attrs = {"hidden_size": H, "direction": direction}
+    if op != "RNN":
+        attrs["input_forget" if op == "LSTM" else "linear_before_reset"] = flag
+    model = recurrent_model(op, arrays, attrs, initializers=["W", "R", "B", "P"])
+    feed = feeds(model, arrays)
+    one = _session(model, 1).run(None, feed)
+    for threads in (2, 3):
+        many = _session(model, threads).run(None, feed)
+        for a, b in zip(one, many):
+            np.testing.assert_array_equal(a, b)
+    for a, b in zip(one, run_ort(model, feed)):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_env_variable_sets_default_threads(monkeypatch):
+    monkeypatch.setenv("FASTLSTM_NUM_THREADS", "2")
+    rng = np.random.default_rng(0)
+    arrays = random_weights(rng, "RNN", 1, 4, 3)
+    arrays["X"] = np.zeros((2, 1, 3), np.float32)
+    model = recurrent_model("RNN", arrays, {"hidden_size": 4}, initializers=["W", "R", "B"])
+    s = fastlstm.InferenceSession(model.SerializeToString())
+    assert s.num_threads == 2
+    monkeypatch.setenv("FASTLSTM_NUM_THREADS", "zero")
+    with pytest.raises(ValueError, match="FASTLSTM_NUM_THREADS"):
+        fastlstm.InferenceSession(model.SerializeToString())
