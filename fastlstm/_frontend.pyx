@@ -108,6 +108,11 @@ cdef class Team:
 
 cdef struct Ctx:
     step_fn step
+    gemm_fn gemm
+    float* x
+    float* W
+    float* bias
+    int64_t insize
     int64_t T, B, D, H, Hp, N, ldx, layout, ws_floats, gru2
     bint want_y
     float* xp
@@ -151,16 +156,16 @@ cdef void _order_by_length(int64_t B, int64_t T, int64_t* lens, int64_t* perm,
 
 
 cdef void run_direction(Ctx* c, int d, int64_t r0, int64_t rstep, int64_t p0, int64_t p1,
-                        char* mem, bint shared, int tid) noexcept nogil:
+                        char* mem, bint shared, int tid, int* sense) noexcept nogil:
     """Run direction ``d`` over sorted rows r0, r0+rstep, ... for tiles [p0, p1).
 
     ``shared``: every thread of the team runs this same call on its own tile
     range; state buffers then live in thread 0's scratch and the threads meet at
-    the team barrier after each step.
+    the team barrier after each step.  ``sense`` is the thread's barrier state,
+    kept across every barrier of the job.
     """
     cdef int64_t B = c.B, Hp = c.Hp, H = c.H, T = c.T, D = c.D
     cdef int64_t nsub = 0, i, t, sb, ob, L, tt, row, nact, maxlen
-    cdef int sense = 0
     cdef char* smem = c.tmem if shared else mem     # state owner
     cdef float* hb = <float*> smem
     cdef float* cc = hb + 2 * B * Hp
@@ -193,7 +198,7 @@ cdef void run_direction(Ctx* c, int d, int64_t r0, int64_t rstep, int64_t p0, in
             if c.c0 != NULL:
                 memcpy(cc + i * Hp, c.c0 + (d * B + ob) * H, H * sizeof(float))
     if shared:
-        fl_barrier(c.team, &sense)
+        fl_barrier(c.team, sense)
     hin = hb
     hout = hb + nsub * Hp
     nact = nsub
@@ -218,12 +223,12 @@ cdef void run_direction(Ctx* c, int d, int64_t r0, int64_t rstep, int64_t p0, in
             ip[IP_PHASE] = 1
             c.step(nact, c.xp, xoff, c.R[d], c.rb[d], c.P[d], hin, hout, cc, c.y, yoff, ws,
                    ip, c.fp[d])
-            fl_barrier(c.team, &sense)
+            fl_barrier(c.team, sense)
             ip[IP_PHASE] = 2
         c.step(nact, c.xp, xoff, c.R[d], c.rb[d], c.P[d], hin, hout, cc, c.y, yoff, ws, ip,
                c.fp[d])
         if shared:
-            fl_barrier(c.team, &sense)
+            fl_barrier(c.team, sense)
         tmp = hin
         hin = hout
         hout = tmp
@@ -250,29 +255,39 @@ cdef void run_task(void* arg, int tid, int n) noexcept nogil:
     cdef Ctx* c = <Ctx*> arg
     cdef char* mem = c.tmem + tid * c.tstride
     cdef int64_t ntiles = c.Hp // TILE, p0, p1
+    cdef int64_t M = c.T * c.B, m0, m1
     cdef int d
+    cdef int sense = 0
+    # The input projection of all steps and directions, split by rows.
+    m0 = M * tid // n
+    m1 = M * (tid + 1) // n
+    if m1 > m0:
+        c.gemm(m1 - m0, c.insize, c.ldx, c.x + m0 * c.insize, c.W, c.bias,
+               c.xp + m0 * c.ldx)
+    if n > 1:
+        fl_barrier(c.team, &sense)
     if c.mode == MODE_SINGLE:
         for d in range(c.D):
-            run_direction(c, d, 0, 1, 0, ntiles, mem, False, 0)
+            run_direction(c, d, 0, 1, 0, ntiles, mem, False, 0, &sense)
     elif c.mode == MODE_DIRS:
         d = tid
         while d < c.D:
-            run_direction(c, d, 0, 1, 0, ntiles, mem, False, tid)
+            run_direction(c, d, 0, 1, 0, ntiles, mem, False, tid, &sense)
             d += n
     elif c.mode == MODE_ROWS:
         for d in range(c.D):
-            run_direction(c, d, tid, n, 0, ntiles, mem, False, tid)
+            run_direction(c, d, tid, n, 0, ntiles, mem, False, tid, &sense)
     else:
         p0 = ntiles * tid // n
         p1 = ntiles * (tid + 1) // n
         for d in range(c.D):
-            run_direction(c, d, 0, 1, p0, p1, mem, True, tid)
+            run_direction(c, d, 0, 1, p0, p1, mem, True, tid, &sense)
 
 
 def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_floats,
                   cnp.ndarray x, int layout, object layer, list reverse, int64_t hidden,
                   object initial_h, object initial_c, object lens,
-                  bint want_y, bint want_yh, bint want_yc, object xp_given=None,
+                  bint want_y, bint want_yh, bint want_yc,
                   Team team=None, bint two_phase=False, int64_t min_work=0):
     """Run one recurrent layer (all its directions).
 
@@ -286,8 +301,6 @@ def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_fl
     reverse : per direction, whether it runs backwards in time
     initial_h, initial_c : float32 C-contiguous [D, B, H] or None (zeros)
     lens : int64 C-contiguous [B] with values in [0, T], or None (all T)
-    xp_given : float32 C-contiguous [T*B, D*G*Hp], the input projection already
-        computed (by BLAS), or None to compute it here with the Numba GEMM
     team : threads to split the work over, or None
     two_phase : the step needs a barrier between its two passes (GRU lbr=0)
     min_work : multiply-adds per step below which threads are not worth waking
@@ -334,10 +347,9 @@ def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_fl
         n = 1
 
     # Scratch comes from one aligned C allocation per call (no numpy objects):
-    # the projection (unless given), then per thread: two h buffers, c, the
-    # kernel's ws, and the int64 row tables; then the shared int64 tables.
-    cdef bint have_xp = xp_given is not None
-    cdef int64_t n_xp = 0 if have_xp else M * D * N
+    # the projection, then per thread: two h buffers, c, the kernel's ws, and
+    # the int64 row tables; then the shared int64 tables.
+    cdef int64_t n_xp = M * D * N
     cdef size_t xp_bytes = ((n_xp * sizeof(float) + 63) // 64) * 64
     cdef size_t tstride = (((3 * B * Hp + ws_floats) * sizeof(float) +
                             (3 * B + IP_LEN) * sizeof(int64_t) + 63) // 64) * 64
@@ -351,9 +363,6 @@ def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_fl
     cdef int64_t* ibase = <int64_t*> (mem + xp_bytes + n * tstride)
     cdef int64_t* lensp = ibase + 2 * B
     cdef int64_t* count = lensp + B
-    cdef float* xx
-    cdef float* wall
-    cdef float* ball
 
     Y = Yh = Yc = None
     c.step = <step_fn> step_addr
@@ -363,7 +372,12 @@ def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_fl
     c.ws_floats = ws_floats
     c.gru2 = two_phase
     c.want_y = want_y
-    c.xp = fptr(xp_given) if have_xp else <float*> mem
+    c.xp = <float*> mem
+    c.gemm = gemm
+    c.insize = I
+    c.x = fptr(x)
+    c.W = fptr(layer.W)
+    c.bias = fptr(layer.bias)
     c.perm = ibase
     c.slen = ibase + B
     c.y = c.xp
@@ -403,13 +417,8 @@ def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_fl
             c.fp[d] = fptr(pd.fp)
             c.ip[d] = iptr(pd.ip)
             c.rev[d] = reverse[d]
-        xx = fptr(x)
-        wall = fptr(layer.W)
-        ball = fptr(layer.bias)
         with nogil:
             _order_by_length(B, T, lensp, c.perm, c.slen, count)
-            if not have_xp:
-                gemm(M, I, D * N, xx, wall, ball, c.xp)
             if mode == MODE_SINGLE:
                 run_task(&c, 0, 1)
             else:

@@ -5,10 +5,9 @@ one-layer model, checks that fastlstm's outputs match onnxruntime's, then times
 both in the same process, alternating between them round after round, and
 reports medians.  Ratio = onnxruntime time / fastlstm time (> 1: we are faster).
 
-Thread counts: fastlstm and onnxruntime get the same ``intra_op_num_threads``;
-OpenBLAS (used by fastlstm for large input projections) reads
-OPENBLAS_NUM_THREADS at import, so each thread count runs in its own process
-with that variable set to the same count.
+Thread counts: fastlstm and onnxruntime get the same ``intra_op_num_threads``.
+Each thread count runs in its own process (with OPENBLAS_NUM_THREADS and
+OMP_NUM_THREADS set to it, so no library in the process spins more threads).
 """
 import json
 import os

@@ -4,7 +4,7 @@ Environment variables
 ---------------------
 FASTLSTM_NUM_THREADS   default intra-op thread count (int, >= 1).  Default 1.
 FASTLSTM_CACHE         "0" turns off Numba's on-disk kernel cache.  Default on.
-FASTLSTM_BLAS_MIN_ROWS rows from which the input projection uses numpy's BLAS.
+FASTLSTM_THREAD_MIN_WORK  multiply-adds per step below which one thread runs a layer.
 FASTLSTM_DEBUG         "1" makes the session validate more eagerly and keeps
                        Python tracebacks from the kernels.  Default off.
 """
@@ -43,14 +43,6 @@ NUMBA_CACHE = _env_flag("FASTLSTM_CACHE", True)
 NUMBA_ERROR_MODEL = "numpy"
 
 DEBUG = _env_flag("FASTLSTM_DEBUG", False)
-
-#: From this many rows (time steps x batch) on, the hoisted input projection is
-#: computed by numpy's BLAS sgemm instead of the Numba GEMM.  Measured on the
-#: development machine (AMD EPYC, AVX-512), OpenBLAS at one thread runs
-#: 80-90 GFLOP/s against about 35 for the Numba kernel, while below ~16 rows the
-#: call overhead of numpy makes the Numba kernel as fast or faster.
-#: FASTLSTM_BLAS_MIN_ROWS overrides it (a huge value turns BLAS off).
-BLAS_MIN_ROWS = _env_int("FASTLSTM_BLAS_MIN_ROWS", 16, minimum=1)
 
 #: Multiply-adds per time step (all rows, all directions) below which a layer
 #: runs on one thread even when the session has more: waking a worker and

@@ -97,10 +97,6 @@ class PackedLayer:
     hidden: int
     input_size: int
 
-    @property
-    def W2d(self):
-        return self.W.reshape(self.input_size, -1)
-
 
 def _params(hidden, acts, flag, clip):
     ip = np.zeros(common.IP_LEN, np.int64)

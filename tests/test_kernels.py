@@ -91,22 +91,3 @@ def test_concurrent_runs_match_sequential():
             np.testing.assert_array_equal(a, b)
     for a, b in zip(expected[0], run_ort(model, inputs[0])):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
-
-
-@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
-def test_numba_and_blas_input_projection_agree_with_onnxruntime(op, monkeypatch):
-    """Both ways of computing the input projection, on the same model."""
-    from fastlstm import config
-    rng = np.random.default_rng(9)
-    arrays = random_weights(rng, op, 2, 45, 19, scale=0.15)  # not chaotic: errors stay small
-    arrays["X"] = rng.standard_normal((30, 4, 19)).astype(np.float32)
-    arrays["sequence_lens"] = np.array([30, 12, 0, 29], np.int32)
-    attrs = {"hidden_size": 45, "direction": "bidirectional"}
-    model = recurrent_model(op, arrays, attrs, initializers=["W", "R", "B"])
-    feed = feeds(model, arrays)
-    expected = run_ort(model, feed)
-    for rows in (1, 10 ** 9):
-        monkeypatch.setattr(config, "BLAS_MIN_ROWS", rows)
-        got = fastlstm.InferenceSession(model.SerializeToString()).run(None, feed)
-        for g, e in zip(got, expected):
-            np.testing.assert_allclose(g, e, atol=1e-5, rtol=1e-4)

@@ -56,7 +56,7 @@ ACTIVATIONS = {
 }
 
 _jit = dict(nogil=True, cache=config.NUMBA_CACHE, fastmath=set(config.NUMBA_FASTMATH),
-            error_model=config.NUMBA_ERROR_MODEL, inline="always")
+            error_model=config.NUMBA_ERROR_MODEL)
 
 
 @intrinsic

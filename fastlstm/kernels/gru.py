@@ -64,7 +64,7 @@ def gru_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
             for p in range(p0, p1):
                 copy_run(xp, xoff[b] + p * GT, ws, b * N + p * GT, 2 * T)
                 copy_run(rb, p * T, ws, b * N + p * GT + 2 * T, T)
-        gemm_acc(nact, H, (p1 - p0) * GT, h_in, 0, Hp, R, p0 * GT, N, ws, p0 * GT, N)
+        gemm_acc(nact, H, (p1 - p0) * GT, h_in, 0, Hp, R, p0 * GT, N, ws, p0 * GT)
         for b in range(nact):
             for p in range(p0, p1):
                 j0 = p * T
@@ -97,7 +97,7 @@ def gru_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
             for p in range(p0, p1):
                 copy_run(xp, xoff[b] + p * GT, ws, b * N2 + p * 2 * T, 2 * T)
                 copy_run(xp, xoff[b] + p * GT + 2 * T, ws, hoff + b * Hp + p * T, T)
-        gemm_acc(nact, H, 2 * nj, h_in, 0, Hp, R, 2 * j0, N2, ws, 2 * j0, N2)
+        gemm_acc(nact, H, 2 * nj, h_in, 0, Hp, R, 2 * j0, N2, ws, 2 * j0)
         for b in range(nact):
             for p in range(p0, p1):
                 a = b * N2 + p * 2 * T
@@ -110,7 +110,7 @@ def gru_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
                     ws[rhoff + s + jj] = ws[a + T + jj] * h_in[s + jj]
     if phase == 1:
         return
-    gemm_acc(nact, H, nj, ws, rhoff, Hp, R, H * N2 + j0, Hp, ws, hoff + j0, Hp)
+    gemm_acc(nact, H, nj, ws, rhoff, Hp, R, H * N2 + j0, Hp, ws, hoff + j0)
     for b in range(nact):
         s = b * Hp + j0
         if has_clip:

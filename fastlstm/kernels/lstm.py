@@ -53,7 +53,7 @@ def lstm_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
     nc = (p1 - p0) * GT
     for b in range(nact):
         copy_run(xp, xoff[b] + c0, ws, b * N + c0, nc)
-    gemm_acc(nact, H, nc, h_in, 0, Hp, R, c0, N, ws, c0, N)
+    gemm_acc(nact, H, nc, h_in, 0, Hp, R, c0, N, ws, c0)
     for b in range(nact):
         for p in range(p0, p1):
             j0 = p * T

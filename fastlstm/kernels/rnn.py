@@ -32,7 +32,7 @@ def rnn_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
     for b in range(nact):
         copy_run(xp, xoff[b] + j0, h_out, b * Hp + j0, nj)
     # h_out doubles as the accumulator: it does not alias h_in (the buffers alternate).
-    gemm_acc(nact, H, nj, h_in, 0, Hp, R, j0, Hp, h_out, j0, Hp)
+    gemm_acc(nact, H, nj, h_in, 0, Hp, R, j0, Hp, h_out, j0)
     for b in range(nact):
         if ip[IP_HAS_CLIP] != 0:
             act.clip(h_out, b * Hp + j0, nj, fp[FP_CLIP])

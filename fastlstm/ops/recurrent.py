@@ -102,14 +102,8 @@ class RecurrentRunner:
                 s = s.transpose(1, 0, 2)
             states.append(np.ascontiguousarray(s))
         Hp = pack.padded(H)
-        xp = None
-        if T * Bn >= config.BLAS_MIN_ROWS:
-            # Many rows: numpy's BLAS sgemm beats the Numba GEMM (see config).
-            xp = np.matmul(x.reshape(T * Bn, I), layer.W2d)
-            xp += layer.bias
         y, yh, yc = frontend.run_recurrent(
             self.step, registry.GEMM_ADDRESS, self.gates_w, self.ws_floats(Bn, Hp), x,
             spec.layout, layer, spec.reverse, H, states[0], states[1], lens,
-            self.want[0], self.want[1], self.want[2] and spec.op == "LSTM", xp,
-            self.env.team, spec.op == "GRU" and not spec.flag, config.THREAD_MIN_WORK)
+            self.want[0], self.want[1], self.want[2] and spec.op == "LSTM", self.env.team, spec.op == "GRU" and not spec.flag, config.THREAD_MIN_WORK)
         return [y, yh, yc][:len(node.outputs)]
