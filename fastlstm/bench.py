@@ -1,13 +1,20 @@
 """Side-by-side timing of fastlstm against onnxruntime (and PyTorch when installed).
 
 Used by ``fastlstm bench`` and ``benchmarks/compare.py``.  Every case builds a
-one-layer model, checks that fastlstm's outputs match onnxruntime's, then times
-both in the same process, alternating between them round after round, and
-reports medians.  Ratio = onnxruntime time / fastlstm time (> 1: we are faster).
+one-layer model; fastlstm's outputs are checked against onnxruntime's; then
+each engine is timed in a process of its own, the processes alternating
+(fastlstm, onnxruntime, fastlstm, onnxruntime, ...) ``--repeats`` times, and the
+median of the per-process medians is reported.  Ratio = onnxruntime time /
+fastlstm time (> 1: we are faster).
 
-Thread counts: fastlstm and onnxruntime get the same ``intra_op_num_threads``.
-Each thread count runs in its own process (with OPENBLAS_NUM_THREADS and
-OMP_NUM_THREADS set to it, so no library in the process spins more threads).
+Why separate processes: with two threads on two cores, an engine whose idle
+workers spin (onnxruntime's do by default, for a while after every run, and so
+do ours) steals the core the other engine is timed on.  Timing them in one
+process measured that interference, not the engines.
+
+Thread counts: fastlstm and onnxruntime get the same ``intra_op_num_threads``
+(OPENBLAS_NUM_THREADS and OMP_NUM_THREADS are set to it too, so no library
+brings threads of its own).
 """
 import json
 import os
@@ -128,19 +135,8 @@ def l2_stream_seconds(nbytes=1 << 20):
     return statistics.median(best)
 
 
-def run_case(name, case, threads, rounds=15, with_torch=True):
-    """Time one case; returns a dict of results."""
-    import onnxruntime as ort
-    import fastlstm
+def _feed(case):
     op, T, B, I, H, direction, carry = case
-    model = build_model(op, I, H, direction, carry)
-    so = fastlstm.SessionOptions()
-    so.intra_op_num_threads = threads
-    ours = fastlstm.InferenceSession(model, so)
-    oso = ort.SessionOptions()
-    oso.intra_op_num_threads = threads
-    oso.inter_op_num_threads = 1
-    theirs = ort.InferenceSession(model, oso, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(1)
     D = 2 if direction == "bidirectional" else 1
     feed = {"X": rng.standard_normal((T, B, I)).astype(np.float32)}
@@ -148,37 +144,57 @@ def run_case(name, case, threads, rounds=15, with_torch=True):
         feed["initial_h"] = rng.standard_normal((D, B, H)).astype(np.float32) * 0.1
         if op == "LSTM":
             feed["initial_c"] = rng.standard_normal((D, B, H)).astype(np.float32) * 0.1
-    a = ours.run(None, feed)
-    b = theirs.run(None, feed)
-    err = max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
-    flops = 2.0 * T * B * D * {"LSTM": 4, "GRU": 3, "RNN": 1}[op] * H * (I + H)
-    # aim for ~20 ms per sample
+    return feed
+
+
+def _session(engine, model, threads):
+    if engine == "fastlstm":
+        import fastlstm
+        so = fastlstm.SessionOptions()
+        so.intra_op_num_threads = threads
+        s = fastlstm.InferenceSession(model, so)
+        return lambda feed: s.run(None, feed)
+    if engine == "onnxruntime":
+        import onnxruntime as ort
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        s = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+        return lambda feed: s.run(None, feed)
+    raise ValueError(engine)
+
+
+def check_case(case):
+    """Max abs difference between fastlstm and onnxruntime on a case's input."""
+    op, T, B, I, H, direction, carry = case
+    model = build_model(op, I, H, direction, carry)
+    feed = _feed(case)
+    a = _session("fastlstm", model, 1)(feed)
+    b = _session("onnxruntime", model, 1)(feed)
+    return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
+
+
+def time_case(engine, case, threads, rounds):
+    """Median seconds per run of one engine on one case (in this process)."""
+    op, T, B, I, H, direction, carry = case
+    feed = _feed(case)
+    if engine == "torch":
+        fn = _torch_runner(op, T, B, I, H, direction, threads)
+        if fn is None:
+            return None
+        run = fn
+    else:
+        call = _session(engine, build_model(op, I, H, direction, carry), threads)
+
+        def run():
+            call(feed)
+    for _ in range(3):
+        run()
     t0 = time.perf_counter()
-    ours.run(None, feed)
+    run()
     one = max(time.perf_counter() - t0, 1e-6)
-    inner = max(1, int(0.02 / one))
-    fns = [lambda: ours.run(None, feed), lambda: theirs.run(None, feed)]
-    torch_fn = _torch_runner(op, T, B, I, H, direction, threads) if with_torch else None
-    if torch_fn:
-        fns.append(torch_fn)
-    times = _medians(fns, rounds, inner)
-    out = {"case": name, "op": op, "T": T, "B": B, "I": I, "H": H, "direction": direction,
-           "threads": threads, "fastlstm_s": times[0], "onnxruntime_s": times[1],
-           "ratio": times[1] / times[0], "max_abs_err": err,
-           "fastlstm_gflops": flops / times[0] / 1e9}
-    if torch_fn:
-        out["torch_s"] = times[2]
-    return out
-
-
-def run_all(cases, threads, rounds=15, with_torch=True, progress=None):
-    results = []
-    for name, case in cases.items():
-        r = run_case(name, case, threads, rounds, with_torch)
-        results.append(r)
-        if progress:
-            progress(r)
-    return results
+    inner = max(1, int(0.02 / one))   # about 20 ms per sample
+    return _medians([run], rounds, inner)[0]
 
 
 def machine():
@@ -240,45 +256,71 @@ def plot(results, path):
 
 
 def child_main(argv):
-    """Run in a subprocess for one thread count; prints JSON lines."""
+    """One engine, one thread count, several cases: prints one JSON line per case."""
     import argparse
     ap = argparse.ArgumentParser()
+    ap.add_argument("--engine", required=True)
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--cases", required=True)
     ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--no-torch", action="store_true")
     a = ap.parse_args(argv)
-    cases = json.loads(a.cases)
-    for r in run_all({k: tuple(v) for k, v in cases.items()}, a.threads, a.rounds,
-                     not a.no_torch):
-        print(json.dumps(r), flush=True)
+    for name, case in json.loads(a.cases).items():
+        t = time_case(a.engine, tuple(case), a.threads, a.rounds)
+        print(json.dumps({"case": name, "seconds": t}), flush=True)
 
 
-def compare(threads=(1, 2), sweep=False, rounds=15, json_path=None, png_path=None,
-            with_torch=True, only=None, out=sys.stdout):
+def _child(engine, threads, cases, rounds):
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    cmd = [sys.executable, "-c", "import sys; from fastlstm.bench import child_main; "
+           "child_main(sys.argv[1:])", "--engine", engine, "--threads", str(threads),
+           "--cases", json.dumps(cases), "--rounds", str(rounds)]
+    out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True).stdout
+    return {r["case"]: r["seconds"] for r in map(json.loads, out.splitlines())}
+
+
+def compare(threads=(1, 2), sweep=False, rounds=15, repeats=3, json_path=None,
+            png_path=None, with_torch=True, only=None, out=sys.stdout):
     """Run the table (and optionally the sweep) at each thread count; print a table."""
     cases = dict(TABLE)
     if sweep:
         cases.update(sweep_cases())
     if only:
         cases = {k: v for k, v in cases.items() if k in only}
+    engines = ["fastlstm", "onnxruntime"]
+    if with_torch:
+        try:
+            import torch  # noqa: F401
+            engines.append("torch")
+        except ImportError:
+            with_torch = False
+    errors = {name: check_case(case) for name, case in cases.items()}
     results = []
     print(HEADER + (f" {'torch us':>10}" if with_torch else ""), file=out)
     for t in threads:
-        env = dict(os.environ, OPENBLAS_NUM_THREADS=str(t), OMP_NUM_THREADS=str(t))
-        cmd = [sys.executable, "-c", "import sys; from fastlstm.bench import child_main; "
-               "child_main(sys.argv[1:])", "--threads", str(t), "--cases", json.dumps(cases),
-               "--rounds", str(rounds)] + ([] if with_torch else ["--no-torch"])
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
-        for line in proc.stdout:
-            r = json.loads(line)
+        samples = {e: {name: [] for name in cases} for e in engines}
+        for _ in range(repeats):
+            for e in engines:
+                for name, sec in _child(e, t, cases, rounds).items():
+                    if sec is not None:
+                        samples[e][name].append(sec)
+        for name, case in cases.items():
+            op, T, B, I, H, direction, carry = case
+            ours = statistics.median(samples["fastlstm"][name])
+            theirs = statistics.median(samples["onnxruntime"][name])
+            D = 2 if direction == "bidirectional" else 1
+            flops = 2.0 * T * B * D * {"LSTM": 4, "GRU": 3, "RNN": 1}[op] * H * (I + H)
+            r = {"case": name, "op": op, "T": T, "B": B, "I": I, "H": H,
+                 "direction": direction, "threads": t, "fastlstm_s": ours,
+                 "onnxruntime_s": theirs, "ratio": theirs / ours,
+                 "max_abs_err": errors[name], "fastlstm_gflops": flops / ours / 1e9}
+            if with_torch and samples["torch"][name]:
+                r["torch_s"] = statistics.median(samples["torch"][name])
             results.append(r)
             print(format_row(r), file=out, flush=True)
-        if proc.wait() != 0:
-            raise RuntimeError(f"benchmark child for {t} thread(s) failed")
     l2 = l2_stream_seconds()
     info = machine()
     info["l2_stream_1MiB_us"] = l2 * 1e6
+    info["command"] = "fastlstm bench " + " ".join(sys.argv[1:]) if sys.argv else ""
     print(f"\nmachine: {info['cpu']}, {info['cores']} cores; onnxruntime "
           f"{info['onnxruntime']}; reading 1 MiB from L2: {l2 * 1e6:.1f} us", file=out)
     for r in results:

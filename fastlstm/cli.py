@@ -89,7 +89,7 @@ def cmd_bench(args):
     """Time fastlstm against onnxruntime on the benchmark table (and sweep)."""
     from . import bench
     bench.compare(threads=args.threads, sweep=args.sweep, rounds=args.rounds,
-                  json_path=args.json, png_path=args.png, with_torch=not args.no_torch,
+                  repeats=args.repeats, json_path=args.json, png_path=args.png, with_torch=not args.no_torch,
                   only=args.cases)
     return 0
 
@@ -115,7 +115,9 @@ def build_parser():
     b = sub.add_parser("bench", help="time fastlstm against onnxruntime")
     b.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     b.add_argument("--sweep", action="store_true", help="add the B/T/H sweep")
-    b.add_argument("--rounds", type=int, default=15)
+    b.add_argument("--rounds", type=int, default=15, help="samples per process")
+    b.add_argument("--repeats", type=int, default=3,
+                   help="processes per engine, alternating between engines")
     b.add_argument("--cases", nargs="+", help="only these case names")
     b.add_argument("--json", help="write results as JSON here")
     b.add_argument("--png", help="draw a chart of the ratios here (needs matplotlib)")
