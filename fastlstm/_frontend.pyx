@@ -61,6 +61,7 @@ cdef enum:
     IP_P1 = 9
     IP_PHASE = 10
     MAXT = 64       # most threads a team may have
+    SPLIT = 4       # tiles per unit of work when threads split a step
     MAXD = 2
 
 cdef enum:
@@ -254,7 +255,7 @@ cdef void run_task(void* arg, int tid, int n) noexcept nogil:
     """What thread ``tid`` of ``n`` does in the chosen mode."""
     cdef Ctx* c = <Ctx*> arg
     cdef char* mem = c.tmem + tid * c.tstride
-    cdef int64_t ntiles = c.Hp // TILE, p0, p1
+    cdef int64_t ntiles = c.Hp // TILE, p0, p1, nchunks
     cdef int64_t M = c.T * c.B, m0, m1
     cdef int d
     cdef int sense = 0
@@ -278,8 +279,11 @@ cdef void run_task(void* arg, int tid, int n) noexcept nogil:
         for d in range(c.D):
             run_direction(c, d, tid, n, 0, ntiles, mem, False, tid, &sense)
     else:
-        p0 = ntiles * tid // n
-        p1 = ntiles * (tid + 1) // n
+        # Whole chunks of SPLIT tiles, so that every thread's columns start on
+        # a 64-column weight panel (see fastlstm.kernels.gemm).
+        nchunks = (ntiles + SPLIT - 1) // SPLIT
+        p0 = min(ntiles, SPLIT * (nchunks * tid // n))
+        p1 = min(ntiles, SPLIT * (nchunks * (tid + 1) // n))
         for d in range(c.D):
             run_direction(c, d, 0, 1, p0, p1, mem, True, tid, &sense)
 
@@ -336,7 +340,7 @@ def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_fl
             mode = MODE_DIRS
         elif B >= n:
             mode = MODE_ROWS
-        elif Hp // TILE >= n:
+        elif (Hp // TILE + SPLIT - 1) // SPLIT >= n:
             mode = MODE_TILES
     cdef bint acquired = False
     if mode != MODE_SINGLE:

@@ -29,8 +29,8 @@ def padded(h):
     return -(-h // TILE) * TILE
 
 
-def pack_panels(gates):
-    """Pack G ``[H, K]`` gate matrices into ``Wt[K, Hp*G]`` float32 with tile-ordered columns.
+def tile_columns(gates):
+    """G ``[H, K]`` gate matrices as ``Wt[K, Hp*G]`` float32 with tile-ordered columns.
 
     Column ``p*G*TILE + g*TILE + j`` holds gate g of hidden unit ``p*TILE + j``.
     """
@@ -42,7 +42,31 @@ def pack_panels(gates):
         a[i, :h] = m
     # [G, ntiles, TILE, K] -> [K, ntiles, G, TILE]
     a = a.reshape(g, hp // TILE, TILE, k).transpose(3, 1, 0, 2)
-    return np.ascontiguousarray(a).reshape(-1)
+    return np.ascontiguousarray(a).reshape(k, g * hp)
+
+
+def pack_panels(gates):
+    """G ``[H, K]`` gate matrices packed for ``panel_gemm``: tile-ordered columns
+    (``tile_columns``) cut into 64-column panels (``to_panels``)."""
+    return to_panels(tile_columns(gates))
+
+
+PANEL = 64
+
+
+def to_panels(wt):
+    """``Wt[K, N]`` (N a multiple of 16) as consecutive 64-column panels, flattened.
+
+    Panel p holds columns ``64p .. 64p+63`` as a ``K x 64`` row-major block (the
+    last panel is narrower when 64 does not divide N), so panel p starts at
+    element ``64p * K``.  See ``fastlstm.kernels.gemm``.
+    """
+    K, N = wt.shape
+    assert N % 16 == 0
+    parts = [wt[:, n0:n0 + PANEL] for n0 in range(0, N, PANEL)]
+    return np.ascontiguousarray(np.concatenate([np.ascontiguousarray(p).reshape(-1)
+                                                for p in parts])) if parts else \
+        np.zeros(0, np.float32)
 
 
 def pack_vectors(vectors):
@@ -71,7 +95,8 @@ class PackedDirection:
 
     Attributes
     ----------
-    R : float32[H * G*Hp]           recurrent weights Rt (op-specific, see each kernel)
+    R : float32[H * G*Hp]           recurrent weights Rt in panels (op-specific, see
+                                    each kernel)
     rb : float32[Hp]                op-specific bias applied inside the step (GRU Rb_h)
     P : float32[3*Hp]               LSTM peepholes i, o, f (zeros when absent)
     ip : int64[IP_LEN], fp : float32[FP_LEN]  kernel parameters
@@ -87,9 +112,10 @@ class PackedDirection:
 class PackedLayer:
     """A recurrent layer packed for the kernels.
 
-    The input weights of all directions form one matrix ``W[I, D*G*Hp]`` (and
-    ``bias[D*G*Hp]``), so the projection of every step for every direction is a
-    single GEMM; direction d's gates start at column ``d*G*Hp``.
+    The input weights of all directions form one matrix ``Wt[I, D*G*Hp]`` (and
+    ``bias[D*G*Hp]``), packed in panels, so the projection of every step for
+    every direction is a single GEMM; direction d's gates start at column
+    ``d*G*Hp``.
     """
     W: np.ndarray
     bias: np.ndarray
@@ -149,7 +175,7 @@ def _pack_direction(op, W, R, B, P, hidden, acts, clip, flag):
     else:
         Pp = np.zeros(1, np.float32)
     ip, fp = _params(H, acts, flag, clip)
-    Wt = pack_panels(wg).reshape(W.shape[1], G * hp)
+    Wt = tile_columns(wg)
     return Wt, bias, PackedDirection(R=Rp, rb=rb, P=Pp, ip=ip, fp=fp)
 
 
@@ -169,6 +195,6 @@ def pack_layer(op, W, R, B, P, hidden, acts, clip, flag):
     parts = [_pack_direction(op, W[d], R[d], None if B is None else B[d],
                              None if P is None else P[d], hidden, acts[d], clip, flag)
              for d in range(W.shape[0])]
-    Wt = np.ascontiguousarray(np.concatenate([p[0] for p in parts], axis=1))
-    return PackedLayer(W=Wt.reshape(-1), bias=np.concatenate([p[1] for p in parts]),
+    Wt = np.concatenate([p[0] for p in parts], axis=1)
+    return PackedLayer(W=to_panels(Wt), bias=np.concatenate([p[1] for p in parts]),
                        dirs=[p[2] for p in parts], hidden=hidden, input_size=W.shape[2])

@@ -8,8 +8,10 @@ from fastlstm import config
 from helpers import feeds, random_weights, recurrent_model, run_ort
 
 # (direction, batch, hidden) that select each split: directions, rows, tiles
+# (tiles split in chunks of 64 hidden units: 130 units -> 3 chunks, 70 -> 2)
 SHAPES = {"dirs": ("bidirectional", 3, 40), "rows": ("forward", 5, 40),
-          "tiles": ("reverse", 1, 70), "tiles-one-per-thread": ("forward", 1, 20)}
+          "tiles": ("reverse", 1, 130), "tiles-uneven": ("forward", 1, 70),
+          "too-small-to-split": ("forward", 1, 20)}
 
 
 def _session(model, threads):
