@@ -124,6 +124,8 @@ cdef struct Ctx:
     float* c0
     int64_t* perm
     int64_t* slen
+    int64_t* lens       # per row, in batch order
+    bint has_lens
     float* R[MAXD]
     float* rb[MAXD]
     float* P[MAXD]
@@ -251,20 +253,43 @@ cdef void run_direction(Ctx* c, int d, int64_t r0, int64_t rstep, int64_t p0, in
             memcpy(c.yc + row, cc + i * Hp, H * sizeof(float))
 
 
+cdef inline void project(Ctx* c, int64_t row, int64_t count) noexcept nogil:
+    """Input projection of rows [row, row + count) of x into xp."""
+    c.gemm(count, c.insize, c.ldx, c.x + row * c.insize, c.W, c.bias, c.xp + row * c.ldx)
+
+
 cdef void run_task(void* arg, int tid, int n) noexcept nogil:
     """What thread ``tid`` of ``n`` does in the chosen mode."""
     cdef Ctx* c = <Ctx*> arg
     cdef char* mem = c.tmem + tid * c.tstride
     cdef int64_t ntiles = c.Hp // TILE, p0, p1, nchunks
-    cdef int64_t M = c.T * c.B, m0, m1
+    cdef int64_t M = c.T * c.B, m0, m1, b, t, run
     cdef int d
     cdef int sense = 0
-    # The input projection of all steps and directions, split by rows.
-    m0 = M * tid // n
-    m1 = M * (tid + 1) // n
-    if m1 > m0:
-        c.gemm(m1 - m0, c.insize, c.ldx, c.x + m0 * c.insize, c.W, c.bias,
-               c.xp + m0 * c.ldx)
+    # The input projection of all steps and directions.  Rows past a
+    # sequence's end are padding: with lengths given only the valid rows are
+    # projected (runs of consecutive valid rows go to the GEMM together).
+    if not c.has_lens:
+        m0 = M * tid // n
+        m1 = M * (tid + 1) // n
+        if m1 > m0:
+            project(c, m0, m1 - m0)
+    elif c.layout == 1:
+        for b in range(c.B * tid // n, c.B * (tid + 1) // n):
+            if c.lens[b] > 0:
+                project(c, b * c.T, c.lens[b])
+    else:
+        for t in range(c.T * tid // n, c.T * (tid + 1) // n):
+            b = 0
+            while b < c.B:
+                if c.lens[b] <= t:
+                    b += 1
+                    continue
+                run = b
+                while run < c.B and c.lens[run] > t:
+                    run += 1
+                project(c, t * c.B + b, run - b)
+                b = run
     if n > 1:
         fl_barrier(c.team, &sense)
     if c.mode == MODE_SINGLE:
@@ -408,6 +433,8 @@ def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_fl
             c.h0 = fptr(initial_h)
         if initial_c is not None:
             c.c0 = fptr(initial_c)
+        c.lens = lensp
+        c.has_lens = lens is not None
         if lens is None:
             for b0 in range(B):
                 lensp[b0] = T
@@ -432,3 +459,37 @@ def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_fl
             fl_team_release(ft)
         free(mem)
     return Y, Yh, Yc
+
+
+def pack_sequences(list seqs, int64_t input_size, bint batch_first):
+    """Copy sequences of shape [T_i, input_size] into one zero-padded batch.
+
+    Returns (x, lens): x is [T_max, B, input_size] (or [B, T_max, input_size]
+    with ``batch_first``) float32 and lens int64 [B], in the order given.
+    The caller checks dtype (float32), contiguity and shapes.
+    """
+    cdef int64_t B = len(seqs), b
+    cdef int64_t T = 0, L, t
+    cdef cnp.ndarray lens = np.empty(B, np.int64)
+    cdef int64_t* lp = iptr(lens)
+    cdef cnp.ndarray s
+    for b in range(B):
+        L = (<cnp.ndarray> seqs[b]).shape[0]
+        lp[b] = L
+        if L > T:
+            T = L
+    cdef cnp.ndarray x = np.zeros((B, T, input_size) if batch_first else (T, B, input_size),
+                                  np.float32)
+    cdef float* xp = fptr(x)
+    cdef float* src
+    for b in range(B):
+        s = seqs[b]
+        src = fptr(s)
+        L = lp[b]
+        if batch_first:
+            memcpy(xp + b * T * input_size, src, L * input_size * sizeof(float))
+        else:
+            for t in range(L):
+                memcpy(xp + (t * B + b) * input_size, src + t * input_size,
+                       input_size * sizeof(float))
+    return x, lens

@@ -18,6 +18,22 @@ class RunEnv:
         self.team = frontend.Team(num_threads) if num_threads > 1 else None
 
 
+class RunContext:
+    """Per-run extras for the runners.
+
+    state : dict node name -> (h, c) arrays [num_directions, batch, hidden]
+        (c None but for LSTM), used instead of initial_h/initial_c and replaced
+        by each node's final state: how a stream carries state between calls.
+    lens : int64 array [batch] or None
+        Sequence lengths of a packed batch, applied to every recurrent node.
+    """
+    __slots__ = ("state", "lens")
+
+    def __init__(self, state=None, lens=None):
+        self.state = state
+        self.lens = lens
+
+
 class Plan:
     """Executable form of an ir.Graph."""
 
@@ -53,8 +69,11 @@ class Plan:
             live = self._live_cache[outputs] = sorted(keep)
         return live
 
-    def check_inputs(self, feed):
-        """Validate a feed dict against the model's inputs; bind symbolic dims."""
+    def check_inputs(self, feed, optional=frozenset()):
+        """Validate a feed dict against the model's inputs; bind symbolic dims.
+
+        Inputs named in ``optional`` may be left out (a stream supplies them).
+        """
         if not isinstance(feed, dict):
             raise InvalidInput(f"input_feed must be a dict of name -> numpy array, "
                                f"not {type(feed).__name__}")
@@ -67,6 +86,8 @@ class Plan:
         values = {}
         for name, vi in known.items():
             if name not in feed:
+                if name in optional:
+                    continue
                 raise InvalidInput(f"required input '{name}' ({vi.type_str}, shape "
                                    f"{list(vi.shape) if vi.shape is not None else '?'}) "
                                    f"is missing from input_feed")
@@ -96,8 +117,27 @@ class Plan:
             values[name] = a
         return values
 
-    def run(self, output_names, feed):
-        """Run the graph; returns a list of arrays in ``output_names`` order."""
+    def recurrent_nodes(self):
+        """The runners of the LSTM/GRU/RNN nodes, in order."""
+        return [r for r in self.runners if hasattr(r, "spec")]
+
+    def state_inputs(self):
+        """Graph inputs used only as initial_h / initial_c of recurrent nodes."""
+        uses = {}
+        for n in self.graph.nodes:
+            for pos, name in enumerate(n.inputs):
+                if name:
+                    is_state = n.op_type in ("LSTM", "GRU", "RNN") and pos in (5, 6)
+                    uses.setdefault(name, []).append(is_state)
+        return frozenset(name for name in self.input_infos
+                         if name in uses and all(uses[name]))
+
+    def run(self, output_names, feed, ctx=None, optional=frozenset(), run_all=False):
+        """Run the graph; returns a list of arrays in ``output_names`` order.
+
+        ``run_all`` runs every node, not just those the outputs need (a stream
+        must advance the state of every recurrent node).
+        """
         if output_names is None:
             outputs = tuple(self.output_names)
         else:
@@ -109,10 +149,10 @@ class Plan:
                     raise InvalidInput(f"'{o}' is not an output of this model; its outputs "
                                        f"are {self.output_names}")
         values = dict(self.constants)
-        values.update(self.check_inputs(feed))
-        for k in self._live(outputs):
+        values.update(self.check_inputs(feed, optional))
+        for k in (range(len(self.runners)) if run_all else self._live(outputs)):
             runner = self.runners[k]
-            results = runner(values)
+            results = runner(values, ctx)
             for name, v in zip(runner.node.outputs, results):
                 if name:
                     values[name] = v

@@ -7,5 +7,5 @@ class IdentityRunner:
     def __init__(self, node, constants, needed, env):
         self.node = node
 
-    def __call__(self, values):
+    def __call__(self, values, ctx=None):
         return [values[self.node.inputs[0]]]

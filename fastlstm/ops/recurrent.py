@@ -52,7 +52,10 @@ class RecurrentRunner:
                 raise self._err(f"input {label} has shape {tuple(a.shape)}, expected {shown}")
         return pack.pack_layer(spec.op, Wt, Rt, Bt, Pt, H, spec.acts, spec.clip, spec.flag)
 
-    def __call__(self, values):
+    def __call__(self, values, ctx=None):
+        """Run the node.  ``ctx`` (a ``fastlstm.plan.RunContext`` or None) may carry
+        the node's state for a stream (used instead of initial_h/initial_c, and
+        replaced by the final state) or sequence lengths for a packed batch."""
         node, spec = self.node, self.spec
         layer = self.packed
         if layer is None:
@@ -73,9 +76,13 @@ class RecurrentRunner:
             T, Bn = x.shape[0], x.shape[1]
         else:
             Bn, T = x.shape[0], x.shape[1]
-        lens = None
+        state = ctx.state.get(node.name) if ctx is not None and ctx.state is not None else None
+        lens = ctx.lens if ctx is not None else None
         seq_name = node.input(SEQ)
-        if seq_name:
+        if lens is not None:
+            if lens.shape != (Bn,):
+                raise self._err(f"{len(lens)} sequence lengths for a batch of {Bn}")
+        elif seq_name:
             sl = values[seq_name]
             if sl.dtype != np.int32:
                 raise self._err(f"input sequence_lens has dtype {sl.dtype}, expected int32")
@@ -86,6 +93,34 @@ class RecurrentRunner:
                 raise self._err(f"input sequence_lens has values in [{sl.min()}, {sl.max()}]; "
                                 f"each must be in [0, seq_length={T}]")
             lens = sl.astype(np.int64)
+        if state is not None:
+            if state[0].shape != (D, Bn, H):
+                raise self._err(f"the stream's state is for batch {state[0].shape[1]}, "
+                                f"X has batch {Bn}")
+            states = list(state)
+        else:
+            states = self._initial_states(values, D, Bn, H)
+        Hp = pack.padded(H)
+        is_lstm = spec.op == "LSTM"
+        y, yh, yc = frontend.run_recurrent(
+            self.step, registry.GEMM_ADDRESS, self.gates_w, self.ws_floats(Bn, Hp), x,
+            spec.layout, layer, spec.reverse, H, states[0], states[1], lens,
+            self.want[0], self.want[1] or state is not None,
+            is_lstm and (self.want[2] or state is not None), self.env.team,
+            spec.op == "GRU" and not spec.flag, config.THREAD_MIN_WORK)
+        if state is not None:
+            # the stream keeps [D, B, H] whatever the layout; callers get copies
+            hs = yh if spec.layout == 0 else np.ascontiguousarray(yh.transpose(1, 0, 2))
+            cs = None
+            if is_lstm:
+                cs = yc if spec.layout == 0 else np.ascontiguousarray(yc.transpose(1, 0, 2))
+            ctx.state[node.name] = (hs, cs)
+            yh = yh.copy() if self.want[1] else None
+            yc = yc.copy() if is_lstm and self.want[2] else None
+        return [y, yh, yc][:len(node.outputs)]
+
+    def _initial_states(self, values, D, Bn, H):
+        spec, node = self.spec, self.node
         states = []
         for idx, label in ((H0, "initial_h"), (C0, "initial_c")):
             name = node.input(idx) if (idx == H0 or spec.op == "LSTM") else ""
@@ -101,9 +136,4 @@ class RecurrentRunner:
             if spec.layout == 1:
                 s = s.transpose(1, 0, 2)
             states.append(np.ascontiguousarray(s))
-        Hp = pack.padded(H)
-        y, yh, yc = frontend.run_recurrent(
-            self.step, registry.GEMM_ADDRESS, self.gates_w, self.ws_floats(Bn, Hp), x,
-            spec.layout, layer, spec.reverse, H, states[0], states[1], lens,
-            self.want[0], self.want[1], self.want[2] and spec.op == "LSTM", self.env.team, spec.op == "GRU" and not spec.flag, config.THREAD_MIN_WORK)
-        return [y, yh, yc][:len(node.outputs)]
+        return states
