@@ -83,6 +83,25 @@ class InferenceSession:
     def get_session_options(self):
         return self._options
 
+    def stream(self, batch_size=1):
+        """A :class:`fastlstm.serving.Stream`: runs that continue each other's state."""
+        from .serving import Stream
+        return Stream(self, batch_size)
+
+    def run_sequences(self, sequences, output_names=None):
+        """Run sequences of different lengths ([T_i, input_size] each) as one batch.
+
+        They are packed (longest first; rows leave the batch as their sequence
+        ends and padding is never computed) and each gets back a dict of its own
+        outputs, exactly as if it had run alone.  For models whose input feeds
+        a recurrent node and whose outputs come from recurrent nodes.
+        """
+        from .serving import SequenceBatcher
+        batcher = self.__dict__.get("_seq_batcher")
+        if batcher is None:
+            batcher = self._seq_batcher = SequenceBatcher(self)
+        return batcher.run(sequences, output_names)
+
     def run(self, output_names, input_feed, run_options=None):
         """Compute ``output_names`` (None: all outputs) from ``input_feed``.
 

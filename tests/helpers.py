@@ -36,8 +36,12 @@ def recurrent_model(op, arrays, attrs, opset=14, initializers=(), outputs=None,
         else:
             et = helper.np_dtype_to_tensor_dtype(a.dtype)
             shape = list(a.shape)
+            batch_first = attrs.get("layout", 0) == 1
             if symbolic and n == "X":
                 shape = ["s0", "s1", a.shape[2]]
+            elif symbolic and n in ("initial_h", "initial_c"):
+                shape = ["s0", a.shape[1], a.shape[2]] if batch_first else \
+                    [a.shape[0], "s1", a.shape[2]]
             g_inputs.append(helper.make_tensor_value_info(n, et, shape))
     g_outputs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outs]
     graph = helper.make_graph([node], "g", g_inputs, g_outputs, inits)

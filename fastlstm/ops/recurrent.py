@@ -127,7 +127,10 @@ class RecurrentRunner:
             if not name:
                 states.append(None)
                 continue
-            s = values[name]
+            s = values.get(name)
+            if s is None:       # a state input left out (run_sequences): zeros
+                states.append(None)
+                continue
             if s.dtype != np.float32:
                 raise self._err(f"input {label} has dtype {s.dtype}, expected float32")
             expect = (D, Bn, H) if spec.layout == 0 else (Bn, D, H)
