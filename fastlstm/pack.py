@@ -198,3 +198,42 @@ def pack_layer(op, W, R, B, P, hidden, acts, clip, flag):
     Wt = np.concatenate([p[0] for p in parts], axis=1)
     return PackedLayer(W=to_panels(Wt), bias=np.concatenate([p[1] for p in parts]),
                        dirs=[p[2] for p in parts], hidden=hidden, input_size=W.shape[2])
+
+
+RECURRENT_OPS = ("LSTM", "GRU", "RNN")
+_WEIGHT_INPUTS = (1, 2, 3, 7)      # W, R, B, P
+
+
+def pack_graph(graph):
+    """Pack, once, every recurrent node whose weights are constants.
+
+    The node gets ``attrs["packed"]`` (a PackedLayer) and its weight inputs are
+    cut loose; initializers nothing else reads are dropped, so a session keeps
+    only the packed copy.  Nodes whose weights are graph inputs are left to
+    pack on every run.  Returns a new ir.Graph.
+    """
+    from dataclasses import replace
+
+    from .errors import InvalidModel
+    consts = graph.initializers
+    nodes = []
+    for n in graph.nodes:
+        if n.op_type in RECURRENT_OPS and "packed" not in n.attrs:
+            names = [n.input(i) for i in _WEIGHT_INPUTS]
+            if all(not name or name in consts for name in names) and names[0] and names[1]:
+                spec = n.attrs["spec"]
+                W, R, B, P = (consts[name] if name else None for name in names)
+                H = spec.hidden_size or int(R.shape[-1])
+                if W.ndim != 3 or R.ndim != 3:
+                    raise InvalidModel(f"{n.describe()}: W and R must have rank 3")
+                layer = pack_layer(spec.op, W, R, B, P, H, spec.acts, spec.clip, spec.flag)
+                inputs = list(n.inputs) + [""] * (8 - len(n.inputs))
+                for i in _WEIGHT_INPUTS:
+                    inputs[i] = ""
+                while inputs and not inputs[-1]:
+                    inputs.pop()
+                n = replace(n, inputs=tuple(inputs), attrs=dict(n.attrs, packed=layer))
+        nodes.append(n)
+    used = {i for n in nodes for i in n.inputs if i} | {o.name for o in graph.outputs}
+    return replace(graph, nodes=nodes,
+                   initializers={k: v for k, v in consts.items() if k in used})

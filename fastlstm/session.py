@@ -12,7 +12,7 @@ from typing import List, Optional, Union
 
 from . import config
 from .errors import FastLSTMError
-from .onnx_import import load_graph
+from .fileformat import load_model
 from .plan import Plan
 
 
@@ -63,7 +63,7 @@ class InferenceSession:
         if not isinstance(n, int) or n < 0:
             raise FastLSTMError(f"intra_op_num_threads must be an int >= 0, got {n!r}")
         self.num_threads = n or config.default_num_threads()
-        self._graph = load_graph(path_or_bytes)
+        self._graph = load_model(path_or_bytes)
         self._plan = Plan(self._graph, self.num_threads)
 
     def get_inputs(self):

@@ -11,8 +11,7 @@ X, W, R, B, SEQ, H0, C0, P = range(8)
 
 
 class RecurrentRunner:
-    """Runs one recurrent node.  Weights that are constants are packed here, once;
-    weights fed as graph inputs are packed on every run."""
+    """Runs one recurrent node: validates its inputs and calls the front end."""
 
     def __init__(self, node, constants, needed, env):
         self.node = node
@@ -22,11 +21,9 @@ class RecurrentRunner:
         self.n_gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[spec.op]
         self.want = [bool(o) and o in needed for o in node.outputs]
         self.want += [False] * (3 - len(self.want))
-        names = [node.input(i) for i in (W, R, B, P)]
-        self.static = all(not n or n in constants for n in names)
-        self.packed = None
-        if self.static:
-            self.packed = self._pack(*[constants.get(n) if n else None for n in names])
+        # Constant weights were packed at load (fastlstm.pack.pack_graph);
+        # weights fed as graph inputs are packed on every run.
+        self.packed = node.attrs.get("packed")
 
     def _err(self, msg):
         return InvalidInput(f"{self.node.describe()}: {msg}")
@@ -40,7 +37,9 @@ class RecurrentRunner:
         for label, a in (("W", Wt), ("R", Rt), ("B", Bt), ("P", Pt)):
             if a is not None and a.dtype != np.float32:
                 raise self._err(f"input {label} has dtype {a.dtype}, expected float32")
-        H = spec.hidden_size or (Rt.shape[-1] if Rt.ndim == 3 else None)
+        if Rt.ndim != 3:
+            raise self._err(f"input R has rank {Rt.ndim}, expected 3")
+        H = spec.hidden_size or Rt.shape[-1]
         checks = [("W", Wt, (D, G * H, None)), ("R", Rt, (D, G * H, H)),
                   ("B", Bt, (D, 2 * G * H)), ("P", Pt, (D, 3 * H))]
         for label, a, shape in checks:
