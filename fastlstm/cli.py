@@ -2,9 +2,17 @@
 
 Subcommands
 -----------
-demo   run the bundled example model, check it against onnxruntime, time both
-bench  the benchmark table (and sweep) against onnxruntime
-ops    list the ONNX ops fastlstm runs
+convert  model.onnx -o model.fastlstm   pack once; verified against onnxruntime
+verify   model.onnx|model.fastlstm      random (or given) inputs vs onnxruntime
+run      model --input name=file.npy    run and print or save (-o out.npz) outputs
+info     model                          inputs, outputs, ops, recurrent layers
+demo     the bundled example, checked against onnxruntime and timed
+bench    the benchmark table (and sweep) against onnxruntime
+ops      the ONNX ops fastlstm runs
+
+Exit status: 0 success, 1 failure (verification mismatch, invalid model or
+input), 2 bad command line.  ``--json`` prints one JSON document on stdout.
+Progress goes to stderr, and only when stderr is a terminal.
 """
 import argparse
 import json
@@ -94,6 +102,270 @@ def cmd_bench(args):
     return 0
 
 
+def _progress(msg):
+    if sys.stderr.isatty():
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _emit(args, doc, text):
+    if getattr(args, "json", False):
+        print(json.dumps(doc, indent=1, default=float))
+    else:
+        print(text)
+
+
+def _parse_pairs(items, what, convert):
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SystemExit(f"fastlstm: error: {what} must look like name=value, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k] = convert(v)
+    return out
+
+
+def _load_npy(path):
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"fastlstm: error: cannot read {path}: {e}")
+
+
+def _is_packed_path(path):
+    from .fileformat import MAGIC
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False
+
+
+def random_inputs(sess, dims=None, seed=0):
+    """Random inputs matching a session's inputs.
+
+    Symbolic dims take their value from ``dims`` (name -> int), else 2 for
+    batch-like names and 7 for the rest.  An int input that is a recurrent
+    node's sequence_lens gets lengths in [1, seq_length]; other ints are 0/1.
+    """
+    dims = dict(dims or {})
+    rng = np.random.default_rng(seed)
+    seq_inputs = {}
+    for r in sess._plan.recurrent_nodes():
+        if r.node.input(4):
+            seq_inputs[r.node.input(4)] = r
+    feed = {}
+    from .ir import ELEM_TYPES
+    for vi in sess._graph.inputs:
+        shape = []
+        for d in vi.shape or ():
+            if isinstance(d, int):
+                shape.append(d)
+            else:
+                name = d or "?"
+                if name not in dims:
+                    dims[name] = 2 if "batch" in name.lower() or name in ("B", "N") else 7
+                shape.append(dims[name])
+        dtype = ELEM_TYPES.get(vi.elem_type, (np.dtype(np.float32),))[0]
+        if dtype.kind == "f":
+            feed[vi.name] = rng.standard_normal(shape).astype(dtype)
+        elif vi.name in seq_inputs:
+            r = seq_inputs[vi.name]
+            x = feed.get(r.node.input(0))
+            T = x.shape[1 if r.spec.layout else 0] if x is not None else 1
+            feed[vi.name] = rng.integers(1, T + 1, shape).astype(dtype)
+        else:
+            feed[vi.name] = rng.integers(0, 2, shape).astype(dtype)
+    return feed
+
+
+def compare_outputs(names, ours, theirs, atol, rtol):
+    """Per output: max abs error, max relative error, pass/fail."""
+    rows = []
+    for n, a, b in zip(names, ours, theirs):
+        a64 = np.asarray(a, np.float64)
+        b64 = np.asarray(b, np.float64)
+        same_shape = a64.shape == b64.shape
+        if same_shape and a64.size:
+            diff = np.abs(a64 - b64)
+            finite = np.isfinite(diff)
+            abs_err = float(diff[finite].max()) if finite.any() else 0.0
+            rel_err = float((diff / np.maximum(np.abs(b64), 1e-12))[finite].max()) \
+                if finite.any() else 0.0
+            ok = bool(np.allclose(a64, b64, atol=atol, rtol=rtol, equal_nan=True))
+        else:
+            abs_err = rel_err = 0.0 if same_shape else float("inf")
+            ok = same_shape
+        rows.append({"output": n, "shape": list(a64.shape), "max_abs_err": abs_err,
+                     "max_rel_err": rel_err, "pass": ok})
+    return rows
+
+
+def verify_model(model_path, reference=None, inputs=None, dims=None, atol=1e-5, rtol=1e-4,
+                 seed=0):
+    """Run a model with fastlstm and its ONNX form with onnxruntime; compare outputs."""
+    import fastlstm
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise SystemExit("fastlstm: error: verify needs onnxruntime (pip install onnxruntime)")
+    onnx_path = reference or model_path
+    if _is_packed_path(onnx_path):
+        raise SystemExit("fastlstm: error: a .fastlstm file is verified against its ONNX "
+                         "model: pass --reference model.onnx")
+    sess = fastlstm.InferenceSession(model_path)
+    feed = random_inputs(sess, dims, seed)
+    feed.update(inputs or {})
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    ref = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    _progress(f"running {len(names)} outputs with fastlstm and onnxruntime")
+    ours = sess.run(names, feed)
+    theirs = ref.run(names, feed)
+    return compare_outputs(names, ours, theirs, atol, rtol), feed
+
+
+def _verify_text(rows):
+    lines = [f"{'output':<24} {'shape':<20} {'max abs err':>12} {'max rel err':>12}  result"]
+    for r in rows:
+        lines.append(f"{r['output']:<24} {str(r['shape']):<20} {r['max_abs_err']:>12.3e} "
+                     f"{r['max_rel_err']:>12.3e}  {'PASS' if r['pass'] else 'FAIL'}")
+    ok = all(r["pass"] for r in rows)
+    lines.append("PASS" if ok else "FAIL")
+    return "\n".join(lines), ok
+
+
+def cmd_verify(args):
+    """Compare every output with onnxruntime; exit 1 on any mismatch."""
+    inputs = _parse_pairs(args.input, "--input", _load_npy)
+    dims = _parse_pairs(args.dim, "--dim", int)
+    rows, _ = verify_model(args.model, args.reference, inputs, dims, args.atol, args.rtol)
+    text, ok = _verify_text(rows)
+    _emit(args, {"model": args.model, "outputs": rows, "pass": ok}, text)
+    return 0 if ok else 1
+
+
+def cmd_convert(args):
+    """ONNX -> .fastlstm, verified against onnxruntime unless --no-verify."""
+    import time as _time
+    from . import fileformat
+    from .onnx_import import load_graph
+    t0 = _time.perf_counter()
+    _progress(f"importing {args.model}")
+    graph = load_graph(args.model)
+    _progress("packing weights")
+    out = args.output or os.path.splitext(args.model)[0] + ".fastlstm"
+    size = fileformat.save(graph, out)
+    doc = {"model": args.model, "output": out, "bytes": size,
+           "onnx_bytes": os.path.getsize(args.model),
+           "seconds": _time.perf_counter() - t0}
+    text = f"wrote {out} ({size} bytes)"
+    ok = True
+    if not args.no_verify:
+        _progress("verifying against onnxruntime")
+        rows, _ = verify_model(out, args.model, atol=args.atol, rtol=args.rtol)
+        vtext, ok = _verify_text(rows)
+        doc["verify"] = rows
+        doc["pass"] = ok
+        text += "\n" + vtext
+    _emit(args, doc, text)
+    return 0 if ok else 1
+
+
+def cmd_run(args):
+    """Run a model on inputs from .npy files; save outputs to .npz or summarize them."""
+    import fastlstm
+    sess = fastlstm.InferenceSession(args.model)
+    feed = _parse_pairs(args.input, "--input", _load_npy)
+    names = args.output_names or [o.name for o in sess.get_outputs()]
+    outs = sess.run(names, feed)
+    if args.output:
+        np.savez(args.output, **dict(zip(names, outs)))
+    doc = {"outputs": [{"name": n, "shape": list(o.shape), "dtype": str(o.dtype),
+                        "min": float(o.min()) if o.size else None,
+                        "max": float(o.max()) if o.size else None}
+                       for n, o in zip(names, outs)], "saved_to": args.output}
+    text = "\n".join(f"{d['name']}: {d['dtype']} {d['shape']} range [{d['min']}, {d['max']}]"
+                     for d in doc["outputs"])
+    if args.output:
+        text += f"\nsaved to {args.output}"
+    _emit(args, doc, text)
+    return 0
+
+
+def model_info(path):
+    """A dict describing a model: inputs, outputs, ops, recurrent layers, sizes."""
+    import fastlstm
+    from collections import Counter
+    from .onnx_import.registry import supported_ops
+    unsupported = []
+    if not _is_packed_path(path):
+        from .onnx_import.reader import read_model
+        model = read_model(path)
+        ops = Counter(n.op_type for n in model.graph.node)
+        unsupported = sorted(op for op in ops if op not in supported_ops())
+        if unsupported:
+            return {"model": path, "ops": dict(ops), "unsupported_ops": unsupported}
+    sess = fastlstm.InferenceSession(path)
+    g = sess._graph
+    layers = []
+    packed_bytes = 0
+    for n in g.nodes:
+        spec = n.attrs.get("spec")
+        if spec is None:
+            continue
+        layer = n.attrs.get("packed")
+        nbytes = 0 if layer is None else (layer.W.nbytes + layer.bias.nbytes + sum(
+            d.R.nbytes + d.rb.nbytes + d.P.nbytes for d in layer.dirs))
+        packed_bytes += nbytes
+        layers.append({"node": n.name, "op": spec.op, "direction": spec.direction,
+                       "hidden_size": layer.hidden if layer else spec.hidden_size,
+                       "input_size": layer.input_size if layer else None,
+                       "layout": spec.layout, "clip": spec.clip,
+                       "activations": spec.activation_names,
+                       "input_forget" if spec.op == "LSTM" else "linear_before_reset":
+                           spec.flag, "packed_bytes": nbytes})
+    ops = Counter(n.op_type for n in g.nodes)
+    return {"model": path, "format": "fastlstm" if _is_packed_path(path) else "onnx",
+            "inputs": [{"name": i.name, "type": i.type, "shape": i.shape}
+                       for i in sess.get_inputs()],
+            "outputs": [{"name": o.name, "type": o.type, "shape": o.shape}
+                        for o in sess.get_outputs()],
+            "ops": dict(ops), "recurrent_layers": layers, "packed_bytes": packed_bytes,
+            "constant_bytes": int(sum(a.nbytes for a in g.initializers.values())),
+            "metadata": g.metadata, "unsupported_ops": unsupported}
+
+
+def cmd_info(args):
+    info = model_info(args.model)
+    lines = [f"model: {info['model']}"]
+    if info.get("unsupported_ops") and "inputs" not in info:
+        lines.append(f"ops: {info['ops']}")
+        lines.append(f"NOT SUPPORTED: {', '.join(info['unsupported_ops'])}")
+        _emit(args, info, "\n".join(lines))
+        return 1
+    lines.append(f"format: {info['format']}; producer: "
+                 f"{info['metadata'].get('producer_name', '')} "
+                 f"{info['metadata'].get('producer_version', '')}; opset "
+                 f"{info['metadata'].get('opset', '?')}")
+    for label in ("inputs", "outputs"):
+        lines.append(f"{label}:")
+        for v in info[label]:
+            lines.append(f"  {v['name']:<20} {v['type']:<16} {v['shape']}")
+    lines.append("ops: " + ", ".join(f"{k} x{v}" for k, v in sorted(info["ops"].items())))
+    lines.append("recurrent layers:")
+    for r in info["recurrent_layers"]:
+        flag = "input_forget" if r["op"] == "LSTM" else "linear_before_reset"
+        lines.append(f"  {r['node']}: {r['op']} {r['direction']}, input {r['input_size']}, "
+                     f"hidden {r['hidden_size']}, layout {r['layout']}, activations "
+                     f"{'/'.join(r['activations'])}, clip {r['clip']}, {flag} "
+                     f"{r.get(flag, 0)}, packed {r['packed_bytes']} bytes")
+    lines.append(f"packed weights: {info['packed_bytes']} bytes; other constants: "
+                 f"{info['constant_bytes']} bytes")
+    _emit(args, info, "\n".join(lines))
+    return 0
+
+
 def cmd_ops(args):
     """Print the supported ops."""
     import fastlstm
@@ -106,6 +378,38 @@ def build_parser():
     ap = argparse.ArgumentParser(prog="fastlstm", description="Run ONNX recurrent models fast "
                                  "on the CPU.")
     sub = ap.add_subparsers(dest="command", required=True)
+
+    def tolerances(p):
+        p.add_argument("--atol", type=float, default=1e-5)
+        p.add_argument("--rtol", type=float, default=1e-4)
+
+    c = sub.add_parser("convert", help="pack an ONNX model into a .fastlstm file")
+    c.add_argument("model")
+    c.add_argument("-o", "--output", help="default: the model's name with .fastlstm")
+    c.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check")
+    c.add_argument("--json", action="store_true")
+    tolerances(c)
+    c.set_defaults(fn=cmd_convert)
+    v = sub.add_parser("verify", help="compare outputs with onnxruntime")
+    v.add_argument("model", help="an ONNX model or a .fastlstm file")
+    v.add_argument("--reference", help="the ONNX model (needed for a .fastlstm file)")
+    v.add_argument("--input", action="append", metavar="NAME=FILE.npy")
+    v.add_argument("--dim", action="append", metavar="NAME=SIZE",
+                   help="value of a symbolic dimension for random inputs")
+    v.add_argument("--json", action="store_true")
+    tolerances(v)
+    v.set_defaults(fn=cmd_verify)
+    r = sub.add_parser("run", help="run a model on .npy inputs")
+    r.add_argument("model")
+    r.add_argument("--input", action="append", metavar="NAME=FILE.npy", required=True)
+    r.add_argument("--output-names", nargs="+")
+    r.add_argument("-o", "--output", help="save the outputs to this .npz file")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(fn=cmd_run)
+    i = sub.add_parser("info", help="describe a model")
+    i.add_argument("model")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(fn=cmd_info)
     d = sub.add_parser("demo", help="run the bundled example against onnxruntime")
     d.add_argument("--model", help="an ONNX model with inputs named like the example's")
     d.add_argument("--threads", type=int, default=1)
@@ -138,6 +442,11 @@ def main(argv=None):
     except FastLSTMError as e:
         print(f"fastlstm: error: {e}", file=sys.stderr)
         return 1
+    except SystemExit as e:          # our own messages for bad files and arguments
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+            return 1
+        raise
 
 
 if __name__ == "__main__":

@@ -1,0 +1,96 @@
+"""The command line, through its real entry point (a subprocess), with exit codes."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastlstm
+from fastlstm.cli import EXAMPLE_MODEL
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def cli(*args, check=None):
+    out = subprocess.run([sys.executable, "-m", "fastlstm", *map(str, args)],
+                         capture_output=True, text=True, timeout=600)
+    if check is not None:
+        assert out.returncode == check, (out.stdout, out.stderr)
+    return out
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "example.fastlstm"
+    out = cli("convert", EXAMPLE_MODEL, "-o", path, "--json", check=0)
+    doc = json.loads(out.stdout)
+    assert doc["pass"] and doc["bytes"] == os.path.getsize(path)
+    return path
+
+
+def test_convert_then_load(converted):
+    s = fastlstm.InferenceSession(str(converted))
+    ref = fastlstm.InferenceSession(EXAMPLE_MODEL)
+    feed = {"X": np.ones((3, 1, 64), np.float32), "initial_h": np.zeros((2, 1, 128), np.float32),
+            "initial_c": np.zeros((2, 1, 128), np.float32)}
+    for a, b in zip(s.run(None, feed), ref.run(None, feed)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_verify_exit_codes(converted):
+    out = cli("verify", EXAMPLE_MODEL, check=0)
+    assert "PASS" in out.stdout
+    cli("verify", converted, "--reference", EXAMPLE_MODEL, "--dim", "seq=3", check=0)
+    out = cli("verify", EXAMPLE_MODEL, "--atol", "0", "--rtol", "0", "--json", check=1)
+    assert json.loads(out.stdout)["pass"] is False
+    out = cli("verify", converted, check=1)          # no ONNX reference given
+    assert "--reference" in out.stderr
+
+
+def test_run_saves_npz(tmp_path):
+    x = tmp_path / "x.npy"
+    np.save(x, np.ones((4, 1, 64), np.float32))
+    h = tmp_path / "h.npy"
+    np.save(h, np.zeros((2, 1, 128), np.float32))
+    out_file = tmp_path / "out.npz"
+    cli("run", EXAMPLE_MODEL, "--input", f"X={x}", "--input", f"initial_h={h}",
+        "--input", f"initial_c={h}", "-o", out_file, check=0)
+    with np.load(out_file, allow_pickle=False) as z:
+        assert z["Y"].shape == (4, 2, 1, 128)
+    out = cli("run", EXAMPLE_MODEL, "--input", f"X={x}", check=1)    # initial_h missing
+    assert "initial_h" in out.stderr
+
+
+def test_info_text_and_json(converted):
+    out = cli("info", converted, check=0)
+    assert "LSTM bidirectional, input 64, hidden 128" in out.stdout
+    doc = json.loads(cli("info", EXAMPLE_MODEL, "--json", check=0).stdout)
+    assert doc["recurrent_layers"][0]["op"] == "LSTM" and doc["packed_bytes"] > 0
+
+
+def test_info_names_unsupported_ops(tmp_path):
+    from onnx import helper, save
+    node = helper.make_node("Conv", ["X", "W"], ["Y"])
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", 1, [1, 1, 3, 3]),
+                                        helper.make_tensor_value_info("W", 1, [1, 1, 1, 1])],
+                          [helper.make_tensor_value_info("Y", 1, None)])
+    p = tmp_path / "conv.onnx"
+    save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(p))
+    out = cli("info", p, check=1)
+    assert "Conv" in out.stdout
+
+
+def test_bad_usage_and_bad_files(tmp_path):
+    assert cli("convert").returncode == 2
+    assert cli("frobnicate").returncode == 2
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    out = cli("info", bad, check=1)
+    assert "error" in out.stderr
+
+
+def test_ops_lists_supported():
+    out = cli("ops", "--json", check=0)
+    assert "LSTM" in json.loads(out.stdout)
