@@ -116,6 +116,7 @@ cdef struct Ctx:
     int64_t insize
     int64_t T, B, D, H, Hp, N, ldx, layout, ws_floats, gru2
     bint want_y
+    bint y_tbdh         # write Y as [T, B, D, H] (layout 0 only)
     float* xp
     float* y
     float* yh
@@ -216,7 +217,9 @@ cdef void run_direction(Ctx* c, int d, int64_t r0, int64_t rstep, int64_t p0, in
             row = tt * B + ob if c.layout == 0 else ob * T + tt
             xoff[i] = row * c.ldx + d * c.N
             if c.want_y:
-                if c.layout == 0:
+                if c.y_tbdh:
+                    yoff[i] = ((tt * B + ob) * D + d) * H
+                elif c.layout == 0:
                     yoff[i] = ((tt * D + d) * B + ob) * H
                 else:
                     yoff[i] = ((ob * T + tt) * D + d) * H
@@ -317,7 +320,8 @@ def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_fl
                   cnp.ndarray x, int layout, object layer, list reverse, int64_t hidden,
                   object initial_h, object initial_c, object lens,
                   bint want_y, bint want_yh, bint want_yc,
-                  Team team=None, bint two_phase=False, int64_t min_work=0):
+                  Team team=None, bint two_phase=False, int64_t min_work=0,
+                  bint y_tbdh=False):
     """Run one recurrent layer (all its directions).
 
     Parameters
@@ -333,6 +337,8 @@ def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_fl
     team : threads to split the work over, or None
     two_phase : the step needs a barrier between its two passes (GRU lbr=0)
     min_work : multiply-adds per step below which threads are not worth waking
+    y_tbdh : write Y as [T, B, D, H] instead of [T, D, B, H] (layout 0): the
+        Transpose that exporters put after a bidirectional layer, done for free
 
     Returns
     -------
@@ -401,6 +407,7 @@ def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_fl
     c.ws_floats = ws_floats
     c.gru2 = two_phase
     c.want_y = want_y
+    c.y_tbdh = y_tbdh and layout == 0
     c.xp = <float*> mem
     c.gemm = gemm
     c.insize = I
@@ -421,7 +428,10 @@ def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_fl
     c.tstride = tstride
     try:
         if want_y:
-            Y = np.zeros((T, D, B, H) if layout == 0 else (B, T, D, H), np.float32)
+            if c.y_tbdh:
+                Y = np.zeros((T, B, D, H), np.float32)
+            else:
+                Y = np.zeros((T, D, B, H) if layout == 0 else (B, T, D, H), np.float32)
             c.y = fptr(Y)
         if want_yh:
             Yh = np.zeros((D, B, H) if layout == 0 else (B, D, H), np.float32)

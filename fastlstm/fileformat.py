@@ -51,7 +51,9 @@ class _Writer:
         self.size = 0
 
     def add(self, a):
-        a = np.ascontiguousarray(a)
+        a = np.asarray(a)
+        if not a.flags.c_contiguous:     # (ascontiguousarray would make 0-d arrays 1-d)
+            a = a.copy(order="C")
         if a.dtype.name not in _DTYPES:
             raise InvalidModel(f"cannot store an array of dtype {a.dtype}")
         self.size = -(-self.size // _ALIGN) * _ALIGN
@@ -117,7 +119,8 @@ def _vi(v):
 def dumps(graph):
     """Serialize a packed ir.Graph to bytes."""
     from . import __version__
-    graph = pack_graph(graph)
+    from .simplify import simplify
+    graph = pack_graph(simplify(graph))
     w = _Writer()
     nodes = [{"op_type": n.op_type, "name": n.name, "inputs": list(n.inputs),
               "outputs": list(n.outputs), "domain": n.domain,
@@ -278,4 +281,5 @@ def load_model(source):
             if head == MAGIC:
                 return load(path)
     from .onnx_import import load_graph
-    return pack_graph(load_graph(source))
+    from .simplify import simplify
+    return pack_graph(simplify(load_graph(source)))

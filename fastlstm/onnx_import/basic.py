@@ -1,14 +1,30 @@
-"""Builders for the ops that carry data around recurrent nodes: Identity, Constant."""
+"""Builders for the ops around recurrent nodes: Constant, and every op of
+``fastlstm.ops.glue`` (attributes and input/output counts checked at import)."""
 import numpy as np
 
 from ..errors import InvalidModel, UnsupportedOp
+from ..ops.glue import OPS
 from .registry import register
 
 
-@register("Identity", [1, 13, 14, 16, 19, 21, 23, 24, 25])
-def build_identity(node, ctx):
-    ctx.require_inputs(node, 1, 1)
-    return node
+def _glue_builder(spec):
+    def build(node, ctx):
+        for key in node.attrs:
+            if key not in spec.attrs:
+                raise UnsupportedOp(f"{node.describe()}: attribute '{key}' is not supported",
+                                    node.op_type, node.domain, node.since_version, node.name)
+        lo, hi = spec.inputs
+        ctx.require_inputs(node, lo, hi)
+        n_out = len(node.outputs)
+        if not spec.outputs[0] <= n_out <= spec.outputs[1]:
+            raise InvalidModel(f"{node.describe()} has {n_out} outputs; {node.op_type} has "
+                               f"{spec.outputs[0]} to {spec.outputs[1]}")
+        return node
+    return build
+
+
+for _name, _spec in OPS.items():
+    register(_name, _spec.versions)(_glue_builder(_spec))
 
 
 @register("Constant", [1, 9, 11, 12, 13, 19, 21, 23, 24, 25])

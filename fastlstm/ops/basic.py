@@ -1,11 +1,24 @@
-"""Runners for data-movement ops."""
+"""Runner for the numpy ops of ``fastlstm.ops.glue``."""
+import numpy as np
+
+from ..errors import FastLSTMError, InvalidInput
+from .glue import OPS
 
 
-class IdentityRunner:
-    """Identity: the output is the input (arrays are never written in place)."""
+class GlueRunner:
+    """Calls an op's numpy function; numpy's own errors become InvalidInput
+    naming the node."""
 
     def __init__(self, node, constants, needed, env):
         self.node = node
+        self.fn = OPS[node.op_type].fn
+        self.n_out = len(node.outputs)
 
     def __call__(self, values, ctx=None):
-        return [values[self.node.inputs[0]]]
+        ins = [values[i] if i else None for i in self.node.inputs]
+        try:
+            return self.fn(self.node, ins, self.n_out)
+        except FastLSTMError:
+            raise
+        except (ValueError, IndexError, TypeError, np.exceptions.AxisError) as e:
+            raise InvalidInput(f"{self.node.describe()}: {e}") from None

@@ -106,7 +106,8 @@ class RecurrentRunner:
             spec.layout, layer, spec.reverse, H, states[0], states[1], lens,
             self.want[0], self.want[1] or state is not None,
             is_lstm and (self.want[2] or state is not None), self.env.team,
-            spec.op == "GRU" and not spec.flag, config.THREAD_MIN_WORK)
+            spec.op == "GRU" and not spec.flag, config.THREAD_MIN_WORK,
+            bool(node.attrs.get("y_tbdh")))
         if state is not None:
             # the stream keeps [D, B, H] whatever the layout; callers get copies
             hs = yh if spec.layout == 0 else np.ascontiguousarray(yh.transpose(1, 0, 2))
