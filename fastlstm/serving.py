@@ -113,7 +113,9 @@ class Stream:
 def _axes(runner, output_index):
     """(time axis or None, batch axis) of a recurrent node output."""
     layout = runner.spec.layout
-    if output_index == 0:               # Y: [T, D, B, H] or [B, T, D, H]
+    if output_index == 0:               # Y: [T, D, B, H], [B, T, D, H] or fused [T, B, D, H]
+        if runner.node.attrs.get("y_tbdh"):
+            return (0, 1)
         return (0, 2) if layout == 0 else (1, 0)
     return (None, 1) if layout == 0 else (None, 0)   # Y_h, Y_c: [D, B, H] / [B, D, H]
 

@@ -13,8 +13,10 @@ def _onnx():
     return onnx
 
 
-def _value_info(vi):
+def _value_info(vi, require_type=True):
     t = vi.type
+    if not require_type and not vi.HasField("type"):
+        return ValueInfo(vi.name, 0, None)      # an output the model leaves untyped
     if not t.HasField("tensor_type"):
         raise UnsupportedOp(f"graph value '{vi.name}' is not a tensor "
                             f"(sequences, maps and optionals are not supported)")
@@ -128,7 +130,7 @@ def load_graph(source):
     if g.sparse_initializer:
         raise UnsupportedOp("sparse initializers are not supported")
     inputs = [_value_info(vi) for vi in g.input if vi.name not in initializers]
-    outputs = [_value_info(vi) for vi in g.output]
+    outputs = [_value_info(vi, require_type=False) for vi in g.output]
     ctx = ImportContext(initializers, {vi.name: vi.elem_type for vi in inputs})
     nodes = []
     available = set(initializers) | {vi.name for vi in inputs}
