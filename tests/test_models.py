@@ -74,3 +74,16 @@ def test_shape_subgraphs_are_gone():
     keras = [p for p in MODELS if "keras" in p][0]
     ops = [n.op_type for n in fastlstm.InferenceSession(keras)._graph.nodes]
     assert "ConstantOfShape" not in ops and "Shape" not in ops
+
+
+def test_shape_cache_follows_changing_shapes():
+    """Shape sub-graphs are cached per input shapes; a new shape recomputes them."""
+    import onnxruntime as ort
+    path = [p for p in MODELS if "dynamo" in p][0]
+    sess = fastlstm.InferenceSession(path)
+    assert sess._plan._shape_only, "the dynamo export has shape arithmetic to cache"
+    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for B, T in [(2, 3), (2, 3), (4, 7), (2, 3), (1, 1)]:
+        feed = _feed(sess, B, T, seed=B + T)
+        for g, e in zip(sess.run(None, feed), ref.run(None, feed)):
+            assert_close(g, e)
