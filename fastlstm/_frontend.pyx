@@ -47,6 +47,7 @@ cdef extern from "_team.h" nogil:
     void fl_team_run(fl_team* t, fl_task task, void* arg)
     void fl_barrier(fl_team* t, int* local_sense)
     int fl_team_size(fl_team* t)
+    void fl_run_single(fl_task task, void* arg)
 
 ctypedef void (*step_fn)(int64_t, float*, int64_t*, float*, float*, float*, float*, float*,
                          float*, float*, int64_t*, float*, int64_t*, float*) noexcept nogil
@@ -461,7 +462,7 @@ def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_fl
         with nogil:
             _order_by_length(B, T, lensp, c.perm, c.slen, count)
             if mode == MODE_SINGLE:
-                run_task(&c, 0, 1)
+                fl_run_single(run_task, &c)
             else:
                 fl_team_run(ft, run_task, &c)
     finally:

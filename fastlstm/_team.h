@@ -169,6 +169,15 @@ static void fl_team_run(fl_team *t, fl_task task, void *arg) {
 
 static int fl_team_size(fl_team *t) { return t ? t->n : 1; }
 
+/* Run task on the calling thread alone, with denormals flushed like the team's
+ * workers (and the caller's MXCSR restored after). */
+static void fl_run_single(fl_task task, void *arg) {
+    unsigned int csr = FL_GET_CSR();
+    FL_SET_CSR(csr | FL_FTZ_DAZ);
+    task(arg, 0, 1);
+    FL_SET_CSR(csr);
+}
+
 static void fl_team_destroy(fl_team *t) {
     if (!t)
         return;
