@@ -86,7 +86,8 @@ def build_model(op, I, H, direction, carry_state, seed=0):
     return m.SerializeToString()
 
 
-def _medians(fns, rounds, inner):
+def interleaved_medians(fns, rounds, inner):
+    """Median seconds per call of each fn, alternating between them every round."""
     samples = [[] for _ in fns]
     for _ in range(rounds):
         for k, fn in enumerate(fns):
@@ -194,7 +195,7 @@ def time_case(engine, case, threads, rounds):
     run()
     one = max(time.perf_counter() - t0, 1e-6)
     inner = max(1, int(0.02 / one))   # about 20 ms per sample
-    return _medians([run], rounds, inner)[0]
+    return interleaved_medians([run], rounds, inner)[0]
 
 
 def machine():

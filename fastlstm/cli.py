@@ -17,7 +17,6 @@ Progress goes to stderr, and only when stderr is a terminal.
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 
@@ -27,21 +26,10 @@ EXAMPLE_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
                              "example_lstm.onnx")
 
 
-def _interleaved_medians(fns, repeats, inner):
-    """Median seconds per call of each fn, alternating between them each round."""
-    samples = [[] for _ in fns]
-    for _ in range(repeats):
-        for k, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            samples[k].append((time.perf_counter() - t0) / inner)
-    return [statistics.median(s) for s in samples]
-
-
 def cmd_demo(args):
     """Run the example model with fastlstm and onnxruntime: check and time."""
     import fastlstm
+    from .bench import interleaved_medians
     try:
         import onnxruntime as ort
     except ImportError:
@@ -71,9 +59,9 @@ def cmd_demo(args):
         err = max(float(np.max(np.abs(g - e))) for g, e in zip(got, exp))
         worst = max(worst, err)
         inner = 200 if T == 1 else 5
-        ours, theirs = _interleaved_medians(
+        ours, theirs = interleaved_medians(
             [lambda: sess.run(None, feed), lambda: ref.run(None, feed)],
-            repeats=args.repeats, inner=inner)
+            rounds=args.repeats, inner=inner)
         rows.append({"T": T, "B": B, "fastlstm_us": ours * 1e6, "onnxruntime_us": theirs * 1e6,
                      "ratio": theirs / ours, "max_abs_err": err})
     ok = worst <= 1e-5

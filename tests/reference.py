@@ -73,22 +73,32 @@ def _acts(activations, alphas, betas, n_per_dir, defaults, D):
     return [out[d * n_per_dir:(d + 1) * n_per_dir] for d in range(D)]
 
 
-def lstm(X, W, R, B=None, sequence_lens=None, initial_h=None, initial_c=None, P=None, *,
-         hidden_size=None, direction="forward", layout=0, clip=None, input_forget=0,
-         activations=None, activation_alpha=None, activation_beta=None):
-    """ONNX LSTM in float64. Returns [Y, Y_h, Y_c]."""
+def _setup(X, W, R, B, sequence_lens, states, direction, layout, clip, gates, acts,
+           n_acts, defaults):
+    """What every op's reference starts with: float64 X in layout 0, lengths,
+    bias, activations per direction, the clip function and zeroed outputs."""
     X = np.asarray(X, np.float64)
     dirs = _directions(direction)
     D = len(dirs)
     H = R.shape[-1]
-    X, (h0, c0) = _prepare(X, layout, [initial_h, initial_c], X.shape[1 - layout], D, H)
+    X, states = _prepare(X, layout, states, X.shape[1 - layout], D, H)
     T, Bsz, _ = X.shape
     lens = np.full(Bsz, T) if sequence_lens is None else np.asarray(sequence_lens)
-    Bias = np.zeros((D, 8 * H)) if B is None else B.astype(np.float64)
-    Pp = np.zeros((D, 3 * H)) if P is None else P.astype(np.float64)
-    acts = _acts(activations, activation_alpha, activation_beta, 3,
-                 ["Sigmoid", "Tanh", "Tanh"], D)
+    Bias = np.zeros((D, 2 * gates * H)) if B is None else B.astype(np.float64)
+    per_dir = _acts(acts[0], acts[1], acts[2], n_acts, defaults, D)
     cl = (lambda v: np.clip(v, -clip, clip)) if clip is not None else (lambda v: v)
+    return X, dirs, H, T, Bsz, lens, Bias, per_dir, cl, states
+
+
+def lstm(X, W, R, B=None, sequence_lens=None, initial_h=None, initial_c=None, P=None, *,
+         hidden_size=None, direction="forward", layout=0, clip=None, input_forget=0,
+         activations=None, activation_alpha=None, activation_beta=None):
+    """ONNX LSTM in float64. Returns [Y, Y_h, Y_c]."""
+    X, dirs, H, T, Bsz, lens, Bias, acts, cl, (h0, c0) = _setup(
+        X, W, R, B, sequence_lens, [initial_h, initial_c], direction, layout, clip, 4,
+        (activations, activation_alpha, activation_beta), 3, ["Sigmoid", "Tanh", "Tanh"])
+    D = len(dirs)
+    Pp = np.zeros((D, 3 * H)) if P is None else P.astype(np.float64)
     Y = np.zeros((T, D, Bsz, H))
     Yh = np.zeros((D, Bsz, H))
     Yc = np.zeros((D, Bsz, H))
@@ -118,16 +128,10 @@ def gru(X, W, R, B=None, sequence_lens=None, initial_h=None, *, hidden_size=None
         direction="forward", layout=0, clip=None, linear_before_reset=0,
         activations=None, activation_alpha=None, activation_beta=None):
     """ONNX GRU in float64. Returns [Y, Y_h]."""
-    X = np.asarray(X, np.float64)
-    dirs = _directions(direction)
+    X, dirs, H, T, Bsz, lens, Bias, acts, cl, (h0,) = _setup(
+        X, W, R, B, sequence_lens, [initial_h], direction, layout, clip, 3,
+        (activations, activation_alpha, activation_beta), 2, ["Sigmoid", "Tanh"])
     D = len(dirs)
-    H = R.shape[-1]
-    X, (h0,) = _prepare(X, layout, [initial_h], X.shape[1 - layout], D, H)
-    T, Bsz, _ = X.shape
-    lens = np.full(Bsz, T) if sequence_lens is None else np.asarray(sequence_lens)
-    Bias = np.zeros((D, 6 * H)) if B is None else B.astype(np.float64)
-    acts = _acts(activations, activation_alpha, activation_beta, 2, ["Sigmoid", "Tanh"], D)
-    cl = (lambda v: np.clip(v, -clip, clip)) if clip is not None else (lambda v: v)
     Y = np.zeros((T, D, Bsz, H))
     Yh = np.zeros((D, Bsz, H))
     for d, rev in enumerate(dirs):
@@ -157,16 +161,10 @@ def rnn(X, W, R, B=None, sequence_lens=None, initial_h=None, *, hidden_size=None
         direction="forward", layout=0, clip=None,
         activations=None, activation_alpha=None, activation_beta=None):
     """ONNX RNN in float64. Returns [Y, Y_h]."""
-    X = np.asarray(X, np.float64)
-    dirs = _directions(direction)
+    X, dirs, H, T, Bsz, lens, Bias, acts, cl, (h0,) = _setup(
+        X, W, R, B, sequence_lens, [initial_h], direction, layout, clip, 1,
+        (activations, activation_alpha, activation_beta), 1, ["Tanh"])
     D = len(dirs)
-    H = R.shape[-1]
-    X, (h0,) = _prepare(X, layout, [initial_h], X.shape[1 - layout], D, H)
-    T, Bsz, _ = X.shape
-    lens = np.full(Bsz, T) if sequence_lens is None else np.asarray(sequence_lens)
-    Bias = np.zeros((D, 2 * H)) if B is None else B.astype(np.float64)
-    acts = _acts(activations, activation_alpha, activation_beta, 1, ["Tanh"], D)
-    cl = (lambda v: np.clip(v, -clip, clip)) if clip is not None else (lambda v: v)
     Y = np.zeros((T, D, Bsz, H))
     Yh = np.zeros((D, Bsz, H))
     for d, rev in enumerate(dirs):

@@ -2,7 +2,6 @@
 import os
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
@@ -60,34 +59,3 @@ def test_second_process_loads_kernels_from_cache():
     out = subprocess.run([sys.executable, "-c", code], check=True, env=env,
                          capture_output=True, text=True)
     assert int(out.stdout.strip()) >= 1
-
-
-def test_concurrent_runs_match_sequential():
-    rng = np.random.default_rng(5)
-    arrays = random_weights(rng, "LSTM", 2, 32, 8)
-    arrays["X"] = rng.standard_normal((20, 3, 8)).astype(np.float32)
-    arrays["sequence_lens"] = np.array([20, 7, 13], np.int32)
-    model = recurrent_model("LSTM", arrays, {"hidden_size": 32, "direction": "bidirectional"},
-                            initializers=["W", "R", "B"])
-    s = fastlstm.InferenceSession(model.SerializeToString())
-    inputs = []
-    for k in range(8):
-        x = rng.standard_normal((20, 3, 8)).astype(np.float32)
-        inputs.append({"X": x, "sequence_lens": arrays["sequence_lens"]})
-    expected = [s.run(None, f) for f in inputs]
-    results = [None] * len(inputs)
-
-    def worker(i):
-        for _ in range(5):
-            results[i] = s.run(None, inputs[i])
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(inputs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for r, e in zip(results, expected):
-        for a, b in zip(r, e):
-            np.testing.assert_array_equal(a, b)
-    for a, b in zip(expected[0], run_ort(model, inputs[0])):
-        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
