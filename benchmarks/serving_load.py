@@ -98,8 +98,10 @@ def main(argv=None):
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--input", type=int, default=64)
     ap.add_argument("--max-len", type=int, default=50)
-    ap.add_argument("--max-batch", type=int, default=32)
+    ap.add_argument("--max-batch", type=int, default=4,
+                    help="with closed-loop callers, threads / workers keeps every worker busy")
     ap.add_argument("--max-wait-us", type=int, default=300)
+    ap.add_argument("--workers", type=int, default=2, help="micro-batcher worker threads")
     a = ap.parse_args(argv)
     import onnxruntime as ort
     model = build_model("LSTM", a.input, a.hidden, "forward", False)
@@ -116,13 +118,14 @@ def main(argv=None):
           f"onnxruntime intra_op_num_threads=1")
     expected = [sess.run_sequences([r])[0]["Y"] for r in reqs]
     got = [None] * n
-    with fastlstm.MicroBatcher(sess, max_batch=a.max_batch, max_wait_us=a.max_wait_us) as mb:
+    with fastlstm.MicroBatcher(sess, max_batch=a.max_batch, max_wait_us=a.max_wait_us,
+                               workers=a.workers) as mb:
         def via_batcher(i):
             got[i] = mb.run(reqs[i])["Y"]
         lat, wall = drive(a.threads, reqs, via_batcher)
         batches = mb.batches
     bad = sum(not np.array_equal(g, e) for g, e in zip(got, expected))
-    report(f"fastlstm micro-batcher", lat, wall, n)
+    report(f"fastlstm micro-batcher ({a.workers}w)", lat, wall, n)
     print(f"  {batches} batches (mean {n / batches:.1f} requests); {bad} responses differ "
           f"from the sequential answer")
 

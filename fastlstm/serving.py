@@ -208,7 +208,7 @@ class MicroBatcher:
     """Coalesces concurrent single-sequence requests into batches.
 
     Callers from any number of threads call ``run(x)`` (blocking) or
-    ``submit(x)`` (a Future).  A worker thread takes up to ``max_batch`` pending
+    ``submit(x)`` (a Future).  Each of ``workers`` threads takes up to ``max_batch`` pending
     requests, waiting at most ``max_wait_us`` after the first for more to
     arrive, runs them as one packed batch (``InferenceSession.run_sequences``)
     and hands each caller its own result.  A request that is invalid on its own
@@ -217,7 +217,7 @@ class MicroBatcher:
     request already submitted, then stops; submitting after that raises.
     """
 
-    def __init__(self, session, max_batch=32, max_wait_us=500, output_names=None):
+    def __init__(self, session, max_batch=32, max_wait_us=500, output_names=None, workers=1):
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         if max_wait_us < 0:
@@ -230,9 +230,13 @@ class MicroBatcher:
         self._cv = threading.Condition()
         self._closed = False
         self.batches = 0          # batches run (for tests and monitoring)
-        self._worker = threading.Thread(target=self._loop, name="fastlstm-microbatcher",
-                                        daemon=True)
-        self._worker.start()
+        self._count_lock = threading.Lock()
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        self._workers = [threading.Thread(target=self._loop, name=f"fastlstm-microbatcher-{k}",
+                                          daemon=True) for k in range(workers)]
+        for w in self._workers:
+            w.start()
 
     def submit(self, x):
         """Queue one sequence [T, input_size]; returns a Future of its outputs dict."""
@@ -276,7 +280,8 @@ class MicroBatcher:
             live = [(x, f) for x, f in batch if f.set_running_or_notify_cancel()]
             if not live:
                 continue
-            self.batches += 1
+            with self._count_lock:
+                self.batches += 1
             try:
                 outs = self._batcher.run([x for x, _ in live], self.output_names)
             except Exception:
@@ -294,7 +299,8 @@ class MicroBatcher:
         with self._cv:
             self._closed = True
             self._cv.notify_all()
-        self._worker.join()
+        for w in self._workers:
+            w.join()
 
     def __enter__(self):
         return self

@@ -152,7 +152,7 @@ def test_micro_batcher_load():
             for _ in range(8 * 150)]
     expected = [sess.run_sequences([r])[0] for r in reqs]
     got = [None] * len(reqs)
-    with fastlstm.MicroBatcher(sess, max_batch=16, max_wait_us=300) as mb:
+    with fastlstm.MicroBatcher(sess, max_batch=16, max_wait_us=300, workers=2) as mb:
         def work(t):
             for i in range(t, len(reqs), 8):
                 got[i] = mb.run(reqs[i], timeout=60)
