@@ -58,6 +58,7 @@ def stream_overhead(I, H, repeats=2000):
     """
     from fastlstm import _frontend
     from fastlstm.kernels import registry
+    from fastlstm.pack import padded
     model = build_model("LSTM", I, H, "forward", True)
     sess = fastlstm.InferenceSession(model)
     st = sess.stream()
@@ -67,7 +68,7 @@ def stream_overhead(I, H, repeats=2000):
 
     def kernels():
         _frontend.run_recurrent(runner.step, registry.GEMM_ADDRESS, runner.gates_w,
-                                runner.ws_floats(1, runner.packed.hidden + 15), x1, 0,
+                                runner.ws_floats(1, padded(H)), x1, 0,
                                 runner.packed, [False], H, h, h, None, False, True, True)
 
     def call():
