@@ -9,8 +9,10 @@ except ImportError as e:  # pragma: no cover - only on a broken install
         "package with 'pip install .' (or 'pip install -e .' in a checkout), which needs "
         f"a C compiler, Cython and numpy. Cause: {e}") from e
 
-from . import config as _config
+from . import config as _config  # noqa: E402
+from .kernels import common as _common  # noqa: E402
 
-if frontend.tile_size() != _config.TILE:  # pragma: no cover
-    raise ExtensionNotBuilt(f"fastlstm._frontend was built for TILE={frontend.tile_size()} "
-                            f"but fastlstm.config.TILE={_config.TILE}; rebuild it")
+if frontend.tile_size() != _config.TILE or frontend.ip_len() != _common.IP_LEN:  # pragma: no cover
+    raise ExtensionNotBuilt("fastlstm._frontend was built for another kernel parameter layout "
+                            f"(TILE={frontend.tile_size()}, IP_LEN={frontend.ip_len()}); "
+                            "rebuild it with 'pip install -e .'")

@@ -83,6 +83,11 @@ def tile_size():
     return TILE
 
 
+def ip_len():
+    """Int parameter slots the front end copies per direction (kernels.common.IP_LEN)."""
+    return IP_LEN
+
+
 cdef class Team:
     """A persistent team of ``n`` threads (the calling thread counts as one).
 

@@ -56,7 +56,6 @@ def sweep_cases():
 
 def build_model(op, I, H, direction, carry_state, seed=0):
     """Serialized one-node model with weights as initializers; dynamic T and B."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
     rng = np.random.default_rng(seed)
     D = 2 if direction == "bidirectional" else 1

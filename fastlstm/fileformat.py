@@ -235,8 +235,10 @@ def loads(data):
             a = np.frombuffer(payload, dtype=dt, count=count, offset=t["offset"])
             arrays.append(a.reshape(t["shape"]))
         g = header["graph"]
-        vi = [lambda v: ValueInfo(v["name"], v["elem_type"],
-                                  None if v["shape"] is None else tuple(v["shape"]))][0]
+
+        def vi(v):
+            return ValueInfo(v["name"], v["elem_type"],
+                             None if v["shape"] is None else tuple(v["shape"]))
         nodes = [Node(op_type=n["op_type"], name=n["name"], inputs=tuple(n["inputs"]),
                       outputs=tuple(n["outputs"]),
                       attrs={k: _decode(v, arrays) for k, v in n["attrs"].items()},

@@ -1,6 +1,5 @@
 """Shared helpers for the tests: build one-node models, run onnxruntime."""
 import numpy as np
-import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 SPEC_INPUTS = {

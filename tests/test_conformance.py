@@ -8,7 +8,6 @@ only from opset 14).
 import copy
 import warnings
 
-import numpy as np
 import pytest
 
 import fastlstm

@@ -1,6 +1,5 @@
 """Bad models and bad inputs raise fastlstm's exceptions with useful messages."""
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 

@@ -9,7 +9,7 @@ import pytest
 import fastlstm
 from fastlstm import pack
 from fastlstm.kernels import activations
-from helpers import SPEC_OUTPUTS, feeds, random_weights, recurrent_model, run_ort
+from helpers import feeds, recurrent_model, run_ort
 
 
 def test_activation_error_bounds():
