@@ -328,6 +328,10 @@ def compare(threads=(1, 2), sweep=False, rounds=15, repeats=3, json_path=None,
             step = r["fastlstm_s"] / r["T"]
             print(f"seq256 per step at 1 thread: {step * 1e6:.1f} us = "
                   f"{step / l2:.2f}x the L2 stream time of R (1 MiB)", file=out)
+    rec = time_case("fastlstm", ("LSTM", 100, 1, 1, 256, "forward", False), 1, rounds) / 100
+    info["recurrent_step_us"] = rec * 1e6
+    print(f"recurrent step alone (LSTM T=100 B=1 I=1 H=256, 1 thread): {rec * 1e6:.1f} us = "
+          f"{rec / l2:.2f}x the L2 stream time of R", file=out)
     if json_path:
         with open(json_path, "w") as f:
             json.dump({"machine": info, "results": results}, f, indent=1)
