@@ -56,6 +56,7 @@ class Plan:
         self._live_cache = {}
         self._shape_only = self._shape_only_nodes()
         self._shape_cache = None
+        self._all = tuple(range(len(self.runners)))
 
     #: Input positions whose *values* set an op's output shape.
     _SHAPE_PARAMS = {"Reshape": (1,), "Slice": (1, 2, 3, 4), "Expand": (1,), "Range": (0, 1, 2),
@@ -191,17 +192,20 @@ class Plan:
                 if o not in self.output_names:
                     raise InvalidInput(f"'{o}' is not an output of this model; its outputs "
                                        f"are {self.output_names}")
-        values = dict(self.constants)
-        values.update(self.check_inputs(feed, optional))
+        values = self.check_inputs(feed, optional)
+        if self.constants:
+            values.update(self.constants)
         # Shape arithmetic depends only on the input shapes: reuse the last run's
         # answer when they are the same (see _shape_only_nodes).
-        key = tuple(values[i].shape for i in self.input_infos if i in values)
-        cached = self._shape_cache
-        reuse = cached is not None and cached[0] == key
-        if reuse:
-            values.update(cached[1])
+        reuse = False
+        if self._shape_only:
+            key = tuple(values[i].shape for i in self.input_infos if i in values)
+            cached = self._shape_cache
+            reuse = cached is not None and cached[0] == key
+            if reuse:
+                values.update(cached[1])
         fresh = {}
-        for k in (range(len(self.runners)) if run_all else self._live(outputs)):
+        for k in (self._all if run_all else self._live(outputs)):
             if k in self._shape_only:
                 if reuse:
                     continue
