@@ -5,6 +5,7 @@ from .. import config, pack
 from .._extension import frontend
 from ..errors import InvalidInput
 from ..kernels import registry
+from ..kernels.registry import GEMM_ADDRESS
 
 # ONNX input positions
 X, W, R, B, SEQ, H0, C0, P = range(8)
@@ -24,6 +25,15 @@ class RecurrentRunner:
         # Constant weights were packed at load (fastlstm.pack.pack_graph);
         # weights fed as graph inputs are packed on every run.
         self.packed = node.attrs.get("packed")
+        # what every call needs, looked up once
+        self.x_name = node.input(X)
+        self.seq_name = node.input(SEQ)
+        self.D = spec.num_directions
+        self.reverse = spec.reverse
+        self.is_lstm = spec.op == "LSTM"
+        self.two_phase = spec.op == "GRU" and not spec.flag
+        self.y_tbdh = bool(node.attrs.get("y_tbdh"))
+        self.n_out = len(node.outputs)
 
     def _err(self, msg):
         return InvalidInput(f"{self.node.describe()}: {msg}")
@@ -61,7 +71,7 @@ class RecurrentRunner:
             layer = self._pack(*[values[n] if n else None
                                  for n in (node.input(i) for i in (W, R, B, P))])
         H, I = layer.hidden, layer.input_size
-        x = values[node.input(X)]
+        x = values[self.x_name]
         if x.dtype != np.float32:
             raise self._err(f"input X has dtype {x.dtype}, expected float32")
         if x.ndim != 3:
@@ -69,15 +79,19 @@ class RecurrentRunner:
                             f"({'[seq_length, batch, input_size]' if spec.layout == 0 else '[batch, seq_length, input_size]'})")
         if x.shape[2] != I:
             raise self._err(f"input X has input_size {x.shape[2]}, but W expects {I}")
-        x = np.ascontiguousarray(x)
-        D = spec.num_directions
+        if not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        D = self.D
         if spec.layout == 0:
             T, Bn = x.shape[0], x.shape[1]
         else:
             Bn, T = x.shape[0], x.shape[1]
-        state = ctx.state.get(node.name) if ctx is not None and ctx.state is not None else None
-        lens = ctx.lens if ctx is not None else None
-        seq_name = node.input(SEQ)
+        if ctx is None:
+            state = lens = None
+        else:
+            state = ctx.state.get(node.name) if ctx.state is not None else None
+            lens = ctx.lens
+        seq_name = self.seq_name
         if lens is not None:
             if lens.shape != (Bn,):
                 raise self._err(f"{len(lens)} sequence lengths for a batch of {Bn}")
@@ -99,15 +113,13 @@ class RecurrentRunner:
             states = list(state)
         else:
             states = self._initial_states(values, D, Bn, H)
-        Hp = pack.padded(H)
-        is_lstm = spec.op == "LSTM"
+        is_lstm = self.is_lstm
+        want = self.want
         y, yh, yc = frontend.run_recurrent(
-            self.step, registry.GEMM_ADDRESS, self.gates_w, self.ws_floats(Bn, Hp), x,
-            spec.layout, layer, spec.reverse, H, states[0], states[1], lens,
-            self.want[0], self.want[1] or state is not None,
-            is_lstm and (self.want[2] or state is not None), self.env.team,
-            spec.op == "GRU" and not spec.flag, config.THREAD_MIN_WORK,
-            bool(node.attrs.get("y_tbdh")))
+            self.step, GEMM_ADDRESS, self.gates_w, self.ws_floats(Bn, pack.padded(H)), x,
+            spec.layout, layer, self.reverse, H, states[0], states[1], lens,
+            want[0], want[1] or state is not None, is_lstm and (want[2] or state is not None),
+            self.env.team, self.two_phase, config.THREAD_MIN_WORK, self.y_tbdh)
         if state is not None:
             # the stream keeps [D, B, H] whatever the layout; callers get copies
             hs = yh if spec.layout == 0 else np.ascontiguousarray(yh.transpose(1, 0, 2))
@@ -115,9 +127,9 @@ class RecurrentRunner:
             if is_lstm:
                 cs = yc if spec.layout == 0 else np.ascontiguousarray(yc.transpose(1, 0, 2))
             ctx.state[node.name] = (hs, cs)
-            yh = yh.copy() if self.want[1] else None
-            yc = yc.copy() if is_lstm and self.want[2] else None
-        return [y, yh, yc][:len(node.outputs)]
+            yh = yh.copy() if want[1] else None
+            yc = yc.copy() if is_lstm and want[2] else None
+        return [y, yh, yc][:self.n_out]
 
     def _initial_states(self, values, D, Bn, H):
         spec, node = self.spec, self.node
