@@ -7,8 +7,9 @@ register), H padded up to ``Hp = ntiles*TILE`` with zeros.  A weight tensor
 with G gates of H units over K inputs (ONNX W or R: ``[G*H, K]``) is packed
 transposed, ``Wt[K, Hp*G]``, with its columns in tile order: for tile p the G
 gates of units ``p*TILE .. p*TILE+TILE-1`` sit side by side (GT = G*TILE
-columns).  The products (``kernels.gemm``) stream rows of Wt through long
-vectorized loops; the gate math then reads the G gates of a tile from one
+columns).  That matrix is then cut into 64-column panels, each stored K x 64
+contiguously (``to_panels``), which the register tiles of ``kernels.gemm``
+stream front to back.  The gate math reads the G gates of a tile from one
 contiguous GT-wide run of the product, so gates never have to be gathered.
 
 The input projection produced with packed W has the same column order, so a
