@@ -38,3 +38,26 @@ def test_reference_matches_onnx_reference(op, direction, layout):
     got = ReferenceEvaluator(model).run(None, feeds(model, arrays))
     for name, g, e in zip(SPEC_OUTPUTS[op], got, expected):
         np.testing.assert_allclose(g, e, atol=1e-5, rtol=1e-4, err_msg=name)
+
+
+@pytest.mark.parametrize("direction", ["forward", "bidirectional"])
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
+def test_fastlstm_layout1_matches_onnx_reference(op, direction):
+    """onnxruntime refuses layout=1; here fastlstm meets onnx.reference directly."""
+    import fastlstm
+    rng = np.random.default_rng(8)
+    D = 2 if direction == "bidirectional" else 1
+    B, T, I, H = 3, 6, 5, 19
+    arrays = random_weights(rng, op, D, H, I, peepholes=(op == "LSTM"))
+    arrays["X"] = rng.standard_normal((B, T, I)).astype(np.float32)
+    arrays["initial_h"] = rng.standard_normal((B, D, H)).astype(np.float32)
+    if op == "LSTM":
+        arrays["initial_c"] = rng.standard_normal((B, D, H)).astype(np.float32)
+    model = recurrent_model(op, arrays, {"hidden_size": H, "direction": direction,
+                                         "layout": 1})
+    feed = feeds(model, arrays)
+    expected = ReferenceEvaluator(model).run(None, feed)
+    got = fastlstm.InferenceSession(model.SerializeToString()).run(None, feed)
+    for name, g, e in zip(SPEC_OUTPUTS[op], got, expected):
+        assert g.shape == e.shape, name
+        np.testing.assert_allclose(g, e, atol=1e-5, rtol=1e-4, err_msg=name)
