@@ -184,3 +184,32 @@ def test_graph_not_in_topological_order():
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
     with pytest.raises(InvalidModel, match="second"):
         fastlstm.InferenceSession(m.SerializeToString())
+
+
+def test_mutated_models_fail_cleanly():
+    """Random byte mutations of a model either load and run, or raise one of our
+    exceptions: never a crash, never another exception type."""
+    rng = np.random.default_rng(0)
+    arrays = random_weights(rng, "LSTM", 2, 5, 3, peepholes=True)
+    arrays["X"] = rng.standard_normal((4, 2, 3)).astype(np.float32)
+    arrays["sequence_lens"] = np.array([4, 2], np.int32)
+    model = recurrent_model("LSTM", arrays, {"hidden_size": 5, "direction": "bidirectional",
+                                             "clip": 2.0}, initializers=["W", "R", "B", "P"])
+    base = model.SerializeToString()
+    feed = feeds(model, arrays)
+    outcomes = set()
+    for _ in range(400):
+        b = bytearray(base)
+        for _ in range(int(rng.integers(1, 6))):
+            b[int(rng.integers(0, len(b)))] = int(rng.integers(0, 256))
+        try:
+            s = fastlstm.InferenceSession(bytes(b))
+            f = {i.name: feed.get(i.name, np.zeros([d if isinstance(d, int) else 2
+                                                    for d in (i.shape or [])], np.float32))
+                 for i in s.get_inputs()}
+            with np.errstate(all="ignore"):
+                s.run(None, f)
+            outcomes.add("ran")
+        except fastlstm.FastLSTMError as e:
+            outcomes.add(type(e).__name__)
+    assert "ran" in outcomes and "InvalidModel" in outcomes

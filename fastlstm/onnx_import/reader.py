@@ -2,7 +2,7 @@
 import os
 
 
-from ..errors import InvalidModel, UnsupportedOp
+from ..errors import FastLSTMError, InvalidModel, UnsupportedOp
 from ..ir import ELEM_TYPES, Graph, Node, ValueInfo
 from . import basic, recurrent  # noqa: F401  (register the builders)
 from .registry import MAX_OPSET, MIN_OPSET, resolve
@@ -142,11 +142,17 @@ def load_graph(source):
             if at.ref_attr_name:
                 raise InvalidModel(f'node "{name}": attribute references are only valid '
                                    f"inside functions")
-            v = onnx.helper.get_attribute_value(at)
-            if isinstance(v, onnx.TensorProto):
-                v = numpy_helper.to_array(v)
-            elif isinstance(v, bytes):
-                v = v.decode("utf-8")
+            try:
+                v = onnx.helper.get_attribute_value(at)
+                if isinstance(v, onnx.TensorProto):
+                    v = numpy_helper.to_array(v)
+                elif isinstance(v, bytes):
+                    v = v.decode("utf-8")
+                elif isinstance(v, list) and v and isinstance(v[0], bytes):
+                    v = [x.decode("utf-8") for x in v]
+            except Exception as e:      # undecodable text, malformed tensors, bad types
+                raise InvalidModel(f'node "{name}": attribute \'{at.name}\' cannot be read: '
+                                   f'{e}') from None
             attrs[at.name] = v
         node = Node(pn.op_type, name, tuple(pn.input), tuple(pn.output), attrs,
                     pn.domain or "", since)
@@ -155,7 +161,13 @@ def load_graph(source):
                 raise InvalidModel(f"{node.describe()} reads '{i}', which no graph input, "
                                    f"initializer or earlier node provides (nodes must be in "
                                    f"topological order)")
-        built = builder(node, ctx)
+        try:
+            built = builder(node, ctx)
+        except FastLSTMError:
+            raise
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
+            # an attribute of the wrong type or shape, say
+            raise InvalidModel(f"{node.describe()} is malformed: {e}") from None
         if built is not None:
             nodes.append(built)
         for o in pn.output:
