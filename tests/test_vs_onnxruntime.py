@@ -137,3 +137,24 @@ def test_bidirectional_distinct_states_and_lengths(op):
     # reverse direction of a row of length 4 starts from its step 3, not step 8
     Y = got[0]
     assert np.all(Y[4:, :, 2] == 0) and np.all(Y[:, :, 1] == 0)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
+def test_empty_time_or_batch(op, threads):
+    """T=0 matches onnxruntime; B=0 gives empty outputs (onnxruntime 1.32 aborts
+    the process on B=0, so there is nothing to compare with)."""
+    rng = np.random.default_rng(1)
+    arrays = random_weights(rng, op, 2, 5, 3)
+    arrays["X"] = np.zeros((4, 2, 3), np.float32)
+    model = recurrent_model(op, arrays, {"hidden_size": 5, "direction": "bidirectional"},
+                            initializers=["W", "R", "B"], symbolic=True)
+    so = fastlstm.SessionOptions()
+    so.intra_op_num_threads = threads
+    s = fastlstm.InferenceSession(model.SerializeToString(), so)
+    x = np.zeros((0, 2, 3), np.float32)
+    for g, e in zip(s.run(None, {"X": x}), run_ort(model, {"X": x})):
+        assert g.shape == e.shape
+        assert_close(g, e)
+    out = s.run(None, {"X": np.zeros((4, 0, 3), np.float32)})
+    assert [o.shape for o in out][:2] == [(4, 2, 0, 5), (2, 0, 5)]
