@@ -143,9 +143,9 @@ def test_bidirectional_distinct_states_and_lengths(op):
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
 def test_empty_time_or_batch(op, threads):
-    """T=0 and B=0 give empty or zero outputs, never a crash.  onnxruntime 1.32
-    aborts the process on B=0, and on T=0 for GRU and RNN, so only LSTM with T=0
-    is compared with it."""
+    """T=0 and B=0 give empty or zero outputs, never a crash.  There is no
+    onnxruntime answer to compare with: 1.32 aborts the process on B=0 and on
+    T=0 for GRU and RNN, and returns uninitialized memory as LSTM's Y_h for T=0."""
     rng = np.random.default_rng(1)
     arrays = random_weights(rng, op, 2, 5, 3)
     arrays["X"] = np.zeros((4, 2, 3), np.float32)
@@ -158,9 +158,5 @@ def test_empty_time_or_batch(op, threads):
     out = s.run(None, {"X": x})
     assert [o.shape for o in out][:2] == [(0, 2, 2, 5), (2, 2, 5)]
     assert not any(np.any(o) for o in out)
-    if op == "LSTM":
-        for g, e in zip(out, run_ort(model, {"X": x})):
-            assert g.shape == e.shape
-            assert_close(g, e)
     out = s.run(None, {"X": np.zeros((4, 0, 3), np.float32)})
     assert [o.shape for o in out][:2] == [(4, 2, 0, 5), (2, 0, 5)]
