@@ -16,6 +16,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -36,6 +37,7 @@ typedef void (*fl_task)(void *arg, int tid, int nthreads);
 
 typedef struct fl_team {
     int n;
+    pid_t pid;          /* the process that started the workers */
     pthread_t *threads;
     fl_task task;
     void *arg;
@@ -107,6 +109,7 @@ static fl_team *fl_team_create(int n) {
     if (!t)
         return NULL;
     t->n = n;
+    t->pid = getpid();
     t->threads = (pthread_t *)calloc((size_t)n, sizeof(pthread_t));
     pthread_mutex_init(&t->mu, NULL);
     pthread_cond_init(&t->cv, NULL);
@@ -138,10 +141,12 @@ static fl_team *fl_team_create(int n) {
     return t;
 }
 
-/* Claim the team for one job; 0 if another caller is using it. */
+/* Claim the team for one job; 0 if another caller is using it, or if this is a
+ * forked child (its copy of the team has no worker threads: waiting for them
+ * would hang). */
 static int fl_team_acquire(fl_team *t) {
     int expected = 0;
-    return t && atomic_compare_exchange_strong(&t->busy, &expected, 1);
+    return t && t->pid == getpid() && atomic_compare_exchange_strong(&t->busy, &expected, 1);
 }
 
 static void fl_team_release(fl_team *t) { atomic_store(&t->busy, 0); }
@@ -181,6 +186,9 @@ static void fl_run_single(fl_task task, void *arg) {
 static void fl_team_destroy(fl_team *t) {
     if (!t)
         return;
+    if (t->pid != getpid()) {   /* a forked child: the threads are not ours to join */
+        return;
+    }
     atomic_store(&t->stop, 1);
     pthread_mutex_lock(&t->mu);
     pthread_cond_broadcast(&t->cv);

@@ -60,3 +60,24 @@ def test_env_variable_sets_default_threads(monkeypatch):
     monkeypatch.setenv("FASTLSTM_NUM_THREADS", "zero")
     with pytest.raises(ValueError, match="FASTLSTM_NUM_THREADS"):
         fastlstm.InferenceSession(model.SerializeToString())
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_session_with_threads_works_after_fork():
+    """A forked child has no worker threads; it must run alone, not hang."""
+    import os
+    rng = np.random.default_rng(0)
+    arrays = random_weights(rng, "LSTM", 2, 64, 8)
+    arrays["X"] = rng.standard_normal((5, 2, 8)).astype(np.float32)
+    model = recurrent_model("LSTM", arrays, {"hidden_size": 64, "direction": "bidirectional"},
+                            initializers=["W", "R", "B"])
+    s = _session(model, 2)
+    expected = s.run(None, {"X": arrays["X"]})[0]
+    pid = os.fork()
+    if pid == 0:                                   # child
+        try:
+            ok = np.array_equal(s.run(None, {"X": arrays["X"]})[0], expected)
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
