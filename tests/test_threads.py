@@ -63,9 +63,10 @@ def test_env_variable_sets_default_threads(monkeypatch):
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
-def test_session_with_threads_works_after_fork():
+def test_session_with_threads_works_after_fork(monkeypatch):
     """A forked child has no worker threads; it must run alone, not hang."""
     import os
+    monkeypatch.setattr(config, "THREAD_MIN_WORK", 0)     # make the parent use the team
     rng = np.random.default_rng(0)
     arrays = random_weights(rng, "LSTM", 2, 64, 8)
     arrays["X"] = rng.standard_normal((5, 2, 8)).astype(np.float32)
