@@ -11,7 +11,9 @@ function reads ``node.since_version``.
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
+from .. import config
 from ..errors import InvalidInput, UnsupportedOp
 from ..ir import ELEM_TYPES
 
@@ -65,11 +67,12 @@ def _norm_axes(axes, rank, node):
 def gather(node, ins, n):
     data, idx = ins
     axis = int(_attr(node, "axis", 0))
-    size = data.shape[axis]
-    idx = np.asarray(idx)
-    if idx.size and (idx.min() < -size or idx.max() >= size):
-        raise InvalidInput(f"{node.describe()}: index out of range [-{size}, {size - 1}]")
-    return [np.take(data, idx.astype(np.int64), axis=axis)]
+    try:    # np.take checks the range itself (and counts negatives from the end, as ONNX)
+        return [np.take(data, idx, axis=axis)]
+    except (IndexError, TypeError):
+        size = data.shape[axis] if -data.ndim <= axis < data.ndim else "?"
+        raise InvalidInput(f"{node.describe()}: index out of range [-{size}, {size}) "
+                           f"or not an integer tensor") from None
 
 
 @op("MatMul", inputs=(2, 2))
@@ -146,7 +149,33 @@ def _softmax(node, x, log):
     return _softmax_axis(x, int(_attr(node, "axis", -1)), log)
 
 
+@njit(cache=config.NUMBA_CACHE, nogil=True)
+def _softmax_rows(x, out, log):
+    """Softmax or log-softmax of each row of a 2-D array (one pass of numpy
+    calls per row would cost more than the arithmetic for the small heads of
+    exported models)."""
+    for i in range(x.shape[0]):
+        m = x[i, 0]
+        for j in range(1, x.shape[1]):
+            m = max(m, x[i, j])
+        s = 0.0
+        for j in range(x.shape[1]):
+            s += np.exp(np.float64(x[i, j] - m))
+        if log:
+            ls = np.log(s)
+            for j in range(x.shape[1]):
+                out[i, j] = x[i, j] - m - ls
+        else:
+            for j in range(x.shape[1]):
+                out[i, j] = np.exp(np.float64(x[i, j] - m)) / s
+
+
 def _softmax_axis(x, axis, log):
+    if x.dtype == np.float32 and x.ndim >= 1 and axis in (-1, x.ndim - 1) and x.size:
+        x2 = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+        out = np.empty_like(x2)
+        _softmax_rows(x2, out, log)
+        return out.reshape(x.shape)
     m = np.max(x, axis=axis, keepdims=True)
     e = x - m
     if log:
@@ -177,7 +206,7 @@ def reshape(node, ins, n):
     if node.since_version < 5:
         shape = list(_attr(node, "shape"))
     else:
-        shape = [int(v) for v in np.asarray(ins[1]).reshape(-1)]
+        shape = ins[1].reshape(-1).tolist()
     if not _attr(node, "allowzero", 0):
         shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
     try:
