@@ -108,12 +108,14 @@ def test_corrupt_header(packed):
 
 
 def test_no_pickle_in_the_package():
+    # the forbidden strings are assembled so that this file does not contain them
+    banned = ["import " + "pickle", "allow_" + "pickle=True"]
     root = os.path.dirname(fastlstm.__file__)
     for dirpath, _, files in os.walk(root):
         for f in files:
             if f.endswith((".py", ".pyx")):
                 text = open(os.path.join(dirpath, f)).read()
-                assert "import pickle" not in text and "allow_pickle=True" not in text, f
+                assert not any(b in text for b in banned), f
 
 
 def test_consistent_but_wrong_sizes_are_refused():
