@@ -26,6 +26,8 @@ import time
 
 import numpy as np
 
+from .ir import RECURRENT_GATES
+
 #: name -> (op, T, B, I, H, direction, carry_state)
 TABLE = {
     "stream": ("LSTM", 1, 1, 64, 256, "forward", True),
@@ -59,7 +61,7 @@ def build_model(op, I, H, direction, carry_state, seed=0):
     from onnx import TensorProto, helper, numpy_helper
     rng = np.random.default_rng(seed)
     D = 2 if direction == "bidirectional" else 1
-    G = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
+    G = RECURRENT_GATES[op]
     s = 1.0 / np.sqrt(H)
     inits = [numpy_helper.from_array(rng.uniform(-s, s, shape).astype(np.float32), name)
              for name, shape in (("W", (D, G * H, I)), ("R", (D, G * H, H)),
@@ -308,7 +310,7 @@ def compare(threads=(1, 2), sweep=False, rounds=15, repeats=3, json_path=None,
             ours = statistics.median(samples["fastlstm"][name])
             theirs = statistics.median(samples["onnxruntime"][name])
             D = 2 if direction == "bidirectional" else 1
-            flops = 2.0 * T * B * D * {"LSTM": 4, "GRU": 3, "RNN": 1}[op] * H * (I + H)
+            flops = 2.0 * T * B * D * RECURRENT_GATES[op] * H * (I + H)
             r = {"case": name, "op": op, "T": T, "B": B, "I": I, "H": H,
                  "direction": direction, "threads": t, "fastlstm_s": ours,
                  "onnxruntime_s": theirs, "ratio": theirs / ours,

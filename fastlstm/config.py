@@ -5,8 +5,6 @@ Environment variables
 FASTLSTM_NUM_THREADS   default intra-op thread count (int, >= 1).  Default 1.
 FASTLSTM_CACHE         "0" turns off Numba's on-disk kernel cache.  Default on.
 FASTLSTM_THREAD_MIN_WORK  multiply-adds per step below which one thread runs a layer.
-FASTLSTM_DEBUG         "1" makes the session validate more eagerly and keeps
-                       Python tracebacks from the kernels.  Default off.
 """
 import os
 
@@ -41,8 +39,6 @@ TILE = 16
 NUMBA_FASTMATH = frozenset({"contract", "arcp"})
 NUMBA_CACHE = _env_flag("FASTLSTM_CACHE", True)
 NUMBA_ERROR_MODEL = "numpy"
-
-DEBUG = _env_flag("FASTLSTM_DEBUG", False)
 
 #: Multiply-adds per time step (all rows, all directions) below which a layer
 #: runs on one thread even when the session has more: waking a worker and

@@ -29,7 +29,7 @@ import numpy as np
 
 from . import config
 from .errors import InvalidModel
-from .ir import Graph, Node, RecurrentSpec, ValueInfo
+from .ir import RECURRENT_GATES, Graph, Node, RecurrentSpec, ValueInfo
 from .pack import PackedDirection, PackedLayer, pack_graph
 
 MAGIC = b"FASTLSTM"
@@ -186,7 +186,7 @@ def _check_layer(node):
     if not isinstance(layer, PackedLayer) or not isinstance(spec, RecurrentSpec):
         raise InvalidModel(f"{node.describe()}: packed layer without its spec")
     H, I, D = layer.hidden, layer.input_size, spec.num_directions
-    G = {"LSTM": 4, "GRU": 3, "RNN": 1}.get(spec.op)
+    G = RECURRENT_GATES.get(spec.op)
     if G is None or not isinstance(H, int) or not isinstance(I, int) or H < 1 or I < 0:
         raise InvalidModel(f"{node.describe()}: bad packed layer sizes")
     Hp = padded(H)

@@ -10,6 +10,9 @@ import numpy as np
 
 Dim = Union[int, str, None]
 
+#: Gates per hidden unit of each recurrent op.
+RECURRENT_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+
 #: ONNX TensorProto element type -> (numpy dtype, ORT-style type string)
 ELEM_TYPES = {
     1: (np.dtype(np.float32), "tensor(float)"),

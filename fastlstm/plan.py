@@ -206,20 +206,15 @@ class Plan:
                 values.update(cached[1])
         fresh = {}
         for k in (self._all if run_all else self._live(outputs)):
-            if k in self._shape_only:
-                if reuse:
-                    continue
-                runner = self.runners[k]
-                results = runner(values, ctx)
-                for name, v in zip(runner.node.outputs, results):
-                    if name:
-                        values[name] = fresh[name] = v
+            shape_only = k in self._shape_only
+            if shape_only and reuse:
                 continue
             runner = self.runners[k]
-            results = runner(values, ctx)
-            for name, v in zip(runner.node.outputs, results):
+            for name, v in zip(runner.node.outputs, runner(values, ctx)):
                 if name:
                     values[name] = v
+                    if shape_only:
+                        fresh[name] = v
         if fresh and not reuse:
             self._shape_cache = (key, fresh)
         return [values[o] for o in outputs]

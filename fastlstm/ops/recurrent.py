@@ -4,6 +4,7 @@ import numpy as np
 from .. import config, pack
 from .._extension import frontend
 from ..errors import InvalidInput
+from ..ir import RECURRENT_GATES
 from ..kernels import registry
 from ..kernels.registry import GEMM_ADDRESS
 
@@ -19,7 +20,6 @@ class RecurrentRunner:
         self.env = env
         self.spec = spec = node.attrs["spec"]
         self.step, self.gates_w, self.ws_floats = registry.STEPS[spec.op]
-        self.n_gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[spec.op]
         self.want = [bool(o) and o in needed for o in node.outputs]
         self.want += [False] * (3 - len(self.want))
         # Constant weights were packed at load (fastlstm.pack.pack_graph);
@@ -41,7 +41,7 @@ class RecurrentRunner:
     def _pack(self, Wt, Rt, Bt, Pt):
         spec = self.spec
         D = spec.num_directions
-        G = self.n_gates
+        G = RECURRENT_GATES[spec.op]
         if Wt is None or Rt is None:
             raise self._err("inputs W and R are required")
         for label, a in (("W", Wt), ("R", Rt), ("B", Bt), ("P", Pt)):
