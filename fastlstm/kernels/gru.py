@@ -58,6 +58,7 @@ def gru_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
     p0 = ip[IP_P0]
     p1 = ip[IP_P1]
     phase = ip[IP_PHASE]
+    fast = a_f == act.SIGMOID and a_g == act.TANH and not has_clip
     if lbr:
         N = GATES * Hp
         for b in range(nact):
@@ -65,6 +66,21 @@ def gru_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
                 copy_run(xp, xoff[b] + p * GT, ws, b * N + p * GT, 2 * T)
                 copy_run(rb, p * T, ws, b * N + p * GT + 2 * T, T)
         panel_gemm(nact, H, N, p0 * GT, p1 * GT, h_in, 0, Hp, R, 0, ws, 0, N)
+        if fast:
+            # default activations, no clip: one vector pass per tile (see lstm_step)
+            for b in range(nact):
+                for p in range(p0, p1):
+                    j0 = p * T
+                    a = b * N + p * GT
+                    s = b * Hp + j0
+                    x_h = xoff[b] + p * GT + 2 * TILE
+                    for jj in range(TILE):
+                        z = act.fsigmoid(ws[a + jj])
+                        r = act.fsigmoid(ws[a + TILE + jj])
+                        hh = act.ftanh(xp[x_h + jj] + r * ws[a + 2 * TILE + jj])
+                        h_out[s + jj] = (one - z) * hh + z * h_in[s + jj]
+                    write_y(y, yoff[b], h_out, s, j0, min(T, H - j0))
+            return
         for b in range(nact):
             for p in range(p0, p1):
                 j0 = p * T
@@ -102,6 +118,11 @@ def gru_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
             for p in range(p0, p1):
                 a = b * N2 + p * 2 * T
                 s = b * Hp + p * T
+                if fast:
+                    for jj in range(TILE):
+                        ws[zoff + s + jj] = act.fsigmoid(ws[a + jj])
+                        ws[rhoff + s + jj] = act.fsigmoid(ws[a + TILE + jj]) * h_in[s + jj]
+                    continue
                 if has_clip:
                     act.clip(ws, a, 2 * T, lim)
                 act.apply(a_f, al_f, be_f, ws, a, 2 * T)

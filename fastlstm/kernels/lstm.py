@@ -49,11 +49,34 @@ def lstm_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
     N = GATES * Hp
     p0 = ip[IP_P0]
     p1 = ip[IP_P1]
+    fast = (a_f == act.SIGMOID and a_g == act.TANH and a_h == act.TANH and not has_clip
+            and not coupled)
     c0 = p0 * GT
     nc = (p1 - p0) * GT
     for b in range(nact):
         copy_run(xp, xoff[b] + c0, ws, b * N + c0, nc)
     panel_gemm(nact, H, N, c0, c0 + nc, h_in, 0, Hp, R, 0, ws, 0, N)
+    if fast:
+        # Default activations, no clip: all the gate and cell math of a unit in
+        # one loop of TILE iterations, which LLVM turns into one pass of vector
+        # code (the general path below runs each activation over a 16-float run,
+        # which leaves the vectorizer with too short a loop: measured 2.4x
+        # slower at B=64, H=256).
+        for b in range(nact):
+            for p in range(p0, p1):
+                j0 = p * T
+                a = b * N + p * GT
+                s = b * Hp + j0
+                for jj in range(TILE):
+                    cp = c[s + jj]
+                    gi = act.fsigmoid(ws[a + jj] + P[j0 + jj] * cp)
+                    gf = act.fsigmoid(ws[a + 2 * TILE + jj] + P[2 * Hp + j0 + jj] * cp)
+                    cn = gf * cp + gi * act.ftanh(ws[a + 3 * TILE + jj])
+                    c[s + jj] = cn
+                    go = act.fsigmoid(ws[a + TILE + jj] + P[Hp + j0 + jj] * cn)
+                    h_out[s + jj] = go * act.ftanh(cn)
+                write_y(y, yoff[b], h_out, s, j0, min(T, H - j0))
+        return
     for b in range(nact):
         for p in range(p0, p1):
             j0 = p * T
