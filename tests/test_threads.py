@@ -82,3 +82,41 @@ def test_session_with_threads_works_after_fork(monkeypatch):
             os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.WEXITSTATUS(status) == 0
+
+
+@pytest.mark.parametrize("layout", [0, 1])
+@pytest.mark.parametrize("direction", ["forward", "reverse"])
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
+def test_chunked_projection(op, direction, layout, monkeypatch):
+    """Batch 64 at H=200: the front end projects a few steps at a time (2-8 per
+    chunk for these ops and thread counts), so chunks start mid-sequence, rows
+    end inside chunks and reverse rows start from their own last step."""
+    import reference as ref
+    from helpers import SPEC_OUTPUTS
+    monkeypatch.setattr(config, "THREAD_MIN_WORK", 0)
+    T, Bn, I, H = 11, 64, 5, 200
+    rng = np.random.default_rng(layout * 10 + len(op) + len(direction))
+    arrays = random_weights(rng, op, 1, H, I, peepholes=(op == "LSTM"), scale=0.1)
+    arrays["X"] = rng.standard_normal((T, Bn, I)).astype(np.float32)
+    lens = rng.integers(0, T + 1, Bn).astype(np.int32)
+    lens[:3] = (T, 0, 1)
+    arrays["sequence_lens"] = lens
+    attrs = {"hidden_size": H, "direction": direction}
+    if layout == 1:
+        arrays["X"] = np.ascontiguousarray(arrays["X"].transpose(1, 0, 2))
+        attrs["layout"] = 1
+    model = recurrent_model(op, arrays, attrs, initializers=["W", "R", "B", "P"])
+    feed = feeds(model, arrays)
+    one = _session(model, 1).run(None, feed)
+    for threads in (2, 3):
+        for a, b in zip(one, _session(model, threads).run(None, feed)):
+            np.testing.assert_array_equal(a, b)
+    if layout == 0:
+        expected = run_ort(model, feed)
+    else:
+        names = ["X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P"]
+        full = getattr(ref, op.lower())(*[arrays.get(n) for n in
+                                          names[:8 if op == "LSTM" else 6]], **attrs)
+        expected = [full[SPEC_OUTPUTS[op].index(o)] for o in SPEC_OUTPUTS[op]]
+    for a, b in zip(one, expected):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
