@@ -51,7 +51,7 @@ cdef extern from "_team.h" nogil:
 
 ctypedef void (*step_fn)(int64_t, float*, int64_t*, float*, float*, float*, float*, float*,
                          float*, float*, int64_t*, float*, int64_t*, float*) noexcept nogil
-ctypedef void (*gemm_fn)(int64_t, int64_t, int64_t, float*, float*, float*,
+ctypedef void (*gemm_fn)(int64_t, int64_t, int64_t, int64_t, int64_t, float*, float*, float*,
                          float*) noexcept nogil
 
 cdef enum:
@@ -243,7 +243,7 @@ cdef void run_direction(Ctx* c, int d, int64_t r0, int64_t rstep, int64_t p0, in
                     coff[(tc - t) * B + i] = k * c.N
                     k += 1
             if k > 0:
-                c.gemm(k, c.insize, c.N, xg, c.W, c.bias, ring)
+                c.gemm(k, c.insize, c.N, 0, c.N, xg, c.W, c.bias, ring)
         for i in range(nact):
             sb = rows[i]
             ob = c.perm[sb]
@@ -293,35 +293,33 @@ cdef void run_direction(Ctx* c, int d, int64_t r0, int64_t rstep, int64_t p0, in
             memcpy(c.yc + row, cc + i * Hp, H * sizeof(float))
 
 
-cdef inline void project(Ctx* c, int64_t row, int64_t count) noexcept nogil:
-    """Input projection of rows [row, row + count) of x into xp."""
-    c.gemm(count, c.insize, c.ldx, c.x + row * c.insize, c.W, c.bias, c.xp + row * c.ldx)
+cdef inline void project(Ctx* c, int64_t row, int64_t count, int64_t c0,
+                         int64_t c1) noexcept nogil:
+    """Input projection of rows [row, row + count) of x into xp, columns [c0, c1)."""
+    c.gemm(count, c.insize, c.ldx, c0, c1, c.x + row * c.insize, c.W, c.bias,
+           c.xp + row * c.ldx)
 
 
-cdef void run_task(void* arg, int tid, int n) noexcept nogil:
-    """What thread ``tid`` of ``n`` does in the chosen mode."""
-    cdef Ctx* c = <Ctx*> arg
-    cdef char* mem = c.tmem + tid * c.tstride
-    cdef int64_t ntiles = c.Hp // TILE, p0, p1, nchunks
+cdef void project_part(Ctx* c, int part, int nparts, int64_t c0, int64_t c1) noexcept nogil:
+    """Project part ``part`` of ``nparts`` of the rows (columns [c0, c1)).
+
+    Rows past a sequence's end are padding: with lengths given only the valid
+    rows are projected (runs of consecutive valid rows go to the GEMM together).
+    """
     cdef int64_t M = c.T * c.B, m0, m1, b, t, run
-    cdef int d
-    cdef int sense = 0
-    # The input projection of all steps and directions.  Rows past a
-    # sequence's end are padding: with lengths given only the valid rows are
-    # projected (runs of consecutive valid rows go to the GEMM together).
-    if c.chunk > 0:
-        pass        # run_direction projects as it goes
-    elif not c.has_lens:
-        m0 = M * tid // n
-        m1 = M * (tid + 1) // n
+    if c1 <= c0:
+        return
+    if not c.has_lens:
+        m0 = M * part // nparts
+        m1 = M * (part + 1) // nparts
         if m1 > m0:
-            project(c, m0, m1 - m0)
+            project(c, m0, m1 - m0, c0, c1)
     elif c.layout == 1:
-        for b in range(c.B * tid // n, c.B * (tid + 1) // n):
+        for b in range(c.B * part // nparts, c.B * (part + 1) // nparts):
             if c.lens[b] > 0:
-                project(c, b * c.T, c.lens[b])
+                project(c, b * c.T, c.lens[b], c0, c1)
     else:
-        for t in range(c.T * tid // n, c.T * (tid + 1) // n):
+        for t in range(c.T * part // nparts, c.T * (part + 1) // nparts):
             b = 0
             while b < c.B:
                 if c.lens[b] <= t:
@@ -330,10 +328,34 @@ cdef void run_task(void* arg, int tid, int n) noexcept nogil:
                 run = b
                 while run < c.B and c.lens[run] > t:
                     run += 1
-                project(c, t * c.B + b, run - b)
+                project(c, t * c.B + b, run - b, c0, c1)
                 b = run
-    if n > 1 and c.chunk == 0:
-        fl_barrier(c.team, &sense)
+
+
+cdef void run_task(void* arg, int tid, int n) noexcept nogil:
+    """What thread ``tid`` of ``n`` does in the chosen mode."""
+    cdef Ctx* c = <Ctx*> arg
+    cdef char* mem = c.tmem + tid * c.tstride
+    cdef int64_t ntiles = c.Hp // TILE, p0, p1, nchunks, gt = c.N // (c.Hp // TILE)
+    cdef int d
+    cdef int sense = 0
+    # Whole chunks of SPLIT tiles, so that every thread's columns start on a
+    # 64-column weight panel (see fastlstm.kernels.gemm).
+    nchunks = (ntiles + SPLIT - 1) // SPLIT
+    p0 = min(ntiles, SPLIT * (nchunks * tid // n))
+    p1 = min(ntiles, SPLIT * (nchunks * (tid + 1) // n))
+    # The input projection of all steps and directions (unless run_direction
+    # projects chunk by chunk).  Split by tiles, each thread projects its own
+    # columns of every row, which is all its steps read: no barrier, and each
+    # thread reads only its share of W.  Otherwise threads split the rows.
+    if c.chunk > 0:
+        pass
+    elif c.mode == MODE_TILES:
+        project_part(c, 0, 1, p0 * gt, p1 * gt)
+    else:
+        project_part(c, tid, n, 0, c.ldx)
+        if n > 1:
+            fl_barrier(c.team, &sense)
     if c.mode == MODE_SINGLE:
         for d in range(c.D):
             run_direction(c, d, 0, 1, 0, ntiles, mem, False, 0, &sense)
@@ -346,11 +368,6 @@ cdef void run_task(void* arg, int tid, int n) noexcept nogil:
         for d in range(c.D):
             run_direction(c, d, tid, n, 0, ntiles, mem, False, tid, &sense)
     else:
-        # Whole chunks of SPLIT tiles, so that every thread's columns start on
-        # a 64-column weight panel (see fastlstm.kernels.gemm).
-        nchunks = (ntiles + SPLIT - 1) // SPLIT
-        p0 = min(ntiles, SPLIT * (nchunks * tid // n))
-        p1 = min(ntiles, SPLIT * (nchunks * (tid + 1) // n))
         for d in range(c.D):
             run_direction(c, d, 0, 1, p0, p1, mem, True, tid, &sense)
 

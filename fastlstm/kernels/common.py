@@ -29,7 +29,8 @@ I64P = types.CPointer(types.int64)
 
 STEP_SIG = types.void(types.int64, F32P, I64P, F32P, F32P, F32P, F32P, F32P, F32P, F32P,
                       I64P, F32P, I64P, F32P)
-GEMM_SIG = types.void(types.int64, types.int64, types.int64, F32P, F32P, F32P, F32P)
+GEMM_SIG = types.void(types.int64, types.int64, types.int64, types.int64, types.int64, F32P, F32P,
+                      F32P, F32P)
 
 # ip slots.  IP_P0..IP_P1 is the range of tiles this call computes (all of them
 # unless the front end splits a step across threads); IP_PHASE selects a part of

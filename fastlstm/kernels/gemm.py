@@ -88,11 +88,13 @@ def panel_gemm(M, K, N, c0, c1, a, aoff, lda, wp, woff, out, ooff, ldo):
             m += mr
 
 
-@njit(types.void(_I, _I, _I, F32P, F32P, F32P, F32P), **_jit)
-def gemm_bias(M, K, N, x, wp, bias, out):
-    """Input projection of all time steps at once: out[M, N] = x[M, K] @ Wt[K, N] + bias[N]."""
+@njit(types.void(_I, _I, _I, _I, _I, F32P, F32P, F32P, F32P), **_jit)
+def gemm_bias(M, K, N, c0, c1, x, wp, bias, out):
+    """Input projection of many steps at once, columns [c0, c1) of N:
+    out[M, c0:c1] = x[M, K] @ Wt[K, c0:c1] + bias[c0:c1] (rows of out N apart;
+    c0, c1 as for ``panel_gemm``)."""
     for m in range(M):
         o = m * N
-        for n in range(N):
+        for n in range(c0, c1):
             out[o + n] = bias[n]
-    panel_gemm(M, K, N, 0, N, x, 0, K, wp, 0, out, 0, N)
+    panel_gemm(M, K, N, c0, c1, x, 0, K, wp, 0, out, 0, N)

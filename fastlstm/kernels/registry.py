@@ -13,8 +13,8 @@ from .. import config
 
 @cfunc(GEMM_SIG, nopython=True, cache=config.NUMBA_CACHE,
        fastmath=set(config.NUMBA_FASTMATH), error_model=config.NUMBA_ERROR_MODEL)
-def _gemm(M, K, N, x, wt, bias, out):
-    gemm_bias(M, K, N, x, wt, bias, out)
+def _gemm(M, K, N, c0, c1, x, wt, bias, out):
+    gemm_bias(M, K, N, c0, c1, x, wt, bias, out)
 
 
 GEMM_ADDRESS = _gemm.address
