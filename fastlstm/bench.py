@@ -116,7 +116,8 @@ def _torch_runner(op, T, B, I, H, direction, threads):
 
 
 def l2_stream_seconds(nbytes=1 << 20):
-    """Seconds to read ``nbytes`` of float32 that sit in L2, as a vectorized sum."""
+    """Seconds to read ``nbytes`` of float32 that sit in cache (L2 when they fit;
+    else L3), as a vectorized sum: the best read rate of one core for that size."""
     from numba import njit
 
     @njit(fastmath=True, cache=False)
@@ -135,6 +136,51 @@ def l2_stream_seconds(nbytes=1 << 20):
         _sum(a, 50)
         best.append((time.perf_counter() - t0) / 50)
     return statistics.median(best)
+
+
+def peak_flops():
+    """Multiply-add rate (FLOP/s) of one core: fastlstm's register tiles on a
+    product that sits in L1, which run at one 16-wide FMA per cycle on AVX-512
+    hardware that retires one (Zen 4)."""
+    from .kernels.gemm import panel_gemm
+    from numba import njit
+    from .pack import to_panels
+
+    @njit(cache=False)
+    def _loop(reps, a, wp, out):
+        for _ in range(reps):
+            panel_gemm(64, 64, 64, 0, 64, a.ctypes, 0, 64, wp.ctypes, 0, out.ctypes, 0, 64)
+
+    a = np.ones((64, 64), np.float32) * np.float32(1e-3)
+    wp = to_panels(np.ones((64, 64), np.float32) * np.float32(1e-3))
+    out = np.zeros((64, 64), np.float32)
+    _loop(1, a, wp, out)
+    best = []
+    for _ in range(7):
+        t0 = time.perf_counter()
+        _loop(200, a, wp, out)
+        best.append((time.perf_counter() - t0) / 200)
+    return 2.0 * 64 ** 3 / min(best)
+
+
+def floor_seconds(case, threads, peak, read_seconds):
+    """A lower bound on the time of any float32 engine for ``case``.
+
+    Every step must read all of R (each thread its share, from its own cache)
+    and do its multiply-adds; the input projection must read W and do its
+    multiply-adds.  Each part takes at least the larger of its bytes over the
+    measured read rate and its FLOPs over the measured peak, with the threads
+    sharing perfectly.  Python, activations and the gate math are free here, so
+    the bound is optimistic: onnxruntime time / floor is the highest ratio any
+    float32 implementation could show on this machine.
+    """
+    op, T, B, I, H, direction, carry = case
+    D = 2 if direction == "bidirectional" else 1
+    G = RECURRENT_GATES[op]
+    n = threads
+    t_in = max(2.0 * T * B * D * G * H * I / (n * peak), read_seconds(4 * D * G * H * I // n))
+    t_step = max(2.0 * B * D * G * H * H / (n * peak), read_seconds(4 * D * G * H * H // n))
+    return t_in + T * t_step
 
 
 def _feed(case):
@@ -177,7 +223,12 @@ def check_case(case):
 
 
 def time_case(engine, case, threads, rounds):
-    """Median seconds per run of one engine on one case (in this process)."""
+    """Median seconds per run of one engine on one case (in this process).
+
+    Cases that carry state between calls use each engine's best way to stream:
+    fastlstm's ``stream()``, which keeps the state, and onnxruntime's only way,
+    initial_h/initial_c in and Y_h/Y_c out.
+    """
     op, T, B, I, H, direction, carry = case
     feed = _feed(case)
     if engine == "torch":
@@ -185,6 +236,15 @@ def time_case(engine, case, threads, rounds):
         if fn is None:
             return None
         run = fn
+    elif engine == "fastlstm" and carry:
+        import fastlstm
+        so = fastlstm.SessionOptions()
+        so.intra_op_num_threads = threads
+        st = fastlstm.InferenceSession(build_model(op, I, H, direction, carry), so).stream(B)
+        x = {"X": feed["X"]}
+
+        def run():
+            st.run(None, x)
     else:
         call = _session(engine, build_model(op, I, H, direction, carry), threads)
 
@@ -320,11 +380,36 @@ def compare(threads=(1, 2), sweep=False, rounds=15, repeats=3, json_path=None,
             results.append(r)
             print(format_row(r), file=out, flush=True)
     l2 = l2_stream_seconds()
+    peak = peak_flops()
+    reads = {}
+
+    def read_seconds(nbytes):
+        nbytes = max(4096, nbytes // 4096 * 4096)
+        if nbytes not in reads:
+            reads[nbytes] = l2_stream_seconds(nbytes)
+        return reads[nbytes]
+
+    print(f"\nfloor: the least time any float32 engine could take (see "
+          f"fastlstm.bench.floor_seconds); best = onnxruntime time / floor", file=out)
+    print(f"{'case':<22} {'thr':>3} {'floor us':>11} {'best':>7} {'target':>7}", file=out)
+    for r in results:
+        case = cases[r["case"]]
+        fl = floor_seconds(case, r["threads"], peak, read_seconds)
+        r["floor_s"] = fl
+        r["best_ratio"] = r["onnxruntime_s"] / fl
+        tgt = TARGETS.get(r["case"])
+        t = f"{tgt[0 if r['threads'] == 1 else 1]:>6.2f}x" if tgt else ""
+        note = "  target above what any float32 engine can reach" if tgt and \
+            tgt[0 if r["threads"] == 1 else 1] > r["best_ratio"] else ""
+        print(f"{r['case']:<22} {r['threads']:>3} {fl * 1e6:>11.1f} {r['best_ratio']:>6.2f}x "
+              f"{t:>7}{note}", file=out)
     info = machine()
+    info["peak_gflops_1core"] = peak / 1e9
     info["l2_stream_1MiB_us"] = l2 * 1e6
     info["command"] = "fastlstm bench " + " ".join(sys.argv[1:]) if sys.argv else ""
     print(f"\nmachine: {info['cpu']}, {info['cores']} cores; onnxruntime "
-          f"{info['onnxruntime']}; reading 1 MiB from L2: {l2 * 1e6:.1f} us", file=out)
+          f"{info['onnxruntime']}; reading 1 MiB from L2: {l2 * 1e6:.1f} us; one core's "
+          f"FMA peak: {peak / 1e9:.0f} GFLOP/s", file=out)
     for r in results:
         if r["case"] == "seq256" and r["threads"] == 1:
             step = r["fastlstm_s"] / r["T"]
