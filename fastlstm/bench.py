@@ -39,6 +39,9 @@ TABLE = {
     "gru-stream": ("GRU", 1, 1, 64, 256, "forward", True),
 }
 
+#: Engines timed too when they are installed (not dependencies of fastlstm)
+OPTIONAL_ENGINES = ("torch", "openvino")
+
 #: Targets from the performance issue: (1 thread, 2 threads)
 TARGETS = {"stream": (2.5, 4.0), "seq256": (1.3, 2.0), "seq512": (1.15, 2.0),
            "bidir": (1.3, 2.5), "batch8": (1.0, 1.0), "batch64": (1.0, 1.0),
@@ -112,6 +115,30 @@ def _torch_runner(op, T, B, I, H, direction, threads):
     def run():
         with torch.inference_mode():
             mod(x)
+    return run
+
+
+def _openvino_runner(case, feed, threads):
+    """OpenVINO on the CPU, float32 (its default on CPUs with bf16 support is
+    bfloat16, which would not be the same computation), same thread count."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return None
+    import tempfile
+    op, T, B, I, H, direction, carry = case
+    core = ov.Core()
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "model.onnx")
+        with open(path, "wb") as f:
+            f.write(build_model(op, I, H, direction, carry))
+        compiled = core.compile_model(core.read_model(path), "CPU", {
+            "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32",
+            "PERFORMANCE_HINT": "LATENCY"})
+    req = compiled.create_infer_request()
+
+    def run():
+        req.infer(feed)
     return run
 
 
@@ -231,11 +258,11 @@ def time_case(engine, case, threads, rounds):
     """
     op, T, B, I, H, direction, carry = case
     feed = _feed(case)
-    if engine == "torch":
-        fn = _torch_runner(op, T, B, I, H, direction, threads)
-        if fn is None:
+    if engine in OPTIONAL_ENGINES:
+        run = _torch_runner(op, T, B, I, H, direction, threads) if engine == "torch" \
+            else _openvino_runner(case, feed, threads)
+        if run is None:
             return None
-        run = fn
     elif engine == "fastlstm" and carry:
         import fastlstm
         so = fastlstm.SessionOptions()
@@ -272,8 +299,14 @@ def machine():
         pass
     import onnxruntime
     import fastlstm
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__, "fastlstm": fastlstm.__version__}
+    for e in OPTIONAL_ENGINES:
+        try:
+            info[e] = __import__(e).__version__
+        except ImportError:
+            pass
+    return info
 
 
 def format_row(r):
@@ -281,7 +314,7 @@ def format_row(r):
     if r["case"] in TARGETS:
         t = TARGETS[r["case"]][0 if r["threads"] == 1 else 1]
         target = f"{t:>5.2f}x {'ok' if r['ratio'] >= t else 'below'}"
-    extra = f" {r['torch_s'] * 1e6:>10.1f}" if "torch_s" in r else ""
+    extra = "".join(f" {r[e + '_s'] * 1e6:>10.1f}" for e in OPTIONAL_ENGINES if e + "_s" in r)
     return (f"{r['case']:<22} {r['threads']:>3} {r['fastlstm_s'] * 1e6:>11.1f} "
             f"{r['onnxruntime_s'] * 1e6:>11.1f} {r['ratio']:>6.2f}x {target:<11}"
             f"{r['max_abs_err']:>9.1e}{extra}")
@@ -341,7 +374,7 @@ def _child(engine, threads, cases, rounds):
 
 
 def compare(threads=(1, 2), sweep=False, rounds=15, repeats=3, json_path=None,
-            png_path=None, with_torch=True, only=None, out=sys.stdout):
+            png_path=None, others=OPTIONAL_ENGINES, only=None, out=sys.stdout):
     """Run the table (and optionally the sweep) at each thread count; print a table."""
     cases = dict(TABLE)
     if sweep:
@@ -349,15 +382,16 @@ def compare(threads=(1, 2), sweep=False, rounds=15, repeats=3, json_path=None,
     if only:
         cases = {k: v for k, v in cases.items() if k in only}
     engines = ["fastlstm", "onnxruntime"]
-    if with_torch:
+    for e in others:
         try:
-            import torch  # noqa: F401
-            engines.append("torch")
+            __import__(e)
+            engines.append(e)
         except ImportError:
-            with_torch = False
+            pass
+    extra = engines[2:]
     errors = {name: check_case(case) for name, case in cases.items()}
     results = []
-    print(HEADER + (f" {'torch us':>10}" if with_torch else ""), file=out)
+    print(HEADER + "".join(f" {e + ' us':>10}" for e in extra), file=out)
     for t in threads:
         samples = {e: {name: [] for name in cases} for e in engines}
         for _ in range(repeats):
@@ -375,8 +409,9 @@ def compare(threads=(1, 2), sweep=False, rounds=15, repeats=3, json_path=None,
                  "direction": direction, "threads": t, "fastlstm_s": ours,
                  "onnxruntime_s": theirs, "ratio": theirs / ours,
                  "max_abs_err": errors[name], "fastlstm_gflops": flops / ours / 1e9}
-            if with_torch and samples["torch"][name]:
-                r["torch_s"] = statistics.median(samples["torch"][name])
+            for e in extra:
+                if samples[e][name]:
+                    r[e + "_s"] = statistics.median(samples[e][name])
             results.append(r)
             print(format_row(r), file=out, flush=True)
     l2 = l2_stream_seconds()

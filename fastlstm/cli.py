@@ -85,7 +85,7 @@ def cmd_bench(args):
     """Time fastlstm against onnxruntime on the benchmark table (and sweep)."""
     from . import bench
     bench.compare(threads=args.threads, sweep=args.sweep, rounds=args.rounds,
-                  repeats=args.repeats, json_path=args.json, png_path=args.png, with_torch=not args.no_torch,
+                  repeats=args.repeats, json_path=args.json, png_path=args.png, others=[e for e in bench.OPTIONAL_ENGINES if e not in (args.without or [])],
                   only=args.cases)
     return 0
 
@@ -413,7 +413,10 @@ def build_parser():
     b.add_argument("--cases", nargs="+", help="only these case names")
     b.add_argument("--json", help="write results as JSON here")
     b.add_argument("--png", help="draw a chart of the ratios here (needs matplotlib)")
-    b.add_argument("--no-torch", action="store_true")
+    b.add_argument("--without", nargs="+", choices=["torch", "openvino"],
+                   help="leave out these engines even when installed")
+    b.add_argument("--no-torch", dest="without", action="store_const", const=["torch"],
+                   help=argparse.SUPPRESS)
     b.set_defaults(fn=cmd_bench)
     o = sub.add_parser("ops", help="list supported ONNX ops")
     o.add_argument("--json", action="store_true")

@@ -94,3 +94,20 @@ def test_bad_usage_and_bad_files(tmp_path):
 def test_ops_lists_supported():
     out = cli("ops", "--json", check=0)
     assert "LSTM" in json.loads(out.stdout)
+
+
+def test_bench_writes_ratios_and_floors(tmp_path):
+    out = tmp_path / "bench.json"
+    r = cli("bench", "--cases", "stream", "--threads", "1", "--rounds", "1", "--repeats", "1",
+            "--without", "torch", "openvino", "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "stream" in r.stdout and "floor" in r.stdout
+    data = json.loads(out.read_text())
+    (row,) = data["results"]
+    assert row["case"] == "stream" and row["threads"] == 1
+    assert row["max_abs_err"] < 1e-5
+    assert row["ratio"] == pytest.approx(row["onnxruntime_s"] / row["fastlstm_s"])
+    # the floor only counts reading the weights and the FMAs: below both engines
+    assert 0 < row["floor_s"] < min(row["fastlstm_s"], row["onnxruntime_s"])
+    assert "torch_s" not in row and "openvino_s" not in row
+    assert data["machine"]["peak_gflops_1core"] > 1
