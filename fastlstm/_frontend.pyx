@@ -79,6 +79,23 @@ cdef inline int64_t* iptr(cnp.ndarray a):
     return <int64_t*> cnp.PyArray_DATA(a)
 
 
+cdef cnp.ndarray zeros3(cnp.npy_intp a, cnp.npy_intp b, cnp.npy_intp c):
+    cdef cnp.npy_intp dims[3]
+    dims[0] = a
+    dims[1] = b
+    dims[2] = c
+    return cnp.PyArray_ZEROS(3, dims, cnp.NPY_FLOAT32, 0)
+
+
+cdef cnp.ndarray zeros4(cnp.npy_intp a, cnp.npy_intp b, cnp.npy_intp c, cnp.npy_intp d):
+    cdef cnp.npy_intp dims[4]
+    dims[0] = a
+    dims[1] = b
+    dims[2] = c
+    dims[3] = d
+    return cnp.PyArray_ZEROS(4, dims, cnp.NPY_FLOAT32, 0)
+
+
 def tile_size():
     """The TILE this extension was built for (must equal fastlstm.config.TILE)."""
     return TILE
@@ -128,6 +145,8 @@ cdef struct Ctx:
     float* y
     float* yh
     float* yc
+    float* sh           # a stream's carried state, updated in place ([D, B, H])
+    float* sc
     float* h0
     float* c0
     int64_t* perm
@@ -279,7 +298,7 @@ cdef void run_direction(Ctx* c, int d, int64_t r0, int64_t rstep, int64_t p0, in
         return
     # A row's final state is in the buffer its last step wrote: the buffers
     # alternate, so that is buffer (length % 2).  Rows of length zero report
-    # zeros, as onnxruntime does.
+    # zeros, as onnxruntime does, and leave a carried state as it was.
     for i in range(nsub):
         sb = rows[i]
         ob = c.perm[sb]
@@ -291,6 +310,11 @@ cdef void run_direction(Ctx* c, int d, int64_t r0, int64_t rstep, int64_t p0, in
             memcpy(c.yh + row, hb + ((L % 2) * nsub + i) * Hp, H * sizeof(float))
         if c.yc != NULL:
             memcpy(c.yc + row, cc + i * Hp, H * sizeof(float))
+        row = (d * B + ob) * H
+        if c.sh != NULL:
+            memcpy(c.sh + row, hb + ((L % 2) * nsub + i) * Hp, H * sizeof(float))
+        if c.sc != NULL:
+            memcpy(c.sc + row, cc + i * Hp, H * sizeof(float))
 
 
 cdef inline void project(Ctx* c, int64_t row, int64_t count, int64_t c0,
@@ -377,7 +401,7 @@ def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_fl
                   object initial_h, object initial_c, object lens,
                   bint want_y, bint want_yh, bint want_yc,
                   Team team=None, bint two_phase=False, int64_t min_work=0,
-                  bint y_tbdh=False):
+                  bint y_tbdh=False, object state_h=None, object state_c=None):
     """Run one recurrent layer (all its directions).
 
     Parameters
@@ -395,6 +419,10 @@ def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_fl
     min_work : multiply-adds per step below which threads are not worth waking
     y_tbdh : write Y as [T, B, D, H] instead of [T, D, B, H] (layout 0): the
         Transpose that exporters put after a bidirectional layer, done for free
+    state_h, state_c : float32 C-contiguous [D, B, H] or None: a stream's state,
+        overwritten in place with each row's final state (rows with no steps
+        keep theirs).  They may be the same arrays as initial_h / initial_c:
+        every thread reads its rows' initial state before it writes any.
 
     Returns
     -------
@@ -483,6 +511,8 @@ def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_fl
     c.y = c.xp
     c.yh = NULL
     c.yc = NULL
+    c.sh = NULL if state_h is None else fptr(state_h)
+    c.sc = NULL if state_c is None else fptr(state_c)
     c.h0 = NULL
     c.c0 = NULL
     c.mode = mode
@@ -494,15 +524,17 @@ def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_fl
     try:
         if want_y:
             if c.y_tbdh:
-                Y = np.zeros((T, B, D, H), np.float32)
+                Y = zeros4(T, B, D, H)
+            elif layout == 0:
+                Y = zeros4(T, D, B, H)
             else:
-                Y = np.zeros((T, D, B, H) if layout == 0 else (B, T, D, H), np.float32)
+                Y = zeros4(B, T, D, H)
             c.y = fptr(Y)
         if want_yh:
-            Yh = np.zeros((D, B, H) if layout == 0 else (B, D, H), np.float32)
+            Yh = zeros3(D, B, H) if layout == 0 else zeros3(B, D, H)
             c.yh = fptr(Yh)
         if want_yc:
-            Yc = np.zeros((D, B, H) if layout == 0 else (B, D, H), np.float32)
+            Yc = zeros3(D, B, H) if layout == 0 else zeros3(B, D, H)
             c.yc = fptr(Yc)
         if initial_h is not None:
             c.h0 = fptr(initial_h)

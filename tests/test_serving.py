@@ -183,3 +183,22 @@ def test_micro_batcher_errors_reach_their_caller_and_close_drains():
         bad_type.result(timeout=10)
     with pytest.raises(FastLSTMError, match="closed"):
         mb.submit(np.ones((3, 5), np.float32))
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU"])
+def test_stream_empty_chunk_keeps_state_and_outputs_stay_private(op):
+    """A chunk of no steps leaves the carried state alone; outputs handed to the
+    caller are not the stream's state (changing them changes nothing)."""
+    sess, _ = _model(op)
+    x = np.random.default_rng(3).standard_normal((3, 2, 5)).astype(np.float32)
+    a, b = sess.stream(2), sess.stream(2)
+    outs = a.run(None, {"X": x})
+    for o in outs:
+        o[...] = 123.0                       # the caller scribbles on its outputs
+    before = a.state
+    a.run(None, {"X": x[:0]})                # T = 0
+    after = a.state
+    for name in before:
+        np.testing.assert_array_equal(before[name]["h"], after[name]["h"])
+    b.run(None, {"X": x})
+    np.testing.assert_array_equal(a.run(["Y"], {"X": x})[0], b.run(["Y"], {"X": x})[0])

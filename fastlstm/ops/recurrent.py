@@ -107,28 +107,21 @@ class RecurrentRunner:
                                 f"each must be in [0, seq_length={T}]")
             lens = sl.astype(np.int64)
         if state is not None:
+            # A stream's state ([D, B, H] whatever the layout) is read as the
+            # initial state and overwritten in place with the final one.
             if state[0].shape != (D, Bn, H):
                 raise self._err(f"the stream's state is for batch {state[0].shape[1]}, "
                                 f"X has batch {Bn}")
-            states = list(state)
+            states = state
         else:
             states = self._initial_states(values, D, Bn, H)
-        is_lstm = self.is_lstm
         want = self.want
         y, yh, yc = frontend.run_recurrent(
             self.step, GEMM_ADDRESS, self.gates_w, self.ws_floats(Bn, pack.padded(H)), x,
             spec.layout, layer, self.reverse, H, states[0], states[1], lens,
-            want[0], want[1] or state is not None, is_lstm and (want[2] or state is not None),
-            self.env.team, self.two_phase, config.THREAD_MIN_WORK, self.y_tbdh)
-        if state is not None:
-            # the stream keeps [D, B, H] whatever the layout; callers get copies
-            hs = yh if spec.layout == 0 else np.ascontiguousarray(yh.transpose(1, 0, 2))
-            cs = None
-            if is_lstm:
-                cs = yc if spec.layout == 0 else np.ascontiguousarray(yc.transpose(1, 0, 2))
-            ctx.state[node.name] = (hs, cs)
-            yh = yh.copy() if want[1] else None
-            yc = yc.copy() if is_lstm and want[2] else None
+            want[0], want[1], self.is_lstm and want[2],
+            self.env.team, self.two_phase, config.THREAD_MIN_WORK, self.y_tbdh,
+            *(state or (None, None)))
         return [y, yh, yc][:self.n_out]
 
     def _initial_states(self, values, D, Bn, H):
