@@ -469,9 +469,12 @@ def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_fl
     # by tiles, a chunk of steps at a time, sized to stay in L2 (for large
     # B*T the whole projection would go out to memory and back: measured 8%
     # of batch64's time).
-    cdef int64_t chunk = 0
+    # A chunk's inputs and projections fill about CHUNK_BYTES, but a chunk has
+    # at least 64 rows, so that its GEMM reuses each weight panel enough.
+    cdef int64_t chunk = 0, rows_per_thread = (B + n - 1) // n
     if D == 1 and mode != MODE_TILES and T > 0 and B > 0:
-        chunk = max(1, CHUNK_BYTES // (N * sizeof(float) * ((B + n - 1) // n)))
+        chunk = CHUNK_BYTES // ((N + I) * sizeof(float) * rows_per_thread)
+        chunk = max(chunk, (64 + rows_per_thread - 1) // rows_per_thread)
         chunk = min(chunk, T)
     # Scratch comes from one aligned C allocation per call (no numpy objects):
     # the projection, then per thread: two h buffers, c, the kernel's ws, the
