@@ -176,7 +176,7 @@ def peak_flops():
     @njit(cache=False)
     def _loop(reps, a, wp, out):
         for _ in range(reps):
-            panel_gemm(64, 64, 64, 0, 64, a.ctypes, 0, 64, wp.ctypes, 0, out.ctypes, 0, 64)
+            panel_gemm(64, 64, 64, 0, 64, a.ctypes, 0, 64, wp.ctypes, 0, out.ctypes, 0, 64, 0)
 
     a = np.ones((64, 64), np.float32) * np.float32(1e-3)
     wp = to_panels(np.ones((64, 64), np.float32) * np.float32(1e-3))

@@ -120,3 +120,21 @@ def test_chunked_projection(op, direction, layout, monkeypatch):
         expected = [full[SPEC_OUTPUTS[op].index(o)] for o in SPEC_OUTPUTS[op]]
     for a, b in zip(one, expected):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
+def test_panel_order_changes_nothing(op):
+    """Successive calls alternate the order in which steps read the weight
+    panels (kernels.common.IP_ORDER); every call gives the same bits."""
+    rng = np.random.default_rng(5)
+    arrays = random_weights(rng, op, 1, 150, 6, scale=0.2)
+    arrays["X"] = rng.standard_normal((5, 2, 6)).astype(np.float32)
+    model = recurrent_model(op, arrays, {"hidden_size": 150}, initializers=["W", "R", "B"])
+    feed = feeds(model, arrays)
+    s = _session(model, 1)
+    first, second, third = (s.run(None, feed) for _ in range(3))
+    for a, b, c in zip(first, second, third):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+    for a, b in zip(first, run_ort(model, feed)):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)

@@ -68,14 +68,18 @@ def _tile(mr, nv, K, a, aoff, lda, w, woff, ldw, out, ooff, ldo):
             t1_1(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
 
 
-@njit(types.void(_I, _I, _I, _I, _I, F32P, _I, _I, F32P, _I, F32P, _I, _I), **_jit)
-def panel_gemm(M, K, N, c0, c1, a, aoff, lda, wp, woff, out, ooff, ldo):
+@njit(types.void(_I, _I, _I, _I, _I, F32P, _I, _I, F32P, _I, F32P, _I, _I, _I), **_jit)
+def panel_gemm(M, K, N, c0, c1, a, aoff, lda, wp, woff, out, ooff, ldo, rev):
     """out[ooff + m*ldo + n] += sum_k a[aoff + m*lda + k] * Wt[k, n] for m < M, c0 <= n < c1.
 
     Wt (K x N) is packed in panels at ``wp[woff:]``; c0 must be a multiple of 64
-    and c1 a multiple of 64 or N.
+    and c1 a multiple of 64 or N.  ``rev`` != 0 visits the panels last to first
+    (same results: a panel's columns are computed whole).
     """
-    for p in range(c0 // PANEL, (c1 + PANEL - 1) // PANEL):
+    first = c0 // PANEL
+    last = (c1 + PANEL - 1) // PANEL - 1
+    for q in range(last - first + 1):
+        p = last - q if rev != 0 else first + q
         n0 = p * PANEL
         width = min(PANEL, N - n0)
         nv = width // 16
@@ -97,4 +101,4 @@ def gemm_bias(M, K, N, c0, c1, x, wp, bias, out):
         o = m * N
         for n in range(c0, c1):
             out[o + n] = bias[n]
-    panel_gemm(M, K, N, c0, c1, x, 0, K, wp, 0, out, 0, N)
+    panel_gemm(M, K, N, c0, c1, x, 0, K, wp, 0, out, 0, N, 0)

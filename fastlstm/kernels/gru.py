@@ -24,7 +24,7 @@ from numba import cfunc
 
 from . import activations as act
 from .common import (FP_ALPHA0, FP_ALPHA1, FP_BETA0, FP_BETA1, FP_CLIP, IP_ACT0, IP_ACT1,
-                     IP_BATCH, IP_FLAG, IP_H, IP_HAS_CLIP, IP_HP, IP_P0, IP_P1, IP_PHASE,
+                     IP_BATCH, IP_FLAG, IP_H, IP_HAS_CLIP, IP_HP, IP_ORDER, IP_P0, IP_P1, IP_PHASE,
                      STEP_SIG, TILE, copy_run, write_y)
 from .gemm import panel_gemm
 from .. import config
@@ -65,7 +65,7 @@ def gru_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
             for p in range(p0, p1):
                 copy_run(xp, xoff[b] + p * GT, ws, b * N + p * GT, 2 * T)
                 copy_run(rb, p * T, ws, b * N + p * GT + 2 * T, T)
-        panel_gemm(nact, H, N, p0 * GT, p1 * GT, h_in, 0, Hp, R, 0, ws, 0, N)
+        panel_gemm(nact, H, N, p0 * GT, p1 * GT, h_in, 0, Hp, R, 0, ws, 0, N, ip[IP_ORDER])
         if fast:
             # default activations, no clip: one vector pass per tile (see lstm_step)
             for b in range(nact):
@@ -113,7 +113,8 @@ def gru_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
             for p in range(p0, p1):
                 copy_run(xp, xoff[b] + p * GT, ws, b * N2 + p * 2 * T, 2 * T)
                 copy_run(xp, xoff[b] + p * GT + 2 * T, ws, hoff + b * Hp + p * T, T)
-        panel_gemm(nact, H, N2, 2 * j0, 2 * (j0 + nj), h_in, 0, Hp, R, 0, ws, 0, N2)
+        panel_gemm(nact, H, N2, 2 * j0, 2 * (j0 + nj), h_in, 0, Hp, R, 0, ws, 0, N2,
+                   ip[IP_ORDER])
         for b in range(nact):
             for p in range(p0, p1):
                 a = b * N2 + p * 2 * T
@@ -131,7 +132,7 @@ def gru_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
                     ws[rhoff + s + jj] = ws[a + T + jj] * h_in[s + jj]
     if phase == 1:
         return
-    panel_gemm(nact, H, Hp, j0, j0 + nj, ws, rhoff, Hp, R, H * N2, ws, hoff, Hp)
+    panel_gemm(nact, H, Hp, j0, j0 + nj, ws, rhoff, Hp, R, H * N2, ws, hoff, Hp, ip[IP_ORDER])
     for b in range(nact):
         s = b * Hp + j0
         if has_clip:

@@ -19,7 +19,7 @@ from numba import cfunc
 
 from . import activations as act
 from .common import (FP_ALPHA0, FP_ALPHA1, FP_ALPHA2, FP_BETA0, FP_BETA1, FP_BETA2, FP_CLIP,
-                     IP_ACT0, IP_ACT1, IP_ACT2, IP_FLAG, IP_H, IP_HAS_CLIP, IP_HP, IP_P0, IP_P1,
+                     IP_ACT0, IP_ACT1, IP_ACT2, IP_FLAG, IP_H, IP_HAS_CLIP, IP_HP, IP_ORDER, IP_P0, IP_P1,
                      STEP_SIG, TILE, copy_run, write_y)
 from .gemm import panel_gemm
 from .. import config
@@ -55,7 +55,7 @@ def lstm_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
     nc = (p1 - p0) * GT
     for b in range(nact):
         copy_run(xp, xoff[b] + c0, ws, b * N + c0, nc)
-    panel_gemm(nact, H, N, c0, c0 + nc, h_in, 0, Hp, R, 0, ws, 0, N)
+    panel_gemm(nact, H, N, c0, c0 + nc, h_in, 0, Hp, R, 0, ws, 0, N, ip[IP_ORDER])
     if fast:
         # Default activations, no clip: all the gate and cell math of a unit in
         # one loop of TILE iterations, which LLVM turns into one pass of vector

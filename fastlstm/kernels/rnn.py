@@ -9,8 +9,8 @@ Xt*W + Wb + Rb comes from the hoisted input GEMM.
 from numba import cfunc
 
 from . import activations as act
-from .common import (FP_ALPHA0, FP_BETA0, FP_CLIP, IP_ACT0, IP_H, IP_HAS_CLIP, IP_HP, IP_P0,
-                     IP_P1, STEP_SIG, TILE, copy_run, write_y)
+from .common import (FP_ALPHA0, FP_BETA0, FP_CLIP, IP_ACT0, IP_H, IP_HAS_CLIP, IP_HP,
+                     IP_ORDER, IP_P0, IP_P1, STEP_SIG, TILE, copy_run, write_y)
 from .gemm import panel_gemm
 from .. import config
 
@@ -32,7 +32,7 @@ def rnn_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
     for b in range(nact):
         copy_run(xp, xoff[b] + j0, h_out, b * Hp + j0, nj)
     # h_out doubles as the accumulator: it does not alias h_in (the buffers alternate).
-    panel_gemm(nact, H, Hp, j0, j0 + nj, h_in, 0, Hp, R, 0, h_out, 0, Hp)
+    panel_gemm(nact, H, Hp, j0, j0 + nj, h_in, 0, Hp, R, 0, h_out, 0, Hp, ip[IP_ORDER])
     for b in range(nact):
         if ip[IP_HAS_CLIP] != 0:
             act.clip(h_out, b * Hp + j0, nj, fp[FP_CLIP])

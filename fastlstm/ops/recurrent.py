@@ -34,6 +34,7 @@ class RecurrentRunner:
         self.two_phase = spec.op == "GRU" and not spec.flag
         self.y_tbdh = bool(node.attrs.get("y_tbdh"))
         self.n_out = len(node.outputs)
+        self._parity = 0
 
     def _err(self, msg):
         return InvalidInput(f"{self.node.describe()}: {msg}")
@@ -116,12 +117,13 @@ class RecurrentRunner:
         else:
             states = self._initial_states(values, D, Bn, H)
         want = self.want
+        self._parity ^= 1       # see kernels.common.IP_ORDER; a race here is harmless
         y, yh, yc = frontend.run_recurrent(
             self.step, GEMM_ADDRESS, self.gates_w, self.ws_floats(Bn, pack.padded(H)), x,
             spec.layout, layer, self.reverse, H, states[0], states[1], lens,
             want[0], want[1], self.is_lstm and want[2],
             self.env.team, self.two_phase, config.THREAD_MIN_WORK, self.y_tbdh,
-            *(state or (None, None)))
+            *(state or (None, None)), self._parity)
         return [y, yh, yc][:self.n_out]
 
     def _initial_states(self, values, D, Bn, H):
