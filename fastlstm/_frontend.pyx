@@ -409,6 +409,240 @@ cdef void run_task(void* arg, int tid, int n) noexcept nogil:
             run_direction(c, d, 0, 1, p0, p1, mem, True, tid, &sense)
 
 
+cdef class Layer:
+    """A packed recurrent layer bound to its kernels and thread team: what every
+    run of one node shares, looked up once (``run`` is the per-call part).
+
+    Parameters
+    ----------
+    step_addr, gemm_addr : addresses of the op's step kernel and of the input GEMM
+    gates_w : gates per direction in the projection
+    ws_per_row : the step kernel's scratch floats per batch row
+    layer : a ``fastlstm.pack.PackedLayer`` (kept alive by this object)
+    reverse : per direction, whether it runs backwards in time
+    team : threads to split the work over, or None
+    two_phase : the step needs a barrier between its two passes (GRU lbr=0)
+    y_tbdh : write Y as [T, B, D, H] instead of [T, D, B, H] (layout 0): the
+        Transpose that exporters put after a bidirectional layer, done for free
+    """
+    cdef object packed
+    cdef Team team_obj
+    cdef fl_team* ft
+    cdef step_fn step
+    cdef gemm_fn gemm
+    cdef int64_t gates_w, ws_per_row, H, Hp, N, D, isz
+    cdef bint two_phase, y_tbdh
+    cdef float* W
+    cdef float* bias
+    cdef float* R[MAXD]
+    cdef float* rb[MAXD]
+    cdef float* P[MAXD]
+    cdef float* fp[MAXD]
+    cdef int64_t* ip[MAXD]
+    cdef bint rev[MAXD]
+
+    def __cinit__(self, size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_per_row,
+                  object layer, list reverse, Team team=None, bint two_phase=False,
+                  bint y_tbdh=False):
+        cdef list dirs = layer.dirs
+        cdef int d
+        if len(dirs) > MAXD or len(dirs) < 1 or len(reverse) != len(dirs):
+            raise ValueError("one or two directions")
+        self.packed = layer
+        self.team_obj = team
+        self.ft = team.team if team is not None else NULL
+        self.step = <step_fn> step_addr
+        self.gemm = <gemm_fn> gemm_addr
+        self.gates_w = gates_w
+        self.ws_per_row = ws_per_row
+        self.H = layer.hidden
+        self.isz = layer.input_size
+        self.Hp = (self.H + TILE - 1) // TILE * TILE
+        self.N = self.Hp * gates_w
+        self.D = len(dirs)
+        self.two_phase = two_phase
+        self.y_tbdh = y_tbdh
+        self.W = fptr(layer.W)
+        self.bias = fptr(layer.bias)
+        for d in range(self.D):
+            pd = dirs[d]
+            self.R[d] = fptr(pd.R)
+            self.rb[d] = fptr(pd.rb)
+            self.P[d] = fptr(pd.P)
+            self.fp[d] = fptr(pd.fp)
+            self.ip[d] = iptr(pd.ip)
+            self.rev[d] = reverse[d]
+
+    def run(self, cnp.ndarray x, int layout, object initial_h, object initial_c, object lens,
+            bint want_y, bint want_yh, bint want_yc, int64_t min_work=0,
+            object state_h=None, object state_c=None, int parity=0):
+        """Run the layer (all its directions) on ``x``.
+
+        x : float32, [T, B, I] (layout 0) or [B, T, I] (layout 1); copied if not
+            C-contiguous
+        initial_h, initial_c : float32 C-contiguous [D, B, H] or None (zeros)
+        lens : int64 C-contiguous [B] with values in [0, T], or None (all T)
+        min_work : multiply-adds per step below which threads are not worth waking
+        state_h, state_c : float32 C-contiguous [D, B, H] or None: a stream's
+            state, overwritten in place with each row's final state (rows with
+            no steps keep theirs).  They may be the same arrays as initial_h /
+            initial_c: every thread reads its rows' initial state before it
+            writes any.
+        parity : step t reads the weight panels last to first when t + parity
+            is odd; a caller making one-step calls alternates it between calls,
+            so a call starts where the previous one ended, on weights still in
+            cache (kernels.common.IP_ORDER).
+
+        Returns (Y, Y_h, Y_c), each None where not wanted.  Y is [T, D, B, H]
+        (layout 0, or [T, B, D, H] with y_tbdh) or [B, T, D, H] (layout 1);
+        Y_h/Y_c are [D, B, H] or [B, D, H].
+        """
+        cdef Ctx c
+        cdef int64_t T, B, I, D = self.D, H = self.H, Hp = self.Hp, N = self.N, M, d, b0
+        if not cnp.PyArray_IS_C_CONTIGUOUS(x):
+            x = np.ascontiguousarray(x)
+        if layout == 0:
+            T, B = x.shape[0], x.shape[1]
+        else:
+            B, T = x.shape[0], x.shape[1]
+        I = x.shape[2]
+        if I != self.isz:
+            raise ValueError(f"X has input size {I}, the layer expects {self.isz}")
+        M = T * B
+        cdef int64_t ws_floats = self.ws_per_row * B
+        # choose how to split the work
+        cdef fl_team* ft = self.ft
+        cdef int n = fl_team_size(ft)
+        cdef int mode = MODE_SINGLE
+        cdef int64_t work = D * B * N * H
+        if ft != NULL and work >= min_work and T > 0 and B > 0:
+            if D == 2:
+                mode = MODE_DIRS
+            elif B >= n:
+                mode = MODE_ROWS
+            elif (Hp // TILE + SPLIT - 1) // SPLIT >= n:
+                mode = MODE_TILES
+        cdef bint acquired = False
+        if mode != MODE_SINGLE:
+            acquired = fl_team_acquire(ft)
+            if not acquired:
+                mode = MODE_SINGLE      # another caller has the team: run alone
+        if mode == MODE_SINGLE:
+            n = 1
+
+        # The input projection: all steps upfront, or, for one direction not split
+        # by tiles, a chunk of steps at a time, sized to stay in L2 (for large
+        # B*T the whole projection would go out to memory and back: measured 8%
+        # of batch64's time).
+        # A chunk's inputs and projections fill about CHUNK_BYTES, but a chunk has
+        # at least 64 rows, so that its GEMM reuses each weight panel enough.
+        cdef int64_t chunk = 0, rows_per_thread = (B + n - 1) // n
+        if D == 1 and mode != MODE_TILES and T > 0 and B > 0:
+            chunk = CHUNK_BYTES // ((N + I) * sizeof(float) * rows_per_thread)
+            chunk = max(chunk, (64 + rows_per_thread - 1) // rows_per_thread)
+            chunk = min(chunk, T)
+        # Scratch comes from one aligned C allocation per call (no numpy objects):
+        # the projection, then per thread: two h buffers, c, the kernel's ws, the
+        # int64 row tables and the chunk buffers; then the shared int64 tables.
+        cdef int64_t n_xp = 0 if chunk > 0 else M * D * N
+        cdef size_t xp_bytes = ((n_xp * sizeof(float) + 63) // 64) * 64
+        cdef size_t tstride = (((3 * B * Hp + ws_floats + chunk * B * (I + N)) * sizeof(float) +
+                                (3 * B + IP_LEN + 1 + chunk * B) * sizeof(int64_t) + 63) // 64) * 64
+        cdef size_t shared_bytes = ((3 * B + T + 2) * sizeof(int64_t) + 63) // 64 * 64
+        cdef size_t total = xp_bytes + n * tstride + shared_bytes
+        cdef char* mem = <char*> aligned_alloc(64, total)
+        if mem == NULL:
+            if acquired:
+                fl_team_release(ft)
+            raise MemoryError(f"cannot allocate {total} bytes of scratch")
+        cdef int64_t* ibase = <int64_t*> (mem + xp_bytes + n * tstride)
+        cdef int64_t* lensp = ibase + 2 * B
+        cdef int64_t* count = lensp + B
+
+        Y = Yh = Yc = None
+        c.step = self.step
+        c.T, c.B, c.D, c.H, c.Hp, c.N = T, B, D, H, Hp, N
+        c.ldx = D * N
+        c.layout = layout
+        c.ws_floats = ws_floats
+        c.gru2 = self.two_phase
+        c.want_y = want_y
+        c.y_tbdh = self.y_tbdh and layout == 0
+        c.xp = <float*> mem
+        c.gemm = self.gemm
+        c.insize = I
+        c.x = fptr(x)
+        c.W = self.W
+        c.bias = self.bias
+        c.perm = ibase
+        c.slen = ibase + B
+        c.y = c.xp
+        c.yh = NULL
+        c.yc = NULL
+        c.sh = NULL if state_h is None else fptr(state_h)
+        c.sc = NULL if state_c is None else fptr(state_c)
+        c.h0 = NULL
+        c.c0 = NULL
+        c.mode = mode
+        c.nthreads = n
+        c.team = ft
+        c.tmem = mem + xp_bytes
+        c.tstride = tstride
+        c.chunk = chunk
+        c.parity = parity
+        # Alternating the panel order helps when the R a thread reads each step is
+        # about the size of its L2 (measured: -9% per step at 1 MiB, -5% at 1.56
+        # MiB) and costs a little when R streams from L3 (+2% at 4 MiB, where
+        # backward jumps between panels defeat the prefetcher).
+        c.zig = (H * N * sizeof(float)) // (n if mode == MODE_TILES else 1) <= 2 * L2_BYTES
+        try:
+            if want_y:
+                if c.y_tbdh:
+                    Y = zeros4(T, B, D, H)
+                elif layout == 0:
+                    Y = zeros4(T, D, B, H)
+                else:
+                    Y = zeros4(B, T, D, H)
+                c.y = fptr(Y)
+            if want_yh:
+                Yh = zeros3(D, B, H) if layout == 0 else zeros3(B, D, H)
+                c.yh = fptr(Yh)
+            if want_yc:
+                Yc = zeros3(D, B, H) if layout == 0 else zeros3(B, D, H)
+                c.yc = fptr(Yc)
+            if initial_h is not None:
+                c.h0 = fptr(initial_h)
+            if initial_c is not None:
+                c.c0 = fptr(initial_c)
+            c.lens = lensp
+            c.has_lens = lens is not None
+            if lens is None:
+                for b0 in range(B):
+                    lensp[b0] = T
+            else:
+                memcpy(lensp, iptr(lens), B * sizeof(int64_t))
+            for d in range(D):
+                c.R[d] = self.R[d]
+                c.rb[d] = self.rb[d]
+                c.P[d] = self.P[d]
+                c.fp[d] = self.fp[d]
+                c.ip[d] = self.ip[d]
+                c.rev[d] = self.rev[d]
+            with nogil:
+                _order_by_length(B, T, lensp, c.perm, c.slen, count)
+                if mode == MODE_SINGLE:
+                    fl_run_single(run_task, &c)
+                else:
+                    fl_team_run(ft, run_task, &c)
+        finally:
+            if acquired:
+                fl_team_release(ft)
+            free(mem)
+        return Y, Yh, Yc
+
+
+
+
 def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_floats,
                   cnp.ndarray x, int layout, object layer, list reverse, int64_t hidden,
                   object initial_h, object initial_c, object lens,
@@ -416,182 +650,14 @@ def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_fl
                   Team team=None, bint two_phase=False, int64_t min_work=0,
                   bint y_tbdh=False, object state_h=None, object state_c=None,
                   int parity=0):
-    """Run one recurrent layer (all its directions).
-
-    Parameters
-    ----------
-    step_addr, gemm_addr : addresses of the op's step kernel and of the input GEMM
-    gates_w : gates per direction in the projection
-    ws_floats : the step kernel's scratch for the whole batch
-    x : float32 C-contiguous, [T, B, I] (layout 0) or [B, T, I] (layout 1)
-    layer : a ``fastlstm.pack.PackedLayer``
-    reverse : per direction, whether it runs backwards in time
-    initial_h, initial_c : float32 C-contiguous [D, B, H] or None (zeros)
-    lens : int64 C-contiguous [B] with values in [0, T], or None (all T)
-    team : threads to split the work over, or None
-    two_phase : the step needs a barrier between its two passes (GRU lbr=0)
-    min_work : multiply-adds per step below which threads are not worth waking
-    y_tbdh : write Y as [T, B, D, H] instead of [T, D, B, H] (layout 0): the
-        Transpose that exporters put after a bidirectional layer, done for free
-    state_h, state_c : float32 C-contiguous [D, B, H] or None: a stream's state,
-        overwritten in place with each row's final state (rows with no steps
-        keep theirs).  They may be the same arrays as initial_h / initial_c:
-        every thread reads its rows' initial state before it writes any.
-    parity : step t reads the weight panels last to first when t + parity is
-        odd; a caller making one-step calls alternates it between calls, so a
-        call starts where the previous one ended, on weights still in cache.
-
-    Returns
-    -------
-    (Y, Y_h, Y_c), each None where not wanted.  Y is [T, D, B, H] (layout 0) or
-    [B, T, D, H] (layout 1); Y_h/Y_c are [D, B, H] or [B, D, H].
-    """
-    cdef Ctx c
-    cdef int64_t T, B, I, D, H = hidden, Hp, N, M, d, b0
-    if layout == 0:
-        T, B = x.shape[0], x.shape[1]
-    else:
-        B, T = x.shape[0], x.shape[1]
-    I = x.shape[2]
-    cdef list dirs = layer.dirs
-    D = len(dirs)
-    if D > MAXD:
-        raise ValueError("at most two directions")
-    Hp = (H + TILE - 1) // TILE * TILE
-    N = Hp * gates_w
-    M = T * B
-    cdef gemm_fn gemm = <gemm_fn> gemm_addr
-
-    # choose how to split the work
-    cdef fl_team* ft = team.team if team is not None else NULL
-    cdef int n = fl_team_size(ft)
-    cdef int mode = MODE_SINGLE
-    cdef int64_t work = D * B * N * H
-    if ft != NULL and work >= min_work and T > 0 and B > 0:
-        if D == 2:
-            mode = MODE_DIRS
-        elif B >= n:
-            mode = MODE_ROWS
-        elif (Hp // TILE + SPLIT - 1) // SPLIT >= n:
-            mode = MODE_TILES
-    cdef bint acquired = False
-    if mode != MODE_SINGLE:
-        acquired = fl_team_acquire(ft)
-        if not acquired:
-            mode = MODE_SINGLE      # another caller has the team: run alone
-    if mode == MODE_SINGLE:
-        n = 1
-
-    # The input projection: all steps upfront, or, for one direction not split
-    # by tiles, a chunk of steps at a time, sized to stay in L2 (for large
-    # B*T the whole projection would go out to memory and back: measured 8%
-    # of batch64's time).
-    # A chunk's inputs and projections fill about CHUNK_BYTES, but a chunk has
-    # at least 64 rows, so that its GEMM reuses each weight panel enough.
-    cdef int64_t chunk = 0, rows_per_thread = (B + n - 1) // n
-    if D == 1 and mode != MODE_TILES and T > 0 and B > 0:
-        chunk = CHUNK_BYTES // ((N + I) * sizeof(float) * rows_per_thread)
-        chunk = max(chunk, (64 + rows_per_thread - 1) // rows_per_thread)
-        chunk = min(chunk, T)
-    # Scratch comes from one aligned C allocation per call (no numpy objects):
-    # the projection, then per thread: two h buffers, c, the kernel's ws, the
-    # int64 row tables and the chunk buffers; then the shared int64 tables.
-    cdef int64_t n_xp = 0 if chunk > 0 else M * D * N
-    cdef size_t xp_bytes = ((n_xp * sizeof(float) + 63) // 64) * 64
-    cdef size_t tstride = (((3 * B * Hp + ws_floats + chunk * B * (I + N)) * sizeof(float) +
-                            (3 * B + IP_LEN + 1 + chunk * B) * sizeof(int64_t) + 63) // 64) * 64
-    cdef size_t shared_bytes = ((3 * B + T + 2) * sizeof(int64_t) + 63) // 64 * 64
-    cdef size_t total = xp_bytes + n * tstride + shared_bytes
-    cdef char* mem = <char*> aligned_alloc(64, total)
-    if mem == NULL:
-        if acquired:
-            fl_team_release(ft)
-        raise MemoryError(f"cannot allocate {total} bytes of scratch")
-    cdef int64_t* ibase = <int64_t*> (mem + xp_bytes + n * tstride)
-    cdef int64_t* lensp = ibase + 2 * B
-    cdef int64_t* count = lensp + B
-
-    Y = Yh = Yc = None
-    c.step = <step_fn> step_addr
-    c.T, c.B, c.D, c.H, c.Hp, c.N = T, B, D, H, Hp, N
-    c.ldx = D * N
-    c.layout = layout
-    c.ws_floats = ws_floats
-    c.gru2 = two_phase
-    c.want_y = want_y
-    c.y_tbdh = y_tbdh and layout == 0
-    c.xp = <float*> mem
-    c.gemm = gemm
-    c.insize = I
-    c.x = fptr(x)
-    c.W = fptr(layer.W)
-    c.bias = fptr(layer.bias)
-    c.perm = ibase
-    c.slen = ibase + B
-    c.y = c.xp
-    c.yh = NULL
-    c.yc = NULL
-    c.sh = NULL if state_h is None else fptr(state_h)
-    c.sc = NULL if state_c is None else fptr(state_c)
-    c.h0 = NULL
-    c.c0 = NULL
-    c.mode = mode
-    c.nthreads = n
-    c.team = ft
-    c.tmem = mem + xp_bytes
-    c.tstride = tstride
-    c.chunk = chunk
-    c.parity = parity
-    # Alternating the panel order helps when the R a thread reads each step is
-    # about the size of its L2 (measured: -9% per step at 1 MiB, -5% at 1.56
-    # MiB) and costs a little when R streams from L3 (+2% at 4 MiB, where
-    # backward jumps between panels defeat the prefetcher).
-    c.zig = (H * N * sizeof(float)) // (n if mode == MODE_TILES else 1) <= 2 * L2_BYTES
-    try:
-        if want_y:
-            if c.y_tbdh:
-                Y = zeros4(T, B, D, H)
-            elif layout == 0:
-                Y = zeros4(T, D, B, H)
-            else:
-                Y = zeros4(B, T, D, H)
-            c.y = fptr(Y)
-        if want_yh:
-            Yh = zeros3(D, B, H) if layout == 0 else zeros3(B, D, H)
-            c.yh = fptr(Yh)
-        if want_yc:
-            Yc = zeros3(D, B, H) if layout == 0 else zeros3(B, D, H)
-            c.yc = fptr(Yc)
-        if initial_h is not None:
-            c.h0 = fptr(initial_h)
-        if initial_c is not None:
-            c.c0 = fptr(initial_c)
-        c.lens = lensp
-        c.has_lens = lens is not None
-        if lens is None:
-            for b0 in range(B):
-                lensp[b0] = T
-        else:
-            memcpy(lensp, iptr(lens), B * sizeof(int64_t))
-        for d in range(D):
-            pd = dirs[d]
-            c.R[d] = fptr(pd.R)
-            c.rb[d] = fptr(pd.rb)
-            c.P[d] = fptr(pd.P)
-            c.fp[d] = fptr(pd.fp)
-            c.ip[d] = iptr(pd.ip)
-            c.rev[d] = reverse[d]
-        with nogil:
-            _order_by_length(B, T, lensp, c.perm, c.slen, count)
-            if mode == MODE_SINGLE:
-                fl_run_single(run_task, &c)
-            else:
-                fl_team_run(ft, run_task, &c)
-    finally:
-        if acquired:
-            fl_team_release(ft)
-        free(mem)
-    return Y, Yh, Yc
+    """``Layer(...).run(...)`` in one call (``ws_floats`` for the whole batch;
+    ``hidden`` must equal the layer's)."""
+    cdef int64_t B = x.shape[1] if layout == 0 else x.shape[0]
+    if hidden != layer.hidden:
+        raise ValueError("hidden does not match the layer")
+    return Layer(step_addr, gemm_addr, gates_w, ws_floats // max(B, 1), layer, reverse, team,
+                 two_phase, y_tbdh).run(x, layout, initial_h, initial_c, lens, want_y,
+                                        want_yh, want_yc, min_work, state_h, state_c, parity)
 
 
 def pack_sequences(list seqs, int64_t input_size, bint batch_first):

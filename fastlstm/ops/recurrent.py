@@ -8,6 +8,8 @@ from ..ir import RECURRENT_GATES
 from ..kernels import registry
 from ..kernels.registry import GEMM_ADDRESS
 
+_F32 = np.dtype(np.float32)
+
 # ONNX input positions
 X, W, R, B, SEQ, H0, C0, P = range(8)
 
@@ -34,7 +36,18 @@ class RecurrentRunner:
         self.two_phase = spec.op == "GRU" and not spec.flag
         self.y_tbdh = bool(node.attrs.get("y_tbdh"))
         self.n_out = len(node.outputs)
+        self.layout = spec.layout
+        self.name = node.name
+        self._want = (self.want[0], self.want[1], self.is_lstm and self.want[2])
+        self._state_names = [node.input(H0), node.input(C0) if self.is_lstm else ""]
         self._parity = 0
+        self._layer = None if self.packed is None else self._bind(self.packed)
+
+    def _bind(self, packed):
+        """The front end's handle on a packed layer (kernels, pointers, team)."""
+        return frontend.Layer(self.step, GEMM_ADDRESS, self.gates_w,
+                              self.ws_floats(1, pack.padded(packed.hidden)), packed,
+                              self.reverse, self.env.team, self.two_phase, self.y_tbdh)
 
     def _err(self, msg):
         return InvalidInput(f"{self.node.describe()}: {msg}")
@@ -66,32 +79,26 @@ class RecurrentRunner:
         """Run the node.  ``ctx`` (a ``fastlstm.plan.RunContext`` or None) may carry
         the node's state for a stream (used instead of initial_h/initial_c, and
         replaced by the final state) or sequence lengths for a packed batch."""
-        node, spec = self.node, self.spec
-        layer = self.packed
+        node = self.node
+        packed, layer = self.packed, self._layer
         if layer is None:
-            layer = self._pack(*[values[n] if n else None
-                                 for n in (node.input(i) for i in (W, R, B, P))])
-        H, I = layer.hidden, layer.input_size
+            packed = self._pack(*[values[n] if n else None
+                                  for n in (node.input(i) for i in (W, R, B, P))])
+            layer = self._bind(packed)
+        H, I = packed.hidden, packed.input_size
         x = values[self.x_name]
-        if x.dtype != np.float32:
-            raise self._err(f"input X has dtype {x.dtype}, expected float32")
-        if x.ndim != 3:
-            raise self._err(f"input X has rank {x.ndim}, expected 3 "
-                            f"({'[seq_length, batch, input_size]' if spec.layout == 0 else '[batch, seq_length, input_size]'})")
-        if x.shape[2] != I:
-            raise self._err(f"input X has input_size {x.shape[2]}, but W expects {I}")
-        if not x.flags.c_contiguous:
-            x = np.ascontiguousarray(x)
+        if type(x) is not np.ndarray or x.dtype is not _F32 or x.ndim != 3 or x.shape[2] != I:
+            self._check_x(x, I)
         D = self.D
-        if spec.layout == 0:
+        if self.layout == 0:
             T, Bn = x.shape[0], x.shape[1]
         else:
             Bn, T = x.shape[0], x.shape[1]
-        if ctx is None:
-            state = lens = None
-        else:
-            state = ctx.state.get(node.name) if ctx.state is not None else None
+        state = lens = None
+        if ctx is not None:
             lens = ctx.lens
+            if ctx.state is not None:
+                state = ctx.state.get(self.name)
         seq_name = self.seq_name
         if lens is not None:
             if lens.shape != (Bn,):
@@ -113,18 +120,31 @@ class RecurrentRunner:
             if state[0].shape != (D, Bn, H):
                 raise self._err(f"the stream's state is for batch {state[0].shape[1]}, "
                                 f"X has batch {Bn}")
-            states = state
+            h0, c0 = state
+        elif self._state_names[0] or self._state_names[1]:
+            h0, c0 = self._initial_states(values, D, Bn, H)
+            state = (None, None)
         else:
-            states = self._initial_states(values, D, Bn, H)
-        want = self.want
+            h0 = c0 = None
+            state = (None, None)
+        want = self._want
         self._parity ^= 1       # see kernels.common.IP_ORDER; a race here is harmless
-        y, yh, yc = frontend.run_recurrent(
-            self.step, GEMM_ADDRESS, self.gates_w, self.ws_floats(Bn, pack.padded(H)), x,
-            spec.layout, layer, self.reverse, H, states[0], states[1], lens,
-            want[0], want[1], self.is_lstm and want[2],
-            self.env.team, self.two_phase, config.THREAD_MIN_WORK, self.y_tbdh,
-            *(state or (None, None)), self._parity)
+        y, yh, yc = layer.run(x, self.layout, h0, c0, lens, want[0], want[1], want[2],
+                              config.THREAD_MIN_WORK, state[0], state[1], self._parity)
         return [y, yh, yc][:self.n_out]
+
+    def _check_x(self, x, I):
+        """Raise the error that describes what is wrong with input X (the
+        fast check in __call__ only says that something may be)."""
+        if not isinstance(x, np.ndarray):
+            raise self._err(f"input X must be a numpy.ndarray, not {type(x).__name__}")
+        if x.dtype != np.float32:
+            raise self._err(f"input X has dtype {x.dtype}, expected float32")
+        if x.ndim != 3:
+            raise self._err(f"input X has rank {x.ndim}, expected 3 "
+                            f"({'[seq_length, batch, input_size]' if self.layout == 0 else '[batch, seq_length, input_size]'})")
+        if x.shape[2] != I:
+            raise self._err(f"input X has input_size {x.shape[2]}, but W expects {I}")
 
     def _initial_states(self, values, D, Bn, H):
         spec, node = self.spec, self.node
