@@ -58,6 +58,10 @@ class Plan:
         self._shape_only = self._shape_only_nodes()
         self._shape_cache = None
         self._all = tuple(range(len(self.runners)))
+        self._default_outputs = tuple(self.output_names)
+        # per node: its runner, its output names, whether it is shape arithmetic
+        self._steps = [(r, tuple(r.node.outputs), k in self._shape_only)
+                       for k, r in enumerate(self.runners)]
 
     #: Input positions whose *values* set an op's output shape.
     _SHAPE_PARAMS = {"Reshape": (1,), "Slice": (1, 2, 3, 4), "Expand": (1,), "Range": (0, 1, 2),
@@ -200,7 +204,7 @@ class Plan:
         must advance the state of every recurrent node).
         """
         if output_names is None:
-            outputs = tuple(self.output_names)
+            outputs = self._default_outputs
         else:
             if isinstance(output_names, str):
                 raise InvalidInput("output_names must be a list of names or None")
@@ -222,16 +226,20 @@ class Plan:
             if reuse:
                 values.update(cached[1])
         fresh = {}
+        steps = self._steps
         for k in (self._all if run_all else self._live(outputs)):
-            shape_only = k in self._shape_only
-            if shape_only and reuse:
-                continue
-            runner = self.runners[k]
-            for name, v in zip(runner.node.outputs, runner(values, ctx)):
-                if name:
-                    values[name] = v
-                    if shape_only:
+            runner, names, shape_only = steps[k]
+            if shape_only:
+                if reuse:
+                    continue
+                for name, v in zip(names, runner(values, ctx)):
+                    if name:
+                        values[name] = v
                         fresh[name] = v
+            else:
+                for name, v in zip(names, runner(values, ctx)):
+                    if name:
+                        values[name] = v
         if fresh and not reuse:
             self._shape_cache = (key, fresh)
         return [values[o] for o in outputs]
