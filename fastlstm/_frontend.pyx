@@ -1,10 +1,16 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """The batching front end: prepares a recurrent layer's run and drives its kernels.
 
-Python hands over validated, contiguous float32 arrays and the addresses of the
-Numba ``cfunc`` kernels (``fastlstm.kernels.registry``); everything from the
-input GEMM to the last time step runs here in C with the GIL released, so
-other Python threads keep running and no Python code sits in the time loop.
+A ``Layer`` binds a packed layer to the addresses of its Numba ``cfunc``
+kernels (``fastlstm.kernels.registry``) and to a thread team once; each
+``Layer.run`` is handed validated float32 arrays, and everything from the input
+GEMM to the last time step runs here in C with the GIL released, so other
+Python threads keep running and no Python code sits in the time loop.
+
+The input projection (x @ W + biases) is one GEMM over all steps, or, for a
+one-direction layer not split by tiles, a GEMM per chunk of steps done just
+before those steps, into a buffer about the size of L2 (for large B*T the whole
+projection would go out to memory and come back).
 
 Variable lengths: batch rows are ordered by length, longest first (stable), so
 at every step the rows still running are a prefix of the batch.  The step kernel
@@ -175,7 +181,7 @@ cdef struct Ctx:
     size_t tstride
     int64_t chunk       # steps projected at a time inside run_direction; 0: all upfront
     int64_t parity      # step t reads R's panels in reverse when (t + parity) is odd
-    bint zig            # ... if at all (see run_recurrent)
+    bint zig            # ... if at all (see Layer.run)
 
 
 cdef void _order_by_length(int64_t B, int64_t T, int64_t* lens, int64_t* perm,

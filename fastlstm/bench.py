@@ -441,7 +441,7 @@ def compare(threads=(1, 2), sweep=False, rounds=15, repeats=3, json_path=None,
     info = machine()
     info["peak_gflops_1core"] = peak / 1e9
     info["l2_stream_1MiB_us"] = l2 * 1e6
-    info["command"] = "fastlstm bench " + " ".join(sys.argv[1:]) if sys.argv else ""
+    info["command"] = " ".join(["fastlstm"] + sys.argv[1:])
     print(f"\nmachine: {info['cpu']}, {info['cores']} cores; onnxruntime "
           f"{info['onnxruntime']}; reading 1 MiB from L2: {l2 * 1e6:.1f} us; one core's "
           f"FMA peak: {peak / 1e9:.0f} GFLOP/s", file=out)
