@@ -34,9 +34,11 @@ class Stream:
     recurrent nodes must run forward: a reverse or bidirectional layer needs
     the whole sequence before its first output.
 
-    Feeding a sequence in pieces gives the same outputs as feeding it whole.
-    A stream is not meant to be shared between threads; open one per caller
-    (many streams on one session are independent).
+    Feeding a sequence in pieces gives the same outputs as feeding it whole;
+    a piece of zero steps changes nothing.  The state is updated in place by
+    the front end; the arrays a call returns belong to the caller.  A stream
+    is not meant to be shared between threads; open one per caller (many
+    streams on one session are independent).
     """
 
     def __init__(self, session, batch_size=1):

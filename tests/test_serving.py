@@ -202,3 +202,37 @@ def test_stream_empty_chunk_keeps_state_and_outputs_stay_private(op):
         np.testing.assert_array_equal(before[name]["h"], after[name]["h"])
     b.run(None, {"X": x})
     np.testing.assert_array_equal(a.run(["Y"], {"X": x})[0], b.run(["Y"], {"X": x})[0])
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("op", ["LSTM", "GRU"])
+def test_stream_state_in_place_under_thread_splits(op, batch, monkeypatch):
+    """Two threads split a stream's layer by tiles (batch 1) or by rows and
+    update its state in place; every chunk's outputs and the final state equal
+    those of a single-threaded stream bit for bit."""
+    from fastlstm import config
+    monkeypatch.setattr(config, "THREAD_MIN_WORK", 0)
+    rng = np.random.default_rng(9)
+    arrays = random_weights(rng, op, 1, 130, 5, peepholes=(op == "LSTM"), scale=0.2)
+    arrays["X"] = np.zeros((2, batch, 5), np.float32)
+    arrays["initial_h"] = np.zeros((1, batch, 130), np.float32)
+    if op == "LSTM":
+        arrays["initial_c"] = np.zeros((1, batch, 130), np.float32)
+    model = recurrent_model(op, arrays, {"hidden_size": 130},
+                            initializers=["W", "R", "B", "P"], symbolic=True)
+    streams = []
+    for threads in (1, 2):
+        so = fastlstm.SessionOptions()
+        so.intra_op_num_threads = threads
+        streams.append(fastlstm.InferenceSession(model.SerializeToString(), so).stream(batch))
+    for t in range(4):
+        x = rng.standard_normal((t + 1, batch, 5)).astype(np.float32)
+        a, b = (st.run(None, {"X": x}) for st in streams)
+        for u, v in zip(a, b):
+            np.testing.assert_array_equal(u, v)
+    (name, sa), = streams[0].state.items()
+    sb = streams[1].state[name]
+    for k in ("h", "c"):
+        if sa[k] is not None:
+            np.testing.assert_array_equal(sa[k], sb[k])
+            assert np.abs(sa[k]).max() > 0
