@@ -56,25 +56,19 @@ def stream_overhead(I, H, repeats=2000):
     layer, input and state (input GEMM, recurrent step, outputs): what remains
     of the stream call is Python (input checks, executor, state bookkeeping).
     """
-    from fastlstm import _frontend
-    from fastlstm.kernels import registry
-    from fastlstm.pack import padded
     model = build_model("LSTM", I, H, "forward", True)
     sess = fastlstm.InferenceSession(model)
     st = sess.stream()
     x1 = np.random.default_rng(0).standard_normal((1, 1, I)).astype(np.float32)
-    runner = sess._plan.recurrent_nodes()[0]
+    layer = sess._plan.recurrent_nodes()[0]._layer
     h = np.zeros((1, 1, H), np.float32)
 
     def kernels():
-        _frontend.run_recurrent(runner.step, registry.GEMM_ADDRESS, runner.gates_w,
-                                runner.ws_floats(1, padded(H)), x1, 0,
-                                runner.packed, [False], H, h, h, None, False, True, True)
+        layer.run(x1, 0, h, h, None, False, True, True)
 
     def call():
         st.run(None, {"X": x1})
 
-    times = {}
     for name, fn in (("call", call), ("kernels", kernels)):
         for _ in range(200):
             fn()

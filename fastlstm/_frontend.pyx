@@ -146,14 +146,27 @@ cdef class Team:
             self.team = NULL
 
 
-cdef struct Ctx:
+cdef struct Kernels:
+    # What a Layer fixes once: its kernels and the pointers to its packed weights.
     step_fn step
     gemm_fn gemm
-    float* x
     float* W
     float* bias
+    float* R[MAXD]
+    float* rb[MAXD]
+    float* P[MAXD]
+    float* fp[MAXD]
+    int64_t* ip[MAXD]
+    bint rev[MAXD]
+    bint gru2           # the step needs a barrier between its two passes
+
+
+cdef struct Ctx:
+    # One run: the layer's Kernels and everything that depends on the input.
+    Kernels* k
+    float* x
     int64_t insize
-    int64_t T, B, D, H, Hp, N, ldx, layout, ws_floats, gru2
+    int64_t T, B, D, H, Hp, N, ldx, layout, ws_floats
     bint want_y
     bint y_tbdh         # write Y as [T, B, D, H] (layout 0 only)
     float* xp
@@ -168,14 +181,7 @@ cdef struct Ctx:
     int64_t* slen
     int64_t* lens       # per row, in batch order
     bint has_lens
-    float* R[MAXD]
-    float* rb[MAXD]
-    float* P[MAXD]
-    float* fp[MAXD]
-    int64_t* ip[MAXD]
-    bint rev[MAXD]
     int mode
-    int nthreads
     fl_team* team
     char* tmem          # per-thread scratch, tstride bytes each
     size_t tstride
@@ -227,18 +233,19 @@ cdef void run_direction(Ctx* c, int d, int64_t r0, int64_t rstep, int64_t p0, in
     cdef float* xg = <float*> (coff + c.chunk * B)
     cdef float* ring = xg + c.chunk * B * c.insize
     cdef float* xsrc = ring if c.chunk > 0 else c.xp
-    cdef int64_t t0 = 0, tc, na, k
+    cdef int64_t t0 = 0, tc, na, nrows
     cdef float* hin
     cdef float* hout
     cdef float* tmp
-    cdef bint rev = c.rev[d]
+    cdef Kernels* k = c.k
+    cdef bint rev = k.rev[d]
 
     i = r0
     while i < B:
         rows[nsub] = i
         nsub += 1
         i += rstep
-    memcpy(ip, c.ip[d], IP_LEN * sizeof(int64_t))
+    memcpy(ip, k.ip[d], IP_LEN * sizeof(int64_t))
     ip[IP_BATCH] = nsub
     ip[IP_P0] = p0
     ip[IP_P1] = p1
@@ -266,7 +273,7 @@ cdef void run_direction(Ctx* c, int d, int64_t r0, int64_t rstep, int64_t p0, in
             # that is still in cache when the steps read it: gather those
             # steps' x rows, then one GEMM over all of them.
             t0 = t
-            k = 0
+            nrows = 0
             na = nact
             for tc in range(t, min(t + c.chunk, maxlen)):
                 while na > 0 and c.slen[rows[na - 1]] <= tc:
@@ -276,11 +283,12 @@ cdef void run_direction(Ctx* c, int d, int64_t r0, int64_t rstep, int64_t p0, in
                     ob = c.perm[sb]
                     tt = c.slen[sb] - 1 - tc if rev else tc
                     row = tt * B + ob if c.layout == 0 else ob * T + tt
-                    memcpy(xg + k * c.insize, c.x + row * c.insize, c.insize * sizeof(float))
-                    coff[(tc - t) * B + i] = k * c.N
-                    k += 1
-            if k > 0:
-                c.gemm(k, c.insize, c.N, 0, c.N, xg, c.W, c.bias, ring)
+                    memcpy(xg + nrows * c.insize, c.x + row * c.insize,
+                           c.insize * sizeof(float))
+                    coff[(tc - t) * B + i] = nrows * c.N
+                    nrows += 1
+            if nrows > 0:
+                k.gemm(nrows, c.insize, c.N, 0, c.N, xg, k.W, k.bias, ring)
         for i in range(nact):
             sb = rows[i]
             ob = c.perm[sb]
@@ -300,14 +308,14 @@ cdef void run_direction(Ctx* c, int d, int64_t r0, int64_t rstep, int64_t p0, in
             else:
                 yoff[i] = -1
         ip[IP_ORDER] = (t + c.parity) & 1 if c.zig else 0
-        if shared and c.gru2:
+        if shared and k.gru2:
             ip[IP_PHASE] = 1
-            c.step(nact, xsrc, xoff, c.R[d], c.rb[d], c.P[d], hin, hout, cc, c.y, yoff, ws,
-                   ip, c.fp[d])
+            k.step(nact, xsrc, xoff, k.R[d], k.rb[d], k.P[d], hin, hout, cc, c.y, yoff, ws,
+                   ip, k.fp[d])
             fl_barrier(c.team, sense)
             ip[IP_PHASE] = 2
-        c.step(nact, xsrc, xoff, c.R[d], c.rb[d], c.P[d], hin, hout, cc, c.y, yoff, ws, ip,
-               c.fp[d])
+        k.step(nact, xsrc, xoff, k.R[d], k.rb[d], k.P[d], hin, hout, cc, c.y, yoff, ws, ip,
+               k.fp[d])
         if shared:
             fl_barrier(c.team, sense)
         tmp = hin
@@ -339,8 +347,8 @@ cdef void run_direction(Ctx* c, int d, int64_t r0, int64_t rstep, int64_t p0, in
 cdef inline void project(Ctx* c, int64_t row, int64_t count, int64_t c0,
                          int64_t c1) noexcept nogil:
     """Input projection of rows [row, row + count) of x into xp, columns [c0, c1)."""
-    c.gemm(count, c.insize, c.ldx, c0, c1, c.x + row * c.insize, c.W, c.bias,
-           c.xp + row * c.ldx)
+    c.k.gemm(count, c.insize, c.ldx, c0, c1, c.x + row * c.insize, c.k.W, c.k.bias,
+             c.xp + row * c.ldx)
 
 
 cdef void project_part(Ctx* c, int part, int nparts, int64_t c0, int64_t c1) noexcept nogil:
@@ -434,18 +442,9 @@ cdef class Layer:
     cdef object packed
     cdef Team team_obj
     cdef fl_team* ft
-    cdef step_fn step
-    cdef gemm_fn gemm
-    cdef int64_t gates_w, ws_per_row, H, Hp, N, D, isz
-    cdef bint two_phase, y_tbdh
-    cdef float* W
-    cdef float* bias
-    cdef float* R[MAXD]
-    cdef float* rb[MAXD]
-    cdef float* P[MAXD]
-    cdef float* fp[MAXD]
-    cdef int64_t* ip[MAXD]
-    cdef bint rev[MAXD]
+    cdef Kernels k
+    cdef int64_t ws_per_row, H, Hp, N, D, isz
+    cdef bint y_tbdh
 
     def __cinit__(self, size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_per_row,
                   object layer, list reverse, Team team=None, bint two_phase=False,
@@ -457,27 +456,26 @@ cdef class Layer:
         self.packed = layer
         self.team_obj = team
         self.ft = team.team if team is not None else NULL
-        self.step = <step_fn> step_addr
-        self.gemm = <gemm_fn> gemm_addr
-        self.gates_w = gates_w
+        self.k.step = <step_fn> step_addr
+        self.k.gemm = <gemm_fn> gemm_addr
         self.ws_per_row = ws_per_row
         self.H = layer.hidden
         self.isz = layer.input_size
         self.Hp = (self.H + TILE - 1) // TILE * TILE
         self.N = self.Hp * gates_w
         self.D = len(dirs)
-        self.two_phase = two_phase
+        self.k.gru2 = two_phase
         self.y_tbdh = y_tbdh
-        self.W = fptr(layer.W)
-        self.bias = fptr(layer.bias)
+        self.k.W = fptr(layer.W)
+        self.k.bias = fptr(layer.bias)
         for d in range(self.D):
             pd = dirs[d]
-            self.R[d] = fptr(pd.R)
-            self.rb[d] = fptr(pd.rb)
-            self.P[d] = fptr(pd.P)
-            self.fp[d] = fptr(pd.fp)
-            self.ip[d] = iptr(pd.ip)
-            self.rev[d] = reverse[d]
+            self.k.R[d] = fptr(pd.R)
+            self.k.rb[d] = fptr(pd.rb)
+            self.k.P[d] = fptr(pd.P)
+            self.k.fp[d] = fptr(pd.fp)
+            self.k.ip[d] = iptr(pd.ip)
+            self.k.rev[d] = reverse[d]
 
     def run(self, cnp.ndarray x, int layout, object initial_h, object initial_c, object lens,
             bint want_y, bint want_yh, bint want_yc, int64_t min_work=0,
@@ -504,7 +502,7 @@ cdef class Layer:
         Y_h/Y_c are [D, B, H] or [B, D, H].
         """
         cdef Ctx c
-        cdef int64_t T, B, I, D = self.D, H = self.H, Hp = self.Hp, N = self.N, M, d, b0
+        cdef int64_t T, B, I, D = self.D, H = self.H, Hp = self.Hp, N = self.N, M, b0
         if not cnp.PyArray_IS_C_CONTIGUOUS(x):
             x = np.ascontiguousarray(x)
         if layout == 0:
@@ -566,20 +564,16 @@ cdef class Layer:
         cdef int64_t* count = lensp + B
 
         Y = Yh = Yc = None
-        c.step = self.step
+        c.k = &self.k
         c.T, c.B, c.D, c.H, c.Hp, c.N = T, B, D, H, Hp, N
         c.ldx = D * N
         c.layout = layout
         c.ws_floats = ws_floats
-        c.gru2 = self.two_phase
         c.want_y = want_y
         c.y_tbdh = self.y_tbdh and layout == 0
         c.xp = <float*> mem
-        c.gemm = self.gemm
         c.insize = I
         c.x = fptr(x)
-        c.W = self.W
-        c.bias = self.bias
         c.perm = ibase
         c.slen = ibase + B
         c.y = c.xp
@@ -590,7 +584,6 @@ cdef class Layer:
         c.h0 = NULL
         c.c0 = NULL
         c.mode = mode
-        c.nthreads = n
         c.team = ft
         c.tmem = mem + xp_bytes
         c.tstride = tstride
@@ -627,13 +620,6 @@ cdef class Layer:
                     lensp[b0] = T
             else:
                 memcpy(lensp, iptr(lens), B * sizeof(int64_t))
-            for d in range(D):
-                c.R[d] = self.R[d]
-                c.rb[d] = self.rb[d]
-                c.P[d] = self.P[d]
-                c.fp[d] = self.fp[d]
-                c.ip[d] = self.ip[d]
-                c.rev[d] = self.rev[d]
             with nogil:
                 _order_by_length(B, T, lensp, c.perm, c.slen, count)
                 if mode == MODE_SINGLE:
@@ -645,25 +631,6 @@ cdef class Layer:
                 fl_team_release(ft)
             free(mem)
         return Y, Yh, Yc
-
-
-
-
-def run_recurrent(size_t step_addr, size_t gemm_addr, int gates_w, int64_t ws_floats,
-                  cnp.ndarray x, int layout, object layer, list reverse, int64_t hidden,
-                  object initial_h, object initial_c, object lens,
-                  bint want_y, bint want_yh, bint want_yc,
-                  Team team=None, bint two_phase=False, int64_t min_work=0,
-                  bint y_tbdh=False, object state_h=None, object state_c=None,
-                  int parity=0):
-    """``Layer(...).run(...)`` in one call (``ws_floats`` for the whole batch;
-    ``hidden`` must equal the layer's)."""
-    cdef int64_t B = x.shape[1] if layout == 0 else x.shape[0]
-    if hidden != layer.hidden:
-        raise ValueError("hidden does not match the layer")
-    return Layer(step_addr, gemm_addr, gates_w, ws_floats // max(B, 1), layer, reverse, team,
-                 two_phase, y_tbdh).run(x, layout, initial_h, initial_c, lens, want_y,
-                                        want_yh, want_yc, min_work, state_h, state_c, parity)
 
 
 def pack_sequences(list seqs, int64_t input_size, bint batch_first):

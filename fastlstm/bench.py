@@ -222,12 +222,16 @@ def _feed(case):
     return feed
 
 
+def _fastlstm_session(model, threads):
+    import fastlstm
+    so = fastlstm.SessionOptions()
+    so.intra_op_num_threads = threads
+    return fastlstm.InferenceSession(model, so)
+
+
 def _session(engine, model, threads):
     if engine == "fastlstm":
-        import fastlstm
-        so = fastlstm.SessionOptions()
-        so.intra_op_num_threads = threads
-        s = fastlstm.InferenceSession(model, so)
+        s = _fastlstm_session(model, threads)
         return lambda feed: s.run(None, feed)
     if engine == "onnxruntime":
         import onnxruntime as ort
@@ -264,10 +268,7 @@ def time_case(engine, case, threads, rounds):
         if run is None:
             return None
     elif engine == "fastlstm" and carry:
-        import fastlstm
-        so = fastlstm.SessionOptions()
-        so.intra_op_num_threads = threads
-        st = fastlstm.InferenceSession(build_model(op, I, H, direction, carry), so).stream(B)
+        st = _fastlstm_session(build_model(op, I, H, direction, carry), threads).stream(B)
         x = {"X": feed["X"]}
 
         def run():
@@ -309,14 +310,20 @@ def machine():
     return info
 
 
+def target(name, threads):
+    """The issue's target ratio for a table case at a thread count, or None."""
+    t = TARGETS.get(name)
+    return None if t is None else t[0 if threads == 1 else 1]
+
+
 def format_row(r):
-    target = ""
-    if r["case"] in TARGETS:
-        t = TARGETS[r["case"]][0 if r["threads"] == 1 else 1]
-        target = f"{t:>5.2f}x {'ok' if r['ratio'] >= t else 'below'}"
+    target_col = ""
+    t = target(r["case"], r["threads"])
+    if t is not None:
+        target_col = f"{t:>5.2f}x {'ok' if r['ratio'] >= t else 'below'}"
     extra = "".join(f" {r[e + '_s'] * 1e6:>10.1f}" for e in OPTIONAL_ENGINES if e + "_s" in r)
     return (f"{r['case']:<22} {r['threads']:>3} {r['fastlstm_s'] * 1e6:>11.1f} "
-            f"{r['onnxruntime_s'] * 1e6:>11.1f} {r['ratio']:>6.2f}x {target:<11}"
+            f"{r['onnxruntime_s'] * 1e6:>11.1f} {r['ratio']:>6.2f}x {target_col:<11}"
             f"{r['max_abs_err']:>9.1e}{extra}")
 
 
@@ -414,7 +421,6 @@ def compare(threads=(1, 2), sweep=False, rounds=15, repeats=3, json_path=None,
                     r[e + "_s"] = statistics.median(samples[e][name])
             results.append(r)
             print(format_row(r), file=out, flush=True)
-    l2 = l2_stream_seconds()
     peak = peak_flops()
     reads = {}
 
@@ -424,24 +430,25 @@ def compare(threads=(1, 2), sweep=False, rounds=15, repeats=3, json_path=None,
             reads[nbytes] = l2_stream_seconds(nbytes)
         return reads[nbytes]
 
-    print(f"\nfloor: the least time any float32 engine could take (see "
-          f"fastlstm.bench.floor_seconds); best = onnxruntime time / floor", file=out)
+    l2 = read_seconds(1 << 20)
+
+    print("\nfloor: the least time any float32 engine could take (see "
+          "fastlstm.bench.floor_seconds); best = onnxruntime time / floor", file=out)
     print(f"{'case':<22} {'thr':>3} {'floor us':>11} {'best':>7} {'target':>7}", file=out)
     for r in results:
         case = cases[r["case"]]
         fl = floor_seconds(case, r["threads"], peak, read_seconds)
         r["floor_s"] = fl
         r["best_ratio"] = r["onnxruntime_s"] / fl
-        tgt = TARGETS.get(r["case"])
-        t = f"{tgt[0 if r['threads'] == 1 else 1]:>6.2f}x" if tgt else ""
-        note = "  target above what any float32 engine can reach" if tgt and \
-            tgt[0 if r["threads"] == 1 else 1] > r["best_ratio"] else ""
+        tgt = target(r["case"], r["threads"])
+        note = "  target above what any float32 engine can reach" \
+            if tgt is not None and tgt > r["best_ratio"] else ""
         print(f"{r['case']:<22} {r['threads']:>3} {fl * 1e6:>11.1f} {r['best_ratio']:>6.2f}x "
-              f"{t:>7}{note}", file=out)
+              f"{'' if tgt is None else f'{tgt:.2f}x':>7}{note}", file=out)
     info = machine()
     info["peak_gflops_1core"] = peak / 1e9
     info["l2_stream_1MiB_us"] = l2 * 1e6
-    info["command"] = " ".join(["fastlstm"] + sys.argv[1:])
+    info["command"] = " ".join(sys.argv)
     print(f"\nmachine: {info['cpu']}, {info['cores']} cores; onnxruntime "
           f"{info['onnxruntime']}; reading 1 MiB from L2: {l2 * 1e6:.1f} us; one core's "
           f"FMA peak: {peak / 1e9:.0f} GFLOP/s", file=out)

@@ -84,8 +84,9 @@ def cmd_demo(args):
 def cmd_bench(args):
     """Time fastlstm against onnxruntime on the benchmark table (and sweep)."""
     from . import bench
+    others = [e for e in bench.OPTIONAL_ENGINES if e not in (args.without or [])]
     bench.compare(threads=args.threads, sweep=args.sweep, rounds=args.rounds,
-                  repeats=args.repeats, json_path=args.json, png_path=args.png, others=[e for e in bench.OPTIONAL_ENGINES if e not in (args.without or [])],
+                  repeats=args.repeats, json_path=args.json, png_path=args.png, others=others,
                   only=args.cases)
     return 0
 

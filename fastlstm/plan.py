@@ -54,7 +54,7 @@ class Plan:
                                     n.since_version, n.name)
             self.runners.append(cls(n, self.constants, consumed, self.env))
         self._live_cache = {}
-        self._checked = {}     # feed signatures already validated -> True
+        self._checked = set()  # signatures of feeds already validated
         self._shape_only = self._shape_only_nodes()
         self._shape_cache = None
         self._all = tuple(range(len(self.runners)))
@@ -138,7 +138,7 @@ class Plan:
         if sig is not None:
             if len(self._checked) >= 64:
                 self._checked.clear()
-            self._checked[sig] = True
+            self._checked.add(sig)
         return values
 
     def _check_inputs(self, feed, optional):

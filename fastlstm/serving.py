@@ -137,6 +137,7 @@ class SequenceBatcher:
                 alias[n.outputs[0]] = alias.get(n.inputs[0], n.inputs[0])
         runners = plan.recurrent_nodes()
         state_inputs = plan.state_inputs()
+        self._state_inputs = state_inputs
         data_inputs = [vi for vi in graph.inputs if vi.name not in state_inputs]
         if len(runners) == 0 or len(data_inputs) != 1:
             raise UnsupportedOp("run_sequences needs a model with one sequence input feeding "
@@ -191,7 +192,7 @@ class SequenceBatcher:
                                    f"{list(self.outputs)}")
         x, lens = frontend.pack_sequences(seqs, seqs[0].shape[1], self.batch_first)
         got = self._plan.run(names, {self.input.name: x},
-                             ctx=RunContext(lens=lens), optional=self._plan.state_inputs())
+                             ctx=RunContext(lens=lens), optional=self._state_inputs)
         results = []
         for b, L in enumerate(lens.tolist()):
             out = {}

@@ -71,6 +71,15 @@ def random_weights(rng, op, D, H, I, bias=True, peepholes=False, scale=0.4):
     return out
 
 
+def random_inputs(rng, op, arrays, x_shape, state_shape):
+    """Add a random X and random initial states (initial_c for LSTM) to ``arrays``."""
+    arrays["X"] = rng.standard_normal(x_shape).astype(np.float32)
+    arrays["initial_h"] = rng.standard_normal(state_shape).astype(np.float32)
+    if op == "LSTM":
+        arrays["initial_c"] = rng.standard_normal(state_shape).astype(np.float32)
+    return arrays
+
+
 def assert_close(actual, expected, atol=1e-5, rtol=1e-4, label=""):
     np.testing.assert_allclose(np.asarray(actual, np.float64), np.asarray(expected, np.float64),
                                atol=atol, rtol=rtol, err_msg=label)

@@ -10,7 +10,8 @@ import pytest
 from onnx.reference import ReferenceEvaluator
 
 import reference as ref
-from helpers import SPEC_INPUTS, SPEC_OUTPUTS, feeds, random_weights, recurrent_model
+from helpers import (SPEC_INPUTS, SPEC_OUTPUTS, feeds, random_inputs, random_weights,
+                     recurrent_model)
 
 
 @pytest.mark.parametrize("layout", [0, 1])
@@ -21,18 +22,13 @@ def test_reference_matches_onnx_reference(op, direction, layout):
     D = 2 if direction == "bidirectional" else 1
     T, B, I, H = 4, 3, 5, 6
     arrays = random_weights(rng, op, D, H, I, peepholes=(op == "LSTM"))
-    arrays["X"] = rng.standard_normal((T, B, I)).astype(np.float32)
-    arrays["initial_h"] = rng.standard_normal((D, B, H)).astype(np.float32)
-    if op == "LSTM":
-        arrays["initial_c"] = rng.standard_normal((D, B, H)).astype(np.float32)
-    args = [arrays.get(n) for n in SPEC_INPUTS[op]]
-    expected = getattr(ref, op.lower())(*args, hidden_size=H, direction=direction)
+    random_inputs(rng, op, arrays, (T, B, I), (D, B, H))
     if layout == 1:
         for k in ("X", "initial_h", "initial_c"):
             if k in arrays:
                 arrays[k] = np.ascontiguousarray(arrays[k].transpose(1, 0, 2))
-        expected = getattr(ref, op.lower())(*[arrays.get(n) for n in SPEC_INPUTS[op]],
-                                            hidden_size=H, direction=direction, layout=1)
+    expected = getattr(ref, op.lower())(*[arrays.get(n) for n in SPEC_INPUTS[op]],
+                                        hidden_size=H, direction=direction, layout=layout)
     model = recurrent_model(op, arrays, {"hidden_size": H, "direction": direction,
                                          "layout": layout})
     got = ReferenceEvaluator(model).run(None, feeds(model, arrays))
@@ -49,10 +45,7 @@ def test_fastlstm_layout1_matches_onnx_reference(op, direction):
     D = 2 if direction == "bidirectional" else 1
     B, T, I, H = 3, 6, 5, 19
     arrays = random_weights(rng, op, D, H, I, peepholes=(op == "LSTM"))
-    arrays["X"] = rng.standard_normal((B, T, I)).astype(np.float32)
-    arrays["initial_h"] = rng.standard_normal((B, D, H)).astype(np.float32)
-    if op == "LSTM":
-        arrays["initial_c"] = rng.standard_normal((B, D, H)).astype(np.float32)
+    random_inputs(rng, op, arrays, (B, T, I), (B, D, H))
     model = recurrent_model(op, arrays, {"hidden_size": H, "direction": direction,
                                          "layout": 1})
     feed = feeds(model, arrays)

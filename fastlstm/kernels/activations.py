@@ -92,7 +92,6 @@ _C5 = np.float32(1.0 / 120)
 _C6 = np.float32(1.0 / 720)
 _C7 = np.float32(1.0 / 5040)
 _ONE = np.float32(1.0)
-_TWO = np.float32(2.0)
 _HALF = np.float32(0.5)
 _ZERO = np.float32(0.0)
 # tanh(x) ~ x * P(x^2) / Q(x^2) on [0, 9]: coefficients from tools/fit_tanh.py

@@ -24,8 +24,8 @@ from numba import cfunc
 
 from . import activations as act
 from .common import (FP_ALPHA0, FP_ALPHA1, FP_BETA0, FP_BETA1, FP_CLIP, IP_ACT0, IP_ACT1,
-                     IP_BATCH, IP_FLAG, IP_H, IP_HAS_CLIP, IP_HP, IP_ORDER, IP_P0, IP_P1, IP_PHASE,
-                     STEP_SIG, TILE, copy_run, write_y)
+                     IP_BATCH, IP_FLAG, IP_H, IP_HAS_CLIP, IP_HP, IP_ORDER, IP_P0, IP_P1,
+                     IP_PHASE, STEP_SIG, TILE, copy_run, write_y)
 from .gemm import panel_gemm
 from .. import config
 
@@ -66,30 +66,24 @@ def gru_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
                 copy_run(xp, xoff[b] + p * GT, ws, b * N + p * GT, 2 * T)
                 copy_run(rb, p * T, ws, b * N + p * GT + 2 * T, T)
         panel_gemm(nact, H, N, p0 * GT, p1 * GT, h_in, 0, Hp, R, 0, ws, 0, N, ip[IP_ORDER])
-        if fast:
-            # default activations, no clip: one vector pass per tile (see lstm_step)
-            for b in range(nact):
-                for p in range(p0, p1):
-                    j0 = p * T
-                    a = b * N + p * GT
-                    s = b * Hp + j0
-                    x_h = xoff[b] + p * GT + 2 * TILE
-                    for jj in range(TILE):
-                        z = act.fsigmoid(ws[a + jj])
-                        r = act.fsigmoid(ws[a + TILE + jj])
-                        hh = act.ftanh(xp[x_h + jj] + r * ws[a + 2 * TILE + jj])
-                        h_out[s + jj] = (one - z) * hh + z * h_in[s + jj]
-                    write_y(y, yoff[b], h_out, s, j0, min(T, H - j0))
-            return
         for b in range(nact):
             for p in range(p0, p1):
                 j0 = p * T
                 a = b * N + p * GT
                 s = b * Hp + j0
+                x_h = xoff[b] + p * GT + 2 * T
+                if fast:
+                    # default activations, no clip: one vector pass (see lstm_step)
+                    for jj in range(T):
+                        z = act.fsigmoid(ws[a + jj])
+                        r = act.fsigmoid(ws[a + T + jj])
+                        hh = act.ftanh(xp[x_h + jj] + r * ws[a + 2 * T + jj])
+                        h_out[s + jj] = (one - z) * hh + z * h_in[s + jj]
+                    write_y(y, yoff[b], h_out, s, j0, min(T, H - j0))
+                    continue
                 if has_clip:
                     act.clip(ws, a, 2 * T, lim)
                 act.apply(a_f, al_f, be_f, ws, a, 2 * T)
-                x_h = xoff[b] + p * GT + 2 * T
                 for jj in range(T):
                     ws[a + 2 * T + jj] = xp[x_h + jj] + ws[a + T + jj] * ws[a + 2 * T + jj]
                 if has_clip:
@@ -120,9 +114,9 @@ def gru_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
                 a = b * N2 + p * 2 * T
                 s = b * Hp + p * T
                 if fast:
-                    for jj in range(TILE):
+                    for jj in range(T):
                         ws[zoff + s + jj] = act.fsigmoid(ws[a + jj])
-                        ws[rhoff + s + jj] = act.fsigmoid(ws[a + TILE + jj]) * h_in[s + jj]
+                        ws[rhoff + s + jj] = act.fsigmoid(ws[a + T + jj]) * h_in[s + jj]
                     continue
                 if has_clip:
                     act.clip(ws, a, 2 * T, lim)

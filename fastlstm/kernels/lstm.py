@@ -19,8 +19,8 @@ from numba import cfunc
 
 from . import activations as act
 from .common import (FP_ALPHA0, FP_ALPHA1, FP_ALPHA2, FP_BETA0, FP_BETA1, FP_BETA2, FP_CLIP,
-                     IP_ACT0, IP_ACT1, IP_ACT2, IP_FLAG, IP_H, IP_HAS_CLIP, IP_HP, IP_ORDER, IP_P0, IP_P1,
-                     STEP_SIG, TILE, copy_run, write_y)
+                     IP_ACT0, IP_ACT1, IP_ACT2, IP_FLAG, IP_H, IP_HAS_CLIP, IP_HP, IP_ORDER,
+                     IP_P0, IP_P1, STEP_SIG, TILE, copy_run, write_y)
 from .gemm import panel_gemm
 from .. import config
 
@@ -56,32 +56,27 @@ def lstm_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
     for b in range(nact):
         copy_run(xp, xoff[b] + c0, ws, b * N + c0, nc)
     panel_gemm(nact, H, N, c0, c0 + nc, h_in, 0, Hp, R, 0, ws, 0, N, ip[IP_ORDER])
-    if fast:
-        # Default activations, no clip: all the gate and cell math of a unit in
-        # one loop of TILE iterations, which LLVM turns into one pass of vector
-        # code (the general path below runs each activation over a 16-float run,
-        # which leaves the vectorizer with too short a loop: measured 2.4x
-        # slower at B=64, H=256).
-        for b in range(nact):
-            for p in range(p0, p1):
-                j0 = p * T
-                a = b * N + p * GT
-                s = b * Hp + j0
-                for jj in range(TILE):
-                    cp = c[s + jj]
-                    gi = act.fsigmoid(ws[a + jj] + P[j0 + jj] * cp)
-                    gf = act.fsigmoid(ws[a + 2 * TILE + jj] + P[2 * Hp + j0 + jj] * cp)
-                    cn = gf * cp + gi * act.ftanh(ws[a + 3 * TILE + jj])
-                    c[s + jj] = cn
-                    go = act.fsigmoid(ws[a + TILE + jj] + P[Hp + j0 + jj] * cn)
-                    h_out[s + jj] = go * act.ftanh(cn)
-                write_y(y, yoff[b], h_out, s, j0, min(T, H - j0))
-        return
     for b in range(nact):
         for p in range(p0, p1):
             j0 = p * T
             a = b * N + p * GT
             s = b * Hp + j0
+            if fast:
+                # Default activations, no clip: all the gate and cell math of a
+                # unit in one loop of TILE iterations, which LLVM turns into one
+                # pass of vector code (the general path below runs each
+                # activation over a 16-float run, too short a loop for the
+                # vectorizer: measured 2.4x slower at B=64, H=256).
+                for jj in range(T):
+                    cp = c[s + jj]
+                    gi = act.fsigmoid(ws[a + jj] + P[j0 + jj] * cp)
+                    gf = act.fsigmoid(ws[a + 2 * T + jj] + P[2 * Hp + j0 + jj] * cp)
+                    cn = gf * cp + gi * act.ftanh(ws[a + 3 * T + jj])
+                    c[s + jj] = cn
+                    go = act.fsigmoid(ws[a + T + jj] + P[Hp + j0 + jj] * cn)
+                    h_out[s + jj] = go * act.ftanh(cn)
+                write_y(y, yoff[b], h_out, s, j0, min(T, H - j0))
+                continue
             for jj in range(T):
                 cp = c[s + jj]
                 ws[a + jj] += P[j0 + jj] * cp

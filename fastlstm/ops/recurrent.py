@@ -22,8 +22,6 @@ class RecurrentRunner:
         self.env = env
         self.spec = spec = node.attrs["spec"]
         self.step, self.gates_w, self.ws_floats = registry.STEPS[spec.op]
-        self.want = [bool(o) and o in needed for o in node.outputs]
-        self.want += [False] * (3 - len(self.want))
         # Constant weights were packed at load (fastlstm.pack.pack_graph);
         # weights fed as graph inputs are packed on every run.
         self.packed = node.attrs.get("packed")
@@ -38,7 +36,8 @@ class RecurrentRunner:
         self.n_out = len(node.outputs)
         self.layout = spec.layout
         self.name = node.name
-        self._want = (self.want[0], self.want[1], self.is_lstm and self.want[2])
+        want = [bool(o) and o in needed for o in node.outputs] + [False] * 3
+        self._want = (want[0], want[1], self.is_lstm and want[2])
         self._state_names = [node.input(H0), node.input(C0) if self.is_lstm else ""]
         self._parity = 0
         self._layer = None if self.packed is None else self._bind(self.packed)
@@ -141,16 +140,15 @@ class RecurrentRunner:
         if x.dtype != np.float32:
             raise self._err(f"input X has dtype {x.dtype}, expected float32")
         if x.ndim != 3:
-            raise self._err(f"input X has rank {x.ndim}, expected 3 "
-                            f"({'[seq_length, batch, input_size]' if self.layout == 0 else '[batch, seq_length, input_size]'})")
+            dims = "[seq_length, batch, input_size]" if self.layout == 0 else \
+                "[batch, seq_length, input_size]"
+            raise self._err(f"input X has rank {x.ndim}, expected 3 ({dims})")
         if x.shape[2] != I:
             raise self._err(f"input X has input_size {x.shape[2]}, but W expects {I}")
 
     def _initial_states(self, values, D, Bn, H):
-        spec, node = self.spec, self.node
         states = []
-        for idx, label in ((H0, "initial_h"), (C0, "initial_c")):
-            name = node.input(idx) if (idx == H0 or spec.op == "LSTM") else ""
+        for name, label in zip(self._state_names, ("initial_h", "initial_c")):
             if not name:
                 states.append(None)
                 continue
@@ -160,10 +158,10 @@ class RecurrentRunner:
                 continue
             if s.dtype != np.float32:
                 raise self._err(f"input {label} has dtype {s.dtype}, expected float32")
-            expect = (D, Bn, H) if spec.layout == 0 else (Bn, D, H)
+            expect = (D, Bn, H) if self.layout == 0 else (Bn, D, H)
             if s.shape != expect:
                 raise self._err(f"input {label} has shape {tuple(s.shape)}, expected {expect}")
-            if spec.layout == 1:
+            if self.layout == 1:
                 s = s.transpose(1, 0, 2)
             states.append(np.ascontiguousarray(s))
         return states
