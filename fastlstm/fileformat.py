@@ -270,8 +270,11 @@ def load(path, use_mmap=True):
     return loads(data)
 
 
-def load_model(source):
-    """An ir.Graph, packed, from an ONNX or .fastlstm path, bytes, or onnx.ModelProto."""
+def load_model(source, external_data_dir=None):
+    """An ir.Graph, packed, from an ONNX or .fastlstm path, bytes, or onnx.ModelProto.
+
+    ``external_data_dir``: where an ONNX model's external data lives (default:
+    the model file's folder; a model given as bytes has none)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         if is_packed(source):
             return loads(bytes(source))
@@ -284,4 +287,4 @@ def load_model(source):
                 return load(path)
     from .onnx_import import load_graph
     from .simplify import simplify
-    return pack_graph(simplify(load_graph(source)))
+    return pack_graph(simplify(load_graph(source, external_data_dir)))

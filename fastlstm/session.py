@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Union
 
 from . import config
-from .errors import FastLSTMError
+from .errors import FastLSTMError, InvalidInput
 from .fileformat import load_model
 from .plan import Plan
 
@@ -24,10 +24,38 @@ class SessionOptions:
     intra_op_num_threads : int
         Threads a single run may use; 0 means the default (the environment
         variable FASTLSTM_NUM_THREADS, else 1).
+    external_data_dir : str or None
+        The folder of an ONNX model's external data files.  By default they
+        are looked for beside the model file; a model given as bytes has no
+        folder, so its external data is refused unless this is set (also
+        settable as onnxruntime's session config entry
+        ``session.model_external_initializers_file_folder_path``).
     """
+
+    #: onnxruntime's config key for the folder of external initializers.
+    EXTERNAL_DATA_KEY = "session.model_external_initializers_file_folder_path"
 
     def __init__(self):
         self.intra_op_num_threads = 0
+        self.external_data_dir = None
+        self._config = {}
+
+    def add_session_config_entry(self, key, value):
+        """Set a session config entry (onnxruntime's API); fastlstm reads
+        ``session.model_external_initializers_file_folder_path`` and keeps
+        the others so that ``get_session_config_entry`` returns them."""
+        key, value = str(key), str(value)
+        self._config[key] = value
+        if key == self.EXTERNAL_DATA_KEY:
+            self.external_data_dir = value
+
+    def get_session_config_entry(self, key):
+        """The value set by ``add_session_config_entry`` (onnxruntime's API)."""
+        if key == self.EXTERNAL_DATA_KEY and self.external_data_dir is not None:
+            return str(self.external_data_dir)
+        if key not in self._config:
+            raise InvalidInput(f"session config entry {key!r} is not set")
+        return self._config[key]
 
 
 @dataclass(frozen=True)
@@ -63,7 +91,8 @@ class InferenceSession:
         if not isinstance(n, int) or n < 0:
             raise FastLSTMError(f"intra_op_num_threads must be an int >= 0, got {n!r}")
         self.num_threads = n or config.default_num_threads()
-        self._graph = load_model(path_or_bytes)
+        self._graph = load_model(path_or_bytes,
+                                 external_data_dir=self._options.external_data_dir)
         self._plan = Plan(self._graph, self.num_threads)
 
     def get_inputs(self):

@@ -69,6 +69,54 @@ class ImportContext:
                                 node.op_type, node.domain, node.since_version, node.name)
 
 
+def _check_external(tensor, base_dir, what):
+    """Refuse external data that a model could use to read files it should not.
+
+    The location must be a relative path without ``..`` naming a regular file
+    (not a symbolic link, device or FIFO) inside ``base_dir``, the model's
+    folder.  A model given as bytes has no folder: ``base_dir`` is None and
+    external data is refused.  (onnx's own reader makes the same checks when
+    it opens the file; these come first so that the refusal does not depend
+    on the onnx version.)
+    """
+    location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+    if base_dir is None:
+        raise InvalidModel(
+            f"{what} '{tensor.name}' keeps its data in an external file ({location!r}), "
+            f"and a model given as bytes has no folder to find it in: load the model from "
+            f"its path, or set SessionOptions.external_data_dir to the folder of its data")
+    parts = location.replace("\\", "/").split("/")
+    if (not location or os.path.isabs(location) or location.startswith(("/", "\\"))
+            or os.path.splitdrive(location)[0] or ".." in parts or "\0" in location):
+        raise InvalidModel(f"{what} '{tensor.name}': external data location {location!r} "
+                           f"must be a relative path inside the model's folder")
+    base = os.path.realpath(base_dir)
+    full = os.path.join(base_dir, location)
+    real = os.path.realpath(full)
+    if os.path.commonpath([base, real]) != base:
+        raise InvalidModel(f"{what} '{tensor.name}': external data {location!r} points "
+                           f"outside the model's folder {base_dir!r}")
+    import stat
+    try:
+        st = os.lstat(full)
+    except OSError as e:
+        raise InvalidModel(f"{what} '{tensor.name}': external data file {location!r} not "
+                           f"found in {base_dir!r}: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+        raise InvalidModel(f"{what} '{tensor.name}': external data {location!r} in "
+                           f"{base_dir!r} is {kind}")
+
+
+def _to_array(tensor, base_dir, what):
+    """A TensorProto as a numpy array; external data resolved against ``base_dir``."""
+    from onnx import external_data_helper, numpy_helper
+    if external_data_helper.uses_external_data(tensor):
+        _check_external(tensor, base_dir, what)
+        return numpy_helper.to_array(tensor, base_dir)
+    return numpy_helper.to_array(tensor)
+
+
 def read_model(source):
     """Parse ``source`` (path, bytes or ModelProto).
 
@@ -102,8 +150,12 @@ def read_model(source):
     return model
 
 
-def load_graph(source):
+def load_graph(source, external_data_dir=None):
     """Import an ONNX model into an ir.Graph, validating every node.
+
+    Tensors stored as external data are read from the model file's folder,
+    or from ``external_data_dir`` when given (the only way for a model given
+    as bytes or as a ModelProto: without it their external data is refused).
 
     Raises
     ------
@@ -111,8 +163,10 @@ def load_graph(source):
     UnsupportedOp  an op, domain, opset, attribute or dtype fastlstm does not run
     """
     onnx = _onnx()
-    from onnx import numpy_helper
     model = read_model(source)
+    base_dir = external_data_dir
+    if base_dir is None and isinstance(source, (str, os.PathLike)):
+        base_dir = os.path.dirname(os.path.abspath(os.fspath(source)))
     g = model.graph
     opsets = {(o.domain or ""): int(o.version) for o in model.opset_import}
     opset = opsets.get("", opsets.get("ai.onnx"))
@@ -124,7 +178,9 @@ def load_graph(source):
     initializers = {}
     for t in g.initializer:
         try:
-            initializers[t.name] = numpy_helper.to_array(t)
+            initializers[t.name] = _to_array(t, base_dir, "initializer")
+        except FastLSTMError:
+            raise
         except Exception as e:
             raise InvalidModel(f"initializer '{t.name}' cannot be read: {e}") from None
     if g.sparse_initializer:
@@ -145,11 +201,13 @@ def load_graph(source):
             try:
                 v = onnx.helper.get_attribute_value(at)
                 if isinstance(v, onnx.TensorProto):
-                    v = numpy_helper.to_array(v)
+                    v = _to_array(v, base_dir, f'node "{name}": tensor attribute')
                 elif isinstance(v, bytes):
                     v = v.decode("utf-8")
                 elif isinstance(v, list) and v and isinstance(v[0], bytes):
                     v = [x.decode("utf-8") for x in v]
+            except FastLSTMError:
+                raise
             except Exception as e:      # undecodable text, malformed tensors, bad types
                 raise InvalidModel(f'node "{name}": attribute \'{at.name}\' cannot be read: '
                                    f'{e}') from None
