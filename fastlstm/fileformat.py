@@ -29,7 +29,7 @@ import numpy as np
 
 from . import config
 from .errors import InvalidModel
-from .ir import RECURRENT_GATES, Graph, Node, RecurrentSpec, ValueInfo
+from .ir import ELEM_TYPES, RECURRENT_GATES, Graph, Node, RecurrentSpec, ValueInfo
 from .pack import PackedDirection, PackedLayer, pack_graph
 
 MAGIC = b"FASTLSTM"
@@ -90,14 +90,22 @@ def _encode(value, w):
     raise InvalidModel(f"cannot store an attribute of type {type(value).__name__}")
 
 
+def _array(ref, arrays):
+    """The array a ``{"array": index}`` reference names (an index into the table)."""
+    i = ref.get("array") if isinstance(ref, dict) else None
+    if type(i) is not int or not 0 <= i < len(arrays):
+        raise InvalidModel(f"bad array reference {ref!r} (the table has {len(arrays)} arrays)")
+    return arrays[i]
+
+
 def _decode(value, arrays):
     if isinstance(value, dict):
         if "array" in value:
-            return arrays[value["array"]]
+            return _array(value, arrays)
         if "packed_layer" in value:
             p = value["packed_layer"]
-            return PackedLayer(W=arrays[p["W"]["array"]], bias=arrays[p["bias"]["array"]],
-                               dirs=[PackedDirection(**{k: arrays[v["array"]]
+            return PackedLayer(W=_array(p["W"], arrays), bias=_array(p["bias"], arrays),
+                               dirs=[PackedDirection(**{k: _array(v, arrays)
                                                         for k, v in d.items()})
                                      for d in p["dirs"]],
                                hidden=p["hidden"], input_size=p["input_size"])
@@ -210,8 +218,257 @@ def _check_layer(node):
                            f"input_size={I}, {D} direction(s)")
 
 
+#: ONNX attribute types of the attributes the op table accepts, by name (ONNX
+#: gives every attribute name one type across the ops fastlstm runs; a test
+#: checks this table against the ONNX schemas).  The file format cannot use
+#: onnx at load, so the kinds are written down here.
+ATTR_KINDS = {
+    "allowzero": "int", "alpha": "float", "axes": "ints", "axis": "int", "beta": "float",
+    "end": "int", "ends": "ints", "is_test": "int", "k": "int", "keepdims": "int",
+    "largest": "int", "max": "float", "min": "float", "noop_with_empty_axes": "int",
+    "num_outputs": "int", "perm": "ints", "ratio": "float", "reduction": "string",
+    "round_mode": "string", "saturate": "int", "seed": "int", "select_last_index": "int",
+    "sorted": "int", "split": "ints", "start": "int", "starts": "ints", "to": "int",
+    "transA": "int", "transB": "int", "value": "tensor", "mode": "string",
+    "epsilon": "float", "kernel_shape": "ints", "pads": "ints", "strides": "ints",
+    "dilations": "ints", "group": "int", "auto_pad": "string", "ceil_mode": "int",
+    "count_include_pad": "int", "storage_order": "int", "momentum": "float",
+    "spatial": "int", "stash_type": "int", "then_branch": "graph", "else_branch": "graph",
+    "body": "graph", "fmod": "int", "batch_dims": "int", "exclusive": "int",
+    "reverse": "int", "detect_negative": "int", "detect_positive": "int",
+    "blocksize": "int", "output_dtype": "int",
+}
+
+
+def _is_int(v):
+    return type(v) is int or (isinstance(v, np.integer) and not isinstance(v, np.bool_))
+
+
+def _kind_ok(kind, v):
+    if kind == "int":
+        return _is_int(v)
+    if kind == "float":
+        return _is_int(v) or isinstance(v, (float, np.floating))
+    if kind == "ints":
+        return isinstance(v, list) and all(_is_int(x) for x in v)
+    if kind == "floats":
+        return isinstance(v, list) and all(_is_int(x) or isinstance(x, float) for x in v)
+    if kind == "string":
+        return isinstance(v, str)
+    if kind == "tensor":
+        return isinstance(v, np.ndarray)
+    return False
+
+
+#: Activations per direction of each recurrent op (f, g, h for LSTM; f, g for GRU).
+_N_ACTS = {"LSTM": 3, "GRU": 2, "RNN": 1}
+#: Recurrent input positions that hold float32 data, and the most inputs/outputs.
+_FLOAT_INPUTS = (0, 1, 2, 3, 5, 6, 7)
+_MAX_IO = {"LSTM": (8, 3), "GRU": (6, 2), "RNN": (6, 2)}
+_DIRECTIONS = ("forward", "reverse", "bidirectional")
+
+
+def _check_spec(node):
+    """The validated attributes of a recurrent node, as the kernels rely on them."""
+    spec = node.attrs.get("spec")
+
+    def bad(what):
+        raise InvalidModel(f"{node.describe()}: {what}")
+    if not isinstance(spec, RecurrentSpec):
+        bad("recurrent node without its validated attributes")
+    if spec.op != node.op_type or spec.op not in _N_ACTS:
+        bad(f"spec of op {spec.op!r} on a {node.op_type} node")
+    if spec.direction not in _DIRECTIONS:
+        bad(f"direction {spec.direction!r}")
+    if spec.hidden_size is not None and (not _is_int(spec.hidden_size) or spec.hidden_size < 1):
+        bad(f"hidden_size {spec.hidden_size!r}")
+    if not _is_int(spec.layout) or spec.layout not in (0, 1):
+        bad(f"layout {spec.layout!r} must be 0 or 1")
+    if spec.clip is not None and not (isinstance(spec.clip, (int, float))
+                                      and not isinstance(spec.clip, bool) and spec.clip > 0):
+        bad(f"clip {spec.clip!r} must be a positive number")
+    if not _is_int(spec.flag) or spec.flag not in ((0, 1) if spec.op != "RNN" else (0,)):
+        bad(f"flag {spec.flag!r}")
+    n = _N_ACTS[spec.op]
+    acts = spec.acts
+    if not isinstance(acts, list) or len(acts) != spec.num_directions or any(
+            not isinstance(d, list) or len(d) != n or any(
+                len(t) != 3 or not _is_int(t[0]) or not 0 <= t[0] <= 10
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                           for x in t[1:]) for t in d) for d in acts):
+        bad(f"activations {acts!r} are not {n} (code, alpha, beta) per direction")
+    names = spec.activation_names
+    if not isinstance(names, list) or len(names) != n * spec.num_directions or not all(
+            isinstance(x, str) for x in names):
+        bad(f"activation names {names!r}")
+    ins, outs = _MAX_IO[spec.op]
+    if len(node.inputs) > ins or len(node.outputs) > outs:
+        bad(f"{len(node.inputs)} inputs and {len(node.outputs)} outputs; {spec.op} has at "
+            f"most {ins} and {outs}")
+    if not node.input(0):
+        bad("input X is missing")
+    if "packed" in node.attrs:
+        _check_layer(node)
+        if any(node.input(i) for i in (1, 2, 3, 7)):
+            bad("packed weights and weight inputs at once")
+        layer = node.attrs["packed"]
+        if spec.hidden_size is not None and spec.hidden_size != layer.hidden:
+            bad(f"hidden_size {spec.hidden_size} but weights packed for {layer.hidden}")
+        for d, pd in zip(acts, layer.dirs):
+            from .kernels import common
+            ip, fp = pd.ip, pd.fp
+            if (any(ip[common.IP_ACT0 + k] != d[k][0] for k in range(n))
+                    or ip[common.IP_FLAG] != spec.flag
+                    or ip[common.IP_HAS_CLIP] != (spec.clip is not None)):
+                bad("packed kernel parameters contradict the node's attributes")
+    elif not node.input(1) or not node.input(2):
+        bad("inputs W and R are required (the weights are not packed)")
+    extra = set(node.attrs) - {"spec", "packed", "y_tbdh"}
+    if extra:
+        bad(f"unknown attributes {sorted(extra)}")
+    if not isinstance(node.attrs.get("y_tbdh", False), bool):
+        bad("attribute y_tbdh must be a bool")
+
+
+def _check_recurrent_shapes(node, graph):
+    """Declared shapes of the graph inputs and constants a layer reads, against it."""
+    spec, layer = node.attrs["spec"], node.attrs.get("packed")
+    D = spec.num_directions
+    H = layer.hidden if layer is not None else spec.hidden_size
+    infos = {v.name: v for v in graph.inputs}
+    consts = graph.initializers
+    # X [T, B, I] (layout 0) or [B, T, I]; states [D, B, H] or [B, D, H]
+    d_axis = 0 if spec.layout == 0 else 1
+    want = {0: {2: layer.input_size if layer is not None else None}, 5: {d_axis: D, 2: H},
+            6: {d_axis: D, 2: H}}
+    for pos, name in enumerate(node.inputs):
+        if not name:
+            continue
+        label = ("X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P")[pos]
+        vi = infos.get(name)
+        if vi is not None:
+            et = 6 if pos == 4 else 1
+            if vi.elem_type != et:
+                raise InvalidModel(f"{node.describe()}: input {label} '{name}' is declared "
+                                   f"with element type {vi.elem_type}, expected {et}")
+            shape = vi.shape
+        elif name in consts:
+            a = consts[name]
+            if a.dtype != (np.int32 if pos == 4 else np.float32):
+                raise InvalidModel(f"{node.describe()}: constant {label} '{name}' has dtype "
+                                   f"{a.dtype}")
+            shape = a.shape
+        else:
+            continue
+        if shape is None:
+            continue
+        rank = 1 if pos == 4 else 2 if pos in (3, 7) else 3
+        if len(shape) != rank:
+            raise InvalidModel(f"{node.describe()}: {label} '{name}' has rank {len(shape)}, "
+                               f"expected {rank}")
+        for axis, size in want.get(pos, {}).items():
+            if size is not None and _is_int(shape[axis]) and shape[axis] != size:
+                raise InvalidModel(f"{node.describe()}: {label} '{name}' has size "
+                                   f"{shape[axis]} on axis {axis}, the layer needs {size}")
+
+
+def _check_vi(v, what):
+    if not isinstance(v, ValueInfo) or not isinstance(v.name, str) or not v.name:
+        raise InvalidModel(f"{what} without a name")
+    if not _is_int(v.elem_type) or (v.elem_type not in ELEM_TYPES and v.elem_type != 0):
+        raise InvalidModel(f"{what} '{v.name}' has an unknown element type {v.elem_type!r}")
+    if v.shape is not None and not all(
+            d is None or isinstance(d, str) or (_is_int(d) and d >= 0) for d in v.shape):
+        raise InvalidModel(f"{what} '{v.name}' has a malformed shape {list(v.shape)!r}")
+
+
+def validate_graph(graph):
+    """Check a loaded graph the way ONNX import checks a model: every node an op
+    fastlstm runs with attributes of the right names and types, nodes in
+    topological order (so no cycles), every value read produced exactly once
+    before, every graph output produced, packed layers and the inputs they read
+    consistent.  A file that passes runs or fails only on its inputs."""
+    from .ops import RUNNERS
+    from .ops.table import OPS
+    for v in graph.inputs:
+        _check_vi(v, "graph input")
+    for v in graph.outputs:
+        _check_vi(v, "graph output")
+    if graph.inputs and any(v.elem_type == 0 for v in graph.inputs):
+        raise InvalidModel("a graph input has no element type")
+    if not isinstance(graph.opsets, dict) or not all(
+            isinstance(k, str) and _is_int(v) for k, v in graph.opsets.items()):
+        raise InvalidModel(f"malformed opsets {graph.opsets!r}")
+    if not isinstance(graph.metadata, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in graph.metadata.items()):
+        raise InvalidModel("malformed metadata (a dict of strings expected)")
+    defined = {}
+    for v in graph.inputs:
+        if v.name in defined:
+            raise InvalidModel(f"graph input '{v.name}' is declared twice")
+        defined[v.name] = "graph input"
+    for name, a in graph.initializers.items():
+        if not isinstance(name, str) or not name or not isinstance(a, np.ndarray):
+            raise InvalidModel(f"malformed initializer {name!r}")
+        if name in defined:
+            raise InvalidModel(f"'{name}' is both a graph input and a constant")
+        defined[name] = "constant"
+    for k, n in enumerate(graph.nodes):
+        if not (isinstance(n.op_type, str) and isinstance(n.name, str)
+                and isinstance(n.domain, str) and _is_int(n.since_version)
+                and isinstance(n.attrs, dict)
+                and all(isinstance(i, str) for i in n.inputs)
+                and all(isinstance(o, str) for o in n.outputs)):
+            raise InvalidModel(f"node {k} is malformed")
+        if n.domain or n.op_type not in RUNNERS:
+            raise InvalidModel(f"{n.describe()}: not an op fastlstm runs")
+        for i in n.inputs:
+            if i and i not in defined:
+                raise InvalidModel(f"{n.describe()} reads '{i}', which no graph input, "
+                                   f"constant or earlier node produces (nodes must be in "
+                                   f"topological order, without cycles)")
+        if n.op_type in _N_ACTS:
+            _check_spec(n)
+            _check_recurrent_shapes(n, graph)
+        else:
+            form = OPS[n.op_type].form(n.since_version)
+            if form is None:
+                raise InvalidModel(f"{n.describe()}: no form of {n.op_type} for this version")
+            for key, value in n.attrs.items():
+                if key not in form.attrs:
+                    raise InvalidModel(f"{n.describe()}: attribute '{key}' is not one of "
+                                       f"{n.op_type}'s")
+                kind = ATTR_KINDS.get(key)
+                if kind is not None and not _kind_ok(kind, value):
+                    raise InvalidModel(f"{n.describe()}: attribute '{key}' must be of type "
+                                       f"{kind}, got {value!r:.60}")
+            last = len(n.inputs)
+            while last and not n.inputs[last - 1]:
+                last -= 1
+            lo, hi = form.inputs
+            if last < lo or len(n.inputs) > hi or not all(n.inputs[:lo]):
+                raise InvalidModel(f"{n.describe()} has inputs {list(n.inputs)}; "
+                                   f"{n.op_type} takes {lo} to {hi}")
+            if not form.outputs[0] <= len(n.outputs) <= form.outputs[1]:
+                raise InvalidModel(f"{n.describe()} has {len(n.outputs)} outputs; "
+                                   f"{n.op_type} has {form.outputs[0]} to {form.outputs[1]}")
+        for o in n.outputs:
+            if o:
+                if o in defined:
+                    raise InvalidModel(f"{n.describe()} writes '{o}', which is already "
+                                       f"produced by a {defined[o]}")
+                defined[o] = "node"
+    for v in graph.outputs:
+        if v.name not in defined:
+            raise InvalidModel(f"graph output '{v.name}' is not produced by any node")
+
+
 def loads(data):
-    """Build an ir.Graph from .fastlstm bytes (or a memory map)."""
+    """Build an ir.Graph from .fastlstm bytes (or a memory map).
+
+    Beyond the checksums (which only catch damage), the whole graph is
+    validated (``validate_graph``), so a file whose contents are inconsistent
+    is refused here with InvalidModel, never later in ``run``."""
     header, start = read_header(data)
     try:
         size = header["payload_size"]
@@ -228,6 +485,9 @@ def loads(data):
         for t in header["arrays"]:
             if t["dtype"] not in _DTYPES:
                 raise InvalidModel(f"array of unknown dtype {t['dtype']!r}")
+            if not isinstance(t["shape"], list) or not all(
+                    type(d) is int and d >= 0 for d in t["shape"]) or type(t["offset"]) is not int:
+                raise InvalidModel(f"array table entry {t!r} is malformed")
             dt = np.dtype(t["dtype"])
             count = int(np.prod(t["shape"], dtype=np.int64))
             if t["offset"] < 0 or t["offset"] + count * dt.itemsize > size:
@@ -239,21 +499,25 @@ def loads(data):
         def vi(v):
             return ValueInfo(v["name"], v["elem_type"],
                              None if v["shape"] is None else tuple(v["shape"]))
+        if not isinstance(g["nodes"], list) or not all(
+                isinstance(n, dict) and isinstance(n["attrs"], dict)
+                and isinstance(n["inputs"], list) and isinstance(n["outputs"], list)
+                for n in g["nodes"]):
+            raise InvalidModel("the graph's node list is malformed")
         nodes = [Node(op_type=n["op_type"], name=n["name"], inputs=tuple(n["inputs"]),
                       outputs=tuple(n["outputs"]),
                       attrs={k: _decode(v, arrays) for k, v in n["attrs"].items()},
                       domain=n["domain"], since_version=n["since_version"])
                  for n in g["nodes"]]
-        for n in nodes:
-            if "packed" in n.attrs:
-                _check_layer(n)
-        return Graph(inputs=[vi(v) for v in g["inputs"]], outputs=[vi(v) for v in g["outputs"]],
-                     nodes=nodes,
-                     initializers={k: arrays[v["array"]] for k, v in g["initializers"].items()},
-                     opsets=g["opsets"], metadata=dict(header.get("metadata", {})))
+        graph = Graph(inputs=[vi(v) for v in g["inputs"]],
+                      outputs=[vi(v) for v in g["outputs"]], nodes=nodes,
+                      initializers={k: _array(v, arrays) for k, v in g["initializers"].items()},
+                      opsets=g["opsets"], metadata=dict(header.get("metadata", {})))
+        validate_graph(graph)
+        return graph
     except InvalidModel:
         raise
-    except (KeyError, TypeError, ValueError, IndexError) as e:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
         raise InvalidModel(f".fastlstm header is inconsistent: {e!r}") from None
 
 
