@@ -20,6 +20,7 @@ with Rh can start, so there are two products: Ht-1*[Rz Rr] (packed first in R),
 then (rt (.) Ht-1)*Rh (packed after it).  ``ws`` holds, per row, the z/r
 accumulators, zt, rt (.) Ht-1 and the h accumulator.
 """
+import numpy as np
 from numba import cfunc
 
 from . import activations as act
@@ -28,6 +29,9 @@ from .common import (FP_ALPHA0, FP_ALPHA1, FP_BETA0, FP_BETA1, FP_CLIP, IP_ACT0,
                      IP_PHASE, STEP_SIG, TILE, copy_run, write_y)
 from .gemm import panel_gemm
 from .. import config
+
+# float32 1 (not made from a parameter: clip = inf would make it NaN)
+_ONE = np.float32(1.0)
 
 GATES = 3
 
@@ -52,7 +56,6 @@ def gru_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
     be_f = fp[FP_BETA0]
     al_g = fp[FP_ALPHA1]
     be_g = fp[FP_BETA1]
-    one = lim * 0 + 1
     T = TILE
     GT = GATES * T
     p0 = ip[IP_P0]
@@ -78,7 +81,7 @@ def gru_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
                         z = act.fsigmoid(ws[a + jj])
                         r = act.fsigmoid(ws[a + T + jj])
                         hh = act.ftanh(xp[x_h + jj] + r * ws[a + 2 * T + jj])
-                        h_out[s + jj] = (one - z) * hh + z * h_in[s + jj]
+                        h_out[s + jj] = (_ONE - z) * hh + z * h_in[s + jj]
                     write_y(y, yoff[b], h_out, s, j0, min(T, H - j0))
                     continue
                 if has_clip:
@@ -91,7 +94,7 @@ def gru_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
                 act.apply(a_g, al_g, be_g, ws, a + 2 * T, T)
                 for jj in range(T):
                     z = ws[a + jj]
-                    h_out[s + jj] = (one - z) * ws[a + 2 * T + jj] + z * h_in[s + jj]
+                    h_out[s + jj] = (_ONE - z) * ws[a + 2 * T + jj] + z * h_in[s + jj]
                 write_y(y, yoff[b], h_out, s, j0, min(T, H - j0))
         return
     # linear_before_reset = 0.  Phase 1: z and r; phase 2 (which needs every
@@ -134,5 +137,5 @@ def gru_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
         act.apply(a_g, al_g, be_g, ws, hoff + s, nj)
         for j in range(nj):
             z = ws[zoff + s + j]
-            h_out[s + j] = (one - z) * ws[hoff + s + j] + z * h_in[s + j]
+            h_out[s + j] = (_ONE - z) * ws[hoff + s + j] + z * h_in[s + j]
         write_y(y, yoff[b], h_out, s, j0, min(nj, H - j0))

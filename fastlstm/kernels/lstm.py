@@ -15,6 +15,7 @@ step copies each active row's projection into ``ws``, adds Ht-1*R to it in one
 product over all gates, and then finishes the gates tile by tile while the row
 is in L1.  Gate order inside a tile: i, o, f, c (ONNX order).
 """
+import numpy as np
 from numba import cfunc
 
 from . import activations as act
@@ -23,6 +24,9 @@ from .common import (FP_ALPHA0, FP_ALPHA1, FP_ALPHA2, FP_BETA0, FP_BETA1, FP_BET
                      IP_P0, IP_P1, STEP_SIG, TILE, copy_run, write_y)
 from .gemm import panel_gemm
 from .. import config
+
+# float32 1 (not made from a parameter: clip = inf would make it NaN)
+_ONE = np.float32(1.0)
 
 GATES = 4
 
@@ -43,7 +47,6 @@ def lstm_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
     coupled = ip[IP_FLAG] != 0
     has_clip = ip[IP_HAS_CLIP] != 0
     lim = fp[FP_CLIP]
-    one = lim * 0 + 1
     T = TILE
     GT = GATES * T
     N = GATES * Hp
@@ -87,7 +90,7 @@ def lstm_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
             act.apply(a_f, fp[FP_ALPHA0], fp[FP_BETA0], ws, a, T)
             if coupled:
                 for jj in range(T):
-                    ws[a + 2 * T + jj] = one - ws[a + jj]
+                    ws[a + 2 * T + jj] = _ONE - ws[a + jj]
             else:
                 act.apply(a_f, fp[FP_ALPHA0], fp[FP_BETA0], ws, a + 2 * T, T)
             act.apply(a_g, fp[FP_ALPHA1], fp[FP_BETA1], ws, a + 3 * T, T)

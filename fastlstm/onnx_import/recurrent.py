@@ -87,8 +87,10 @@ def _build(node, ctx):
     clip = a.get("clip")
     if clip is not None:
         clip = float(clip)
-        if not clip > 0:
-            _fail(node, f"clip {clip} must be a positive number")
+        # 0 clamps every activation input to 0 (onnxruntime runs it for RNN,
+        # refuses it for LSTM and GRU); infinity clamps nothing.
+        if not clip >= 0:
+            _fail(node, f"clip {clip} must be a number >= 0")
     flag = int(a.get(flag_name, 0)) if flag_name else 0
     if flag not in (0, 1):
         _fail(node, f"{flag_name} must be 0 or 1, got {flag}")
