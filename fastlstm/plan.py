@@ -7,6 +7,7 @@ import numpy as np
 
 from .errors import InvalidInput, UnsupportedOp
 from .ops import RUNNERS
+from .ops.table import OPS
 
 
 class RunEnv:
@@ -63,12 +64,6 @@ class Plan:
         self._steps = [(r, tuple(r.node.outputs), k in self._shape_only)
                        for k, r in enumerate(self.runners)]
 
-    #: Input positions whose *values* set an op's output shape.
-    _SHAPE_PARAMS = {"Reshape": (1,), "Slice": (1, 2, 3, 4), "Expand": (1,), "Range": (0, 1, 2),
-                     "ConstantOfShape": (0,), "TopK": (1,), "Split": (1,), "Squeeze": (1,),
-                     "Unsqueeze": (1,), "ReduceMean": (1,), "ReduceSum": (1,),
-                     "ReduceMax": (1,), "ReduceProd": (1,)}
-
     def _shape_only_nodes(self):
         """Indices of nodes that compute only from constants and tensor shapes.
 
@@ -98,7 +93,9 @@ class Plan:
                 values.update(o for o in n.outputs if o)
                 static.update(o for o in n.outputs if o)
                 continue
-            params = self._SHAPE_PARAMS.get(n.op_type, ())
+            decl = OPS.get(n.op_type)
+            form = decl.form(n.since_version) if decl is not None else None
+            params = form.shape_params if form is not None else ()
             if all(i in static for i in ins) and all(
                     n.input(p) == "" or n.input(p) in values for p in params):
                 static.update(o for o in n.outputs if o)

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from .ops.glue import OPS
+from .ops.table import OPS
 
 RECURRENT = ("LSTM", "GRU", "RNN")
 _STATE_INPUTS = (5, 6)
@@ -25,9 +25,10 @@ def fold_constants(graph):
     consts = dict(graph.initializers)
     nodes = []
     for n in graph.nodes:
-        spec = OPS.get(n.op_type)
-        if spec is not None and spec.foldable and all(not i or i in consts for i in n.inputs):
-            outs = spec.fn(n, [consts[i] if i else None for i in n.inputs], len(n.outputs))
+        decl = OPS.get(n.op_type)
+        if decl is not None and decl.foldable and all(not i or i in consts for i in n.inputs):
+            outs = decl.form(n.since_version).fn(n, [consts[i] if i else None for i in n.inputs],
+                                                 len(n.outputs))
             for name, v in zip(n.outputs, outs):
                 if name:
                     consts[name] = np.asarray(v)
@@ -43,10 +44,6 @@ def _is_zero_const_of_shape(node):
     return v is None or (np.asarray(v).size == 1 and float(np.asarray(v).reshape(-1)[0]) == 0.0)
 
 
-#: Ops whose output is all zeros when their data input (input 0) is: they only
-#: move, select or replicate elements.
-_ZERO_PRESERVING = {"Slice", "Reshape", "Transpose", "Gather", "Squeeze", "Unsqueeze",
-                    "Expand", "Identity", "Split", "Cast", "Flatten"}
 
 
 def _zero_tensors(graph):
@@ -54,7 +51,7 @@ def _zero_tensors(graph):
     zero = {k for k, v in graph.initializers.items() if v.dtype.kind == "f" and not np.any(v)}
     for n in graph.nodes:
         if _is_zero_const_of_shape(n) or \
-                (n.op_type in _ZERO_PRESERVING and n.inputs and n.inputs[0] in zero) or \
+                (n.op_type in OPS and OPS[n.op_type].zero_preserving and n.inputs and n.inputs[0] in zero) or \
                 (n.op_type == "Concat" and all(i in zero for i in n.inputs)):
             zero.update(o for o in n.outputs if o)
     return zero

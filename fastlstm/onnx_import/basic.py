@@ -1,30 +1,62 @@
-"""Builders for the ops around recurrent nodes: Constant, and every op of
-``fastlstm.ops.glue`` (attributes and input/output counts checked at import)."""
+"""Builders for the table ops (``fastlstm.ops.table``) and Constant.
+
+Each table op is registered for every ONNX version of it that one of its
+declared forms covers (the versions come from the ONNX schemas); the builder
+checks attributes and input/output counts against the chosen form.
+"""
 import numpy as np
 
 from ..errors import InvalidModel, UnsupportedOp
-from ..ops.glue import OPS
-from .registry import register
+from ..ops import table
+from .registry import MAX_OPSET, register, set_table_loader
 
 
-def _glue_builder(spec):
+def _onnx_versions(name):
+    """Every since_version of ONNX op ``name`` up to MAX_OPSET."""
+    import onnx.defs
+    out = set()
+    for v in range(1, MAX_OPSET + 1):
+        try:
+            out.add(onnx.defs.get_schema(name, v, "").since_version)
+        except onnx.defs.SchemaError:
+            pass
+    return sorted(out)
+
+
+def _builder(decl):
     def build(node, ctx):
+        form = decl.form(node.since_version)
+        if form is None:    # (registered versions are covered; kept as a guard)
+            raise UnsupportedOp(f"{node.describe()}: version {node.since_version} is not "
+                                f"implemented", node.op_type, node.domain,
+                                node.since_version, node.name)
         for key in node.attrs:
-            if key not in spec.attrs:
+            if key not in form.attrs:
                 raise UnsupportedOp(f"{node.describe()}: attribute '{key}' is not supported",
                                     node.op_type, node.domain, node.since_version, node.name)
-        lo, hi = spec.inputs
+        lo, hi = form.inputs
         ctx.require_inputs(node, lo, hi)
         n_out = len(node.outputs)
-        if not spec.outputs[0] <= n_out <= spec.outputs[1]:
+        if not form.outputs[0] <= n_out <= form.outputs[1]:
             raise InvalidModel(f"{node.describe()} has {n_out} outputs; {node.op_type} has "
-                               f"{spec.outputs[0]} to {spec.outputs[1]}")
+                               f"{form.outputs[0]} to {form.outputs[1]}")
+        check = getattr(form.fn, "check", None)
+        if check is not None:       # op-specific validation at import
+            check(node, ctx)
         return node
     return build
 
 
-for _name, _spec in OPS.items():
-    register(_name, _spec.versions)(_glue_builder(_spec))
+def register_table():
+    """Register every table op (called on the first lookup: it reads the ONNX
+    schemas, and a .fastlstm file loads without the onnx package)."""
+    for name, decl in table.OPS.items():
+        versions = [v for v in _onnx_versions(name) if v >= decl.first_version]
+        if versions:
+            register(name, versions)(_builder(decl))
+
+
+set_table_loader(register_table)
 
 
 @register("Constant", [1, 9, 11, 12, 13, 19, 21, 23, 24, 25])

@@ -30,8 +30,22 @@ def register(op_type, since_versions, domain=""):
     return deco
 
 
+_table_loader = []
+
+
+def set_table_loader(fn):
+    """``fn()`` registers the table ops; run once, before the first lookup."""
+    _table_loader.append(fn)
+
+
+def _load_table():
+    while _table_loader:
+        _table_loader.pop()()
+
+
 def resolve(op_type, domain, opset, node_name):
     """(since_version, builder) for an op at a model opset, or raise UnsupportedOp."""
+    _load_table()
     dom = domain or ""
     where = f'node "{node_name}"'
     shown = f"{dom}::{op_type}" if dom else op_type
@@ -56,4 +70,5 @@ def resolve(op_type, domain, opset, node_name):
 
 def supported_ops():
     """Sorted names of the ops fastlstm can run (default domain)."""
-    return sorted(op for dom, op in _BUILDERS if dom == "")
+    from ..ops.table import OPS
+    return sorted({op for dom, op in _BUILDERS if dom == ""} | set(OPS))

@@ -1,12 +1,22 @@
-"""Execution of ir nodes: one runner per node, built once at load.
+"""Execution of ir nodes: the op table and one runner per node, built at load.
 
-A runner is created from its node and the graph's constants (packing what it
-can right away) and is then called with the dict of values computed so far;
-it returns the node's outputs in order (None for outputs nobody asked for).
+Ops are declared in ``table`` by the files of each family (elementwise,
+shape, reduce, linear, conv, norm, control); recurrent layers have their own
+runner.  A runner is created from its node and the graph's constants (packing
+what it can right away) and is then called with the dict of values computed
+so far; it returns the node's outputs in order.
 """
+from . import control, elementwise, linear, reduce, shape  # noqa: F401  (declare the ops)
 from .basic import GlueRunner
-from .glue import OPS as GLUE_OPS
 from .recurrent import RecurrentRunner
+from .table import OPS
 
-RUNNERS = {name: GlueRunner for name in GLUE_OPS}
+for _family in ("conv", "norm"):
+    try:
+        __import__(f"{__name__}.{_family}")
+    except ModuleNotFoundError as e:  # a family still being written
+        if e.name != f"{__name__}.{_family}":
+            raise
+
+RUNNERS = {name: (d.runner or GlueRunner) for name, d in OPS.items()}
 RUNNERS.update({"LSTM": RecurrentRunner, "GRU": RecurrentRunner, "RNN": RecurrentRunner})

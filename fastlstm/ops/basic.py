@@ -1,8 +1,8 @@
-"""Runner for the numpy ops of ``fastlstm.ops.glue``."""
+"""The default runner of a table op: call the form's function."""
 import numpy as np
 
 from ..errors import FastLSTMError, InvalidInput
-from .glue import OPS
+from .table import form_of
 
 
 class GlueRunner:
@@ -11,7 +11,7 @@ class GlueRunner:
 
     def __init__(self, node, constants, needed, env):
         self.node = node
-        self.fn = OPS[node.op_type].fn
+        self.fn = form_of(node).fn
         self.n_out = len(node.outputs)
 
     def __call__(self, values, ctx=None):

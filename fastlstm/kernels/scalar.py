@@ -1,0 +1,86 @@
+"""Per-element float32 functions for fused elementwise loops.
+
+The executor (``fastlstm.fuse``) writes one loop per chain of elementwise ops
+and calls these on float32 scalars; each matches what numpy computes for the
+op on a float32 array (NaN in gives NaN out, as numpy, except where ONNX says
+otherwise) and keeps float32 (constants are float32: a Python float literal
+would promote the expression to float64).
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+from .. import config
+
+_F0 = np.float32(0.0)
+_F1 = np.float32(1.0)
+_FH = np.float32(0.5)
+
+_opts = dict(cache=config.NUMBA_CACHE, nogil=True, inline="always",
+             error_model=config.NUMBA_ERROR_MODEL)
+
+
+@njit(**_opts)
+def relu(x):
+    # numpy's maximum keeps NaN
+    return x if (x > _F0 or x != x) else _F0
+
+
+@njit(**_opts)
+def sigmoid(x):
+    return _FH * (np.float32(math.tanh(_FH * x)) + _F1)
+
+
+@njit(**_opts)
+def tanh(x):
+    return np.float32(math.tanh(x))
+
+
+@njit(**_opts)
+def sqrt(x):
+    return np.float32(math.sqrt(x)) if x >= _F0 else np.float32(np.nan)
+
+
+@njit(**_opts)
+def exp(x):
+    return np.float32(math.exp(x))
+
+
+@njit(**_opts)
+def log(x):
+    if x > _F0:
+        return np.float32(math.log(x))
+    if x == _F0:
+        return np.float32(-np.inf)
+    return np.float32(np.nan)
+
+
+@njit(**_opts)
+def erf(x):
+    return np.float32(math.erf(x))
+
+
+@njit(**_opts)
+def fmin(a, b):
+    # numpy's minimum: NaN if either is NaN
+    if a != a or b != b:
+        return np.float32(np.nan)
+    return a if a <= b else b
+
+
+@njit(**_opts)
+def fmax(a, b):
+    if a != a or b != b:
+        return np.float32(np.nan)
+    return a if a >= b else b
+
+
+@njit(**_opts)
+def power(a, b):
+    return np.float32(math.pow(a, b))
+
+
+@njit(**_opts)
+def square(a):
+    return a * a

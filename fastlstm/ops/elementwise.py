@@ -1,0 +1,193 @@
+"""Elementwise ops: arithmetic, comparisons, activations, unary math, casts.
+
+Float ops that declare ``scalar=`` can be fused by the executor into one loop
+per chain (``fastlstm.fuse``); the numpy function beside each is the op itself
+(used for constant folding, for other dtypes and when a chain is not fused).
+In ``scalar`` templates ``{0}``, ``{1}`` are the inputs, ``{alpha}`` etc. the
+node's float attributes (defaults in ``scalar_attrs``), and the names are the
+float32 functions of ``fastlstm.kernels.scalar``.
+"""
+import numpy as np
+
+from ..errors import InvalidInput, UnsupportedOp
+from ..ir import ELEM_TYPES
+from .table import attr, op
+
+
+def _c(value, x):
+    """A constant in ``x``'s dtype (a Python float would promote float32)."""
+    return np.asarray(value, x.dtype)
+
+
+# ---- binary arithmetic and comparisons (numpy broadcasting = ONNX multidirectional)
+
+def _div(a, b):
+    if np.issubdtype(a.dtype, np.integer):
+        return np.trunc(a / b).astype(a.dtype)
+    return np.divide(a, b)
+
+
+def _binary(name, fn, scalar=None):
+    def run(node, ins, n):
+        return [fn(ins[0], ins[1])]
+    run.__doc__ = f"{name} of two tensors with numpy broadcasting."
+    run.__module__ = __name__
+    # versions 1-6 had explicit 'broadcast'/'axis'; opset >= 7 broadcasts implicitly
+    op(name, since=7, inputs=(2, 2), scalar=scalar)(run)
+
+
+_binary("Add", np.add, "({0} + {1})")
+_binary("Sub", np.subtract, "({0} - {1})")
+_binary("Mul", np.multiply, "({0} * {1})")
+_binary("Div", _div, "({0} / {1})")
+_binary("Equal", np.equal)
+_binary("Less", np.less)
+_binary("Greater", np.greater)
+_binary("LessOrEqual", np.less_equal)
+_binary("GreaterOrEqual", np.greater_equal)
+_binary("And", np.logical_and)
+_binary("Or", np.logical_or)
+
+
+@op("Pow", since=7, inputs=(2, 2), scalar="power({0}, {1})")
+def pow_(node, ins, n):
+    """Pow: base ** exponent, in the base's type."""
+    a, b = ins
+    if a.dtype.kind == "f" and b.dtype != a.dtype:
+        b = b.astype(a.dtype)
+    return [np.power(a, b).astype(a.dtype, copy=False)]
+
+
+def _variadic(name, fn, scalar):
+    def run(node, ins, n):
+        out = ins[0]
+        for x in ins[1:]:
+            out = fn(out, x)
+        if name == "Mean":
+            out = out / _c(len(ins), out)
+        return [out if len(ins) > 1 else np.array(out)]
+    run.__doc__ = f"{name} of one or more tensors with numpy broadcasting."
+    run.__module__ = __name__
+    op(name, since=8, inputs=(1, 1 << 16), scalar=scalar)(run)
+
+
+_variadic("Sum", np.add, None)
+_variadic("Mean", np.add, None)
+_variadic("Min", np.minimum, None)
+_variadic("Max", np.maximum, None)
+
+
+# ---- unary
+
+
+def _unary(name, fn, scalar, attrs=(), scalar_attrs=(), since=6):
+    def run(node, ins, n):
+        return [fn(node, ins[0])]
+    run.__doc__ = f"{name}, elementwise."
+    run.__module__ = __name__
+    op(name, since=since, attrs=attrs, scalar=scalar, scalar_attrs=scalar_attrs)(run)
+
+
+_unary("Relu", lambda nd, x: np.maximum(x, _c(0, x)), "relu({0})")
+_unary("Tanh", lambda nd, x: np.tanh(x), "tanh({0})")
+_unary("Sigmoid", lambda nd, x: _c(0.5, x) * (np.tanh(_c(0.5, x) * x) + _c(1, x)),
+       "sigmoid({0})")
+_unary("Sqrt", lambda nd, x: np.sqrt(x), "sqrt({0})")
+_unary("Exp", lambda nd, x: np.exp(x), "exp({0})")
+_unary("Log", lambda nd, x: np.log(x), "log({0})")
+_unary("Abs", lambda nd, x: np.abs(x), "abs({0})")
+_unary("Neg", lambda nd, x: np.negative(x), "(-{0})")
+_unary("Reciprocal", lambda nd, x: np.reciprocal(x), "(np.float32(1) / {0})")
+_unary("Erf", lambda nd, x: _erf(x), "erf({0})", since=9)
+_unary("LeakyRelu",
+       lambda nd, x: np.where(x < 0, x * _c(attr(nd, "alpha", 0.01), x), x),
+       "({0} * {alpha} if {0} < 0 else {0})", attrs=["alpha"],
+       scalar_attrs=(("alpha", 0.01),))
+_unary("Elu",
+       lambda nd, x: np.where(x < 0, _c(attr(nd, "alpha", 1.0), x) * (np.exp(x) - _c(1, x)),
+                              x),
+       "({alpha} * (exp({0}) - np.float32(1)) if {0} < 0 else {0})", attrs=["alpha"],
+       scalar_attrs=(("alpha", 1.0),))
+_unary("HardSigmoid",
+       lambda nd, x: np.clip(x * _c(attr(nd, "alpha", 0.2), x) + _c(attr(nd, "beta", 0.5), x),
+                             _c(0, x), _c(1, x)),
+       "fmax(np.float32(0), fmin(np.float32(1), {0} * {alpha} + {beta}))",
+       attrs=["alpha", "beta"], scalar_attrs=(("alpha", 0.2), ("beta", 0.5)))
+_unary("HardSwish",
+       lambda nd, x: x * np.clip(x * _c(1 / 6, x) + _c(0.5, x), _c(0, x), _c(1, x)),
+       "({0} * fmax(np.float32(0), fmin(np.float32(1), {0} * np.float32(1 / 6) "
+       "+ np.float32(0.5))))", since=14)
+_unary("Softplus",
+       lambda nd, x: np.where(x > 0, x + np.log1p(np.exp(-np.abs(x))),
+                              np.log1p(np.exp(-np.abs(x)))).astype(x.dtype, copy=False),
+       None, since=1)
+
+
+def _erf(x):
+    from math import erf
+    return np.vectorize(erf, otypes=[x.dtype])(x) if x.size else x.copy()
+
+
+@op("Clip", since=6, attrs=["min", "max"])
+def clip_6(node, ins, n):
+    """Clip with min/max as attributes (opset 6-10)."""
+    x = ins[0]
+    lo, hi = attr(node, "min", -3.4028234663852886e38), attr(node, "max", 3.4028234663852886e38)
+    return [np.minimum(np.maximum(x, _c(lo, x)), _c(hi, x))]
+
+
+@op("Clip", since=11, inputs=(1, 3))
+def clip_11(node, ins, n):
+    """Clip with optional min/max inputs (opset 11 on)."""
+    x = ins[0]
+    lo = ins[1] if len(ins) > 1 else None
+    hi = ins[2] if len(ins) > 2 else None
+    out = x
+    if lo is not None:
+        out = np.maximum(out, lo.astype(x.dtype).reshape(()))
+    if hi is not None:
+        out = np.minimum(out, hi.astype(x.dtype).reshape(()))
+    return [out if out is not x else x.copy()]
+
+
+@op("Not", since=1)
+def not_(node, ins, n):
+    """Logical not."""
+    return [np.logical_not(ins[0])]
+
+
+@op("Where", since=9, inputs=(3, 3))
+def where(node, ins, n):
+    """Select from two tensors by a condition, with broadcasting."""
+    return [np.where(ins[0], ins[1], ins[2])]
+
+
+@op("Cast", since=6, attrs=["to", "saturate", "round_mode"], zero_preserving=True)
+def cast(node, ins, n):
+    """Convert to another element type."""
+    to = int(attr(node, "to"))
+    if to not in ELEM_TYPES:
+        raise UnsupportedOp(f"{node.describe()}: cast to element type {to}", node.op_type,
+                            node.domain, node.since_version, node.name)
+    return [ins[0].astype(ELEM_TYPES[to][0])]
+
+
+@op("Identity", since=1, zero_preserving=True)
+def identity(node, ins, n):
+    """The input, unchanged."""
+    return [ins[0]]
+
+
+@op("Dropout", since=7, attrs=["ratio", "is_test", "seed"], inputs=(1, 3), outputs=(1, 2))
+def dropout(node, ins, n):
+    """Inference: the input unchanged (and an all-true mask)."""
+    if len(ins) > 2 and ins[2] is not None and bool(np.asarray(ins[2])):
+        raise UnsupportedOp(f"{node.describe()}: training_mode=True (fastlstm runs inference)",
+                            node.op_type, node.domain, node.since_version, node.name)
+    out = [ins[0]]
+    if n > 1:
+        out.append(np.ones(ins[0].shape, np.bool_))
+    return out
+
+
+__all__ = ["InvalidInput"]

@@ -1,0 +1,149 @@
+"""Reductions and their relatives: Reduce*, ArgMax, TopK, Softmax, LogSoftmax."""
+import numpy as np
+from numba import njit
+
+from .. import config
+from ..errors import InvalidInput
+from .shape import axes_attr, axes_input, norm_axes
+from .table import attr, op
+
+
+def _reduce_run(node, x, axes, fn):
+    keep = bool(attr(node, "keepdims", 1))
+    if not axes:
+        if attr(node, "noop_with_empty_axes", 0):
+            return [x]
+        axes = list(range(x.ndim))
+    axes = tuple(norm_axes(axes, x.ndim, node))
+    return [np.asarray(fn(x, axis=axes, keepdims=keep)).astype(x.dtype, copy=False)]
+
+
+def _mean(x, axis, keepdims):
+    # np.mean goes through Python-level helpers (several microseconds on the small
+    # tensors of a model head); a sum and a division are two C calls.
+    count = 1
+    for a in axis:
+        count *= x.shape[a]
+    total = np.add.reduce(x, axis=axis, keepdims=keepdims)
+    return total / np.asarray(count, total.dtype) if count else total * np.nan
+
+
+def _reduce(name, fn, axes_input_since):
+    def run_attr(node, ins, n):
+        return _reduce_run(node, ins[0], axes_attr(node), fn)
+
+    def run_input(node, ins, n):
+        return _reduce_run(node, ins[0], axes_input(ins, 1), fn)
+
+    for f, form in ((run_attr, "attribute"), (run_input, "input")):
+        f.__doc__ = f"{name} over axes given as an {form}."
+        f.__module__ = __name__
+    op(name, since=1, attrs=["axes", "keepdims"])(run_attr)
+    op(name, since=axes_input_since, attrs=["keepdims", "noop_with_empty_axes"],
+       inputs=(1, 2), shape_params=(1,))(run_input)
+
+
+_reduce("ReduceMean", _mean, 18)
+_reduce("ReduceSum", np.sum, 13)
+_reduce("ReduceMax", np.max, 18)
+_reduce("ReduceMin", np.min, 18)
+_reduce("ReduceProd", np.prod, 18)
+
+
+@op("ArgMax", since=1, attrs=["axis", "keepdims", "select_last_index"])
+def argmax(node, ins, n):
+    """Index of the largest value along an axis (first or last of ties)."""
+    x = ins[0]
+    axis = int(attr(node, "axis", 0)) % x.ndim
+    if attr(node, "select_last_index", 0):
+        idx = x.shape[axis] - 1 - np.argmax(np.flip(x, axis), axis=axis)
+    else:
+        idx = np.argmax(x, axis=axis)
+    idx = idx.astype(np.int64)
+    return [np.expand_dims(idx, axis) if attr(node, "keepdims", 1) else idx]
+
+
+def _topk(node, x, k):
+    axis = int(attr(node, "axis", -1)) % x.ndim
+    if not 0 <= k <= x.shape[axis]:
+        raise InvalidInput(f"{node.describe()}: k={k} out of range")
+    key = -x if attr(node, "largest", 1) else x
+    # stable sort: equal values keep index order, as onnxruntime does
+    idx = np.argsort(key, axis=axis, kind="stable")
+    idx = np.take(idx, np.arange(k), axis=axis)
+    return [np.take_along_axis(x, idx, axis=axis), idx.astype(np.int64)]
+
+
+@op("TopK", since=1, attrs=["axis", "k"], outputs=(2, 2))
+def topk_1(node, ins, n):
+    """The k largest values and their indices (k as an attribute)."""
+    return _topk(node, ins[0], int(attr(node, "k")))
+
+
+@op("TopK", since=10, attrs=["axis", "largest", "sorted"], inputs=(2, 2), outputs=(2, 2),
+    shape_params=(1,))
+def topk_10(node, ins, n):
+    """The k largest (or smallest) values and their indices (k as an input)."""
+    return _topk(node, ins[0], int(np.asarray(ins[1]).reshape(-1)[0]))
+
+
+@njit(cache=config.NUMBA_CACHE, nogil=True)
+def _softmax_rows(x, out, log):
+    """Softmax or log-softmax of each row of a 2-D array (one pass of numpy
+    calls per row would cost more than the arithmetic for the small heads of
+    exported models)."""
+    for i in range(x.shape[0]):
+        m = x[i, 0]
+        for j in range(1, x.shape[1]):
+            m = max(m, x[i, j])
+        s = 0.0
+        for j in range(x.shape[1]):
+            s += np.exp(np.float64(x[i, j] - m))
+        if log:
+            ls = np.log(s)
+            for j in range(x.shape[1]):
+                out[i, j] = x[i, j] - m - ls
+        else:
+            for j in range(x.shape[1]):
+                out[i, j] = np.exp(np.float64(x[i, j] - m)) / s
+
+
+def softmax_axis(x, axis, log):
+    """(Log-)softmax of ``x`` along one axis."""
+    if x.dtype == np.float32 and x.ndim >= 1 and axis in (-1, x.ndim - 1) and x.size:
+        x2 = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+        out = np.empty_like(x2)
+        _softmax_rows(x2, out, log)
+        return out.reshape(x.shape)
+    m = np.max(x, axis=axis, keepdims=True)
+    e = x - m
+    if log:
+        return e - np.log(np.sum(np.exp(e), axis=axis, keepdims=True))
+    e = np.exp(e)
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def _softmax_2d(node, x, log):
+    # before opset 13 the input is coerced to 2-D at ``axis``
+    axis = int(attr(node, "axis", 1)) % max(x.ndim, 1)
+    shape = x.shape
+    x2 = x.reshape(int(np.prod(shape[:axis], dtype=np.int64)), -1)
+    return softmax_axis(x2, 1, log).reshape(shape)
+
+
+def _softmax(name, log):
+    def coerced(node, ins, n):
+        return [_softmax_2d(node, ins[0], log)]
+
+    def axis(node, ins, n):
+        return [softmax_axis(ins[0], int(attr(node, "axis", -1)), log)]
+
+    coerced.__doc__ = f"{name} over the input flattened to 2-D at axis (before opset 13)."
+    axis.__doc__ = f"{name} along one axis."
+    coerced.__module__ = axis.__module__ = __name__
+    op(name, since=1, attrs=["axis"])(coerced)
+    op(name, since=13, attrs=["axis"])(axis)
+
+
+_softmax("Softmax", False)
+_softmax("LogSoftmax", True)
