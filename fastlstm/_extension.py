@@ -4,10 +4,21 @@ from .errors import ExtensionNotBuilt
 try:
     from . import _frontend as frontend
 except ImportError as e:  # pragma: no cover - only on a broken install
+    import os as _os
+    _pkg = _os.path.dirname(_os.path.abspath(__file__))
+    _shadow = ""
+    if _os.path.isfile(_os.path.join(_os.path.dirname(_pkg), "setup.py")):
+        # A source checkout: after 'pip install .', 'python -m fastlstm' run
+        # from the checkout imports this folder (the current directory comes
+        # first on sys.path), not the installed copy.
+        _shadow = (f" Python imported fastlstm from the source folder {_pkg}, which has no "
+                   "built extension: in a checkout install with 'pip install -e .' (it "
+                   "builds the extension in place), or run from another directory or "
+                   "through the 'fastlstm' command.")
     raise ExtensionNotBuilt(
-        "fastlstm's compiled extension (fastlstm._frontend) is not built. Install the "
-        "package with 'pip install .' (or 'pip install -e .' in a checkout), which needs "
-        f"a C compiler, Cython and numpy. Cause: {e}") from e
+        "fastlstm's compiled extension (fastlstm._frontend) is not built." + _shadow +
+        " Installing needs a C compiler, Cython and numpy ('pip install .' or "
+        f"'pip install -e .' in a checkout). Cause: {e}") from e
 
 from . import config as _config  # noqa: E402
 from .kernels import common as _common  # noqa: E402
