@@ -101,3 +101,67 @@ def test_external_data_escapes_are_refused(tmp_path):
         path.write_bytes(_external_model(location).SerializeToString())
         with pytest.raises(InvalidModel, match="W"):
             fastlstm.InferenceSession(str(path))
+
+
+# --- the kernel cache -----------------------------------------------------------
+
+def test_kernel_cache_is_outside_the_package():
+    """Numba's cache of fastlstm's kernels lives in the per-user cache folder."""
+    from fastlstm import config
+    from fastlstm.kernels import lstm, registry
+    package = os.path.dirname(os.path.abspath(fastlstm.__file__))
+    root = config.kernel_cache_dir()
+    for fn in (lstm.lstm_step, registry._gemm):
+        path = fn._cache._cache_path
+        assert os.path.commonpath([path, root]) == root, path
+        assert os.path.commonpath([path, package]) != package, path
+        assert path == config.numba_cache_path(lstm.__file__)
+    assert any(n.endswith(".nbi") for n in os.listdir(config.numba_cache_path(lstm.__file__)))
+
+
+def test_kernel_cache_dir_from_the_environment(monkeypatch, tmp_path):
+    from fastlstm import config
+    monkeypatch.delenv("FASTLSTM_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert config.kernel_cache_dir() == str(tmp_path / "xdg" / "fastlstm")
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert config.kernel_cache_dir() == str(tmp_path / "home" / ".cache" / "fastlstm")
+    monkeypatch.setenv("FASTLSTM_CACHE_DIR", str(tmp_path / "mine"))
+    assert config.kernel_cache_dir() == str(tmp_path / "mine")
+
+
+def test_cache_locator_leaves_other_code_alone(tmp_path):
+    """Functions outside fastlstm keep Numba's own cache placement."""
+    from numba import njit
+    src = tmp_path / "user_mod.py"
+    src.write_text("from numba import njit\n@njit(cache=True)\ndef f(x):\n    return x + 1\n")
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("user_mod_for_cache_test", src)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.f(1) == 2
+    assert str(tmp_path) in mod.f._cache._cache_path
+    assert njit  # (imported for the module above)
+
+
+# --- errors outside the family --------------------------------------------------
+
+def _lstm_session():
+    from helpers import random_weights, recurrent_model
+    rng = np.random.default_rng(1)
+    arrays = random_weights(rng, "LSTM", 1, 8, 3)
+    arrays["X"] = rng.standard_normal((4, 1, 3)).astype(np.float32)
+    model = recurrent_model("LSTM", arrays, {"hidden_size": 8}, initializers=["W", "R", "B"])
+    return fastlstm.InferenceSession(model.SerializeToString())
+
+
+def test_bad_environment_variables_are_fastlstm_errors(monkeypatch):
+    from fastlstm import config
+    for raw, match in (("abc", "FASTLSTM_NUM_THREADS='abc' must be an integer >= 1"),
+                       ("0", "must be an integer >= 1"), ("-2", ">= 1")):
+        monkeypatch.setenv("FASTLSTM_NUM_THREADS", raw)
+        with pytest.raises(InvalidInput, match=match):
+            config.default_num_threads()
+        with pytest.raises(InvalidInput, match="FASTLSTM_NUM_THREADS"):
+            _lstm_session()

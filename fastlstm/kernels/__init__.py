@@ -11,7 +11,9 @@ Numba's on-disk cache keys a compiled function on its own source file only.
 A step kernel inlines code from other files (activations, simd tiles, gemm,
 config), so after one of those changes it would keep loading its old machine
 code.  ``clear_stale_cache`` runs on import: it keeps a digest of every kernel
-source beside the cache and clears the cache when the digest changes.
+source beside the cache and clears the cache when the digest changes.  The
+cache is in a per-user folder (``fastlstm.config.kernel_cache_dir``), not in
+the package.
 """
 import glob
 import hashlib
@@ -64,4 +66,11 @@ def clear_stale_cache(src_dirs=(_HERE,), extra_files=(), cache_dir=None):
     return removed
 
 
-clear_stale_cache(extra_files=(os.path.join(os.path.dirname(_HERE), "config.py"),))
+def _clear_stale():
+    from .. import config
+    if config.NUMBA_CACHE:      # the cache lives in config.kernel_cache_dir()
+        clear_stale_cache(extra_files=(os.path.join(os.path.dirname(_HERE), "config.py"),),
+                          cache_dir=config.numba_cache_path(os.path.join(_HERE, "lstm.py")))
+
+
+_clear_stale()

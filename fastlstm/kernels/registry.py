@@ -1,7 +1,7 @@
 """The compiled entry points, by op, as C function addresses for the front end.
 
 Importing this module compiles the kernels, or loads them from Numba's on-disk
-cache (``__pycache__`` next to the sources, keyed on source, signature and CPU).
+cache (in ``config.kernel_cache_dir()``, keyed on source, signature and CPU).
 """
 from numba import cfunc
 
