@@ -26,10 +26,17 @@ EXAMPLE_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
                              "example_lstm.onnx")
 
 
+#: The benchmark's cases the demo times beside the model (see bench.TABLE).
+DEMO_STREAM_CASES = ("stream", "gru-stream")
+
+
+def _us(microseconds):
+    return f"{microseconds:.1f} us" if microseconds < 1000 else f"{microseconds / 1e3:.2f} ms"
+
+
 def cmd_demo(args):
     """Run the example model with fastlstm and onnxruntime: check and time."""
     import fastlstm
-    from .bench import interleaved_medians
     try:
         import onnxruntime as ort
     except ImportError:
@@ -37,6 +44,10 @@ def cmd_demo(args):
               file=sys.stderr)
         return 2
     path = args.model or EXAMPLE_MODEL
+    if _is_packed_path(path):
+        raise SystemExit("fastlstm: error: the demo compares against onnxruntime, which reads "
+                         "ONNX models, not .fastlstm files; check a .fastlstm file with "
+                         "'fastlstm verify model.fastlstm --reference model.onnx'")
     t0 = time.perf_counter()
     sess = fastlstm.InferenceSession(path)
     load_s = time.perf_counter() - t0
@@ -46,36 +57,67 @@ def cmd_demo(args):
     inputs = {i.name: i for i in sess.get_inputs()}
     x_info = inputs[next(iter(inputs))]
     input_size = x_info.shape[-1]
-    rows = []
-    worst = 0.0
+    from . import bench
     rng = np.random.default_rng(0)
+    time_dim, batch_dim = _sequence_dims(sess)
+    # Correctness, here: every output against onnxruntime's.
+    checks, feeds = [], {}
     for T, B in [(1, 1), (100, 1), (100, 16)]:
-        feed = {}
-        for name, info in inputs.items():
-            shape = [T if d == "seq" else B if d == "batch" else d for d in info.shape]
-            feed[name] = rng.standard_normal(shape).astype(np.float32)
+        feed = random_inputs(sess, {time_dim: T, batch_dim: B}, seed=int(rng.integers(1 << 30)))
         got = sess.run(None, feed)
         exp = ref.run(None, feed)
         err = max(float(np.max(np.abs(g - e))) for g, e in zip(got, exp))
-        worst = max(worst, err)
-        inner = 200 if T == 1 else 5
-        ours, theirs = interleaved_medians(
-            [lambda: sess.run(None, feed), lambda: ref.run(None, feed)],
-            rounds=args.repeats, inner=inner)
-        rows.append({"T": T, "B": B, "fastlstm_us": ours * 1e6, "onnxruntime_us": theirs * 1e6,
-                     "ratio": theirs / ours, "max_abs_err": err})
-    ok = worst <= 1e-5
+        checks.append({"T": T, "B": B, "max_abs_err": err})
+        feeds[T, B] = feed
+    # Speed, measured as `fastlstm bench` measures (bench.measure): each engine
+    # in processes of its own, alternating, medians.  The model at batch 1, one
+    # step and 100 steps, and the bench's streaming cases, where fastlstm is
+    # meant to win most (one step carrying state: fastlstm's stream() against
+    # initial_h/c in and Y_h/Y_c out).
+    import tempfile
+    stream_cases = {name: bench.TABLE[name] for name in DEMO_STREAM_CASES}
+    with tempfile.TemporaryDirectory() as tmp:
+        cases = {}
+        for T, B in [(1, 1), (100, 1)]:
+            feed_path = os.path.join(tmp, f"feed_T{T}_B{B}.npz")
+            np.savez(feed_path, **feeds[T, B])
+            cases[f"model T={T} B={B}"] = bench.model_case(path, feed_path)
+        cases.update(stream_cases)
+        _progress(f"timing {len(cases)} cases: {args.repeats} processes per engine")
+        medians = bench.measure(cases, args.threads, args.rounds, args.repeats)
+    errors = {f"model T={c['T']} B={c['B']}": c["max_abs_err"] for c in checks}
+    errors.update({name: bench.check_case(case) for name, case in stream_cases.items()})
+    rows = []
+    for name, case in cases.items():
+        if isinstance(case, dict):
+            what = f"{os.path.basename(path)}, {name[6:]}"
+        else:
+            op, T, B, I, H, direction, carry = case
+            what = f"{op} I={I} H={H}, one step carrying state"
+        ours, theirs = medians["fastlstm"][name], medians["onnxruntime"][name]
+        rows.append({"case": name, "what": what, "fastlstm_us": ours * 1e6,
+                     "onnxruntime_us": theirs * 1e6, "ratio": theirs / ours,
+                     "max_abs_err": errors[name]})
+    ok = all(e <= 1e-5 for e in errors.values())
     if args.json:
-        print(json.dumps({"model": path, "load_s": load_s, "rows": rows, "ok": ok}, indent=2))
+        print(json.dumps({"model": path, "load_s": load_s, "threads": args.threads,
+                          "repeats": args.repeats, "rounds": args.rounds, "checks": checks,
+                          "rows": rows, "ok": ok}, indent=2))
     else:
-        print(f"model: {os.path.relpath(path)} (input {input_size}, "
-              f"{[o.name for o in sess.get_outputs()]}); loaded in {load_s * 1e3:.0f} ms")
-        print(f"threads: {args.threads}; medians of {args.repeats} interleaved rounds")
-        print(f"{'T':>5} {'B':>4} {'fastlstm':>12} {'onnxruntime':>12} {'ORT/ours':>9} "
-              f"{'max|err|':>9}")
+        print(f"model: {os.path.relpath(path)} (input {input_size}, outputs "
+              f"{', '.join(o.name for o in sess.get_outputs())}); loaded in "
+              f"{load_s * 1e3:.0f} ms")
+        print("max abs difference from onnxruntime: " + ", ".join(
+            f"T={c['T']} B={c['B']} {c['max_abs_err']:.1e}" for c in checks))
+        print(f"\ntimed as `fastlstm bench` times: each engine in processes of its own, "
+              f"alternating {args.repeats} times, {args.rounds} samples each; medians; "
+              f"{args.threads} thread(s)")
+        print(f"{'case':<44} {'fastlstm':>10} {'onnxruntime':>12} {'ratio':>7}")
         for r in rows:
-            print(f"{r['T']:>5} {r['B']:>4} {r['fastlstm_us']:>10.1f}us "
-                  f"{r['onnxruntime_us']:>10.1f}us {r['ratio']:>8.2f}x {r['max_abs_err']:>9.1e}")
+            print(f"{r['what']:<44} {_us(r['fastlstm_us']):>10} {_us(r['onnxruntime_us']):>12} "
+                  f"{r['ratio']:>6.2f}x")
+        print("ratio = onnxruntime time / fastlstm time (> 1: fastlstm is faster); "
+              "the full table: fastlstm bench")
         print("outputs match onnxruntime (max abs error <= 1e-5)" if ok else
               "MISMATCH against onnxruntime")
     return 0 if ok else 1
@@ -84,6 +126,18 @@ def cmd_demo(args):
 def cmd_bench(args):
     """Time fastlstm against onnxruntime on the benchmark table (and sweep)."""
     from . import bench
+    for path in (args.json, args.png):
+        if path:
+            check_output_path(path)
+    if args.cases:
+        known = dict(bench.TABLE)
+        if args.sweep:
+            known.update(bench.sweep_cases())
+        unknown = [c for c in args.cases if c not in known]
+        if unknown:
+            raise SystemExit(f"fastlstm: error: unknown bench case(s) {', '.join(unknown)}; "
+                             f"the cases are {', '.join(known)}"
+                             f"{'' if args.sweep else ' (and the sweep cases with --sweep)'}")
     others = [e for e in bench.OPTIONAL_ENGINES if e not in (args.without or [])]
     bench.compare(threads=args.threads, sweep=args.sweep, rounds=args.rounds,
                   repeats=args.repeats, json_path=args.json, png_path=args.png, others=others,
@@ -103,12 +157,77 @@ def _emit(args, doc, text):
         print(text)
 
 
+def _positive_int(text):
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+#: Largest total size of the random inputs ``verify`` makes (bytes).
+MAX_RANDOM_INPUT_BYTES = 1 << 30
+
+
+def _dim_size(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise SystemExit(f"fastlstm: error: --dim sizes are integers >= 1, got {text!r}") \
+            from None
+    if value < 1:
+        raise SystemExit(f"fastlstm: error: --dim sizes are integers >= 1, got {value}")
+    return value
+
+
+def check_output_path(path, what="output"):
+    """Refuse, before any work, an output path that cannot be written: a folder
+    that does not exist, a folder itself, or an existing device, FIFO, socket
+    or link (outputs are written only as regular files, replaced atomically)."""
+    import stat
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise SystemExit(f"fastlstm: error: cannot write {what} {path!r}: folder {folder!r} "
+                         f"does not exist")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise SystemExit(f"fastlstm: error: cannot write {what} {path!r}: {e.strerror}") \
+            from None
+    if stat.S_ISDIR(st.st_mode):
+        raise SystemExit(f"fastlstm: error: cannot write {what} {path!r}: it is a folder")
+    if not stat.S_ISREG(st.st_mode):
+        raise SystemExit(f"fastlstm: error: cannot write {what} {path!r}: it exists and is "
+                         f"not a regular file (outputs replace only regular files)")
+
+
+def _sequence_dims(sess):
+    """Names of the time and batch dims of a model's first input (symbolic or not)."""
+    first = sess._graph.inputs[0] if sess._graph.inputs else None
+    shape = list(first.shape or ()) if first is not None else []
+    layout = 0
+    for r in sess._plan.recurrent_nodes():
+        layout = r.spec.layout
+        break
+    if len(shape) < 2:
+        return None, None
+    t, b = (shape[0], shape[1]) if layout == 0 else (shape[1], shape[0])
+    return (t if isinstance(t, str) else None), (b if isinstance(b, str) else None)
+
+
 def _parse_pairs(items, what, convert):
     out = {}
     for item in items or []:
         if "=" not in item:
             raise SystemExit(f"fastlstm: error: {what} must look like name=value, got {item!r}")
         k, v = item.split("=", 1)
+        if not k:
+            raise SystemExit(f"fastlstm: error: {what} must look like name=value, got {item!r}")
         out[k] = convert(v)
     return out
 
@@ -136,13 +255,14 @@ def random_inputs(sess, dims=None, seed=0):
     batch-like names and 7 for the rest.  An int input that is a recurrent
     node's sequence_lens gets lengths in [1, seq_length]; other ints are 0/1.
     """
-    dims = dict(dims or {})
+    dims = {k: v for k, v in (dims or {}).items() if k is not None}
     rng = np.random.default_rng(seed)
     seq_inputs = {}
     for r in sess._plan.recurrent_nodes():
         if r.node.input(4):
             seq_inputs[r.node.input(4)] = r
     feed = {}
+    total = 0
     from .ir import ELEM_TYPES
     for vi in sess._graph.inputs:
         shape = []
@@ -155,6 +275,12 @@ def random_inputs(sess, dims=None, seed=0):
                     dims[name] = 2 if "batch" in name.lower() or name in ("B", "N") else 7
                 shape.append(dims[name])
         dtype = ELEM_TYPES.get(vi.elem_type, (np.dtype(np.float32),))[0]
+        total += int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+        if total > MAX_RANDOM_INPUT_BYTES:
+            from .errors import InvalidInput
+            raise InvalidInput(f"random inputs of shape {shape} for '{vi.name}' (dims "
+                               f"{dims}) would take more than "
+                               f"{MAX_RANDOM_INPUT_BYTES >> 20} MiB; choose smaller --dim sizes")
         if dtype.kind == "f":
             feed[vi.name] = rng.standard_normal(shape).astype(dtype)
         elif vi.name in seq_inputs:
@@ -198,19 +324,41 @@ def verify_model(model_path, reference=None, inputs=None, dims=None, atol=1e-5, 
     except ImportError:
         raise SystemExit("fastlstm: error: verify needs onnxruntime (pip install onnxruntime)")
     onnx_path = reference or model_path
+    if reference is not None and not os.path.isfile(reference):
+        raise SystemExit(f"fastlstm: error: reference model {reference!r} does not exist")
     if _is_packed_path(onnx_path):
         raise SystemExit("fastlstm: error: a .fastlstm file is verified against its ONNX "
                          "model: pass --reference model.onnx")
     sess = fastlstm.InferenceSession(model_path)
+    symbols = {d for vi in sess._graph.inputs for d in (vi.shape or ()) if isinstance(d, str)}
+    unknown = sorted(set(dims or {}) - symbols)
+    if unknown:
+        raise SystemExit(f"fastlstm: error: --dim {', '.join(unknown)}: the model has no such "
+                         f"dimension; its symbolic dimensions are {sorted(symbols) or 'none'}")
     feed = random_inputs(sess, dims, seed)
     feed.update(inputs or {})
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
-    ref = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+    try:
+        ref = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+    except Exception as e:      # onnxruntime's own exception types
+        raise SystemExit(f"fastlstm: error: onnxruntime cannot load the reference "
+                         f"{onnx_path!r}: {e}") from None
     names = [o.name for o in sess.get_outputs()]
+    ours_in = {i.name: i.type for i in sess.get_inputs()}
+    theirs_in = {i.name: i.type for i in ref.get_inputs()}
+    theirs_out = [o.name for o in ref.get_outputs()]
+    if ours_in != theirs_in or not set(names) <= set(theirs_out):
+        raise SystemExit(f"fastlstm: error: the reference {onnx_path!r} is a different model: "
+                         f"inputs {theirs_in}, outputs {theirs_out}; {model_path!r} has inputs "
+                         f"{ours_in}, outputs {names}")
     _progress(f"running {len(names)} outputs with fastlstm and onnxruntime")
     ours = sess.run(names, feed)
-    theirs = ref.run(names, feed)
+    try:
+        theirs = ref.run(names, feed)
+    except Exception as e:      # onnxruntime's own exception types
+        raise SystemExit(f"fastlstm: error: onnxruntime failed on the reference: {e}") \
+            from None
     return compare_outputs(names, ours, theirs, atol, rtol), feed
 
 
@@ -227,7 +375,7 @@ def _verify_text(rows):
 def cmd_verify(args):
     """Compare every output with onnxruntime; exit 1 on any mismatch."""
     inputs = _parse_pairs(args.input, "--input", _load_npy)
-    dims = _parse_pairs(args.dim, "--dim", int)
+    dims = _parse_pairs(args.dim, "--dim", _dim_size)
     rows, _ = verify_model(args.model, args.reference, inputs, dims, args.atol, args.rtol)
     text, ok = _verify_text(rows)
     _emit(args, {"model": args.model, "outputs": rows, "pass": ok}, text)
@@ -240,10 +388,11 @@ def cmd_convert(args):
     from . import fileformat
     from .onnx_import import load_graph
     t0 = _time.perf_counter()
+    out = args.output or os.path.splitext(args.model)[0] + ".fastlstm"
+    check_output_path(out)
     _progress(f"importing {args.model}")
     graph = load_graph(args.model)
     _progress("packing weights")
-    out = args.output or os.path.splitext(args.model)[0] + ".fastlstm"
     size = fileformat.save(graph, out)
     doc = {"model": args.model, "output": out, "bytes": size,
            "onnx_bytes": os.path.getsize(args.model),
@@ -264,20 +413,25 @@ def cmd_convert(args):
 def cmd_run(args):
     """Run a model on inputs from .npy files; save outputs to .npz or summarize them."""
     import fastlstm
+    saved = None
+    if args.output:
+        # numpy adds .npz to a name without it: say (and check) the real name
+        saved = args.output if args.output.endswith(".npz") else args.output + ".npz"
+        check_output_path(saved)
     sess = fastlstm.InferenceSession(args.model)
     feed = _parse_pairs(args.input, "--input", _load_npy)
     names = args.output_names or [o.name for o in sess.get_outputs()]
     outs = sess.run(names, feed)
-    if args.output:
-        np.savez(args.output, **dict(zip(names, outs)))
+    if saved:
+        np.savez(saved, **dict(zip(names, outs)))
     doc = {"outputs": [{"name": n, "shape": list(o.shape), "dtype": str(o.dtype),
                         "min": float(o.min()) if o.size else None,
                         "max": float(o.max()) if o.size else None}
-                       for n, o in zip(names, outs)], "saved_to": args.output}
+                       for n, o in zip(names, outs)], "saved_to": saved}
     text = "\n".join(f"{d['name']}: {d['dtype']} {d['shape']} range [{d['min']}, {d['max']}]"
                      for d in doc["outputs"])
-    if args.output:
-        text += f"\nsaved to {args.output}"
+    if saved:
+        text += f"\nsaved to {saved}"
     _emit(args, doc, text)
     return 0
 
@@ -401,15 +555,18 @@ def build_parser():
     i.set_defaults(fn=cmd_info)
     d = sub.add_parser("demo", help="run the bundled example against onnxruntime")
     d.add_argument("--model", help="an ONNX model with inputs named like the example's")
-    d.add_argument("--threads", type=int, default=1)
-    d.add_argument("--repeats", type=int, default=15)
+    d.add_argument("--threads", type=_positive_int, default=1)
+    d.add_argument("--repeats", type=_positive_int, default=3,
+                   help="processes per engine, alternating between engines (as bench)")
+    d.add_argument("--rounds", type=_positive_int, default=5,
+                   help="samples per process (as bench)")
     d.add_argument("--json", action="store_true")
     d.set_defaults(fn=cmd_demo)
     b = sub.add_parser("bench", help="time fastlstm against onnxruntime")
-    b.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    b.add_argument("--threads", type=_positive_int, nargs="+", default=[1, 2])
     b.add_argument("--sweep", action="store_true", help="add the B/T/H sweep")
-    b.add_argument("--rounds", type=int, default=15, help="samples per process")
-    b.add_argument("--repeats", type=int, default=3,
+    b.add_argument("--rounds", type=_positive_int, default=15, help="samples per process")
+    b.add_argument("--repeats", type=_positive_int, default=3,
                    help="processes per engine, alternating between engines")
     b.add_argument("--cases", nargs="+", help="only these case names")
     b.add_argument("--json", help="write results as JSON here")
@@ -430,10 +587,31 @@ def main(argv=None):
     from .errors import FastLSTMError
     args = build_parser().parse_args(argv)
     try:
-        return args.fn(args)
+        status = args.fn(args)
+        sys.stdout.flush()          # (a closed pipe shows up here, not at exit)
+        return status
+    except BrokenPipeError:
+        # the reader went away (``fastlstm ops | head``): stop quietly, as a
+        # command killed by SIGPIPE would, and keep Python from complaining
+        # again when it flushes stdout at exit
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141
     except FastLSTMError as e:
         print(f"fastlstm: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:            # a file that cannot be read or written
+        print(f"fastlstm: error: {e}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("fastlstm: error: out of memory", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("fastlstm: interrupted", file=sys.stderr)
+        return 130
     except SystemExit as e:          # our own messages for bad files and arguments
         if isinstance(e.code, str):
             print(e.code, file=sys.stderr)

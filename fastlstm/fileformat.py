@@ -153,12 +153,40 @@ def dumps(graph):
 
 
 def save(graph, path):
-    """Write a packed ir.Graph to ``path`` (written to a temporary name, then renamed)."""
+    """Write a packed ir.Graph to ``path`` (written to a temporary name, then renamed).
+
+    ``path`` must be a new name or an existing regular file: the rename would
+    replace a device, FIFO, socket or symbolic link with a regular file, so
+    those are refused (FastLSTMError), as is a folder that does not exist.
+    """
+    import stat
+    from .errors import FastLSTMError
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FastLSTMError(f"cannot write {path!r}: folder {folder!r} does not exist")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise FastLSTMError(f"cannot write {path!r}: it exists and is {kind} (a .fastlstm "
+                            f"file replaces only a regular file)")
     data = dumps(graph)
-    tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    # a fresh name, created exclusively (never through a link planted there)
+    tmp = f"{path}.tmp{os.getpid()}.{os.urandom(4).hex()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
     return len(data)
 
 
