@@ -57,8 +57,14 @@ class Stream:
                 raise UnsupportedOp(f"{r.node.describe()}: hidden_size is not known before "
                                     f"the first run (weights are graph inputs and the node "
                                     f"has no hidden_size attribute)")
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInput(f"batch_size must be an int >= 1, got {batch_size!r}")
+        from . import limits
+        with limits.limit(session._max_tensor_bytes):
+            for r in self._runners:
+                H = r.packed.hidden if r.packed is not None else r.spec.hidden_size
+                limits.check_shape((r.spec.num_directions, batch_size, H), np.float32, r.node,
+                                   f"the stream state of batch_size {batch_size}")
         self.batch_size = batch_size
         self._optional = plan.state_inputs()
         self.reset()
@@ -221,10 +227,14 @@ class MicroBatcher:
     """
 
     def __init__(self, session, max_batch=32, max_wait_us=500, output_names=None, workers=1):
-        if max_batch < 1:
-            raise ValueError("max_batch must be >= 1")
-        if max_wait_us < 0:
-            raise ValueError("max_wait_us must be >= 0")
+        for name, value in (("max_batch", max_batch), ("workers", workers)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise InvalidInput(f"MicroBatcher: {name} must be an int >= 1, got {value!r}")
+        if isinstance(max_wait_us, bool) or not isinstance(max_wait_us, (int, float, np.integer,
+                                                                         np.floating)) \
+                or not 0 <= max_wait_us < float("inf"):
+            raise InvalidInput(f"MicroBatcher: max_wait_us must be a number of microseconds "
+                               f">= 0, got {max_wait_us!r}")
         self._batcher = SequenceBatcher(session)
         self.max_batch = int(max_batch)
         self.max_wait = max_wait_us / 1e6
@@ -234,8 +244,6 @@ class MicroBatcher:
         self._closed = False
         self.batches = 0          # batches run (for tests and monitoring)
         self._count_lock = threading.Lock()
-        if workers < 1:
-            raise ValueError("workers must be >= 1")
         self._workers = [threading.Thread(target=self._loop, name=f"fastlstm-microbatcher-{k}",
                                           daemon=True) for k in range(workers)]
         for w in self._workers:

@@ -10,7 +10,7 @@ path or bytes, ``run`` the same arguments and gives the same results.
 from dataclasses import dataclass
 from typing import List, Optional, Union
 
-from . import config
+from . import config, limits
 from .errors import FastLSTMError, InvalidInput
 from .fileformat import load_model
 from .plan import Plan
@@ -30,6 +30,10 @@ class SessionOptions:
         folder, so its external data is refused unless this is set (also
         settable as onnxruntime's session config entry
         ``session.model_external_initializers_file_folder_path``).
+    max_tensor_bytes : int
+        The largest array a model may make fastlstm allocate from what it
+        says (a constant folded at load, a buffer an op plans from input
+        values, a stream's state); default 1 GiB.  See ``fastlstm.limits``.
     """
 
     #: onnxruntime's config key for the folder of external initializers.
@@ -38,6 +42,7 @@ class SessionOptions:
     def __init__(self):
         self.intra_op_num_threads = 0
         self.external_data_dir = None
+        self.max_tensor_bytes = limits.DEFAULT_MAX_TENSOR_BYTES
         self._config = {}
 
     def add_session_config_entry(self, key, value):
@@ -91,8 +96,11 @@ class InferenceSession:
         if not isinstance(n, int) or n < 0:
             raise FastLSTMError(f"intra_op_num_threads must be an int >= 0, got {n!r}")
         self.num_threads = n or config.default_num_threads()
-        self._graph = load_model(path_or_bytes,
-                                 external_data_dir=self._options.external_data_dir)
+        self._max_tensor_bytes = limits.validate_limit(
+            getattr(self._options, "max_tensor_bytes", limits.DEFAULT_MAX_TENSOR_BYTES))
+        with limits.limit(self._max_tensor_bytes, loading=True):
+            self._graph = load_model(path_or_bytes,
+                                     external_data_dir=self._options.external_data_dir)
         self._plan = Plan(self._graph, self.num_threads)
 
     def get_inputs(self):

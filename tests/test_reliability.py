@@ -165,3 +165,24 @@ def test_bad_environment_variables_are_fastlstm_errors(monkeypatch):
             config.default_num_threads()
         with pytest.raises(InvalidInput, match="FASTLSTM_NUM_THREADS"):
             _lstm_session()
+
+
+def test_micro_batcher_arguments_are_checked():
+    sess = _lstm_session()
+    for kwargs, match in (({"max_batch": 0}, "max_batch must be an int >= 1"),
+                          ({"workers": 0}, "workers must be an int >= 1"),
+                          ({"max_batch": 2.5}, "max_batch"),
+                          ({"max_wait_us": -1}, "max_wait_us must be a number"),
+                          ({"max_wait_us": float("nan")}, "max_wait_us")):
+        with pytest.raises(InvalidInput, match=match):
+            fastlstm.MicroBatcher(sess, **kwargs)
+
+
+def test_stream_batch_size_is_checked():
+    sess = _lstm_session()
+    with pytest.raises(InvalidInput, match="batch_size 1000000000.*limit"):
+        sess.stream(batch_size=10 ** 9)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(InvalidInput, match="batch_size"):
+            sess.stream(batch_size=bad)
+    assert sess.stream(batch_size=1000).batch_size == 1000
