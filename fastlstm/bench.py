@@ -271,13 +271,27 @@ def check_case(case):
     return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
 
 
+def model_case(path, feed_path):
+    """A case that times the ONNX model at ``path`` on the inputs saved (``np.savez``)
+    at ``feed_path``; every engine's process reads the same inputs."""
+    return {"model": os.path.abspath(path), "feed": os.path.abspath(feed_path)}
+
+
 def time_case(engine, case, threads, rounds):
     """Median seconds per run of one engine on one case (in this process).
 
-    Cases that carry state between calls use each engine's best way to stream:
+    ``case`` is a table tuple (see ``TABLE``) or a ``model_case``.  Cases that
+    carry state between calls use each engine's best way to stream:
     fastlstm's ``stream()``, which keeps the state, and onnxruntime's only way,
     initial_h/initial_c in and Y_h/Y_c out.
     """
+    if isinstance(case, dict):
+        if engine not in ("fastlstm", "onnxruntime"):
+            return None
+        with np.load(case["feed"], allow_pickle=False) as z:
+            feed = {k: z[k] for k in z.files}
+        call = _session(engine, case["model"], threads)
+        return _time_calls(lambda: call(feed), rounds)
     op, T, B, I, H, direction, carry = case
     feed = _feed(case)
     if engine in OPTIONAL_ENGINES:
@@ -296,6 +310,12 @@ def time_case(engine, case, threads, rounds):
 
         def run():
             call(feed)
+    return _time_calls(run, rounds)
+
+
+def _time_calls(run, rounds):
+    """Median seconds per call of ``run``: a few warm-up calls, then ``rounds``
+    samples of about 20 ms each."""
     for _ in range(3):
         run()
     t0 = time.perf_counter()
@@ -385,7 +405,8 @@ def child_main(argv):
     ap.add_argument("--rounds", type=int, default=15)
     a = ap.parse_args(argv)
     for name, case in json.loads(a.cases).items():
-        t = time_case(a.engine, tuple(case), a.threads, a.rounds)
+        t = time_case(a.engine, case if isinstance(case, dict) else tuple(case), a.threads,
+                      a.rounds)
         print(json.dumps({"case": name, "seconds": t}), flush=True)
 
 
@@ -396,6 +417,23 @@ def _child(engine, threads, cases, rounds):
            "--cases", json.dumps(cases), "--rounds", str(rounds)]
     out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True).stdout
     return {r["case"]: r["seconds"] for r in map(json.loads, out.splitlines())}
+
+
+def measure(cases, threads, rounds, repeats, engines=("fastlstm", "onnxruntime")):
+    """Median seconds per run of every case for every engine, measured the
+    benchmark's way: each engine in processes of its own, the processes
+    alternating between engines ``repeats`` times (fastlstm, onnxruntime,
+    fastlstm, ...), ``rounds`` samples per process; the median of all samples'
+    per-process medians.  Returns {engine: {case name: seconds}}; a case an
+    engine did not run is left out."""
+    samples = {e: {name: [] for name in cases} for e in engines}
+    for _ in range(repeats):
+        for e in engines:
+            for name, sec in _child(e, threads, cases, rounds).items():
+                if sec is not None:
+                    samples[e][name].append(sec)
+    return {e: {name: statistics.median(s) for name, s in per.items() if s}
+            for e, per in samples.items()}
 
 
 def compare(threads=(1, 2), sweep=False, rounds=15, repeats=3, json_path=None,
@@ -418,16 +456,11 @@ def compare(threads=(1, 2), sweep=False, rounds=15, repeats=3, json_path=None,
     results = []
     print(HEADER + "".join(f" {e + ' us':>10}" for e in extra), file=out)
     for t in threads:
-        samples = {e: {name: [] for name in cases} for e in engines}
-        for _ in range(repeats):
-            for e in engines:
-                for name, sec in _child(e, t, cases, rounds).items():
-                    if sec is not None:
-                        samples[e][name].append(sec)
+        medians = measure(cases, t, rounds, repeats, engines)
         for name, case in cases.items():
             op, T, B, I, H, direction, carry = case
-            ours = statistics.median(samples["fastlstm"][name])
-            theirs = statistics.median(samples["onnxruntime"][name])
+            ours = medians["fastlstm"][name]
+            theirs = medians["onnxruntime"][name]
             D = 2 if direction == "bidirectional" else 1
             flops = 2.0 * T * B * D * RECURRENT_GATES[op] * H * (I + H)
             r = {"case": name, "op": op, "T": T, "B": B, "I": I, "H": H,
@@ -435,8 +468,8 @@ def compare(threads=(1, 2), sweep=False, rounds=15, repeats=3, json_path=None,
                  "onnxruntime_s": theirs, "ratio": theirs / ours,
                  "max_abs_err": errors[name], "fastlstm_gflops": flops / ours / 1e9}
             for e in extra:
-                if samples[e][name]:
-                    r[e + "_s"] = statistics.median(samples[e][name])
+                if name in medians[e]:
+                    r[e + "_s"] = medians[e][name]
             results.append(r)
             print(format_row(r), file=out, flush=True)
     peak = peak_flops()

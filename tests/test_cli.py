@@ -111,3 +111,34 @@ def test_bench_writes_ratios_and_floors(tmp_path):
     assert 0 < row["floor_s"] < min(row["fastlstm_s"], row["onnxruntime_s"])
     assert "torch_s" not in row and "openvino_s" not in row
     assert data["machine"]["peak_gflops_1core"] > 1
+
+
+def test_demo_checks_and_times_as_bench_does():
+    """The demo's numbers come from bench.measure (engines in processes of their
+    own, alternating, medians), on the model and on the bench's stream cases."""
+    r = cli("demo", "--json", "--repeats", "1", "--rounds", "1", check=0)
+    doc = json.loads(r.stdout)
+    assert doc["ok"] and [(c["T"], c["B"]) for c in doc["checks"]] == [(1, 1), (100, 1),
+                                                                          (100, 16)]
+    names = [row["case"] for row in doc["rows"]]
+    assert names == ["model T=1 B=1", "model T=100 B=1", "stream", "gru-stream"]
+    for row in doc["rows"]:
+        assert row["ratio"] == pytest.approx(row["onnxruntime_us"] / row["fastlstm_us"])
+        assert row["max_abs_err"] <= 1e-5
+
+
+def test_demo_timing_is_the_bench_measurement(monkeypatch, capsys):
+    from fastlstm import bench, cli as cli_mod
+    calls = []
+
+    def fake_measure(cases, threads, rounds, repeats, engines=("fastlstm", "onnxruntime")):
+        calls.append((dict(cases), threads, rounds, repeats))
+        return {"fastlstm": {name: 1e-3 for name in cases},
+                "onnxruntime": {name: 2e-3 for name in cases}}
+    monkeypatch.setattr(bench, "measure", fake_measure)
+    assert cli_mod.main(["demo", "--repeats", "2", "--rounds", "4"]) == 0
+    (cases, threads, rounds, repeats), = calls
+    assert (threads, rounds, repeats) == (1, 4, 2)
+    assert cases["stream"] == bench.TABLE["stream"]
+    assert cases["model T=100 B=1"]["model"] == os.path.abspath(EXAMPLE_MODEL)
+    assert "2.00x" in capsys.readouterr().out
