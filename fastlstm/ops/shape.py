@@ -267,3 +267,314 @@ def range_(node, ins, n):
     if delta == 0:
         raise InvalidInput(f"{node.describe()}: delta is 0")
     return [np.arange(start, limit, delta, dtype=start.dtype)]
+
+
+# ---- Pad, Tile, Resize
+
+def _refuse(node, what):
+    from ..errors import UnsupportedOp
+    raise UnsupportedOp(f"{node.describe()}: {what}", node.op_type, node.domain,
+                        node.since_version, node.name)
+
+
+def _bad_model(node, what):
+    from ..errors import InvalidModel
+    raise InvalidModel(f"{node.describe()}: {what}")
+
+
+_PAD_MODES = ("constant", "reflect", "edge", "wrap")
+
+
+def _check_pad(node, ctx):
+    """Import-time validation (the table's ``build`` hook)."""
+    mode = attr(node, "mode", "constant")
+    if mode not in _PAD_MODES:     # ('wrap' is new in Pad 19; onnxruntime runs it earlier too)
+        _bad_model(node, f"mode '{mode}' is not a Pad mode")
+    return node
+
+
+def _pad(node, x, pads, value, axes, mode):
+    rank = x.ndim
+    pads = [int(p) for p in np.asarray(pads).reshape(-1)]
+    axes = list(range(rank)) if axes is None else norm_axes(axes, rank, node)
+    if len(set(axes)) != len(axes):
+        raise InvalidInput(f"{node.describe()}: repeated axes {axes}")
+    if len(pads) != 2 * len(axes):
+        raise InvalidInput(f"{node.describe()}: {len(pads)} pads for {len(axes)} axes "
+                           f"(need 2 per axis)")
+    begin, end = [0] * rank, [0] * rank
+    for k, a in enumerate(axes):
+        begin[a], end[a] = pads[k], pads[k + len(axes)]
+    # negative pads crop first; the remaining (positive) pads see the cropped tensor
+    crop = []
+    for a in range(rank):
+        lo, hi = max(-begin[a], 0), max(-end[a], 0)
+        if lo + hi > x.shape[a]:
+            raise InvalidInput(f"{node.describe()}: pads crop {lo + hi} from axis {a} "
+                               f"of size {x.shape[a]}")
+        crop.append(slice(lo, x.shape[a] - hi))
+    x = x[tuple(crop)]
+    widths = [(max(b, 0), max(e, 0)) for b, e in zip(begin, end)]
+    if mode == "constant":
+        v = np.asarray(0 if value is None else value).reshape(-1)
+        v = v[0] if v.size else 0
+        return [np.pad(x, widths, mode="constant", constant_values=np.asarray(v, x.dtype))]
+    for a, (b, e) in enumerate(widths):
+        if not (b or e):
+            continue
+        if x.shape[a] == 0:
+            raise InvalidInput(f"{node.describe()}: cannot pad axis {a} of size 0 in "
+                               f"'{mode}' mode")
+        if mode == "reflect" and max(b, e) > x.shape[a] - 1:
+            raise InvalidInput(f"{node.describe()}: reflect pads ({b}, {e}) exceed "
+                               f"{x.shape[a] - 1} on axis {a} of size {x.shape[a]}")
+    return [np.pad(x, widths, mode=mode)]
+
+
+@op("Pad", since=2, attrs=["pads", "value", "mode"])
+def pad_2(node, ins, n):
+    """Pad with constant, reflected or edge values (pads as an attribute)."""
+    return _pad(node, ins[0], attr(node, "pads"), attr(node, "value", 0.0), None,
+                attr(node, "mode", "constant"))
+
+
+@op("Pad", since=11, attrs=["mode"], inputs=(2, 3), shape_params=(1,))
+def pad_11(node, ins, n):
+    """Pad with constant, reflected or edge values (pads and value as inputs)."""
+    value = ins[2] if len(ins) > 2 else None
+    return _pad(node, ins[0], ins[1], value, None, attr(node, "mode", "constant"))
+
+
+@op("Pad", since=18, attrs=["mode"], inputs=(2, 4), shape_params=(1, 3))
+def pad_18(node, ins, n):
+    """Pad along some axes (an optional axes input; mode 'wrap' from opset 19)."""
+    value = ins[2] if len(ins) > 2 else None
+    return _pad(node, ins[0], ins[1], value, axes_input(ins, 3),
+                attr(node, "mode", "constant"))
+
+
+pad_2.build = pad_11.build = pad_18.build = _check_pad
+
+
+@op("Tile", since=6, inputs=(2, 2), shape_params=(1,), zero_preserving=True)
+def tile(node, ins, n):
+    """Repeat the input along each axis (repeats as an input)."""
+    x, reps = ins
+    reps = [int(r) for r in np.asarray(reps).reshape(-1)]
+    if len(reps) != x.ndim or any(r < 0 for r in reps):
+        raise InvalidInput(f"{node.describe()}: repeats {reps} do not fit rank {x.ndim} "
+                           f"(one non-negative count per axis)")
+    return [np.tile(x, reps)]
+
+
+_TRANSFORMS = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners",
+               "asymmetric", "tf_half_pixel_for_nn", "tf_crop_and_resize")
+_NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
+
+
+def _check_resize(node, ctx):
+    """Import-time validation (the table's ``build`` hook)."""
+    mode = attr(node, "mode", "nearest")
+    if mode == "cubic":
+        _refuse(node, "mode 'cubic' is not supported (nearest and linear are)")
+    if mode not in ("nearest", "linear"):
+        _bad_model(node, f"mode '{mode}' is not a Resize mode")
+    if node.since_version >= 11:
+        ct = attr(node, "coordinate_transformation_mode", "half_pixel")
+        # (half_pixel_symmetric is new in Resize 19; onnxruntime runs it from 11, as we do)
+        if ct not in _TRANSFORMS:
+            _bad_model(node, f"coordinate_transformation_mode '{ct}' is not defined")
+        nm = attr(node, "nearest_mode", "round_prefer_floor")
+        if nm not in _NEAREST_MODES:
+            _bad_model(node, f"nearest_mode '{nm}' is not defined")
+        if len(node.inputs) < 3 or not any(node.inputs[2:4]):
+            _bad_model(node, "needs either scales or sizes")
+    if int(attr(node, "antialias", 0)):
+        _refuse(node, "antialias=1 is not supported")
+    pol = attr(node, "keep_aspect_ratio_policy", "stretch")
+    if pol not in ("stretch", "not_larger", "not_smaller"):
+        _bad_model(node, f"keep_aspect_ratio_policy '{pol}' is not defined")
+    if int(attr(node, "exclude_outside", 0)):
+        _refuse(node, "exclude_outside=1 (defined for cubic mode, which is not supported)")
+    return node
+
+
+_F = np.float32
+
+
+def _original_coords(ct, out_len, in_len, scale, roi_lo, roi_hi):
+    """Input coordinates (float32) of the output positions of one axis, computed
+    in float32 operation by operation as onnxruntime does (nearest picks depend on
+    the exact rounding)."""
+    x = np.arange(out_len, dtype=_F)
+    s, lo, li = _F(scale), _F(out_len), _F(in_len)
+    half = _F(0.5)
+    if ct == "half_pixel":
+        return (x + half) / s - half
+    if ct == "half_pixel_symmetric":
+        adjustment = lo / (s * li)
+        offset = (li / _F(2)) * (_F(1) - adjustment)
+        # (onnxruntime adds the half pixels in double here)
+        return (np.float64(offset) + (x.astype(np.float64) + 0.5) / np.float64(s)
+                - 0.5).astype(_F)
+    if ct == "pytorch_half_pixel":
+        return (x + half) / s - half if out_len > 1 else np.zeros(out_len, _F)
+    if ct == "align_corners":
+        if out_len == 1:
+            return np.zeros(1, _F)
+        return x * (li - _F(1)) / (lo - _F(1))
+    if ct == "asymmetric":
+        return x / s
+    if ct == "tf_half_pixel_for_nn":
+        return (x + half) / s
+    # tf_crop_and_resize
+    r0, r1 = _F(roi_lo), _F(roi_hi)
+    if out_len > 1:
+        return r0 * (li - _F(1)) + x * (r1 - r0) * (li - _F(1)) / (lo - _F(1))
+    return np.full(out_len, _F(0.5) * (r0 + r1) * (li - _F(1)), _F)
+
+
+def _nearest_index(nm, orig, downsample):
+    o = orig.astype(np.float64)
+    if nm == "simple":             # Resize 10: floor up, ceil down
+        idx = np.ceil(o) if downsample else np.trunc(o)
+    elif nm == "round_prefer_floor":
+        idx = np.ceil(o - 0.5)
+    elif nm == "round_prefer_ceil":
+        idx = np.floor(o + 0.5)
+    elif nm == "floor":
+        idx = np.floor(o)
+    else:
+        idx = np.ceil(o)
+    return idx
+
+
+def _resize(node, x, roi, scales, sizes, axes):
+    rank = x.ndim
+    v10 = node.since_version < 11
+    mode = attr(node, "mode", "nearest")
+    ct = "asymmetric" if v10 else attr(node, "coordinate_transformation_mode", "half_pixel")
+    nm = "simple" if v10 else attr(node, "nearest_mode", "round_prefer_floor")
+    axes = list(range(rank)) if axes is None else norm_axes(axes, rank, node)
+    if len(set(axes)) != len(axes):
+        raise InvalidInput(f"{node.describe()}: repeated axes {axes}")
+    if scales is not None and np.asarray(scales).size == 0:
+        scales = None
+    if sizes is not None and np.asarray(sizes).size == 0:
+        sizes = None
+    if (scales is None) == (sizes is None):
+        raise InvalidInput(f"{node.describe()}: exactly one of scales and sizes must be "
+                           f"given (non-empty)")
+    n = len(axes)
+    scale = [_F(1)] * rank
+    out_shape = list(x.shape)
+    if scales is not None:
+        sc = np.asarray(scales, _F).reshape(-1)
+        if sc.size != n or not np.all(sc > 0):
+            raise InvalidInput(f"{node.describe()}: scales {sc.tolist()} (need {n} positive "
+                               f"values)")
+        for k, a in enumerate(axes):
+            scale[a] = sc[k]
+    else:
+        sz = [int(v) for v in np.asarray(sizes).reshape(-1)]
+        if len(sz) != n or any(v < 0 for v in sz):
+            raise InvalidInput(f"{node.describe()}: sizes {sz} (need {n} non-negative "
+                               f"values)")
+        pol = attr(node, "keep_aspect_ratio_policy", "stretch")
+        if pol == "stretch":
+            for k, a in enumerate(axes):
+                out_shape[a] = sz[k]
+                scale[a] = _F(sz[k]) / _F(x.shape[a])
+        else:
+            ratios = [_F(sz[k]) / _F(x.shape[a]) for k, a in enumerate(axes)]
+            common = min(ratios) if pol == "not_larger" else max(ratios)
+            for a in axes:
+                scale[a] = common
+                out_shape[a] = int(np.floor(np.float64(common * _F(x.shape[a])) + 0.5))
+    if roi is not None and np.asarray(roi).size:
+        roi = np.asarray(roi, _F).reshape(-1)
+        if roi.size != 2 * n:
+            raise InvalidInput(f"{node.describe()}: roi has {roi.size} values for {n} axes")
+        full = np.concatenate([np.zeros(rank, _F), np.ones(rank, _F)])
+        for k, a in enumerate(axes):
+            full[a], full[a + rank] = roi[k], roi[k + n]
+        roi = full
+    else:
+        roi = np.concatenate([np.zeros(rank, _F), np.ones(rank, _F)])
+    if scales is not None:
+        # floor(size * scale) in float32; with tf_crop_and_resize the spec also
+        # multiplies by the roi's extent, onnxruntime does not: we follow onnxruntime
+        for a in range(rank):
+            out_shape[a] = int(_F(x.shape[a]) * scale[a])
+    if x.size == 0 and any(d for d in out_shape):
+        if any(x.shape[a] == 0 and out_shape[a] for a in range(rank)):
+            raise InvalidInput(f"{node.describe()}: cannot resize an empty axis")
+    extrap = _F(attr(node, "extrapolation_value", 0.0))
+    outside = None      # tf_crop_and_resize: output positions outside the input
+    y = x
+    for a in range(rank):
+        if scale[a] == 1 and out_shape[a] == x.shape[a]:
+            continue
+        L, R = x.shape[a], out_shape[a]
+        orig = _original_coords(ct, R, L, scale[a], roi[a], roi[a + rank])
+        if ct == "tf_crop_and_resize":
+            mask = (orig < 0) | (orig > _F(L - 1))
+            if mask.any():
+                shp = [1] * rank
+                shp[a] = R
+                m = mask.reshape(shp)
+                outside = m if outside is None else (outside | m)
+        if mode == "nearest":
+            idx = _nearest_index(nm, orig, scale[a] < 1)
+            idx = np.clip(idx, 0, L - 1).astype(np.intp)
+            y = np.take(y, idx, axis=a)
+        else:
+            if y.dtype.kind in "iub":    # weights in float32, the result truncated
+                y = y.astype(_F)
+            c = np.clip(orig, _F(0), _F(L - 1))
+            i1 = np.minimum(c.astype(np.intp), L - 1)
+            i2 = np.minimum(i1 + 1, L - 1)
+            d1 = np.abs(c - i1.astype(_F))
+            d2 = np.abs(c - i2.astype(_F))
+            same = i1 == i2
+            d1[same] = _F(0.5)
+            d2[same] = _F(0.5)
+            shp = [1] * rank
+            shp[a] = R
+            w1 = d2.astype(y.dtype).reshape(shp)
+            w2 = d1.astype(y.dtype).reshape(shp)
+            y = np.take(y, i1, axis=a) * w1 + np.take(y, i2, axis=a) * w2
+    if outside is not None:
+        y = np.where(outside, np.asarray(extrap, y.dtype), y)
+    if y.dtype != x.dtype and x.dtype.kind in "iu":
+        info = np.iinfo(x.dtype)
+        y = np.clip(np.trunc(y), info.min, info.max)
+    return [np.ascontiguousarray(y, dtype=x.dtype) if y is not x else x.copy()]
+
+
+@op("Resize", since=10, attrs=["mode"], inputs=(2, 2), shape_params=(1,))
+def resize_10(node, ins, n):
+    """Resize by scales (nearest or linear; asymmetric coordinates)."""
+    return _resize(node, ins[0], None, ins[1], None, None)
+
+
+@op("Resize", since=11, attrs=["mode", "coordinate_transformation_mode", "nearest_mode",
+                               "cubic_coeff_a", "exclude_outside", "extrapolation_value"],
+    inputs=(1, 4), shape_params=(2, 3))
+def resize_11(node, ins, n):
+    """Resize by scales or sizes (nearest or linear; every coordinate transform)."""
+    get = (lambda k: ins[k] if len(ins) > k else None)
+    return _resize(node, ins[0], get(1), get(2), get(3), None)
+
+
+@op("Resize", since=18, attrs=["mode", "coordinate_transformation_mode", "nearest_mode",
+                               "cubic_coeff_a", "exclude_outside", "extrapolation_value",
+                               "antialias", "axes", "keep_aspect_ratio_policy"],
+    inputs=(1, 4), shape_params=(2, 3))
+def resize_18(node, ins, n):
+    """Resize some axes (axes attribute, keep_aspect_ratio_policy; no antialiasing)."""
+    get = (lambda k: ins[k] if len(ins) > k else None)
+    return _resize(node, ins[0], get(1), get(2), get(3), axes_attr(node))
+
+
+resize_10.build = resize_11.build = resize_18.build = _check_resize
