@@ -170,6 +170,36 @@ def test_streamed_matches_onnxruntime(name, sr):
     check_decisions(got_p, exp_p, label)
 
 
+ALL = list(STREAMED) + [SEQUENCE]
+
+
+@pytest.mark.parametrize("name", ALL, ids=[f[:-5] for f in ALL])
+def test_inputs_and_outputs_as_onnxruntime(name):
+    """Callers find `sr` (or its absence) through get_inputs(), as the example does."""
+    ref = ort_session(model_path(name))
+    sess = fastlstm_session(model_path(name))
+    assert [(i.name, i.type) for i in sess.get_inputs()] == \
+        [(i.name, i.type) for i in ref.get_inputs()]
+    assert [o.name for o in sess.get_outputs()] == [o.name for o in ref.get_outputs()]
+
+
+TWO_RATES = [f for f, rates in STREAMED.items() if len(rates) == 2]
+
+
+@pytest.mark.parametrize("name", TWO_RATES, ids=[f[:-5] for f in TWO_RATES])
+def test_one_session_both_rates(name):
+    """One session, streams at 16, 8, then 16 kHz again (each from a fresh
+    state): whatever is specialised or cached per `sr` must not leak."""
+    sess = fastlstm_session(model_path(name))
+    n = 40
+    with _until_supported():
+        for sr in (16000, 8000, 16000):
+            got_p, got_s = stream(sess, audio(sr)[:n * CHUNK[sr]], sr)
+            exp_p, exp_s = reference(name, sr)
+            assert np.abs(got_p - exp_p[:n]).max() <= TOL, sr
+            np.testing.assert_allclose(got_s[-1], exp_s[n - 1], atol=TOL, rtol=TOL)
+
+
 BATCHED = [f for f in STREAMED if "openvino" not in f]    # openvino's batch is fixed at 1
 
 
