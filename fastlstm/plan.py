@@ -35,6 +35,42 @@ class RunContext:
         self.lens = lens
 
 
+def _convert_input(name, a, dtype):
+    """An input that is not a plain native-order ndarray, as onnxruntime takes it.
+
+    - an ndarray subclass: viewed as an ndarray;
+    - an array in non-native byte order: converted to native order, values
+      kept (onnxruntime 1.32 reads such arrays' bytes as if native, which
+      gives other numbers);
+    - a Python list (nested for rank > 1), or a scalar: converted to the
+      model input's dtype as onnxruntime converts lists (floats truncate to
+      ints, nonzero becomes True); a bare scalar becomes a rank-0 array
+      (onnxruntime 1.32 refuses scalars: fastlstm accepts them);
+    - anything else (None, strings, objects): InvalidInput.
+    Arrays of another dtype are not converted: as in onnxruntime, they are
+    refused by the dtype check that follows.
+    """
+    if isinstance(a, np.ndarray):
+        a = np.asarray(a)
+        if not a.dtype.isnative:
+            a = a.astype(a.dtype.newbyteorder("="))
+        return a
+    if isinstance(a, (list, tuple, bool, int, float, np.generic)):
+        try:
+            arr = np.array(a)
+        except (ValueError, TypeError) as e:
+            raise InvalidInput(f"input '{name}' cannot be read as an array: {e}") from None
+        if arr.dtype.kind not in "biuf":
+            raise InvalidInput(f"input '{name}' must be numbers (a numpy array, a list or a "
+                               f"scalar), got values of type {arr.dtype}")
+        if dtype is None:
+            return arr
+        with np.errstate(invalid="ignore", over="ignore"):
+            return arr.astype(dtype)
+    raise InvalidInput(f"input '{name}' must be a numpy.ndarray (or a list or scalar of "
+                       f"numbers), not {type(a).__name__}")
+
+
 class Plan:
     """Executable form of an ir.Graph."""
 
@@ -132,7 +168,9 @@ class Plan:
         if sig is not None and sig in self._checked:
             return dict(feed)
         values = self._check_inputs(feed, optional)
-        if sig is not None:
+        # (a feed that needed converting is converted again next time: only
+        # feeds used as given may take the fast path)
+        if sig is not None and all(values[n] is feed[n] for n in values):
             if len(self._checked) >= 64:
                 self._checked.clear()
             self._checked.add(sig)
@@ -154,9 +192,8 @@ class Plan:
                                    f"{list(vi.shape) if vi.shape is not None else '?'}) "
                                    f"is missing from input_feed")
             a = feed[name]
-            if not isinstance(a, np.ndarray):
-                raise InvalidInput(f"input '{name}' must be a numpy.ndarray, "
-                                   f"not {type(a).__name__}")
+            if type(a) is not np.ndarray or not a.dtype.isnative:
+                a = _convert_input(name, a, vi.dtype)
             if vi.dtype is not None and a.dtype != vi.dtype:
                 raise InvalidInput(f"input '{name}' has dtype {a.dtype}, expected {vi.dtype} "
                                    f"({vi.type_str})")

@@ -50,7 +50,11 @@ class Stream:
         for r in self._runners:
             if r.spec.direction != "forward":
                 raise UnsupportedOp(f"{r.node.describe()} runs {r.spec.direction}; a stream "
-                                    f"needs every recurrent layer to run forward",
+                                    f"needs every recurrent layer to run forward: a "
+                                    f"{r.spec.direction} layer's output at the first step "
+                                    f"depends on the last step, so it cannot be computed "
+                                    f"chunk by chunk (run() the whole sequence, or use "
+                                    f"run_sequences)",
                                     r.node.op_type, r.node.domain, r.node.since_version,
                                     r.node.name)
             if r.packed is None and not r.spec.hidden_size:
@@ -87,7 +91,29 @@ class Stream:
                 for name, (h, c) in self._ctx.state.items()}
 
     def set_state(self, node, h=None, c=None):
-        """Replace the state of recurrent node ``node`` (its name); None keeps a part."""
+        """Replace the state of recurrent node ``node`` (its name); None keeps a part.
+
+        ``node`` may also be a whole state as ``state`` returns it (node name ->
+        {"h": ..., "c": ...}), so ``stream.set_state(saved)`` restores
+        ``saved = stream.state``; every node it names is checked before any
+        is changed.
+        """
+        if isinstance(node, dict):
+            if h is not None or c is not None:
+                raise InvalidInput("set_state(state) takes a whole state (a dict of node "
+                                   "name -> {'h': ..., 'c': ...}); do not pass h or c with it")
+            saved = dict(self._ctx.state)
+            try:
+                for name, part in node.items():
+                    if not isinstance(part, dict) or set(part) - {"h", "c"}:
+                        raise InvalidInput(f"state of '{name}' must be a dict with keys 'h' "
+                                           f"and 'c', got {part!r:.80}")
+                    self.set_state(name, part.get("h"), part.get("c"))
+            except BaseException:
+                self._ctx.state.clear()
+                self._ctx.state.update(saved)
+                raise
+            return
         if node not in self._ctx.state:
             raise InvalidInput(f"'{node}' is not a recurrent node of this model; its "
                                f"recurrent nodes are {sorted(self._ctx.state)}")

@@ -7,8 +7,8 @@
 Switching from onnxruntime is one line: the constructor takes the same model
 path or bytes, ``run`` the same arguments and gives the same results.
 """
-from dataclasses import dataclass
-from typing import List, Optional, Union
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Union
 
 from . import config, limits
 from .errors import FastLSTMError, InvalidInput
@@ -64,6 +64,38 @@ class SessionOptions:
 
 
 @dataclass(frozen=True)
+class ModelMetadata:
+    """What ``get_modelmeta()`` returns, with onnxruntime's ModelMetadata fields."""
+    producer_name: str = ""
+    graph_name: str = ""
+    domain: str = ""
+    description: str = ""
+    graph_description: str = ""
+    version: int = 0
+    custom_metadata_map: Dict[str, str] = field(default_factory=dict)
+
+
+#: Key prefix of a model's own metadata_props in ir.Graph.metadata
+#: (onnx_import.reader.CUSTOM_PREFIX; not imported: a .fastlstm loads without onnx).
+_CUSTOM = "custom:"
+_PROVIDER = "CPUExecutionProvider"
+
+
+def _option(options, name, default):
+    """An option from fastlstm's SessionOptions, or from onnxruntime's (which code
+    switching only the session class still passes)."""
+    value = getattr(options, name, None)
+    if value is not None:
+        return value
+    if name == "external_data_dir" and hasattr(options, "get_session_config_entry"):
+        try:
+            return options.get_session_config_entry(SessionOptions.EXTERNAL_DATA_KEY)
+        except Exception:       # onnxruntime raises RuntimeError for a missing key
+            return default
+    return default
+
+
+@dataclass(frozen=True)
 class NodeArg:
     """Name, shape and type of a model input or output (as onnxruntime.NodeArg)."""
     name: str
@@ -79,9 +111,11 @@ class InferenceSession:
     path_or_bytes : str, os.PathLike or bytes
         An ONNX model file, or its serialized bytes.
     sess_options : SessionOptions, optional
+        fastlstm's, or onnxruntime's (its intra_op_num_threads and external
+        data folder config entry are read; the rest is ignored).
     providers, provider_options : ignored
         Accepted so that code written for onnxruntime runs unchanged; fastlstm
-        has one (CPU) provider.
+        has one provider, which it reports as onnxruntime's CPUExecutionProvider.
 
     Raises
     ------
@@ -91,16 +125,16 @@ class InferenceSession:
 
     def __init__(self, path_or_bytes, sess_options=None, providers=None,
                  provider_options=None, **kwargs):
-        self._options = sess_options or SessionOptions()
-        n = self._options.intra_op_num_threads
-        if not isinstance(n, int) or n < 0:
+        self._options = sess_options if sess_options is not None else SessionOptions()
+        n = _option(self._options, "intra_op_num_threads", 0)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise FastLSTMError(f"intra_op_num_threads must be an int >= 0, got {n!r}")
         self.num_threads = n or config.default_num_threads()
         self._max_tensor_bytes = limits.validate_limit(
-            getattr(self._options, "max_tensor_bytes", limits.DEFAULT_MAX_TENSOR_BYTES))
+            _option(self._options, "max_tensor_bytes", limits.DEFAULT_MAX_TENSOR_BYTES))
         with limits.limit(self._max_tensor_bytes, loading=True):
-            self._graph = load_model(path_or_bytes,
-                                     external_data_dir=self._options.external_data_dir)
+            self._graph = load_model(path_or_bytes, external_data_dir=_option(
+                self._options, "external_data_dir", None))
         self._plan = Plan(self._graph, self.num_threads)
 
     def get_inputs(self):
@@ -114,11 +148,40 @@ class InferenceSession:
                 for v in self._graph.outputs]
 
     def get_modelmeta(self):
-        """Producer, opset and metadata of the model as a dict."""
-        return dict(self._graph.metadata)
+        """The model's metadata as onnxruntime gives it: ``.producer_name``,
+        ``.graph_name``, ``.domain``, ``.description``, ``.graph_description``,
+        ``.version`` and ``.custom_metadata_map`` (the model's metadata_props)."""
+        m = self._graph.metadata
+        try:
+            version = int(m.get("model_version", "0") or 0)
+        except ValueError:
+            version = 0
+        return ModelMetadata(
+            producer_name=m.get("producer_name", ""), graph_name=m.get("graph_name", ""),
+            domain=m.get("domain", ""), description=m.get("description", ""),
+            graph_description=m.get("graph_description", ""), version=version,
+            custom_metadata_map={k[len(_CUSTOM):]: v for k, v in m.items()
+                                 if k.startswith(_CUSTOM)})
 
     def get_session_options(self):
+        """The SessionOptions the session was made with (onnxruntime's API)."""
         return self._options
+
+    def get_providers(self):
+        """``["CPUExecutionProvider"]``: fastlstm's one provider, by onnxruntime's name."""
+        return [_PROVIDER]
+
+    def get_provider_options(self):
+        """``{"CPUExecutionProvider": {}}`` (onnxruntime's API; fastlstm takes no
+        provider options)."""
+        return {_PROVIDER: {}}
+
+    def set_providers(self, providers=None, provider_options=None):
+        """Accepted and ignored, as the constructor's ``providers`` (onnxruntime's API)."""
+
+    def get_overridable_initializers(self):
+        """``[]``: initializers are constants (onnxruntime's API)."""
+        return []
 
     def stream(self, batch_size=1):
         """A :class:`fastlstm.serving.Stream`: runs that continue each other's state."""

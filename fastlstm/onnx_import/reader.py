@@ -69,6 +69,10 @@ class ImportContext:
                                 node.op_type, node.domain, node.since_version, node.name)
 
 
+#: Prefix of the keys of a model's own metadata_props in ir.Graph.metadata.
+CUSTOM_PREFIX = "custom:"
+
+
 def _check_external(tensor, base_dir, what):
     """Refuse external data that a model could use to read files it should not.
 
@@ -238,8 +242,11 @@ def load_graph(source, external_data_dir=None):
         if vi.name not in available:
             raise InvalidModel(f"graph output '{vi.name}' is not produced by any node")
     meta = {"producer_name": model.producer_name, "producer_version": model.producer_version,
-            "opset": str(opset), "graph_name": g.name}
-    meta.update({p.key: p.value for p in model.metadata_props})
+            "opset": str(opset), "graph_name": g.name, "domain": model.domain,
+            "description": model.doc_string, "graph_description": g.doc_string,
+            "model_version": str(model.model_version)}
+    # the model's own metadata_props, kept apart so that none can pass for the above
+    meta.update({CUSTOM_PREFIX + p.key: p.value for p in model.metadata_props})
     return Graph(inputs=inputs, outputs=outputs, nodes=nodes, initializers=initializers,
                  opsets=opsets, metadata=meta)
 
