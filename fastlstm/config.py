@@ -135,6 +135,11 @@ _CACHE_LOCATOR = _install_cache_locator(kernel_cache_dir()) if NUMBA_CACHE else 
 THREAD_MIN_WORK = _env_int("FASTLSTM_THREAD_MIN_WORK", 100_000, minimum=0)
 
 
+#: "0" turns off per-signature specialisation (``fastlstm.specialize``): every
+#: run takes the general, node-by-node path.
+SPECIALISE = _env_flag("FASTLSTM_SPECIALISE", True)
+
+
 def default_num_threads():
     """Thread count used when SessionOptions does not set one."""
     return _env_int("FASTLSTM_NUM_THREADS", 1, minimum=1)

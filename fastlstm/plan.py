@@ -5,7 +5,7 @@ them for consistency, and runs only the nodes that the requested outputs need.
 """
 import numpy as np
 
-from .errors import InvalidInput, UnsupportedOp
+from .errors import FastLSTMError, InvalidInput, UnsupportedOp
 from .ops import RUNNERS
 from .ops.table import OPS
 
@@ -74,9 +74,19 @@ def _convert_input(name, a, dtype):
 class Plan:
     """Executable form of an ir.Graph."""
 
-    def __init__(self, graph, num_threads=1):
+    def __init__(self, graph, num_threads=1, env=None, specialise=None):
         self.graph = graph
-        self.env = RunEnv(num_threads)
+        self.env = env if env is not None else RunEnv(num_threads)
+        if specialise is None:
+            from . import config
+            specialise = config.SPECIALISE
+        if specialise:
+            from .specialize import Specialiser
+            self._specialiser = Specialiser(self)
+            if not self._specialiser.enabled:
+                self._specialiser = None
+        else:
+            self._specialiser = None
         self.constants = graph.initializers
         self.input_infos = {vi.name: vi for vi in graph.inputs}
         self.output_names = [vi.name for vi in graph.outputs]
@@ -123,8 +133,7 @@ class Plan:
                 values.update(o for o in n.outputs if o)
                 static.update(o for o in n.outputs if o)
                 continue
-            if ins and all(i in values for i in ins) and n.op_type not in (
-                    "LSTM", "GRU", "RNN"):
+            if ins and all(i in values for i in ins) and n.layer is None:
                 only.add(k)
                 values.update(o for o in n.outputs if o)
                 static.update(o for o in n.outputs if o)
@@ -218,7 +227,7 @@ class Plan:
 
     def recurrent_nodes(self):
         """The runners of the LSTM/GRU/RNN nodes, in order."""
-        return [r for r in self.runners if hasattr(r, "spec")]
+        return [r for r in self.runners if r.node.layer is not None]
 
     def state_inputs(self):
         """Graph inputs used only as initial_h / initial_c of recurrent nodes."""
@@ -226,16 +235,23 @@ class Plan:
         for n in self.graph.nodes:
             for pos, name in enumerate(n.inputs):
                 if name:
-                    is_state = n.op_type in ("LSTM", "GRU", "RNN") and pos in (5, 6)
+                    is_state = n.layer is not None and pos in n.layer.desc.state_inputs
                     uses.setdefault(name, []).append(is_state)
         return frozenset(name for name in self.input_infos
                          if name in uses and all(uses[name]))
 
-    def run(self, output_names, feed, ctx=None, optional=frozenset(), run_all=False):
+    def run(self, output_names, feed, ctx=None, optional=frozenset(), run_all=False,
+            outer=None, record=None):
         """Run the graph; returns a list of arrays in ``output_names`` order.
 
         ``run_all`` runs every node, not just those the outputs need (a stream
-        must advance the state of every recurrent node).
+        must advance the state of every recurrent node).  ``outer``: values of
+        the enclosing scope (a subgraph's run).  ``record``: a dict that gets
+        every value of this run (the general path is taken).
+
+        A signature (input shapes and dtypes, and the values If conditions
+        read) run a second time is specialised into one generated function
+        (``fastlstm.specialize``), used from then on.
         """
         if output_names is None:
             outputs = self._default_outputs
@@ -248,12 +264,24 @@ class Plan:
                     raise InvalidInput(f"'{o}' is not an output of this model; its outputs "
                                        f"are {self.output_names}")
         values = self.check_inputs(feed, optional)
+        spec = self._specialiser
+        if spec is not None and outer is None and record is None:
+            key = spec.key(values, outputs, optional, run_all)
+            if key is not None:
+                fn = spec.lookup(key)
+                if fn is not None:
+                    return self._run_fast(fn, values, ctx)
+                done = spec.note(key, values, outputs, ctx, optional, run_all)
+                if done is not None:
+                    return done
+        if outer:       # a subgraph reads its enclosing scope's values
+            values.update(outer)
         if self.constants:
             values.update(self.constants)
         # Shape arithmetic depends only on the input shapes: reuse the last run's
         # answer when they are the same (see _shape_only_nodes).
         reuse = False
-        if self._shape_only:
+        if self._shape_only and record is None:
             key = tuple(values[i].shape for i in self.input_infos if i in values)
             cached = self._shape_cache
             reuse = cached is not None and cached[0] == key
@@ -274,6 +302,16 @@ class Plan:
                 for name, v in zip(names, runner(values, ctx)):
                     if name:
                         values[name] = v
-        if fresh and not reuse:
+        if fresh and not reuse and record is None:
             self._shape_cache = (key, fresh)
+        if record is not None:
+            record.update(values)
         return [values[o] for o in outputs]
+
+    def _run_fast(self, fn, values, ctx):
+        try:
+            return fn(values, ctx)
+        except FastLSTMError:
+            raise
+        except (ValueError, IndexError, TypeError, np.exceptions.AxisError) as e:
+            raise InvalidInput(f"{type(e).__name__}: {e}") from None

@@ -40,9 +40,9 @@ def _builder(decl):
         if not form.outputs[0] <= n_out <= form.outputs[1]:
             raise InvalidModel(f"{node.describe()} has {n_out} outputs; {node.op_type} has "
                                f"{form.outputs[0]} to {form.outputs[1]}")
-        check = getattr(form.fn, "check", None)
-        if check is not None:       # op-specific validation at import
-            check(node, ctx)
+        build_fn = getattr(form.fn, "build", None)
+        if build_fn is not None:    # op-specific validation and rewriting at import
+            return build_fn(node, ctx)
         return node
     return build
 

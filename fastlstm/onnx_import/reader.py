@@ -154,6 +154,103 @@ def read_model(source):
     return model
 
 
+def _import_subgraph(g, opset, base_dir, outer, where):
+    """An attribute graph (If branch, Loop/Scan body) as an ir.Graph.
+
+    ``outer``: the names visible from the enclosing scopes; the subgraph may
+    read them (ONNX outer-scope references).  The graph's ``captures`` field
+    lists those it reads, so the node that owns it can name them as inputs.
+    """
+    onnx = _onnx()
+    initializers = {}
+    for t in g.initializer:
+        try:
+            initializers[t.name] = _to_array(t, base_dir, "initializer")
+        except FastLSTMError:
+            raise
+        except Exception as e:
+            raise InvalidModel(f"{where}: initializer '{t.name}' cannot be read: {e}") from None
+    inputs = [_value_info(vi, require_type=False) for vi in g.input]
+    outputs = [_value_info(vi, require_type=False) for vi in g.output]
+    ctx = ImportContext(initializers, {vi.name: vi.elem_type for vi in inputs})
+    local = set(initializers) | {vi.name for vi in inputs}
+    available = set(outer) | local
+    nodes = _import_nodes(g, opset, base_dir, ctx, available)
+    defined = local | {o for n in nodes for o in n.outputs if o} | set(ctx.initializers)
+    captures = []
+    for n in nodes:
+        for i in n.inputs:
+            if i and i not in defined and i not in captures:
+                captures.append(i)
+    for vi in outputs:
+        if vi.name not in available:
+            raise InvalidModel(f"{where}: output '{vi.name}' is not produced by any node")
+        if vi.name not in defined and vi.name not in captures:
+            captures.append(vi.name)
+    del onnx
+    return Graph(inputs=inputs, outputs=outputs, nodes=nodes, initializers=ctx.initializers,
+                 opsets={"": opset}, metadata={}, captures=tuple(captures))
+
+
+def _import_nodes(g, opset, base_dir, ctx, available):
+    """Import and validate the nodes of GraphProto ``g``; ``available`` (a set)
+    grows with every value they define."""
+    onnx = _onnx()
+    nodes = []
+    for k, pn in enumerate(g.node):
+        name = pn.name or f"{pn.op_type}_{k}"
+        since, builder = resolve(pn.op_type, pn.domain, opset, name)
+        attrs = {}
+        for at in pn.attribute:
+            if at.ref_attr_name:
+                raise InvalidModel(f'node "{name}": attribute references are only valid '
+                                   f"inside functions")
+            if at.type == onnx.AttributeProto.GRAPH:
+                attrs[at.name] = _import_subgraph(at.g, opset, base_dir, available,
+                                                  f'node "{name}" attribute {at.name}')
+                continue
+            if at.type == onnx.AttributeProto.GRAPHS:
+                raise UnsupportedOp(f'node "{name}": attribute {at.name} holds a list of '
+                                    f"graphs", pn.op_type, pn.domain, since, name)
+            try:
+                v = onnx.helper.get_attribute_value(at)
+                if isinstance(v, onnx.TensorProto):
+                    v = _to_array(v, base_dir, f'node "{name}": tensor attribute')
+                elif isinstance(v, bytes):
+                    v = v.decode("utf-8")
+                elif isinstance(v, list) and v and isinstance(v[0], bytes):
+                    v = [x.decode("utf-8") for x in v]
+            except FastLSTMError:
+                raise
+            except Exception as e:      # undecodable text, malformed tensors, bad types
+                raise InvalidModel(f'node "{name}": attribute \'{at.name}\' cannot be read: '
+                                   f'{e}') from None
+            attrs[at.name] = v
+        node = Node(pn.op_type, name, tuple(pn.input), tuple(pn.output), attrs,
+                    pn.domain or "", since)
+        for i in node.inputs:
+            if i and i not in available:
+                raise InvalidModel(f"{node.describe()} reads '{i}', which no graph input, "
+                                   f"initializer or earlier node provides (nodes must be in "
+                                   f"topological order)")
+        try:
+            built = builder(node, ctx)
+        except FastLSTMError:
+            raise
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
+            # an attribute of the wrong type or shape, say
+            raise InvalidModel(f"{node.describe()} is malformed: {e}") from None
+        if built is not None:
+            nodes.append(built)
+        for o in pn.output:
+            if o:
+                if o in available:
+                    raise InvalidModel(f"{node.describe()} writes '{o}', which is already "
+                                       f"defined (SSA form requires one producer)")
+                available.add(o)
+    return nodes
+
+
 def load_graph(source, external_data_dir=None):
     """Import an ONNX model into an ir.Graph, validating every node.
 
@@ -192,52 +289,8 @@ def load_graph(source, external_data_dir=None):
     inputs = [_value_info(vi) for vi in g.input if vi.name not in initializers]
     outputs = [_value_info(vi, require_type=False) for vi in g.output]
     ctx = ImportContext(initializers, {vi.name: vi.elem_type for vi in inputs})
-    nodes = []
     available = set(initializers) | {vi.name for vi in inputs}
-    for k, pn in enumerate(g.node):
-        name = pn.name or f"{pn.op_type}_{k}"
-        since, builder = resolve(pn.op_type, pn.domain, opset, name)
-        attrs = {}
-        for at in pn.attribute:
-            if at.ref_attr_name:
-                raise InvalidModel(f'node "{name}": attribute references are only valid '
-                                   f"inside functions")
-            try:
-                v = onnx.helper.get_attribute_value(at)
-                if isinstance(v, onnx.TensorProto):
-                    v = _to_array(v, base_dir, f'node "{name}": tensor attribute')
-                elif isinstance(v, bytes):
-                    v = v.decode("utf-8")
-                elif isinstance(v, list) and v and isinstance(v[0], bytes):
-                    v = [x.decode("utf-8") for x in v]
-            except FastLSTMError:
-                raise
-            except Exception as e:      # undecodable text, malformed tensors, bad types
-                raise InvalidModel(f'node "{name}": attribute \'{at.name}\' cannot be read: '
-                                   f'{e}') from None
-            attrs[at.name] = v
-        node = Node(pn.op_type, name, tuple(pn.input), tuple(pn.output), attrs,
-                    pn.domain or "", since)
-        for i in node.inputs:
-            if i and i not in available:
-                raise InvalidModel(f"{node.describe()} reads '{i}', which no graph input, "
-                                   f"initializer or earlier node provides (nodes must be in "
-                                   f"topological order)")
-        try:
-            built = builder(node, ctx)
-        except FastLSTMError:
-            raise
-        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
-            # an attribute of the wrong type or shape, say
-            raise InvalidModel(f"{node.describe()} is malformed: {e}") from None
-        if built is not None:
-            nodes.append(built)
-        for o in pn.output:
-            if o:
-                if o in available:
-                    raise InvalidModel(f"{node.describe()} writes '{o}', which is already "
-                                       f"defined (SSA form requires one producer)")
-                available.add(o)
+    nodes = _import_nodes(g, opset, base_dir, ctx, available)
     for vi in outputs:
         if vi.name not in available:
             raise InvalidModel(f"graph output '{vi.name}' is not produced by any node")

@@ -1,0 +1,220 @@
+"""A plan's run for one input signature as one generated Python function.
+
+The general executor (``fastlstm.plan.Plan.run``) looks every node up,
+builds its argument list and stores each output in a dict: about a
+microsecond per node.  For a fixed signature (every input shape known, the
+shape arithmetic already folded by ``fastlstm.specialize``) the same run is a
+list of straight-line statements over local variables:
+
+- reshapes of a known shape (Reshape, Flatten, Squeeze, Unsqueeze) are
+  ``x.reshape(shape)``;
+- chains of float elementwise ops are one fused loop (``fastlstm.fuse``);
+- other table ops call their function directly; recurrent layers, convs and
+  other runner-based ops are called through their runners.
+
+``compile_plan`` records one run to learn every value's shape and dtype, then
+writes and compiles the function.
+"""
+import numpy as np
+
+from .errors import InvalidInput
+from .ops.basic import GlueRunner
+from .ops.table import OPS, form_of
+from . import fuse
+
+_VIEW_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+_UFUNCS = {"Add": "np.add", "Sub": "np.subtract", "Mul": "np.multiply"}
+
+
+class _Names:
+    def __init__(self):
+        self.var = {}
+        self.globals = {"np": np, "InvalidInput": InvalidInput}
+
+    def v(self, name):
+        if name not in self.var:
+            self.var[name] = f"v{len(self.var)}"
+        return self.var[name]
+
+    def g(self, value, prefix="g"):
+        key = f"{prefix}{len(self.globals)}"
+        self.globals[key] = value
+        return key
+
+
+def _pow_expr(node, consts):
+    """The scalar template of a Pow whose exponent is a constant, else None."""
+    e = consts.get(node.inputs[1])
+    if e is None or e.size != 1:
+        return None
+    e = float(np.asarray(e).reshape(-1)[0])
+    if e == 2.0:
+        return "square({0})"
+    if e == 1.0:
+        return "{0}"
+    return f"power({{0}}, np.float32({e!r}))"
+
+
+def _fusable(node, rec, consts):
+    """(template, data input names) when ``node`` can join a fused loop."""
+    decl = OPS.get(node.op_type)
+    if decl is None or decl.scalar is None:
+        return None
+    out = rec.get(node.outputs[0])
+    if out is None or out.dtype != np.float32 or len(node.outputs) != 1:
+        return None
+    if node.op_type == "Pow":
+        tmpl = _pow_expr(node, consts)
+        if tmpl is None:
+            return None
+        ins = [node.inputs[0]]
+    else:
+        ins = [i for i in node.inputs if i]
+        attrs = {k: f"np.float32({float(node.attrs.get(k, d))!r})"
+                 for k, d in decl.scalar_attrs}
+        tmpl = decl.scalar.format(*[f"{{{k}}}" for k in range(len(ins))], **attrs)
+    for i in ins:
+        a = rec.get(i)
+        if a is None or a.dtype != np.float32:
+            return None
+        if a.shape != out.shape and a.size != 1 and i not in consts:
+            return None
+    return tmpl, ins
+
+
+def _groups(nodes, rec, consts, outputs):
+    """Fused groups: {root index: [node indices in order]} and the set of
+    indices folded into a group other than as its root."""
+    consumers = {}
+    for k, n in enumerate(nodes):
+        for i in n.inputs:
+            if i:
+                consumers[i] = consumers.get(i, 0) + 1
+    fusable = {}
+    for k, n in enumerate(nodes):
+        f = _fusable(n, rec, consts)
+        if f is not None:
+            fusable[k] = f
+    producer = {n.outputs[0]: k for k, n in enumerate(nodes) if k in fusable}
+    group_of = {}
+    members = {}
+    for k in sorted(fusable):
+        n = nodes[k]
+        mine = [k]
+        shape = rec[n.outputs[0]].shape
+        for i in fusable[k][1]:
+            p = producer.get(i)
+            if p is None or consumers.get(i, 0) != 1 or i in outputs:
+                continue
+            if rec[nodes[p].outputs[0]].shape != shape:
+                continue
+            root = group_of.get(p, p)
+            if root in members:
+                mine = members.pop(root) + mine
+        for m in mine:
+            group_of[m] = k
+        members[k] = mine
+    groups = {root: sorted(m) for root, m in members.items() if len(m) > 1}
+    inner = {m for ms in groups.values() for m in ms[:-1]}
+    return groups, inner, fusable
+
+
+def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
+    """A function ``run(feed, ctx) -> list of outputs`` equal to
+    ``plan.run(outputs, feed, ctx, optional, run_all)`` for feeds of the same
+    signature as ``feed`` (already validated)."""
+    rec = {}
+    plan.run(outputs, feed, ctx=None, optional=optional, run_all=run_all, record=rec)
+    consts = plan.constants
+    steps = plan._all if run_all else plan._live(outputs)
+    nodes = [plan.graph.nodes[k] for k in steps]
+    runners = [plan.runners[k] for k in steps]
+    from .specialize import signature_values
+    _, static = signature_values(plan.graph)
+    N = _Names()
+    lines = ["def run(feed, ctx):"]
+    for name in plan.input_infos:
+        if name in feed:
+            lines.append(f"    {N.v(name)} = feed[{name!r}]")
+    for name, a in consts.items():
+        N.var[name] = N.g(a, "c")
+    groups, inner, fusable = _groups(nodes, rec, consts, set(outputs))
+    for k, (n, r) in enumerate(zip(nodes, runners)):
+        if k in inner:
+            continue
+        outs = [N.v(o) if o else "_" for o in n.outputs]
+        if k in groups:
+            lines.extend(_emit_group(N, [nodes[m] for m in groups[k]],
+                                     [fusable[m] for m in groups[k]], rec, consts))
+            continue
+        ins = [N.v(i) if i else "None" for i in n.inputs]
+        if n.op_type in _VIEW_OPS and n.inputs[0] in static and n.outputs[0] in rec:
+            shape = N.g(tuple(rec[n.outputs[0]].shape), "s")
+            lines.append(f"    {outs[0]} = {ins[0]}.reshape({shape})")
+        elif n.op_type == "Identity":
+            lines.append(f"    {outs[0]} = {ins[0]}")
+        elif (n.op_type in _UFUNCS and rec.get(n.inputs[0]) is not None
+              and rec[n.inputs[0]].dtype == np.float32
+              and rec.get(n.inputs[1]) is not None
+              and rec[n.inputs[1]].dtype == np.float32):
+            lines.append(f"    {outs[0]} = {_UFUNCS[n.op_type]}({ins[0]}, {ins[1]})")
+        elif type(r) is GlueRunner:
+            fn = N.g(form_of(n).fn, "f")
+            node = N.g(n, "n")
+            lines.append(f"    {', '.join(outs)}, = {fn}({node}, [{', '.join(ins)}], "
+                         f"{len(n.outputs)})")
+        else:
+            run = N.g(r, "r")
+            args = ", ".join(f"{i!r}: {N.v(i)}" for i in n.inputs
+                             if i and (i in N.var) and (i in rec or i in consts))
+            lines.append(f"    {', '.join(outs)}, = {run}({{{args}}}, ctx)")
+    lines.append(f"    return [{', '.join(N.v(o) for o in outputs)}]")
+    src = "\n".join(lines) + "\n"
+    ns = dict(N.globals)
+    exec(compile(src, "<fastlstm specialised run>", "exec"), ns)
+    fn = ns["run"]
+    fn.source = src
+    return fn
+
+
+def _emit_group(N, nodes, fus, rec, consts):
+    """Lines that run one fused group (its root's output allocated here)."""
+    ext, scalar, cblock = [], set(), []
+    local, body = {}, []
+    slots = {}
+    out = rec[nodes[-1].outputs[0]]
+    for n, (tmpl, ins) in zip(nodes, fus):
+        args = []
+        for i in ins:
+            if i in local:
+                args.append(local[i])
+                continue
+            if i not in slots:
+                a = rec[i]
+                if i in consts and a.size == 1:
+                    v = float(np.asarray(a, np.float32).reshape(-1)[0])
+                    slots[i] = f"np.float32({v!r})"
+                elif i in consts:
+                    cblock.append(np.broadcast_to(a, out.shape).reshape(-1))
+                    slots[i] = f"c{len(cblock) - 1}"
+                else:
+                    pos = len(ext)
+                    ext.append(N.v(i) if a.flags.c_contiguous else
+                               f"np.ascontiguousarray({N.v(i)})")
+                    if a.size == 1 and out.size != 1:
+                        scalar.add(pos)
+                    slots[i] = f"a{pos}"
+            args.append(slots[i])
+        t = f"t{len(body)}"
+        body.append(f"{t} = {tmpl.format(*args)}")
+        local[n.outputs[0]] = t
+    src = fuse.kernel_source(len(ext), scalar, body[:-1], body[-1].split(" = ", 1)[1],
+                             len(cblock))
+    kern = N.g(fuse.compile_kernel(src), "k")
+    dst = N.v(nodes[-1].outputs[0])
+    shape = N.g(tuple(out.shape), "s")
+    call = [dst] + ext
+    if cblock:
+        call.append(N.g(np.ascontiguousarray(np.stack(cblock)), "c"))
+    return [f"    {dst} = np.empty({shape}, np.float32)",
+            f"    {kern}({', '.join(call)})"]

@@ -1,0 +1,126 @@
+"""Fused elementwise loops: one compiled function per chain of float ops.
+
+A chain of elementwise float32 ops (each declaring ``scalar=`` in the op
+table) over tensors of one shape becomes a single loop that reads each input
+once and writes only the chain's result, instead of one numpy call and one
+temporary per op.  Inputs are either of the output's shape or one element
+(a scalar read once).  The loop's source is generated from the ops' scalar
+templates and compiled by Numba once per distinct source (kept in memory;
+also on disk when the kernel cache is on, as a generated module file).
+"""
+import hashlib
+import importlib.util
+import os
+import sys
+import threading
+
+import numpy as np
+
+from . import config
+
+_lock = threading.Lock()
+_kernels = {}
+
+
+def _cache_dir():
+    base = os.environ.get("FASTLSTM_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "fastlstm")
+    return os.path.join(base, "fused")
+
+
+def kernel_source(n_inputs, scalar_inputs, body, result, n_const=0):
+    """Python source of a fused loop ``fused(out, x0, .., C)``.
+
+    n_inputs: how many input arrays ``x0``..; scalar_inputs: the positions
+    read as one element; n_const: rows of the constant block ``C`` (each a
+    constant of the output's size, read as ``c0``.. at the current element);
+    body: lines computing temporaries from ``a0``.. and ``c0``..; result: the
+    expression stored in ``out``.  Constants of one element are literals in
+    the body: every array argument costs dispatch time on each call."""
+    args = "".join(f", x{k}" for k in range(n_inputs)) + (", C" if n_const else "")
+    lines = [
+        "import math",
+        "import numpy as np",
+        "from numba import njit",
+        "from fastlstm.kernels.scalar import *  # noqa",
+        "",
+        f"@njit(nogil=True, cache={bool(config.NUMBA_CACHE)}, "
+        f"error_model={config.NUMBA_ERROR_MODEL!r})",
+        f"def fused(out{args}):",
+        "    o = out.reshape(-1)",
+    ]
+    for k in range(n_inputs):
+        if k in scalar_inputs:
+            lines.append(f"    a{k} = x{k}.reshape(-1)[0]")
+        else:
+            lines.append(f"    v{k} = x{k}.reshape(-1)")
+    lines.append("    for i in range(o.size):")
+    for k in range(n_inputs):
+        if k not in scalar_inputs:
+            lines.append(f"        a{k} = v{k}[i]")
+    for k in range(n_const):
+        lines.append(f"        c{k} = C[{k}, i]")
+    for line in body:
+        lines.append(f"        {line}")
+    lines.append(f"        o[i] = {result}")
+    return "\n".join(lines) + "\n"
+
+
+def compile_kernel(source):
+    """The ``fused`` function of ``source``, compiled once per process."""
+    fn = _kernels.get(source)
+    if fn is not None:
+        return fn
+    with _lock:
+        fn = _kernels.get(source)
+        if fn is not None:
+            return fn
+        digest = hashlib.sha256(source.encode()).hexdigest()[:20]
+        name = f"fastlstm_fused_{digest}"
+        module = None
+        if config.NUMBA_CACHE:
+            try:
+                d = _cache_dir()
+                os.makedirs(d, exist_ok=True)
+                path = os.path.join(d, name + ".py")
+                if not os.path.exists(path):
+                    tmp = f"{path}.{os.getpid()}.tmp"
+                    with open(tmp, "w") as f:
+                        f.write(source)
+                    os.replace(tmp, path)
+                spec = importlib.util.spec_from_file_location(name, path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module
+                spec.loader.exec_module(module)
+            except OSError:
+                module = None
+        if module is None:
+            ns = {}
+            exec(compile(source, f"<{name}>", "exec"), ns)
+            fn = ns["fused"]
+        else:
+            fn = module.fused
+        _kernels[source] = fn
+        return fn
+
+
+def scalar_expr(decl, node, args):
+    """The per-element expression of ``node`` over argument expressions."""
+    attrs = {}
+    for key, default in decl.scalar_attrs:
+        v = float(node.attrs.get(key, default))
+        attrs[key] = f"np.float32({v!r})"
+    return decl.scalar.format(*args, **attrs)
+
+
+def is_fusable_node(decl, node, in_shapes, in_dtypes, out_shape, out_dtype):
+    """Whether ``node`` can be part of a fused loop for these shapes."""
+    if decl is None or decl.scalar is None or out_dtype != np.float32:
+        return False
+    if node.op_type == "Pow":
+        return False    # handled by the caller (constant exponents only)
+    for s, d in zip(in_shapes, in_dtypes):
+        if d != np.float32:
+            return False
+    return True
