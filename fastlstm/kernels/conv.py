@@ -1,0 +1,466 @@
+"""Convolution and pooling kernels (float32, NC + 1 to 3 spatial axes).
+
+Every kernel sees its tensor as ``[N, C, D, H, W]`` (1-D and 2-D inputs get
+leading spatial axes of size 1) and reads its geometry from one int64 array
+``geo`` (fields below), so that one compiled function serves every shape and
+a call passes few arguments (Numba's dispatch costs per argument).
+
+Conv, the panel kernel (``conv_panel``)
+---------------------------------------
+    Y[n, m, o] = B[m] + sum_{c, t} W[m, c, t] * X[n, g*Cg + c, o*s + t*d - pad]
+
+is computed per group as a product whose rows are output positions and whose
+columns are output channels.  W is packed once at load (``pack_panels``) into
+panels of ``NC`` output channels, each ``[Cg][kD][kH][kW][NC]``, so one weight
+vector per (c, tap) is loaded once and feeds one FMA per output position in
+the tile.  The register tile (``_make_tile``, LLVM IR, like
+``fastlstm.kernels.simd``) keeps ``MR`` positions x ``NV`` vectors of
+accumulators for the whole sum and walks the input in place (strided scalar
+broadcasts; no im2col copy).  Input padding is a zero-padded copy of X in the
+scratch buffer, made only when the node pads; taps that read only padding for
+every position of a tile are skipped (a 3-tap conv on one position reads 1/3
+of its weights).  Bias and the optional fused Relu are applied when a tile is
+written to Y.
+
+Conv, the direct kernel (``conv_direct``) runs convolutions with few output
+channels per group (depthwise, a 1-channel head): loops over output rows with
+the innermost loop along W, which LLVM vectorizes when the stride is 1.
+
+ConvTranspose (``conv_transpose``) scatters each input element times its
+packed weight row ``[co]`` into a channels-last accumulator, then writes Y.
+
+Pools (``max_pool``, ``avg_pool``) loop over windows, skipping padding.
+"""
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .. import config
+
+_jit = dict(nogil=True, cache=config.NUMBA_CACHE, fastmath=set(config.NUMBA_FASTMATH),
+            error_model=config.NUMBA_ERROR_MODEL)
+
+
+def _host_lanes():
+    """float32 lanes of the host's widest vector register (16 with AVX-512)."""
+    try:
+        import llvmlite.binding as ll
+        return 16 if ll.get_host_cpu_features().get("avx512f") else 8
+    except Exception:   # an unknown host: 8 lanes are right for AVX2 and fine elsewhere
+        return 8
+
+
+#: Lanes per accumulator vector and vectors per tile row: a panel of weights
+#: is NC = NV * LANES output channels wide.  With MR <= 4 rows a tile holds
+#: 8 accumulator registers (of 16 on AVX2, 32 on AVX-512): enough independent
+#: FMA chains to cover the FMA latency without spilling.
+LANES = _host_lanes()
+NV = 2
+NC = NV * LANES
+MR = 4
+
+_F = types.float32[::1]
+_RO = types.Array(types.float32, 1, "C", readonly=True)    # accepts writable arrays too
+_L = types.Array(types.int64, 1, "C", readonly=True)
+_SIG_CONV = types.void(_RO, _RO, _F, _L, _F)
+_SIG_MAXPOOL = types.void(_RO, _L, _F, types.int64[::1])
+_SIG_AVGPOOL = types.void(_RO, _L, _F)
+
+# ---- geo: the int64 geometry block every kernel reads -----------------------------
+(G_N, G_G, G_CIN, G_CGI, G_COUT, G_CGO,
+ G_D, G_H, G_W, G_OD, G_OH, G_OW,
+ G_KD, G_KH, G_KW, G_SD, G_SH, G_SW, G_DD, G_DH, G_DW,
+ G_PD, G_PH, G_PW, G_QD, G_QH, G_QW,
+ G_NP, G_BIAS, G_RELU, G_PADCOPY, G_COUNT_PAD) = range(32)
+GEO_SIZE = 32
+
+
+def _make_tile(mr):
+    """acc[r*NC + v*LANES + j] (+)= sum_{i1,i2,i3} a[aoff + r*lda + i1*as1 + i2*as2 + i3*as3]
+                                         * w[woff + i1*ws1 + i2*ws2 + i3*ws3 + v*LANES + j]
+
+    for r < mr rows, all NC columns; ``accumulate`` = 0 starts from zero.
+    Accumulators live in registers across the three loops (input channels,
+    kernel rows, kernel columns)."""
+    @intrinsic
+    def tile(typingctx, K1, as1, ws1, K2, as2, ws2, K3, as3, ws3, a, aoff, lda, w, woff,
+             acc, accumulate):
+        i64 = types.int64
+        sig = types.void(i64, i64, i64, i64, i64, i64, i64, i64, i64, a, i64, i64, w, i64,
+                         acc, i64)
+
+        def codegen(context, builder, signature, args):
+            (K1, as1, ws1, K2, as2, ws2, K3, as3, ws3, a, aoff, lda, w, woff, acc,
+             accumulate) = args
+            ap = context.make_array(signature.args[9])(context, builder, a).data
+            wp = context.make_array(signature.args[12])(context, builder, w).data
+            cp = context.make_array(signature.args[14])(context, builder, acc).data
+            f32 = ir.FloatType()
+            vty = ir.VectorType(f32, LANES)
+            ll64 = ir.IntType(64)
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vty, [vty, vty, vty]), f"llvm.fma.v{LANES}f32")
+            undef = ir.Constant(vty, ir.Undefined)
+            zero_v = ir.Constant(vty, [0.0] * LANES)
+            zero32 = ir.Constant(ir.IntType(32), 0)
+            splat = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
+
+            def c(v):
+                return ir.Constant(ll64, v)
+
+            def vptr(base, off):
+                return builder.bitcast(builder.gep(base, [off], inbounds=True),
+                                       vty.as_pointer())
+
+            keep = builder.icmp_signed("!=", accumulate, c(0))
+            slots = []
+            for r in range(mr):
+                row = []
+                for v in range(NV):
+                    s = cgutils.alloca_once(builder, vty)
+                    old = builder.load(vptr(cp, c(r * NC + v * LANES)), align=4)
+                    builder.store(builder.select(keep, old, zero_v), s)
+                    row.append(s)
+                slots.append(row)
+            rows = [builder.add(aoff, builder.mul(c(r), lda)) for r in range(mr)]
+            with cgutils.for_range(builder, K1) as l1:
+                a1 = builder.mul(l1.index, as1)
+                w1 = builder.add(woff, builder.mul(l1.index, ws1))
+                with cgutils.for_range(builder, K2) as l2:
+                    a2 = builder.add(a1, builder.mul(l2.index, as2))
+                    w2 = builder.add(w1, builder.mul(l2.index, ws2))
+                    with cgutils.for_range(builder, K3) as l3:
+                        a3 = builder.add(a2, builder.mul(l3.index, as3))
+                        w3 = builder.add(w2, builder.mul(l3.index, ws3))
+                        wv = [builder.load(vptr(wp, builder.add(w3, c(v * LANES))), align=4)
+                              for v in range(NV)]
+                        for r in range(mr):
+                            av = builder.load(builder.gep(ap, [builder.add(rows[r], a3)],
+                                                          inbounds=True))
+                            bv = builder.shuffle_vector(
+                                builder.insert_element(undef, av, zero32), undef, splat)
+                            for v in range(NV):
+                                s = slots[r][v]
+                                builder.store(builder.call(fma, [bv, wv[v], builder.load(s)]), s)
+            for r in range(mr):
+                for v in range(NV):
+                    builder.store(builder.load(slots[r][v]), vptr(cp, c(r * NC + v * LANES)),
+                                  align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+    return tile
+
+
+_tile1, _tile2, _tile3, _tile4 = (_make_tile(m) for m in (1, 2, 3, 4))
+
+
+@njit(**_jit)
+def _tile(mr, K1, as1, ws1, K2, as2, ws2, K3, as3, ws3, a, aoff, lda, w, woff, acc, accumulate):
+    if mr == 4:
+        _tile4(K1, as1, ws1, K2, as2, ws2, K3, as3, ws3, a, aoff, lda, w, woff, acc, accumulate)
+    elif mr == 3:
+        _tile3(K1, as1, ws1, K2, as2, ws2, K3, as3, ws3, a, aoff, lda, w, woff, acc, accumulate)
+    elif mr == 2:
+        _tile2(K1, as1, ws1, K2, as2, ws2, K3, as3, ws3, a, aoff, lda, w, woff, acc, accumulate)
+    else:
+        _tile1(K1, as1, ws1, K2, as2, ws2, K3, as3, ws3, a, aoff, lda, w, woff, acc, accumulate)
+
+
+@njit(**_jit)
+def _tap_range(o, n, s, d, p, k, size):
+    """First tap and tap count such that positions o..o+n-1 (stride s) read some
+    element of [0, size) through taps 0..k-1 (dilation d, padding p): the union
+    of the taps each position needs.  Count 0 when they all read padding."""
+    lo = k
+    hi = -1
+    for q in range(o, o + n):
+        base = q * s - p
+        for t in range(k):
+            i = base + t * d
+            if 0 <= i < size:
+                if t < lo:
+                    lo = t
+                if t > hi:
+                    hi = t
+    if hi < lo:
+        return 0, 0
+    return lo, hi - lo + 1
+
+
+@njit(**_jit)
+def _pad_copy(x, xoff, C, D, H, W, pd, ph, pw, Dp, Hp, Wp, dst):
+    """dst[C, Dp, Hp, Wp] = X[xoff: C*D*H*W] placed at (pd, ph, pw), zeros around."""
+    dst[:C * Dp * Hp * Wp] = 0
+    for ch in range(C):
+        for z in range(D):
+            for y in range(H):
+                src = xoff + ((ch * D + z) * H + y) * W
+                dstart = ((ch * Dp + z + pd) * Hp + y + ph) * Wp + pw
+                for i in range(W):
+                    dst[dstart + i] = x[src + i]
+
+
+@njit(_SIG_CONV, **_jit)
+def conv_panel(x, w, scratch, geo, y):
+    """Conv with weights packed by ``pack_panels``: y[N*COUT*OD*OH*OW] from
+    x[N*CIN*D*H*W] (flat, C order).  ``scratch`` holds the padded input copy
+    (when geo[G_PADCOPY]) followed by MR*NC floats of tile accumulators."""
+    N, G, CIN, CGI, COUT, CGO = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5]
+    D, H, W, OD, OH, OW = geo[6], geo[7], geo[8], geo[9], geo[10], geo[11]
+    KD, KH, KW, SD, SH, SW = geo[12], geo[13], geo[14], geo[15], geo[16], geo[17]
+    DD, DH, DW, PD, PH, PW = geo[18], geo[19], geo[20], geo[21], geo[22], geo[23]
+    NP, BIAS, RELU, PADCOPY = geo[G_NP], geo[G_BIAS], geo[G_RELU], geo[G_PADCOPY]
+    if PADCOPY != 0:
+        Dp, Hp, Wp = D + PD + geo[G_QD], H + PH + geo[G_QH], W + PW + geo[G_QW]
+    else:
+        Dp, Hp, Wp = D, H, W
+    plane = Dp * Hp * Wp
+    acc_off = CIN * plane if PADCOPY != 0 else 0
+    acc = scratch[acc_off:acc_off + MR * NC]
+    taps = KD * KH * KW
+    ospace = OD * OH * OW
+    for n in range(N):
+        if PADCOPY != 0:
+            _pad_copy(x, n * CIN * D * H * W, CIN, D, H, W, PD, PH, PW, Dp, Hp, Wp, scratch)
+            src = scratch
+            sbase = 0
+        else:
+            src = x
+            sbase = n * CIN * plane
+        for g in range(G):
+            gbase = sbase + g * CGI * plane
+            for p in range(NP):
+                wbase = (g * NP + p) * CGI * taps * NC
+                c0 = p * NC
+                nvalid = min(NC, CGO - c0)
+                ybase = (n * COUT + g * CGO + c0) * ospace
+                for od in range(OD):
+                    kd0, nkd = _tap_range(od, 1, SD, DD, PD, KD, D)
+                    for oh in range(OH):
+                        kh0, nkh = _tap_range(oh, 1, SH, DH, PH, KH, H)
+                        ow = 0
+                        while ow < OW:
+                            mr = min(MR, OW - ow)
+                            kw0, nkw = _tap_range(ow, mr, SW, DW, PW, KW, W)
+                            if PADCOPY != 0:
+                                # padded coordinates: the input starts at (PD, PH, PW)
+                                a0 = gbase + (od * SD + kd0 * DD) * Hp * Wp + \
+                                    (oh * SH + kh0 * DH) * Wp + ow * SW + kw0 * DW
+                            else:
+                                a0 = gbase + (od * SD + kd0 * DD - PD) * Hp * Wp + \
+                                    (oh * SH + kh0 * DH - PH) * Wp + ow * SW + kw0 * DW - PW
+                            first = 1
+                            if nkd == 0 or nkh == 0 or nkw == 0:
+                                acc[:] = 0
+                            else:
+                                for t in range(nkd):
+                                    _tile(mr, CGI, plane, taps * NC, nkh, DH * Wp, KW * NC,
+                                          nkw, DW, NC, src, a0 + t * DD * Hp * Wp, SW, w,
+                                          wbase + (((kd0 + t) * KH + kh0) * KW + kw0) * NC,
+                                          acc, 1 - first)
+                                    first = 0
+                            obase = ybase + (od * OH + oh) * OW + ow
+                            for r in range(mr):
+                                for cc in range(nvalid):
+                                    v = acc[r * NC + cc]
+                                    if BIAS >= 0:
+                                        v += w[BIAS + g * CGO + c0 + cc]
+                                    if RELU != 0 and v < 0:
+                                        v = np.float32(0)
+                                    y[obase + cc * ospace + r] = v
+                            ow += mr
+
+
+@njit(_SIG_CONV, **_jit)
+def conv_direct(x, w, scratch, geo, y):
+    """Conv with W in its ONNX layout ``[COUT, CGI, KD, KH, KW]`` (bias after
+    it at geo[G_BIAS]); for few output channels per group (depthwise, a
+    one-channel head).  The innermost loop runs along output columns."""
+    N, G, CIN, CGI, COUT, CGO = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5]
+    D, H, W, OD, OH, OW = geo[6], geo[7], geo[8], geo[9], geo[10], geo[11]
+    KD, KH, KW, SD, SH, SW = geo[12], geo[13], geo[14], geo[15], geo[16], geo[17]
+    DD, DH, DW, PD, PH, PW = geo[18], geo[19], geo[20], geo[21], geo[22], geo[23]
+    BIAS, RELU, PADCOPY = geo[G_BIAS], geo[G_RELU], geo[G_PADCOPY]
+    if PADCOPY != 0:
+        Dp, Hp, Wp = D + PD + geo[G_QD], H + PH + geo[G_QH], W + PW + geo[G_QW]
+    else:
+        Dp, Hp, Wp = D, H, W
+    plane = Dp * Hp * Wp
+    ospace = OD * OH * OW
+    taps = KD * KH * KW
+    for n in range(N):
+        if PADCOPY != 0:
+            _pad_copy(x, n * CIN * D * H * W, CIN, D, H, W, PD, PH, PW, Dp, Hp, Wp, scratch)
+            src = scratch
+            sbase = 0
+        else:
+            src = x
+            sbase = n * CIN * plane
+        for co in range(COUT):
+            g = co // CGO
+            ybase = (n * COUT + co) * ospace
+            b = w[BIAS + co] if BIAS >= 0 else np.float32(0)
+            for i in range(ospace):
+                y[ybase + i] = b
+            for ci in range(CGI):
+                cbase = sbase + (g * CGI + ci) * plane
+                for kd in range(KD):
+                    for kh in range(KH):
+                        for kw in range(KW):
+                            wv = w[(co * CGI + ci) * taps + (kd * KH + kh) * KW + kw]
+                            for od in range(OD):
+                                zd = od * SD + kd * DD - (0 if PADCOPY != 0 else PD)
+                                for oh in range(OH):
+                                    zh = oh * SH + kh * DH - (0 if PADCOPY != 0 else PH)
+                                    a0 = cbase + (zd * Hp + zh) * Wp + kw * DW - \
+                                        (0 if PADCOPY != 0 else PW)
+                                    o0 = ybase + (od * OH + oh) * OW
+                                    for ow in range(OW):
+                                        y[o0 + ow] += wv * src[a0 + ow * SW]
+            if RELU != 0:
+                for i in range(ospace):
+                    if y[ybase + i] < 0:
+                        y[ybase + i] = np.float32(0)
+
+
+@njit(_SIG_CONV, **_jit)
+def conv_transpose(x, w, scratch, geo, y):
+    """ConvTranspose with W packed as ``[G][CGI][KD][KH][KW][CGO]`` (bias after
+    it at geo[G_BIAS]).  Here D/H/W are the input's sizes, OD/OH/OW the
+    output's, PD/PH/PW the begin pads; ``scratch`` holds one batch item's
+    output channels-last, where each input element adds its weight row."""
+    N, G, CIN, CGI, COUT, CGO = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5]
+    D, H, W, OD, OH, OW = geo[6], geo[7], geo[8], geo[9], geo[10], geo[11]
+    KD, KH, KW, SD, SH, SW = geo[12], geo[13], geo[14], geo[15], geo[16], geo[17]
+    DD, DH, DW, PD, PH, PW = geo[18], geo[19], geo[20], geo[21], geo[22], geo[23]
+    BIAS, RELU = geo[G_BIAS], geo[G_RELU]
+    ispace = D * H * W
+    ospace = OD * OH * OW
+    taps = KD * KH * KW
+    for n in range(N):
+        for g in range(G):
+            acc = scratch[:ospace * CGO]
+            acc[:] = 0
+            for ci in range(CGI):
+                xbase = (n * CIN + g * CGI + ci) * ispace
+                wci = (g * CGI + ci) * taps
+                for iz in range(D):
+                    for iy in range(H):
+                        for ix in range(W):
+                            xv = x[xbase + (iz * H + iy) * W + ix]
+                            for kd in range(KD):
+                                oz = iz * SD + kd * DD - PD
+                                if oz < 0 or oz >= OD:
+                                    continue
+                                for kh in range(KH):
+                                    oy = iy * SH + kh * DH - PH
+                                    if oy < 0 or oy >= OH:
+                                        continue
+                                    for kw in range(KW):
+                                        ox = ix * SW + kw * DW - PW
+                                        if ox < 0 or ox >= OW:
+                                            continue
+                                        a0 = ((oz * OH + oy) * OW + ox) * CGO
+                                        w0 = (wci + (kd * KH + kh) * KW + kw) * CGO
+                                        for co in range(CGO):
+                                            acc[a0 + co] += xv * w[w0 + co]
+            for co in range(CGO):
+                c = g * CGO + co
+                b = w[BIAS + c] if BIAS >= 0 else np.float32(0)
+                ybase = (n * COUT + c) * ospace
+                for i in range(ospace):
+                    v = acc[i * CGO + co] + b
+                    if RELU != 0 and v < 0:
+                        v = np.float32(0)
+                    y[ybase + i] = v
+
+
+@njit(_SIG_MAXPOOL, **_jit)
+def max_pool(x, geo, y, idx):
+    """MaxPool over [N*C] planes (geo[G_N]); Indices into ``idx`` when it is
+    not empty (storage order geo[G_COUNT_PAD]: 0 row-major, 1 column-major
+    within the plane, as ONNX counts them).  Padding never wins; NaN does."""
+    NC_, D, H, W, OD, OH, OW = geo[0], geo[6], geo[7], geo[8], geo[9], geo[10], geo[11]
+    KD, KH, KW, SD, SH, SW = geo[12], geo[13], geo[14], geo[15], geo[16], geo[17]
+    DD, DH, DW, PD, PH, PW = geo[18], geo[19], geo[20], geo[21], geo[22], geo[23]
+    colmajor = geo[G_COUNT_PAD]
+    want = idx.size > 0
+    ispace = D * H * W
+    ninf = np.float32(-np.inf)
+    k = 0
+    for p in range(NC_):
+        xb = p * ispace
+        for od in range(OD):
+            for oh in range(OH):
+                for ow in range(OW):
+                    best = ninf
+                    bi = -1
+                    for kd in range(KD):
+                        iz = od * SD + kd * DD - PD
+                        if iz < 0 or iz >= D:
+                            continue
+                        for kh in range(KH):
+                            iy = oh * SH + kh * DH - PH
+                            if iy < 0 or iy >= H:
+                                continue
+                            for kw in range(KW):
+                                ix = ow * SW + kw * DW - PW
+                                if ix < 0 or ix >= W:
+                                    continue
+                                v = x[xb + (iz * H + iy) * W + ix]
+                                if bi < 0 or (best == best and not v <= best):
+                                    best = v
+                                    if colmajor != 0:
+                                        bi = (ix * H + iy) * D + iz
+                                    else:
+                                        bi = (iz * H + iy) * W + ix
+                    y[k] = best
+                    if want:
+                        idx[k] = xb + bi if bi >= 0 else 0
+                    k += 1
+
+
+@njit(_SIG_AVGPOOL, **_jit)
+def avg_pool(x, geo, y):
+    """AveragePool over [N*C] planes.  The divisor counts the taps inside the
+    input, or with count_include_pad (geo[G_COUNT_PAD]) the taps inside the
+    padded input [-pad_begin, size + pad_end), as onnxruntime does."""
+    NC_, D, H, W, OD, OH, OW = geo[0], geo[6], geo[7], geo[8], geo[9], geo[10], geo[11]
+    KD, KH, KW, SD, SH, SW = geo[12], geo[13], geo[14], geo[15], geo[16], geo[17]
+    DD, DH, DW, PD, PH, PW = geo[18], geo[19], geo[20], geo[21], geo[22], geo[23]
+    QD, QH, QW = geo[G_QD], geo[G_QH], geo[G_QW]
+    incl = geo[G_COUNT_PAD]
+    ispace = D * H * W
+    k = 0
+    for p in range(NC_):
+        xb = p * ispace
+        for od in range(OD):
+            for oh in range(OH):
+                for ow in range(OW):
+                    s = np.float32(0)
+                    cnt = 0
+                    cpad = 0
+                    for kd in range(KD):
+                        iz = od * SD + kd * DD - PD
+                        if iz < -PD or iz >= D + QD:
+                            continue
+                        zin = 0 <= iz < D
+                        for kh in range(KH):
+                            iy = oh * SH + kh * DH - PH
+                            if iy < -PH or iy >= H + QH:
+                                continue
+                            yin = zin and 0 <= iy < H
+                            for kw in range(KW):
+                                ix = ow * SW + kw * DW - PW
+                                if ix < -PW or ix >= W + QW:
+                                    continue
+                                cpad += 1
+                                if yin and 0 <= ix < W:
+                                    s += x[xb + (iz * H + iy) * W + ix]
+                                    cnt += 1
+                    div = cpad if incl != 0 else cnt
+                    y[k] = s / np.float32(div) if div > 0 else np.float32(np.nan)
+                    k += 1

@@ -1,0 +1,597 @@
+"""Convolution and pooling: Conv, ConvTranspose, MaxPool, AveragePool,
+GlobalAveragePool, GlobalMaxPool (float32, 1 to 3 spatial axes).
+
+Conv and ConvTranspose run through :class:`ConvRunner`, which packs constant
+weights once at load; their table functions (used to fold constants) run the
+same kernels.  The pools call their kernel directly.  Geometry (output size,
+padding from ``auto_pad``, ``ceil_mode``) is worked out here, once per input
+shape, into the int64 block the kernels read (``fastlstm.kernels.conv``).
+"""
+import numpy as np
+
+from ..errors import InvalidInput, InvalidModel, UnsupportedOp
+from .table import attr, op
+
+_F32 = np.dtype(np.float32)
+_AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
+
+
+def _kernels():
+    """The Numba kernels, compiled (or loaded from cache) on first use, so
+    ``import fastlstm`` does not pay for them."""
+    from ..kernels import conv
+    return conv
+
+
+def _unsupported(node, msg):
+    return UnsupportedOp(f"{node.describe()}: {msg}", node.op_type, node.domain,
+                         node.since_version, node.name)
+
+
+def _bad_input(node, msg):
+    return InvalidInput(f"{node.describe()}: {msg}")
+
+
+def _ints(node, name):
+    v = attr(node, name)
+    return None if v is None else [int(a) for a in v]
+
+
+# ---- attribute checks at import ----------------------------------------------------
+
+def _check_common(node, ctx, rank=None, pool=False):
+    """Attribute sanity shared by the family; ``rank`` is the number of
+    spatial axes when known (from kernel_shape or a constant W)."""
+    auto = attr(node, "auto_pad", "NOTSET")
+    if auto not in _AUTO_PADS:
+        raise InvalidModel(f"{node.describe()}: auto_pad '{auto}' is not one of "
+                           f"{', '.join(_AUTO_PADS)}")
+    ks = _ints(node, "kernel_shape")
+    if ks is not None:
+        if rank is not None and len(ks) != rank:
+            raise InvalidModel(f"{node.describe()}: kernel_shape {ks} has {len(ks)} axes, "
+                               f"the weight has {rank}")
+        rank = len(ks)
+        if any(k < 1 for k in ks):
+            raise InvalidModel(f"{node.describe()}: kernel_shape {ks} must be positive")
+    elif pool:
+        raise InvalidModel(f"{node.describe()}: attribute kernel_shape is required")
+    if rank is not None and not 1 <= rank <= 3:
+        raise _unsupported(node, f"{rank} spatial axes (fastlstm runs 1 to 3)")
+    for name, lo, factor in (("strides", 1, 1), ("dilations", 1, 1), ("pads", 0, 2),
+                             ("output_padding", 0, 1)):
+        v = _ints(node, name)
+        if v is None:
+            continue
+        if rank is not None and len(v) != factor * rank:
+            raise InvalidModel(f"{node.describe()}: {name} {v} must have {factor * rank} "
+                               f"values for {rank} spatial axes")
+        if any(a < lo for a in v):
+            raise InvalidModel(f"{node.describe()}: {name} {v} must be >= {lo}")
+    g = attr(node, "group", 1)
+    if int(g) < 1:
+        raise InvalidModel(f"{node.describe()}: group {g} must be >= 1")
+    for name in ("ceil_mode", "count_include_pad"):
+        if attr(node, name, 0) not in (0, 1):
+            raise InvalidModel(f"{node.describe()}: {name} must be 0 or 1")
+    so = attr(node, "storage_order", 0)
+    if so not in (0, 1):
+        raise InvalidModel(f"{node.describe()}: storage_order must be 0 or 1")
+    ctx.require_float(node, node.input(0), "X")
+
+
+def _check_conv(node, ctx):
+    w = ctx.constant(node.input(1))
+    rank = None
+    if w is not None:
+        if w.ndim < 3:
+            raise InvalidModel(f"{node.describe()}: weight W has rank {w.ndim}, expected "
+                               f"3 to 5 ([M, C/group, k1, ...])")
+        rank = w.ndim - 2
+        ks = _ints(node, "kernel_shape")
+        if ks is not None and list(w.shape[2:]) != ks:
+            raise InvalidModel(f"{node.describe()}: kernel_shape {ks} does not match W "
+                               f"{list(w.shape)}")
+    _check_common(node, ctx, rank)
+    if w is not None:
+        g = int(attr(node, "group", 1))
+        m = w.shape[1] * g if node.op_type == "ConvTranspose" else w.shape[0]
+        if node.op_type == "ConvTranspose" and w.shape[0] % g:
+            raise InvalidModel(f"{node.describe()}: W has {w.shape[0]} input channels, not "
+                               f"divisible by group {g}")
+        if node.op_type == "Conv" and m % g:
+            raise InvalidModel(f"{node.describe()}: W has {m} output channels, not "
+                               f"divisible by group {g}")
+        b = ctx.constant(node.input(2))
+        if b is not None and b.shape != (m,):
+            raise InvalidModel(f"{node.describe()}: bias B has shape {list(b.shape)}, "
+                               f"expected [{m}]")
+    for pos, label in ((1, "W"), (2, "B")):
+        if node.input(pos):
+            ctx.require_float(node, node.input(pos), label)
+
+
+# ---- geometry -----------------------------------------------------------------------
+
+def _out_and_pads(node, insz, ks, strides, dil, pads, ceil_mode=False):
+    """Output sizes and (begin, end) pads per spatial axis, as ONNX defines them
+    for Conv and the pools."""
+    r = len(insz)
+    auto = attr(node, "auto_pad", "NOTSET")
+    out, pb, pe = [], [], []
+    for i in range(r):
+        ek = (ks[i] - 1) * dil[i] + 1
+        s = strides[i]
+        if auto in ("SAME_UPPER", "SAME_LOWER"):
+            o = -(-insz[i] // s)
+            total = max(0, (o - 1) * s + ek - insz[i])
+            b = total // 2 if auto == "SAME_UPPER" else total - total // 2
+            e = total - b
+        else:
+            b, e = (0, 0) if auto == "VALID" else (pads[i], pads[i + r])
+            span = insz[i] + b + e - ek
+            if span < 0:
+                raise _bad_input(node, f"spatial axis {i} has size {insz[i]} (padded "
+                                       f"{insz[i] + b + e}), smaller than the kernel's "
+                                       f"extent {ek}")
+            if ceil_mode:
+                o = -(-span // s) + 1
+                if (o - 1) * s >= insz[i] + b:     # a window must start inside
+                    o -= 1
+            else:
+                o = span // s + 1
+        out.append(o)
+        pb.append(b)
+        pe.append(e)
+    return out, pb, pe
+
+
+def _pad3(v, fill):
+    return [fill] * (3 - len(v)) + list(v)
+
+
+def _geo(N, G, CIN, COUT, insz, outsz, ks, strides, dil, pb, pe, extra):
+    """The int64 block of ``fastlstm.kernels.conv`` (spatial axes padded to 3)."""
+    K = _kernels()
+    geo = np.zeros(K.GEO_SIZE, np.int64)
+    geo[:K.G_NP] = ([N, G, CIN, CIN // G, COUT, COUT // G] + _pad3(insz, 1) +
+                    _pad3(outsz, 1) + _pad3(ks, 1) + _pad3(strides, 1) + _pad3(dil, 1) +
+                    _pad3(pb, 0) + _pad3(pe, 0))
+    for k, v in extra.items():
+        geo[k] = v
+    return geo
+
+
+# ---- Conv and ConvTranspose -----------------------------------------------------------
+
+class _Packed:
+    """Weights of one node in the kernel's layout, and what they imply."""
+    __slots__ = ("w", "kernel", "wshape", "cin", "cout", "bias_off", "np_", "panel")
+
+    def __init__(self, w, kernel, wshape, cin, cout, bias_off, np_, panel):
+        self.w, self.kernel, self.wshape = w, kernel, wshape
+        self.cin, self.cout, self.bias_off, self.np_, self.panel = \
+            cin, cout, bias_off, np_, panel
+
+
+def _pack(node, W, B):
+    """Check W (and B) against the node and pack them for the kernels."""
+    K = _kernels()
+    transpose = node.op_type == "ConvTranspose"
+    for label, a in (("W", W), ("B", B)):
+        if a is None:
+            continue
+        if not isinstance(a, np.ndarray) or a.dtype != _F32:
+            raise _bad_input(node, f"input {label} must be a float32 array, not "
+                                   f"{getattr(a, 'dtype', type(a).__name__)}")
+    if W is None:
+        raise _bad_input(node, "input W is required")
+    if not 3 <= W.ndim <= 5:
+        raise _bad_input(node, f"input W has rank {W.ndim}; fastlstm runs 1 to 3 spatial axes "
+                               f"(rank 3 to 5)")
+    ks = _ints(node, "kernel_shape")
+    if ks is not None and list(W.shape[2:]) != ks:
+        raise _bad_input(node, f"input W has shape {list(W.shape)}, kernel_shape is {ks}")
+    G = int(attr(node, "group", 1))
+    taps = int(np.prod(W.shape[2:], dtype=np.int64))
+    if transpose:
+        cin, cgo = W.shape[0], W.shape[1]
+        cout = cgo * G
+        if cin % G:
+            raise _bad_input(node, f"input W has {cin} input channels, not divisible by "
+                                   f"group {G}")
+    else:
+        cout, cgi = W.shape[0], W.shape[1]
+        cin = cgi * G
+        if cout % G:
+            raise _bad_input(node, f"input W has {cout} output channels, not divisible by "
+                                   f"group {G}")
+    if B is not None and B.shape != (cout,):
+        raise _bad_input(node, f"input B has shape {list(B.shape)}, expected [{cout}]")
+    np_ = 0
+    panel = False
+    if transpose:
+        cgi = cin // G
+        # [CIN, CGO, taps] -> [G][CGI][taps][CGO]: each input element adds a row
+        flat = W.reshape(G, cgi, cgo, taps).transpose(0, 1, 3, 2).reshape(-1)
+        kernel = K.conv_transpose
+    else:
+        cgo = cout // G
+        cgi = W.shape[1]
+        panel = 2 * cgo >= K.NC
+        if panel:
+            # [COUT, CGI*taps] -> [G][panel][CGI*taps][NC], output channels zero-padded
+            np_ = -(-cgo // K.NC)
+            wr = np.zeros((G, np_ * K.NC, cgi * taps), np.float32)
+            wr[:, :cgo] = W.reshape(G, cgo, cgi * taps)
+            flat = wr.reshape(G, np_, K.NC, cgi * taps).transpose(0, 1, 3, 2).reshape(-1)
+            kernel = K.conv_panel
+        else:
+            flat = W.reshape(-1)
+            kernel = K.conv_direct
+    bias_off = -1
+    if B is not None:
+        bias_off = flat.size
+        flat = np.concatenate([flat, B.reshape(-1)])
+    flat = np.ascontiguousarray(flat, np.float32)
+    return _Packed(flat, kernel, W.shape, cin, cout, bias_off, np_, panel)
+
+
+class ConvRunner:
+    """Runs a Conv or ConvTranspose node on the kernels of ``fastlstm.kernels.conv``.
+
+    Weights (and bias) that are constants are packed once, here; weights fed
+    as graph inputs are packed on every call.  Per input shape the geometry is
+    computed once and cached; a call then checks the input, allocates the
+    output and makes one Numba call.
+
+    Fusion hook for the executor: ``runner.fuse_activation("Relu")`` makes the
+    runner apply Relu to its output (returns True; False for an activation it
+    cannot fuse, in which case nothing changes).  The same switch is the
+    boolean attribute ``runner.fuse_relu``.  The node's own output name stays
+    the same: the executor drops the Relu node and reads the Conv's output.
+    """
+
+    def __init__(self, node, constants, needed, env):
+        self.node = node
+        self.n_out = len(node.outputs)
+        self._x = node.input(0)
+        self._wn, self._bn = node.input(1), node.input(2)
+        self._relu = False
+        self._plans = {}
+        self._last = None
+        self._scratch = []
+        w, b = constants.get(self._wn), constants.get(self._bn) if self._bn else None
+        self._fixed = w is not None and (not self._bn or b is not None)
+        self._packed = _pack(node, w, b) if self._fixed else None
+
+    # -- fusion hook
+    @property
+    def fuse_relu(self):
+        """Whether Relu is applied to the output (set by the executor)."""
+        return self._relu
+
+    @fuse_relu.setter
+    def fuse_relu(self, on):
+        self._relu = bool(on)
+        self._plans.clear()
+        self._last = None
+
+    def fuse_activation(self, op_type):
+        """Apply activation ``op_type`` to the output; True if supported (Relu)."""
+        if op_type == "Relu":
+            self.fuse_relu = True
+            return True
+        return False
+
+    # -- per shape
+    def _plan(self, x, packed):
+        """(geo, output shape, scratch floats, kernel) for input x."""
+        node = self.node
+        K = _kernels()
+        if not isinstance(x, np.ndarray):
+            raise _bad_input(node, f"input X must be a numpy.ndarray, not {type(x).__name__}")
+        if x.dtype != _F32:
+            raise _bad_input(node, f"input X has dtype {x.dtype}, expected float32")
+        r = len(packed.wshape) - 2
+        if x.ndim != r + 2:
+            raise _bad_input(node, f"input X has shape {list(x.shape)} (rank {x.ndim}); W "
+                                   f"{list(packed.wshape)} needs rank {r + 2}")
+        if x.shape[1] != packed.cin:
+            raise _bad_input(node, f"input X has {x.shape[1]} channels; W "
+                                   f"{list(packed.wshape)} with group "
+                                   f"{attr(node, 'group', 1)} expects {packed.cin}")
+        N, insz, ks = x.shape[0], list(x.shape[2:]), list(packed.wshape[2:])
+        strides = _ints(node, "strides") or [1] * r
+        dil = _ints(node, "dilations") or [1] * r
+        pads = _ints(node, "pads") or [0] * (2 * r)
+        for name, v, n in (("strides", strides, r), ("dilations", dil, r), ("pads", pads, 2 * r)):
+            if len(v) != n:
+                raise _bad_input(node, f"{name} {v} must have {n} values for input "
+                                       f"{list(x.shape)}")
+        G = int(attr(node, "group", 1))
+        _recheck(node, strides, dil, pads, G)
+        extra = {K.G_BIAS: packed.bias_off, K.G_RELU: int(self._relu), K.G_NP: packed.np_}
+        if node.op_type == "ConvTranspose":
+            outsz, pb, pe = _transpose_out(node, insz, ks, strides, dil, pads)
+            scratch = int(np.prod(outsz, dtype=np.int64)) * (packed.cout // G)
+        else:
+            outsz, pb, pe = _out_and_pads(node, insz, ks, strides, dil, pads)
+            padcopy = any(pb) or any(pe)
+            extra[K.G_PADCOPY] = int(padcopy)
+            for i, k in enumerate((K.G_QD, K.G_QH, K.G_QW)):
+                extra[k] = _pad3(pe, 0)[i]
+            scratch = packed.cin * int(np.prod([a + b + c for a, b, c in zip(insz, pb, pe)],
+                                               dtype=np.int64)) if padcopy else 0
+            scratch += K.MR * K.NC
+        geo = _geo(N, G, packed.cin, packed.cout, insz, outsz, ks, strides, dil, pb, pe, extra)
+        return (geo, (N, packed.cout, *outsz), max(scratch, 1), packed.kernel)
+
+    def __call__(self, values, ctx=None):
+        packed = self._packed
+        x = values[self._x]
+        if packed is None:      # weights fed as inputs: pack them for this call
+            packed = _pack(self.node, values[self._wn],
+                           values[self._bn] if self._bn else None)
+            key = (getattr(x, "shape", None), packed.wshape)
+        else:
+            key = getattr(x, "shape", None)
+        plan = self._last
+        if plan is None or plan[0] != key or type(x) is not np.ndarray or \
+                x.dtype is not _F32:
+            plan = self._plans.get(key)
+            if plan is None or type(x) is not np.ndarray or x.dtype is not _F32:
+                plan = (key,) + self._plan(x, packed)
+                if len(self._plans) >= 16:
+                    self._plans.clear()
+                self._plans[key] = plan
+            self._last = plan
+        y = np.empty(plan[2], _F32)
+        try:
+            buf = self._scratch.pop()
+        except IndexError:      # first call, or another thread holds the buffer
+            buf = np.empty(0, _F32)
+        if buf.size < plan[3]:
+            buf = np.empty(plan[3], _F32)
+        plan[4](x.ravel(), packed.w, buf, plan[1], y.ravel())
+        self._scratch.append(buf)
+        return [y]
+
+
+def _recheck(node, strides, dil, pads, G):
+    """The attribute bounds the kernels' indexing relies on (checked at import
+    too; again here for graphs that did not come through the importer)."""
+    if min(strides) < 1 or min(dil) < 1 or min(pads, default=0) < 0 or G < 1:
+        raise InvalidModel(f"{node.describe()}: strides {strides}, dilations {dil} must be "
+                           f">= 1, pads {pads} >= 0, group {G} >= 1")
+
+
+def _transpose_out(node, insz, ks, strides, dil, pads):
+    """ConvTranspose output sizes and (begin, end) pads per spatial axis."""
+    r = len(insz)
+    auto = attr(node, "auto_pad", "NOTSET")
+    opad = _ints(node, "output_padding") or [0] * r
+    oshape = _ints(node, "output_shape")
+    if len(opad) != r:
+        raise _bad_input(node, f"output_padding {opad} must have {r} values")
+    if oshape is not None:
+        if len(oshape) == r + 2:
+            oshape = oshape[2:]
+        if len(oshape) != r:
+            raise _bad_input(node, f"output_shape {oshape} must have {r} values")
+    out, pb, pe = [], [], []
+    for i in range(r):
+        ek = (ks[i] - 1) * dil[i] + 1
+        full = strides[i] * (insz[i] - 1) + opad[i] + ek
+        if oshape is not None or auto in ("SAME_UPPER", "SAME_LOWER"):
+            o = oshape[i] if oshape is not None else insz[i] * strides[i]
+            total = max(0, full - o)
+            if auto == "SAME_UPPER":
+                b = total // 2
+            else:
+                b = total - total // 2
+            e = total - b
+        elif auto == "VALID":
+            b = e = 0
+            o = full
+        else:
+            b, e = pads[i], pads[i + r]
+            o = full - b - e
+        if o < 1:
+            raise _bad_input(node, f"output size {o} on spatial axis {i} (input {insz[i]}, "
+                                   f"kernel extent {ek}, pads {b}+{e})")
+        out.append(o)
+        pb.append(b)
+        pe.append(e)
+    return out, pb, pe
+
+
+def _run_conv(node, ins):
+    """Run a Conv/ConvTranspose node on loose arrays (constant folding)."""
+    runner = ConvRunner(_NodeView(node), {}, (), None)
+    return runner({"x": ins[0], "w": ins[1], "b": ins[2] if len(ins) > 2 else None})
+
+
+class _NodeView:
+    """The node with its inputs renamed x, w, b."""
+    inputs = ("x", "w", "b")
+
+    def __init__(self, node):
+        self._node = node
+
+    def __getattr__(self, name):
+        return getattr(self._node, name)
+
+    def input(self, i):
+        return self.inputs[i]
+
+
+_CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
+
+
+@op("Conv", since=1, attrs=_CONV_ATTRS, inputs=(2, 3), runner=ConvRunner)
+def conv(node, ins, n):
+    """Convolution (1 to 3 spatial axes, groups, dilations, padding, auto_pad)."""
+    return _run_conv(node, ins)
+
+
+@op("ConvTranspose", since=1, attrs=_CONV_ATTRS + ("output_padding", "output_shape"),
+    inputs=(2, 3), runner=ConvRunner)
+def conv_transpose(node, ins, n):
+    """Transposed convolution (output_padding, output_shape, auto_pad, groups)."""
+    return _run_conv(node, ins)
+
+
+def _build_conv(node, ctx):
+    _check_conv(node, ctx)
+    return node
+
+
+def _build_pool(node, ctx):
+    _check_common(node, ctx, pool=True)
+    return node
+
+
+def _build_global(node, ctx):
+    ctx.require_float(node, node.input(0), "X")
+    return node
+
+
+# validation at import (``fastlstm.onnx_import.basic`` calls ``fn.build``)
+conv.build = conv_transpose.build = _build_conv
+
+
+# ---- pools --------------------------------------------------------------------------
+
+def _pool_x(node, x):
+    if not isinstance(x, np.ndarray):
+        raise _bad_input(node, f"input X must be a numpy.ndarray, not {type(x).__name__}")
+    if x.dtype != _F32:
+        raise _unsupported(node, f"input X has dtype {x.dtype}; fastlstm pools float32")
+    return x
+
+
+def _pool_geo(node, x, dilated, ceil):
+    K = _kernels()
+    ks = _ints(node, "kernel_shape")
+    r = len(ks)
+    if x.ndim != r + 2:
+        raise _bad_input(node, f"input X has shape {list(x.shape)}; kernel_shape {ks} needs "
+                               f"rank {r + 2}")
+    strides = _ints(node, "strides") or [1] * r
+    dil = (_ints(node, "dilations") if dilated else None) or [1] * r
+    pads = _ints(node, "pads") or [0] * (2 * r)
+    insz = list(x.shape[2:])
+    _recheck(node, strides, dil, pads, 1)
+    if len(strides) != r or len(dil) != r or len(pads) != 2 * r or min(ks) < 1:
+        raise InvalidModel(f"{node.describe()}: strides, dilations, pads do not match "
+                           f"kernel_shape {ks}")
+    outsz, pb, pe = _out_and_pads(node, insz, ks, strides, dil, pads,
+                                  ceil and bool(attr(node, "ceil_mode", 0)))
+    for i in range(r):
+        if pb[i] >= (ks[i] - 1) * dil[i] + 1 or pe[i] >= (ks[i] - 1) * dil[i] + 1:
+            raise _bad_input(node, f"pads {pb[i]}, {pe[i]} on spatial axis {i} are not "
+                                   f"smaller than the kernel's extent")
+    NCp = x.shape[0] * x.shape[1]
+    geo = _geo(NCp, 1, 1, 1, insz, outsz, ks, strides, dil, pb, pe,
+               {K.G_QD: _pad3(pe, 0)[0], K.G_QH: _pad3(pe, 0)[1], K.G_QW: _pad3(pe, 0)[2]})
+    return geo, (x.shape[0], x.shape[1], *outsz)
+
+
+def _max_pool(node, ins, n, dilated, ceil):
+    K = _kernels()
+    x = _pool_x(node, ins[0])
+    geo, shape = _pool_geo(node, x, dilated, ceil)
+    geo[K.G_COUNT_PAD] = int(attr(node, "storage_order", 0))
+    y = np.empty(shape, _F32)
+    idx = np.empty(shape if n > 1 else 0, np.int64)
+    K.max_pool(x.ravel(), geo, y.ravel(), idx.ravel())
+    return [y, idx][:n]
+
+
+_POOL = ("auto_pad", "kernel_shape", "pads", "strides")
+
+
+@op("MaxPool", since=1, attrs=_POOL)
+def max_pool_1(node, ins, n):
+    """Max over sliding windows (padding never wins)."""
+    return _max_pool(node, ins, n, False, False)
+
+
+@op("MaxPool", since=8, attrs=_POOL + ("storage_order",), outputs=(1, 2))
+def max_pool_8(node, ins, n):
+    """Max over sliding windows, with the optional Indices output."""
+    return _max_pool(node, ins, n, False, False)
+
+
+@op("MaxPool", since=10, attrs=_POOL + ("storage_order", "ceil_mode", "dilations"),
+    outputs=(1, 2))
+def max_pool_10(node, ins, n):
+    """Max over sliding windows (ceil_mode, dilations, Indices)."""
+    return _max_pool(node, ins, n, True, True)
+
+
+def _avg_pool(node, ins, n, dilated, ceil):
+    K = _kernels()
+    x = _pool_x(node, ins[0])
+    geo, shape = _pool_geo(node, x, dilated, ceil)
+    geo[K.G_COUNT_PAD] = int(attr(node, "count_include_pad", 0))
+    y = np.empty(shape, _F32)
+    K.avg_pool(x.ravel(), geo, y.ravel())
+    return [y]
+
+
+@op("AveragePool", since=1, attrs=_POOL)
+def avg_pool_1(node, ins, n):
+    """Mean over sliding windows, padding not counted."""
+    return _avg_pool(node, ins, n, False, False)
+
+
+@op("AveragePool", since=7, attrs=_POOL + ("count_include_pad",))
+def avg_pool_7(node, ins, n):
+    """Mean over sliding windows (count_include_pad)."""
+    return _avg_pool(node, ins, n, False, False)
+
+
+@op("AveragePool", since=10, attrs=_POOL + ("count_include_pad", "ceil_mode"))
+def avg_pool_10(node, ins, n):
+    """Mean over sliding windows (count_include_pad, ceil_mode)."""
+    return _avg_pool(node, ins, n, False, True)
+
+
+@op("AveragePool", since=19, attrs=_POOL + ("count_include_pad", "ceil_mode", "dilations"))
+def avg_pool_19(node, ins, n):
+    """Mean over sliding windows (count_include_pad, ceil_mode, dilations)."""
+    return _avg_pool(node, ins, n, True, True)
+
+
+for _f in (max_pool_1, max_pool_8, max_pool_10, avg_pool_1, avg_pool_7, avg_pool_10,
+           avg_pool_19):
+    _f.build = _build_pool
+
+
+def _global(node, ins, fn):
+    x = _pool_x(node, ins[0])
+    if x.ndim < 2:
+        raise _bad_input(node, f"input X has rank {x.ndim}; expected [N, C, ...]")
+    axes = tuple(range(2, x.ndim))
+    if not axes:
+        return [x.copy()]
+    if any(x.shape[a] == 0 for a in axes):
+        raise _bad_input(node, f"input X has an empty spatial axis ({list(x.shape)})")
+    return [fn(x, axis=axes, keepdims=True).astype(_F32, copy=False)]
+
+
+@op("GlobalAveragePool", since=1)
+def global_average_pool(node, ins, n):
+    """Mean over all spatial axes (kept as size 1)."""
+    return _global(node, ins, np.mean)
+
+
+@op("GlobalMaxPool", since=1)
+def global_max_pool(node, ins, n):
+    """Max over all spatial axes (kept as size 1)."""
+    return _global(node, ins, np.max)
+
+
+global_average_pool.build = global_max_pool.build = _build_global
