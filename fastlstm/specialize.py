@@ -133,17 +133,23 @@ class Specialiser:
         self._built = {}
         self._lock = threading.Lock()
 
-    def key(self, values, outputs, optional, run_all):
-        """The signature of a validated feed (None: not specialisable)."""
-        parts = [outputs, optional, run_all]
-        for name, a in values.items():
-            parts.append((name, a.shape, a.dtype.char))
+    def key(self, feed, outputs, optional, run_all):
+        """The signature of a feed (None: not specialisable).  It holds each
+        input's type, shape and dtype, so a feed whose key has been seen
+        passed the input checks before and needs none now."""
+        try:
+            parts = tuple([(n, type(a), a.shape, a.dtype) for n, a in feed.items()])
+        except AttributeError:
+            return None
+        if not self.key_inputs:
+            return (outputs, optional, run_all, parts)
+        kb = []
         for name in self.key_inputs:
-            a = values.get(name)
+            a = feed.get(name)
             if a is None or a.size > MAX_KEY_ELEMENTS:
                 return None
-            parts.append(a.tobytes())
-        return tuple(parts)
+            kb.append(a.tobytes())
+        return (outputs, optional, run_all, parts, tuple(kb))
 
     def lookup(self, key):
         return self._built.get(key)

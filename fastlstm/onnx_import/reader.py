@@ -15,7 +15,7 @@ def _onnx():
 
 def _value_info(vi, require_type=True):
     t = vi.type
-    if not require_type and not vi.HasField("type"):
+    if not require_type and (not vi.HasField("type") or t.WhichOneof("value") is None):
         return ValueInfo(vi.name, 0, None)      # an output the model leaves untyped
     if not t.HasField("tensor_type"):
         raise UnsupportedOp(f"graph value '{vi.name}' is not a tensor "

@@ -131,3 +131,24 @@ def ops_by_family():
     for name, d in sorted(OPS.items()):
         out.setdefault(d.family, []).append(name)
     return out
+
+
+#: Families in the order the docs list them (the file each lives in).
+FAMILY_TITLES = {
+    "elementwise": "Elementwise", "shape": "Shape and indexing", "reduce": "Reductions",
+    "linear": "Matrix products", "conv": "Convolution and pooling",
+    "norm": "Normalisation", "control": "Control flow",
+}
+
+
+def op_list_markdown():
+    """The README's op list (between its ``<!-- ops -->`` markers), from the table."""
+    fams = ops_by_family()
+    lines = []
+    for fam, title in FAMILY_TITLES.items():
+        if fam in fams:
+            lines.append(f"- {title} (`fastlstm/ops/{fam}.py`): " + ", ".join(fams[fam]) + ".")
+    for fam in sorted(set(fams) - set(FAMILY_TITLES)):
+        lines.append(f"- {fam} (`fastlstm/ops/{fam}.py`): " + ", ".join(fams[fam]) + ".")
+    lines.append("- Recurrent (`fastlstm/ops/recurrent.py`): GRU, LSTM, RNN.")
+    return "\n".join(lines)
