@@ -53,6 +53,8 @@ _binary("Or", np.logical_or)
 def pow_(node, ins, n):
     """Pow: base ** exponent, in the base's type."""
     a, b = ins
+    if a.dtype.kind in "iu":    # as onnxruntime: pow in double, truncated back (2 ** -1 = 0)
+        return [np.power(a.astype(np.float64), b.astype(np.float64)).astype(a.dtype)]
     if a.dtype.kind == "f" and b.dtype != a.dtype:
         b = b.astype(a.dtype)
     return [np.power(a, b).astype(a.dtype, copy=False)]
@@ -68,7 +70,8 @@ def _variadic(name, fn, scalar):
         return [out if len(ins) > 1 else np.array(out)]
     run.__doc__ = f"{name} of one or more tensors with numpy broadcasting."
     run.__module__ = __name__
-    op(name, since=8, inputs=(1, 1 << 16), scalar=scalar)(run)
+    # (version 6, opset 7, had no broadcasting: same results on its equal shapes)
+    op(name, since=6, inputs=(1, 1 << 16), scalar=scalar)(run)
 
 
 _variadic("Sum", np.add, None)
@@ -142,11 +145,17 @@ def clip_11(node, ins, n):
     x = ins[0]
     lo = ins[1] if len(ins) > 1 else None
     hi = ins[2] if len(ins) > 2 else None
+    if x.dtype.kind == "f":     # an absent bound is the finite extreme (inf -> max), as onnxruntime
+        lo = np.finfo(x.dtype).min if lo is None else lo
+        hi = np.finfo(x.dtype).max if hi is None else hi
     out = x
+    # x < lo ? lo : x (std::max): a NaN bound leaves x as it is, as in onnxruntime
     if lo is not None:
-        out = np.maximum(out, lo.astype(x.dtype).reshape(()))
+        lo = np.asarray(lo).astype(x.dtype).reshape(())
+        out = np.where(out < lo, lo, out)
     if hi is not None:
-        out = np.minimum(out, hi.astype(x.dtype).reshape(()))
+        hi = np.asarray(hi).astype(x.dtype).reshape(())
+        out = np.where(out > hi, hi, out)
     return [out if out is not x else x.copy()]
 
 
@@ -162,7 +171,13 @@ def where(node, ins, n):
     return [np.where(ins[0], ins[1], ins[2])]
 
 
-@op("Cast", since=6, attrs=["to", "saturate", "round_mode"], zero_preserving=True)
+def _bind_cast(node, consts, rec):
+    to = ELEM_TYPES.get(int(attr(node, "to")), (None,))[0]
+    return None if to is None else (lambda x: x.astype(to))
+
+
+@op("Cast", since=6, attrs=["to", "saturate", "round_mode"], zero_preserving=True,
+    bind=_bind_cast)
 def cast(node, ins, n):
     """Convert to another element type."""
     to = int(attr(node, "to"))

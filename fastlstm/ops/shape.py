@@ -32,7 +32,7 @@ def norm_axes(axes, rank, node):
     return out
 
 
-@op("Gather", since=1, attrs=["axis"], inputs=(2, 2), zero_preserving=True)
+@op("Gather", since=1, attrs=["axis"], inputs=(2, 2), zero_preserving=True, moves=True)
 def gather(node, ins, n):
     """Take slices along an axis by index (negative indices count from the end)."""
     data, idx = ins
@@ -45,7 +45,7 @@ def gather(node, ins, n):
                            f"or not an integer tensor") from None
 
 
-@op("GatherElements", since=11, attrs=["axis"], inputs=(2, 2))
+@op("GatherElements", since=11, attrs=["axis"], inputs=(2, 2), moves=True)
 def gather_elements(node, ins, n):
     """Pick one element per index along an axis."""
     data, idx = ins
@@ -72,7 +72,13 @@ def scatter_elements(node, ins, n):
     return [out]
 
 
-@op("Transpose", since=1, attrs=["perm"], zero_preserving=True)
+def _bind_transpose(node, consts, rec):
+    perm = attr(node, "perm")
+    perm = None if perm is None else tuple(int(p) for p in perm)
+    return lambda x: x.transpose(perm)
+
+
+@op("Transpose", since=1, attrs=["perm"], zero_preserving=True, bind=_bind_transpose)
 def transpose(node, ins, n):
     """Permute axes (reversed when perm is absent)."""
     perm = attr(node, "perm")
@@ -154,22 +160,29 @@ def unsqueeze_13(node, ins, n):
     return _unsqueeze(node, ins[0], axes_input(ins, 1))
 
 
-@op("Concat", since=4, attrs=["axis"], inputs=(1, 1 << 20))
+def _bind_concat(node, consts, rec):
+    axis = int(attr(node, "axis", 0))
+    return lambda *xs: np.concatenate(xs, axis=axis)
+
+
+@op("Concat", since=4, attrs=["axis"], inputs=(1, 1 << 20), bind=_bind_concat)
 def concat(node, ins, n):
     """Join tensors along an axis."""
     return [np.concatenate(ins, axis=int(attr(node, "axis", 0)))]
 
 
-def _slice(node, x, starts, ends, axes, steps):
+def _slice_index(node, shape, starts, ends, axes, steps):
+    """The numpy index (a tuple of slices) of an ONNX Slice of a tensor of ``shape``."""
+    rank = len(shape)
     axes = list(range(len(starts))) if axes is None else [int(a) for a in axes]
-    axes = norm_axes(axes, x.ndim, node)
-    index = [slice(None)] * x.ndim
+    axes = norm_axes(axes, rank, node)
+    index = [slice(None)] * rank
     for k, a in enumerate(axes):
         step = 1 if steps is None else int(steps[k])
         if step == 0:
             raise InvalidInput(f"{node.describe()}: slice step 0")
         s, e = int(starts[k]), int(ends[k])
-        dim = x.shape[a]
+        dim = shape[a]
         # clamp as ONNX does (numpy's own clamping differs for huge negatives)
         s = s + dim if s < 0 else s
         e = e + dim if e < 0 else e
@@ -178,22 +191,41 @@ def _slice(node, x, starts, ends, axes, steps):
         else:
             s, e = min(max(s, -1), dim - 1), min(max(e, -1), dim - 1)
         index[a] = slice(s, None if (step < 0 and e < 0) else e, step)
-    return [x[tuple(index)]]
+    return tuple(index)
 
 
-@op("Slice", since=1, attrs=["starts", "ends", "axes"], zero_preserving=True)
+def _slice(node, x, starts, ends, axes, steps):
+    return [x[_slice_index(node, x.shape, starts, ends, axes, steps)]]
+
+
+def _slice_args(node, ins):
+    if node.since_version < 10:
+        return attr(node, "starts"), attr(node, "ends"), attr(node, "axes"), None
+    axes = ins[3].reshape(-1) if len(ins) > 3 and ins[3] is not None else None
+    steps = ins[4].reshape(-1) if len(ins) > 4 and ins[4] is not None else None
+    return ins[1].reshape(-1), ins[2].reshape(-1), axes, steps
+
+
+def _bind_slice(node, consts, rec):
+    """For a fixed input shape and constant bounds: a view with a precomputed index."""
+    ins = [rec.get(i) if i else None for i in node.inputs]
+    if any(i and i not in consts for i in node.inputs[1:]):
+        return None
+    index = _slice_index(node, rec[node.inputs[0]].shape, *_slice_args(node, ins))
+    return lambda x, *rest: x[index]
+
+
+@op("Slice", since=1, attrs=["starts", "ends", "axes"], zero_preserving=True,
+    bind=_bind_slice)
 def slice_1(node, ins, n):
     """A strided window (bounds as attributes)."""
-    return _slice(node, ins[0], attr(node, "starts"), attr(node, "ends"), attr(node, "axes"),
-                  None)
+    return _slice(node, ins[0], *_slice_args(node, ins))
 
 
 @op("Slice", since=10, inputs=(3, 5), shape_params=(1, 2, 3, 4))
 def slice_10(node, ins, n):
     """A strided window (bounds as inputs)."""
-    axes = ins[3].reshape(-1) if len(ins) > 3 and ins[3] is not None else None
-    steps = ins[4].reshape(-1) if len(ins) > 4 and ins[4] is not None else None
-    return _slice(node, ins[0], ins[1].reshape(-1), ins[2].reshape(-1), axes, steps)
+    return _slice(node, ins[0], *_slice_args(node, ins))
 
 
 def _split(node, x, sizes, n):
@@ -248,7 +280,7 @@ def constant_of_shape(node, ins, n):
     return [np.full(dims, v[0], v.dtype)]
 
 
-@op("Expand", since=8, inputs=(2, 2), shape_params=(1,), zero_preserving=True)
+@op("Expand", since=8, inputs=(2, 2), shape_params=(1,), zero_preserving=True, moves=True)
 def expand(node, ins, n):
     """Broadcast to a shape (numpy rules)."""
     x, shp = ins
@@ -331,7 +363,7 @@ def _pad(node, x, pads, value, axes, mode):
     return [np.pad(x, widths, mode=mode)]
 
 
-@op("Pad", since=2, attrs=["pads", "value", "mode"])
+@op("Pad", since=2, attrs=["pads", "value", "mode"], moves=True)
 def pad_2(node, ins, n):
     """Pad with constant, reflected or edge values (pads as an attribute)."""
     return _pad(node, ins[0], attr(node, "pads"), attr(node, "value", 0.0), None,
@@ -356,7 +388,7 @@ def pad_18(node, ins, n):
 pad_2.build = pad_11.build = pad_18.build = _check_pad
 
 
-@op("Tile", since=6, inputs=(2, 2), shape_params=(1,), zero_preserving=True)
+@op("Tile", since=6, inputs=(2, 2), shape_params=(1,), zero_preserving=True, moves=True)
 def tile(node, ins, n):
     """Repeat the input along each axis (repeats as an input)."""
     x, reps = ins
@@ -510,6 +542,10 @@ def _resize(node, x, roi, scales, sizes, axes):
         if any(x.shape[a] == 0 and out_shape[a] for a in range(rank)):
             raise InvalidInput(f"{node.describe()}: cannot resize an empty axis")
     extrap = _F(attr(node, "extrapolation_value", 0.0))
+    if tuple(out_shape) == x.shape:    # onnxruntime copies whatever the scales say
+        return [x.copy()]
+    if mode == "linear" and x.dtype.kind in "iub":
+        return _linear_int(node, x, ct, scale, out_shape, roi, extrap)
     outside = None      # tf_crop_and_resize: output positions outside the input
     y = x
     for a in range(rank):
@@ -529,27 +565,60 @@ def _resize(node, x, roi, scales, sizes, axes):
             idx = np.clip(idx, 0, L - 1).astype(np.intp)
             y = np.take(y, idx, axis=a)
         else:
-            if y.dtype.kind in "iub":    # weights in float32, the result truncated
-                y = y.astype(_F)
-            c = np.clip(orig, _F(0), _F(L - 1))
-            i1 = np.minimum(c.astype(np.intp), L - 1)
-            i2 = np.minimum(i1 + 1, L - 1)
-            d1 = np.abs(c - i1.astype(_F))
-            d2 = np.abs(c - i2.astype(_F))
-            same = i1 == i2
-            d1[same] = _F(0.5)
-            d2[same] = _F(0.5)
+            i1, i2, w1, w2 = _linear_weights(orig, L)
             shp = [1] * rank
             shp[a] = R
-            w1 = d2.astype(y.dtype).reshape(shp)
-            w2 = d1.astype(y.dtype).reshape(shp)
-            y = np.take(y, i1, axis=a) * w1 + np.take(y, i2, axis=a) * w2
+            y = (np.take(y, i1, axis=a) * w1.astype(y.dtype).reshape(shp)
+                 + np.take(y, i2, axis=a) * w2.astype(y.dtype).reshape(shp))
     if outside is not None:
         y = np.where(outside, np.asarray(extrap, y.dtype), y)
-    if y.dtype != x.dtype and x.dtype.kind in "iu":
-        info = np.iinfo(x.dtype)
-        y = np.clip(np.trunc(y), info.min, info.max)
     return [np.ascontiguousarray(y, dtype=x.dtype) if y is not x else x.copy()]
+
+
+def _linear_weights(orig, L):
+    """Linear taps of one axis: indices i1, i2 and their weights, as onnxruntime
+    (coordinates clamped into the input; one tap at the edge, weighted 0.5 twice)."""
+    c = np.clip(orig, _F(0), _F(L - 1))
+    i1 = np.minimum(c.astype(np.intp), L - 1)
+    i2 = np.minimum(i1 + 1, L - 1)
+    d1 = np.abs(c - i1.astype(_F))
+    d2 = np.abs(c - i2.astype(_F))
+    same = i1 == i2
+    d1[same] = _F(0.5)
+    d2[same] = _F(0.5)
+    return i1, i2, d2, d1
+
+
+def _linear_int(node, x, ct, scale, out_shape, roi, extrap):
+    """Linear resize of an integer tensor: onnxruntime's four-term bilinear sum in
+    float32, in its order, truncated (a separable sum rounds differently, and an
+    integer result is truncated right where that shows)."""
+    rank = x.ndim
+    if not (rank == 2 or (rank == 4 and scale[0] == 1 and scale[1] == 1)):
+        _refuse(node, f"linear resize of a {x.dtype} tensor other than 2-D or NCHW "
+                      f"(onnxruntime uses fixed-point weights for the others)")
+    taps, masks = [], []
+    for a in (rank - 2, rank - 1):
+        L, R = x.shape[a], out_shape[a]
+        if scale[a] == 1:
+            orig = np.arange(R, dtype=_F)
+            masks.append(np.zeros(R, bool))
+        else:
+            orig = _original_coords(ct, R, L, scale[a], roi[a], roi[a + rank])
+            masks.append(((orig < 0) | (orig > _F(L - 1))) if ct == "tf_crop_and_resize"
+                         else np.zeros(R, bool))
+        taps.append(_linear_weights(orig, L))
+    (y1, y2, dy2, dy1), (x1, x2, dx2, dx1) = taps
+    xf = x.astype(_F)
+
+    def at(i, j):
+        return xf[..., i[:, None], j[None, :]]
+    out = ((dx2[None, :] * dy2[:, None]) * at(y1, x1) + (dx1[None, :] * dy2[:, None]) * at(y1, x2)
+           + (dx2[None, :] * dy1[:, None]) * at(y2, x1)
+           + (dx1[None, :] * dy1[:, None]) * at(y2, x2))
+    out = np.where(masks[0][:, None] | masks[1][None, :], extrap, out)
+    info = np.iinfo(x.dtype)
+    return [np.clip(np.trunc(out), info.min, info.max).astype(x.dtype)]
 
 
 @op("Resize", since=10, attrs=["mode"], inputs=(2, 2), shape_params=(1,))
