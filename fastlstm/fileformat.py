@@ -264,8 +264,14 @@ ATTR_KINDS = {
     "spatial": "int", "stash_type": "int", "then_branch": "graph", "else_branch": "graph",
     "body": "graph", "fmod": "int", "batch_dims": "int", "exclusive": "int",
     "reverse": "int", "detect_negative": "int", "detect_positive": "int",
-    "blocksize": "int", "output_dtype": "int",
+    "blocksize": "int", "output_dtype": "int", "antialias": "int",
+    "coordinate_transformation_mode": "string", "cubic_coeff_a": "float",
+    "exclude_outside": "int", "extrapolation_value": "float",
+    "keep_aspect_ratio_policy": "string", "nearest_mode": "string",
+    "output_padding": "ints", "output_shape": "ints", "training_mode": "int",
 }
+#: The few attributes whose type depends on the op.
+ATTR_KINDS_BY_OP = {("Pad", "value"): "float"}
 
 
 def _is_int(v):
@@ -466,7 +472,7 @@ def validate_graph(graph):
                 if key not in form.attrs:
                     raise InvalidModel(f"{n.describe()}: attribute '{key}' is not one of "
                                        f"{n.op_type}'s")
-                kind = ATTR_KINDS.get(key)
+                kind = ATTR_KINDS_BY_OP.get((n.op_type, key), ATTR_KINDS.get(key))
                 if kind is not None and not _kind_ok(kind, value):
                     raise InvalidModel(f"{n.describe()}: attribute '{key}' must be of type "
                                        f"{kind}, got {value!r:.60}")
