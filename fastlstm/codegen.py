@@ -25,6 +25,56 @@ from . import fuse
 _VIEW_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 _UFUNCS = {"Add": "np.add", "Sub": "np.subtract", "Mul": "np.multiply"}
 
+#: Elementwise ops one numpy call computes: alone, they are not worth a
+#: compiled loop of their own (the others, Sigmoid say, take several calls).
+_CHEAP_ALONE = {"Add", "Sub", "Mul", "Div", "Relu", "Tanh", "Sqrt", "Exp", "Log", "Abs",
+                "Neg", "Reciprocal", "Pow"}
+
+
+def _movement_map(n, rec, consts):
+    """For an op that only moves elements of input 0 (``moves`` in the table),
+    with every other input constant: the flat source index of each output
+    element, or None."""
+    decl = OPS.get(n.op_type)
+    if decl is None or not decl.moves or len(n.outputs) != 1:
+        return None
+    if any(i and i not in consts for i in n.inputs[1:]):
+        return None
+    if n.op_type == "Pad" and n.attrs.get("mode", "constant") == "constant":
+        return None
+    x = rec.get(n.inputs[0])
+    out = rec.get(n.outputs[0])
+    if x is None or out is None or x.size >= 2 ** 31 or out.size > 1 << 24:
+        return None
+    idx = np.arange(x.size, dtype=np.int64).reshape(x.shape)
+    try:
+        got = form_of(n).fn(n, [idx] + [consts[i] if i else None for i in n.inputs[1:]], 1)[0]
+    except Exception:
+        return None
+    got = np.asarray(got)
+    if got.dtype != np.int64 or got.shape != out.shape:
+        return None
+    return np.ascontiguousarray(got)
+
+
+def _fuse_conv_relu(nodes, runners, outputs, rec):
+    """Conv nodes whose only reader is a Relu apply it themselves: {relu index:
+    conv output name}."""
+    readers = {}
+    for k, n in enumerate(nodes):
+        for i in n.inputs:
+            if i:
+                readers.setdefault(i, []).append(k)
+    alias = {}
+    for k, (n, r) in enumerate(zip(nodes, runners)):
+        hook = getattr(r, "fuse_activation", None)
+        if hook is None or not n.outputs or n.outputs[0] in outputs:
+            continue
+        rs = readers.get(n.outputs[0], [])
+        if len(rs) == 1 and nodes[rs[0]].op_type == "Relu" and hook("Relu"):
+            alias[rs[0]] = n.outputs[0]
+    return alias
+
 
 class _Names:
     def __init__(self):
@@ -114,9 +164,20 @@ def _groups(nodes, rec, consts, outputs):
         for m in mine:
             group_of[m] = k
         members[k] = mine
-    groups = {root: sorted(m) for root, m in members.items() if len(m) > 1}
+    groups = {root: sorted(m) for root, m in members.items()
+              if len(m) > 1 or nodes[root].op_type not in _CHEAP_ALONE}
     inner = {m for ms in groups.values() for m in ms[:-1]}
     return groups, inner, fusable
+
+
+def _bind(n, consts, rec):
+    decl = OPS.get(n.op_type)
+    if decl is None or decl.bind is None or len(n.outputs) != 1:
+        return None
+    try:
+        return decl.bind(n, consts, rec)
+    except Exception:
+        return None
 
 
 def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
@@ -138,9 +199,17 @@ def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
             lines.append(f"    {N.v(name)} = feed[{name!r}]")
     for name, a in consts.items():
         N.var[name] = N.g(a, "c")
-    groups, inner, fusable = _groups(nodes, rec, consts, set(outputs))
+    relu_alias = _fuse_conv_relu(nodes, runners, set(outputs), rec)
+    keep = [k for k in range(len(nodes)) if k not in relu_alias]
+    groups, inner, fusable = _groups([nodes[k] for k in keep], rec, consts, set(outputs))
+    groups = {keep[k]: [keep[m] for m in ms] for k, ms in groups.items()}
+    inner = {keep[k] for k in inner}
+    fusable = {keep[k]: f for k, f in fusable.items()}
     for k, (n, r) in enumerate(zip(nodes, runners)):
         if k in inner:
+            continue
+        if k in relu_alias:
+            lines.append(f"    {N.v(n.outputs[0])} = {N.v(relu_alias[k])}")
             continue
         outs = [N.v(o) if o else "_" for o in n.outputs]
         if k in groups:
@@ -153,6 +222,10 @@ def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
             lines.append(f"    {outs[0]} = {ins[0]}.reshape({shape})")
         elif n.op_type == "Identity":
             lines.append(f"    {outs[0]} = {ins[0]}")
+        elif (idx := _movement_map(n, rec, consts)) is not None:
+            lines.append(f"    {outs[0]} = {ins[0]}.reshape(-1).take({N.g(idx, 'm')})")
+        elif (b := _bind(n, consts, rec)) is not None:
+            lines.append(f"    {outs[0]} = {N.g(b, 'b')}({', '.join(ins)})")
         elif (n.op_type in _UFUNCS and rec.get(n.inputs[0]) is not None
               and rec[n.inputs[0]].dtype == np.float32
               and rec.get(n.inputs[1]) is not None

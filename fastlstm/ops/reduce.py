@@ -28,6 +28,41 @@ def _mean(x, axis, keepdims):
     return total / np.asarray(count, total.dtype) if count else total * np.nan
 
 
+_UFUNC_REDUCE = {"ReduceSum": np.add.reduce, "ReduceMax": np.maximum.reduce,
+                 "ReduceMin": np.minimum.reduce, "ReduceProd": np.multiply.reduce}
+
+
+def _bind_reduce(node, consts, rec):
+    """Fixed axes and shape: one ufunc reduction (a division for the mean)."""
+    x = rec[node.inputs[0]]
+    if node.op_type not in _UFUNC_REDUCE and node.op_type != "ReduceMean":
+        return None
+    if len(node.inputs) > 1 and node.inputs[1]:
+        if node.inputs[1] not in consts:
+            return None
+        axes = [int(v) for v in np.asarray(consts[node.inputs[1]]).reshape(-1)]
+    else:
+        axes = axes_attr(node)
+    if not axes:
+        if attr(node, "noop_with_empty_axes", 0):
+            return None
+        axes = list(range(x.ndim))
+    axes = tuple(norm_axes(axes, x.ndim, node))
+    keep = bool(attr(node, "keepdims", 1))
+    if node.op_type == "ReduceMean":
+        count = 1
+        for a in axes:
+            count *= x.shape[a]
+        if not count or x.dtype.kind != "f":
+            return None
+        c = np.asarray(count, x.dtype)
+        return lambda v, *rest: np.add.reduce(v, axis=axes, keepdims=keep) / c
+    if x.size == 0:
+        return None
+    red = _UFUNC_REDUCE[node.op_type]
+    return lambda v, *rest: red(v, axis=axes, keepdims=keep)
+
+
 def _reduce(name, fn, axes_input_since):
     def run_attr(node, ins, n):
         return _reduce_run(node, ins[0], axes_attr(node), fn)
@@ -38,7 +73,7 @@ def _reduce(name, fn, axes_input_since):
     for f, form in ((run_attr, "attribute"), (run_input, "input")):
         f.__doc__ = f"{name} over axes given as an {form}."
         f.__module__ = __name__
-    op(name, since=1, attrs=["axes", "keepdims"])(run_attr)
+    op(name, since=1, attrs=["axes", "keepdims"], bind=_bind_reduce)(run_attr)
     op(name, since=axes_input_since, attrs=["keepdims", "noop_with_empty_axes"],
        inputs=(1, 2), shape_params=(1,))(run_input)
 

@@ -28,9 +28,14 @@ Per op (the same on every form):
                    format string over the inputs ``{0}``, ``{1}``, ... and the
                    node's attributes ``{alpha}`` ...: the executor fuses chains
                    of such ops into one compiled loop (see ``fastlstm.fuse``).
-  bind           optional ``bind(node, consts, shapes) -> callable(*ins)``
-                 returning the output (or a tuple): a faster form of the op for
-                 one input signature, used by the specialised executor.
+  bind           optional ``bind(node, consts, rec) -> callable(*ins) or None``:
+                 for one input signature (``rec``: a recorded run's values,
+                 ``consts``: the constants), a faster form of a one-output op
+                 that returns its output; used by the specialised executor.
+  moves          each output element is a copy of an element of input 0,
+                 chosen by the attributes and the other inputs (Gather, Pad
+                 outside constant mode, Tile, ...): with those inputs constant
+                 the executor precomputes the map and runs one ``take``.
 
 ``fastlstm ops`` and the README's op list are generated from this table.
 """
@@ -62,6 +67,7 @@ class OpDecl:
     scalar: Optional[str] = None
     scalar_attrs: Tuple[Tuple[str, float], ...] = ()
     bind: Optional[Callable] = None
+    moves: bool = False
     doc: str = field(default="", compare=False)
 
     def form(self, since_version):

@@ -1,0 +1,120 @@
+"""Specialised runs (fastlstm.specialize, codegen, fuse): the second run of a
+signature takes a generated function; its results must equal onnxruntime's
+exactly as the general path's do."""
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import fastlstm
+from helpers import run_ort
+
+R = np.random.default_rng(11)
+
+
+def _model(nodes, inputs, outputs, inits=(), opset=17):
+    g = helper.make_graph(nodes, "g", inputs, [onnx.ValueInfoProto(name=o) for o in outputs],
+                          [numpy_helper.from_array(a, n) for n, a in inits])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _fin(name, shape):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def _check(m, feeds, rtol=1e-6, atol=1e-6, runs=3):
+    sess = fastlstm.InferenceSession(m.SerializeToString())
+    for _ in range(runs):       # first run general, second builds, third is specialised
+        for feed in feeds:
+            want = run_ort(m, feed)
+            got = sess.run(None, feed)
+            for g, w in zip(got, want):
+                assert g.shape == w.shape and g.dtype == w.dtype
+                np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
+    assert sess._plan._specialiser is not None and sess._plan._specialiser._built
+    return sess
+
+
+def test_add_chain_is_one_fused_loop():
+    nodes, inits, prev = [], [], "x"
+    for k in range(50):
+        inits.append((f"c{k}", R.standard_normal((1, 128)).astype(np.float32)))
+        nodes.append(helper.make_node("Add", [prev, f"c{k}"], [f"y{k}"]))
+        prev = f"y{k}"
+    m = _model(nodes, [_fin("x", [1, 128])], [prev], inits)
+    sess = _check(m, [{"x": R.standard_normal((1, 128)).astype(np.float32)}], rtol=0, atol=0)
+    fn = next(iter(sess._plan._specialiser._built.values()))
+    src = fn.__defaults__[0].source
+    assert src.count("\n") < 8, src        # one allocation and one call
+
+
+@pytest.mark.parametrize("shape", [(4, 128), (3, 1, 7)])
+def test_mixed_chain_with_broadcast_constants(shape):
+    last = shape[-1]
+    inits = [("row", R.standard_normal((last,)).astype(np.float32)),
+             ("two", np.array(2.0, np.float32)), ("half", np.array(0.5, np.float32)),
+             ("lo", np.array(-0.3, np.float32))]
+    nodes = [helper.make_node("Mul", ["x", "row"], ["a"]),
+             helper.make_node("Sigmoid", ["a"], ["b"]),
+             helper.make_node("Pow", ["x", "two"], ["p"]),
+             helper.make_node("Add", ["b", "p"], ["c"]),
+             helper.make_node("Sqrt", ["c"], ["d"]),
+             helper.make_node("LeakyRelu", ["x"], ["e"], alpha=0.2),
+             helper.make_node("HardSigmoid", ["e"], ["f"]),
+             helper.make_node("Sub", ["d", "f"], ["g"]),
+             helper.make_node("Div", ["g", "half"], ["h"]),
+             helper.make_node("Max", ["h", "lo"], ["i"]),
+             helper.make_node("Tanh", ["i"], ["y"]),
+             helper.make_node("Neg", ["d"], ["z"])]
+    m = _model(nodes, [_fin("x", list(shape))], ["y", "z", "c"], inits)
+    x = R.standard_normal(shape).astype(np.float32)
+    x[0, 0] = np.nan
+    _check(m, [{"x": x}], rtol=2e-6, atol=2e-6)
+
+
+def test_shapes_from_the_input_cached_per_signature():
+    # y = Reshape(x, [Shape(x)[0] * Shape(x)[1], -1]) + 1, for several shapes in turn
+    inits = [("i0", np.array([0], np.int64)), ("i1", np.array([1], np.int64)),
+             ("m1", np.array([-1], np.int64)), ("one", np.ones((1,), np.float32))]
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "i0"], ["s0"]),
+             helper.make_node("Gather", ["s", "i1"], ["s1"]),
+             helper.make_node("Mul", ["s0", "s1"], ["n"]),
+             helper.make_node("Concat", ["n", "m1"], ["shp"], axis=0),
+             helper.make_node("Reshape", ["x", "shp"], ["r"]),
+             helper.make_node("Add", ["r", "one"], ["y"])]
+    m = _model(nodes, [_fin("x", ["a", "b", "c"])], ["y"], inits)
+    feeds = [{"x": R.standard_normal(s).astype(np.float32)} for s in
+             [(2, 3, 4), (5, 1, 2), (2, 3, 4), (1, 1, 1)]]
+    _check(m, feeds)
+
+
+def test_movement_ops_and_bad_indices():
+    inits = [("pads", np.array([0, 2, 0, 3], np.int64))]
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["p"], mode="reflect"),
+             helper.make_node("Gather", ["p", "idx"], ["g"], axis=1),
+             helper.make_node("Slice", ["p", "st", "en"], ["s"]),
+             helper.make_node("Transpose", ["s"], ["y"], perm=[1, 0])]
+    inits += [("st", np.array([1], np.int64)), ("en", np.array([-1], np.int64))]
+    m = _model(nodes, [_fin("x", [3, 6]),
+                       helper.make_tensor_value_info("idx", TensorProto.INT64, [2])],
+               ["g", "y"], inits)
+    x = R.standard_normal((3, 6)).astype(np.float32)
+    sess = _check(m, [{"x": x, "idx": np.array([0, -1], np.int64)}])
+    with pytest.raises(fastlstm.InvalidInput):
+        sess.run(None, {"x": x, "idx": np.array([0, 99], np.int64)})
+    with pytest.raises(fastlstm.InvalidInput):
+        sess.run(None, {"x": x.astype(np.float64), "idx": np.array([0, 1], np.int64)})
+
+
+def test_general_and_specialised_paths_agree_with_specialisation_off(monkeypatch):
+    from fastlstm import config
+    monkeypatch.setattr(config, "SPECIALISE", False)
+    nodes = [helper.make_node("Sigmoid", ["x"], ["y"])]
+    m = _model(nodes, [_fin("x", [2, 5])], ["y"])
+    sess = fastlstm.InferenceSession(m.SerializeToString())
+    x = R.standard_normal((2, 5)).astype(np.float32)
+    for _ in range(3):
+        np.testing.assert_allclose(sess.run(None, {"x": x})[0], run_ort(m, {"x": x})[0],
+                                   rtol=1e-6, atol=1e-6)
+    assert sess._plan._specialiser is None
