@@ -60,13 +60,18 @@ LANES = _host_lanes()
 NV = 2
 NC = NV * LANES
 MR = 4
+#: accumulator floats a tile writes (4 rows of NC)
+ACC = 4 * NC
 
+# Writable C arrays only: an argument whose type matches the signature exactly
+# takes the dispatcher's fast path (a read-only X would be converted on every
+# call, ~0.2 us; the caller copies such an X instead).  Scalars cost more to
+# pass than arrays, so everything else is in ``geo``.
 _F = types.float32[::1]
-_RO = types.Array(types.float32, 1, "C", readonly=True)    # accepts writable arrays too
-_L = types.Array(types.int64, 1, "C", readonly=True)
-_SIG_CONV = types.void(_RO, _RO, _F, _L, _F)
-_SIG_MAXPOOL = types.void(_RO, _L, _F, types.int64[::1])
-_SIG_AVGPOOL = types.void(_RO, _L, _F)
+_L = types.int64[::1]
+_SIG_CONV = types.void(_F, _F, _L, _F)
+_SIG_MAXPOOL = types.void(_F, _L, _F, _L)
+_SIG_AVGPOOL = types.void(_F, _L, _F)
 
 # ---- geo: the int64 geometry block every kernel reads -----------------------------
 (G_N, G_G, G_CIN, G_CGI, G_COUT, G_CGO,
@@ -77,26 +82,33 @@ _SIG_AVGPOOL = types.void(_RO, _L, _F)
 GEO_SIZE = 32
 
 
-def _make_tile(mr):
-    """acc[r*NC + v*LANES + j] (+)= sum_{i1,i2,i3} a[aoff + r*lda + i1*as1 + i2*as2 + i3*as3]
-                                         * w[woff + i1*ws1 + i2*ws2 + i3*ws3 + v*LANES + j]
+def _make_tile(P, S):
+    """A register tile of P output positions x S parts of the innermost sum:
 
-    for r < mr rows, all NC columns; ``accumulate`` = 0 starts from zero.
-    Accumulators live in registers across the three loops (input channels,
-    kernel rows, kernel columns)."""
+    acc[(s*P + r)*NC + c] (+)= sum_{i1, i2, i3}
+        a[aoff + r*lda + s*lda2 + i1*as1 + i2*as2 + i3*as3] *
+        w[woff + s*ldw2 + i1*ws1 + i2*ws2 + i3*ws3 + c]        for r < P, s < S, c < NC
+
+    ``accumulate`` = 0 starts from zero.  The P*S*NV accumulator vectors stay
+    in registers across the three loops; each weight vector loaded feeds P
+    FMAs.  With S > 1 the rows of each part cover a different slice of the
+    innermost loop (the caller sums them): independent FMA chains for a tile
+    of one or two positions, which would otherwise wait on FMA latency."""
+    R = P * S
+
     @intrinsic
-    def tile(typingctx, K1, as1, ws1, K2, as2, ws2, K3, as3, ws3, a, aoff, lda, w, woff,
-             acc, accumulate):
+    def tile(typingctx, K1, as1, ws1, K2, as2, ws2, K3, as3, ws3, a, aoff, lda, lda2, w, woff,
+             ldw2, acc, accumulate):
         i64 = types.int64
-        sig = types.void(i64, i64, i64, i64, i64, i64, i64, i64, i64, a, i64, i64, w, i64,
-                         acc, i64)
+        sig = types.void(i64, i64, i64, i64, i64, i64, i64, i64, i64, a, i64, i64, i64, w, i64,
+                         i64, acc, i64)
 
         def codegen(context, builder, signature, args):
-            (K1, as1, ws1, K2, as2, ws2, K3, as3, ws3, a, aoff, lda, w, woff, acc,
+            (K1, as1, ws1, K2, as2, ws2, K3, as3, ws3, a, aoff, lda, lda2, w, woff, ldw2, acc,
              accumulate) = args
             ap = context.make_array(signature.args[9])(context, builder, a).data
-            wp = context.make_array(signature.args[12])(context, builder, w).data
-            cp = context.make_array(signature.args[14])(context, builder, acc).data
+            wp = context.make_array(signature.args[13])(context, builder, w).data
+            cp = context.make_array(signature.args[16])(context, builder, acc).data
             f32 = ir.FloatType()
             vty = ir.VectorType(f32, LANES)
             ll64 = ir.IntType(64)
@@ -116,35 +128,41 @@ def _make_tile(mr):
 
             keep = builder.icmp_signed("!=", accumulate, c(0))
             slots = []
-            for r in range(mr):
+            for r in range(R):
                 row = []
                 for v in range(NV):
-                    s = cgutils.alloca_once(builder, vty)
+                    sl = cgutils.alloca_once(builder, vty)
                     old = builder.load(vptr(cp, c(r * NC + v * LANES)), align=4)
-                    builder.store(builder.select(keep, old, zero_v), s)
-                    row.append(s)
+                    builder.store(builder.select(keep, old, zero_v), sl)
+                    row.append(sl)
                 slots.append(row)
-            rows = [builder.add(aoff, builder.mul(c(r), lda)) for r in range(mr)]
+            arow = [builder.add(builder.add(aoff, builder.mul(c(r), lda)),
+                                builder.mul(c(p), lda2)) for p in range(S) for r in range(P)]
+            wpart = [builder.add(woff, builder.mul(c(p), ldw2)) for p in range(S)]
             with cgutils.for_range(builder, K1) as l1:
                 a1 = builder.mul(l1.index, as1)
-                w1 = builder.add(woff, builder.mul(l1.index, ws1))
+                w1 = builder.mul(l1.index, ws1)
                 with cgutils.for_range(builder, K2) as l2:
                     a2 = builder.add(a1, builder.mul(l2.index, as2))
                     w2 = builder.add(w1, builder.mul(l2.index, ws2))
                     with cgutils.for_range(builder, K3) as l3:
                         a3 = builder.add(a2, builder.mul(l3.index, as3))
                         w3 = builder.add(w2, builder.mul(l3.index, ws3))
-                        wv = [builder.load(vptr(wp, builder.add(w3, c(v * LANES))), align=4)
-                              for v in range(NV)]
-                        for r in range(mr):
-                            av = builder.load(builder.gep(ap, [builder.add(rows[r], a3)],
-                                                          inbounds=True))
-                            bv = builder.shuffle_vector(
-                                builder.insert_element(undef, av, zero32), undef, splat)
-                            for v in range(NV):
-                                s = slots[r][v]
-                                builder.store(builder.call(fma, [bv, wv[v], builder.load(s)]), s)
-            for r in range(mr):
+                        for p in range(S):
+                            wb = builder.add(wpart[p], w3)
+                            wv = [builder.load(vptr(wp, builder.add(wb, c(v * LANES))), align=4)
+                                  for v in range(NV)]
+                            for r in range(P):
+                                row = p * P + r
+                                av = builder.load(builder.gep(
+                                    ap, [builder.add(arow[row], a3)], inbounds=True))
+                                bv = builder.shuffle_vector(
+                                    builder.insert_element(undef, av, zero32), undef, splat)
+                                for v in range(NV):
+                                    sl = slots[row][v]
+                                    builder.store(builder.call(fma, [bv, wv[v], builder.load(sl)]),
+                                                  sl)
+            for r in range(R):
                 for v in range(NV):
                     builder.store(builder.load(slots[r][v]), vptr(cp, c(r * NC + v * LANES)),
                                   align=4)
@@ -154,40 +172,93 @@ def _make_tile(mr):
     return tile
 
 
-_tile1, _tile2, _tile3, _tile4 = (_make_tile(m) for m in (1, 2, 3, 4))
+#: (positions, parts) of the tiles: 1-4 positions; one position in 4 parts and
+#: two in 2 parts, so that every tile has at least 8 independent FMA chains
+#: when its innermost loop is long enough to split.
+_t1, _t2, _t3, _t4, _t1x4, _t2x2 = (_make_tile(p, s) for p, s in
+                                    ((1, 1), (2, 1), (3, 1), (4, 1), (1, 4), (2, 2)))
+#: the innermost loop is split when it is at least this long
+SPLIT_MIN = 16
 
 
 @njit(**_jit)
 def _tile(mr, K1, as1, ws1, K2, as2, ws2, K3, as3, ws3, a, aoff, lda, w, woff, acc, accumulate):
+    """Positions [0, mr) of a tile into acc[parts][mr][NC]; returns the
+    number of parts to sum."""
     if mr == 4:
-        _tile4(K1, as1, ws1, K2, as2, ws2, K3, as3, ws3, a, aoff, lda, w, woff, acc, accumulate)
+        _t4(K1, as1, ws1, K2, as2, ws2, K3, as3, ws3, a, aoff, lda, 0, w, woff, 0, acc,
+            accumulate)
     elif mr == 3:
-        _tile3(K1, as1, ws1, K2, as2, ws2, K3, as3, ws3, a, aoff, lda, w, woff, acc, accumulate)
+        _t3(K1, as1, ws1, K2, as2, ws2, K3, as3, ws3, a, aoff, lda, 0, w, woff, 0, acc,
+            accumulate)
+    elif K3 >= SPLIT_MIN:
+        S = 4 // mr
+        q = K3 // S
+        if mr == 2:
+            _t2x2(K1, as1, ws1, K2, as2, ws2, q, as3, ws3, a, aoff, lda, q * as3, w, woff,
+                  q * ws3, acc, accumulate)
+        else:
+            _t1x4(K1, as1, ws1, K2, as2, ws2, q, as3, ws3, a, aoff, lda, q * as3, w, woff,
+                  q * ws3, acc, accumulate)
+        rest = K3 - S * q
+        if rest > 0:    # the remainder adds into part 0
+            if mr == 2:
+                _t2(K1, as1, ws1, K2, as2, ws2, rest, as3, ws3, a, aoff + S * q * as3, lda, 0,
+                    w, woff + S * q * ws3, 0, acc, 1)
+            else:
+                _t1(K1, as1, ws1, K2, as2, ws2, rest, as3, ws3, a, aoff + S * q * as3, lda, 0,
+                    w, woff + S * q * ws3, 0, acc, 1)
+        return S
     elif mr == 2:
-        _tile2(K1, as1, ws1, K2, as2, ws2, K3, as3, ws3, a, aoff, lda, w, woff, acc, accumulate)
+        _t2(K1, as1, ws1, K2, as2, ws2, K3, as3, ws3, a, aoff, lda, 0, w, woff, 0, acc,
+            accumulate)
     else:
-        _tile1(K1, as1, ws1, K2, as2, ws2, K3, as3, ws3, a, aoff, lda, w, woff, acc, accumulate)
+        _t1(K1, as1, ws1, K2, as2, ws2, K3, as3, ws3, a, aoff, lda, 0, w, woff, 0, acc,
+            accumulate)
+    return 1
 
 
 @njit(**_jit)
 def _tap_range(o, n, s, d, p, k, size):
-    """First tap and tap count such that positions o..o+n-1 (stride s) read some
-    element of [0, size) through taps 0..k-1 (dilation d, padding p): the union
-    of the taps each position needs.  Count 0 when they all read padding."""
-    lo = k
-    hi = -1
-    for q in range(o, o + n):
-        base = q * s - p
-        for t in range(k):
-            i = base + t * d
-            if 0 <= i < size:
-                if t < lo:
-                    lo = t
-                if t > hi:
-                    hi = t
+    """First tap and tap count covering every tap through which one of the
+    positions o..o+n-1 (stride s) reads inside [0, size) (dilation d, padding
+    p); count 0 when they all read padding.  Position q reads inside through
+    taps [ceil((p - q*s) / d), floor((size - 1 + p - q*s) / d)], an interval
+    that moves down as q grows, so the union runs from the last position's
+    first tap to the first position's last."""
+    last = o + n - 1
+    lo = -((last * s - p) // d)         # ceil((p - last*s) / d)
+    if lo < 0:
+        lo = 0
+    hi = (size - 1 + p - o * s) // d
+    if hi > k - 1:
+        hi = k - 1
     if hi < lo:
         return 0, 0
     return lo, hi - lo + 1
+
+
+@njit(**_jit)
+def _pad_copy_nhwc(x, xoff, C, D, H, W, pd, ph, pw, Dp, Hp, Wp, dst):
+    """dst[Dp, Hp, Wp, C] = X[xoff: C*D*H*W] (channels first) moved channels
+    last and placed at (pd, ph, pw), zeros around.  The longer of the channel
+    and column loops runs innermost (a row of a few columns is not worth a
+    loop of its own)."""
+    for i in range(Dp * Hp * Wp * C):
+        dst[i] = 0
+    cs = D * H * W
+    for z in range(D):
+        for y in range(H):
+            d0 = (((z + pd) * Hp + y + ph) * Wp + pw) * C
+            s0 = xoff + (z * H + y) * W
+            if C >= W:
+                for i in range(W):
+                    for ch in range(C):
+                        dst[d0 + i * C + ch] = x[s0 + ch * cs + i]
+            else:
+                for ch in range(C):
+                    for i in range(W):
+                        dst[d0 + i * C + ch] = x[s0 + ch * cs + i]
 
 
 @njit(**_jit)
@@ -204,10 +275,10 @@ def _pad_copy(x, xoff, C, D, H, W, pd, ph, pw, Dp, Hp, Wp, dst):
 
 
 @njit(_SIG_CONV, **_jit)
-def conv_panel(x, w, scratch, geo, y):
-    """Conv with weights packed by ``pack_panels``: y[N*COUT*OD*OH*OW] from
-    x[N*CIN*D*H*W] (flat, C order).  ``scratch`` holds the padded input copy
-    (when geo[G_PADCOPY]) followed by MR*NC floats of tile accumulators."""
+def conv_panel(x, w, geo, y):
+    """Conv with W packed in panels (see the module docstring): y[N*COUT*OD*OH*OW]
+    from x[N*CIN*D*H*W] (flat, C order).  A scratch buffer holds the padded
+    input copy (when geo[G_PADCOPY]), then a tile's accumulators."""
     N, G, CIN, CGI, COUT, CGO = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5]
     D, H, W, OD, OH, OW = geo[6], geo[7], geo[8], geo[9], geo[10], geo[11]
     KD, KH, KW, SD, SH, SW = geo[12], geo[13], geo[14], geo[15], geo[16], geo[17]
@@ -219,19 +290,28 @@ def conv_panel(x, w, scratch, geo, y):
         Dp, Hp, Wp = D, H, W
     plane = Dp * Hp * Wp
     acc_off = CIN * plane if PADCOPY != 0 else 0
-    acc = scratch[acc_off:acc_off + MR * NC]
+    scratch = np.empty(acc_off + ACC, np.float32)
+    acc = scratch[acc_off:]
     taps = KD * KH * KW
     ospace = OD * OH * OW
+    # element strides of a channel, column, row and depth step: X itself when
+    # the node does not pad, else its padded copy, channels last (no per-row
+    # loop over a few columns; a tile's broadcasts read consecutive floats)
+    if PADCOPY != 0:
+        sc, sw, sh, sd = 1, CIN, Wp * CIN, Hp * Wp * CIN
+    else:
+        sc, sw, sh, sd = plane, 1, Wp, Hp * Wp
     for n in range(N):
         if PADCOPY != 0:
-            _pad_copy(x, n * CIN * D * H * W, CIN, D, H, W, PD, PH, PW, Dp, Hp, Wp, scratch)
+            _pad_copy_nhwc(x, n * CIN * D * H * W, CIN, D, H, W, PD, PH, PW, Dp, Hp, Wp,
+                           scratch)
             src = scratch
             sbase = 0
         else:
             src = x
             sbase = n * CIN * plane
         for g in range(G):
-            gbase = sbase + g * CGI * plane
+            gbase = sbase + g * CGI * sc
             for p in range(NP):
                 wbase = (g * NP + p) * CGI * taps * NC
                 c0 = p * NC
@@ -245,27 +325,33 @@ def conv_panel(x, w, scratch, geo, y):
                         while ow < OW:
                             mr = min(MR, OW - ow)
                             kw0, nkw = _tap_range(ow, mr, SW, DW, PW, KW, W)
-                            if PADCOPY != 0:
-                                # padded coordinates: the input starts at (PD, PH, PW)
-                                a0 = gbase + (od * SD + kd0 * DD) * Hp * Wp + \
-                                    (oh * SH + kh0 * DH) * Wp + ow * SW + kw0 * DW
-                            else:
-                                a0 = gbase + (od * SD + kd0 * DD - PD) * Hp * Wp + \
-                                    (oh * SH + kh0 * DH - PH) * Wp + ow * SW + kw0 * DW - PW
-                            first = 1
+                            # padded coordinates (the padded copy starts with the pads;
+                            # without a copy the pads are 0)
+                            a0 = gbase + (od * SD + kd0 * DD) * sd + \
+                                (oh * SH + kh0 * DH) * sh + (ow * SW + kw0 * DW) * sw
+                            parts = 1
                             if nkd == 0 or nkh == 0 or nkw == 0:
                                 acc[:] = 0
                             else:
                                 for t in range(nkd):
-                                    _tile(mr, CGI, plane, taps * NC, nkh, DH * Wp, KW * NC,
-                                          nkw, DW, NC, src, a0 + t * DD * Hp * Wp, SW, w,
-                                          wbase + (((kd0 + t) * KH + kh0) * KW + kw0) * NC,
-                                          acc, 1 - first)
-                                    first = 0
+                                    at = a0 + t * DD * sd
+                                    wt = wbase + ((kd0 + t) * KH * KW + kh0 * KW + kw0) * CGI * NC
+                                    # the longest loop innermost: input channels, or the
+                                    # kernel columns when there are few channels (an STFT)
+                                    if CGI >= nkw:
+                                        parts = _tile(mr, nkh, DH * sh, KW * CGI * NC,
+                                                      nkw, DW * sw, CGI * NC, CGI, sc, NC,
+                                                      src, at, SW * sw, w, wt, acc, t)
+                                    else:
+                                        parts = _tile(mr, nkh, DH * sh, KW * CGI * NC,
+                                                      CGI, sc, NC, nkw, DW * sw, CGI * NC,
+                                                      src, at, SW * sw, w, wt, acc, t)
                             obase = ybase + (od * OH + oh) * OW + ow
                             for r in range(mr):
                                 for cc in range(nvalid):
                                     v = acc[r * NC + cc]
+                                    for q in range(1, parts):
+                                        v += acc[(q * mr + r) * NC + cc]
                                     if BIAS >= 0:
                                         v += w[BIAS + g * CGO + c0 + cc]
                                     if RELU != 0 and v < 0:
@@ -275,7 +361,7 @@ def conv_panel(x, w, scratch, geo, y):
 
 
 @njit(_SIG_CONV, **_jit)
-def conv_direct(x, w, scratch, geo, y):
+def conv_direct(x, w, geo, y):
     """Conv with W in its ONNX layout ``[COUT, CGI, KD, KH, KW]`` (bias after
     it at geo[G_BIAS]); for few output channels per group (depthwise, a
     one-channel head).  The innermost loop runs along output columns."""
@@ -291,6 +377,7 @@ def conv_direct(x, w, scratch, geo, y):
     plane = Dp * Hp * Wp
     ospace = OD * OH * OW
     taps = KD * KH * KW
+    scratch = np.empty(CIN * plane if PADCOPY != 0 else 1, np.float32)
     for n in range(N):
         if PADCOPY != 0:
             _pad_copy(x, n * CIN * D * H * W, CIN, D, H, W, PD, PH, PW, Dp, Hp, Wp, scratch)
@@ -327,7 +414,7 @@ def conv_direct(x, w, scratch, geo, y):
 
 
 @njit(_SIG_CONV, **_jit)
-def conv_transpose(x, w, scratch, geo, y):
+def conv_transpose(x, w, geo, y):
     """ConvTranspose with W packed as ``[G][CGI][KD][KH][KW][CGO]`` (bias after
     it at geo[G_BIAS]).  Here D/H/W are the input's sizes, OD/OH/OW the
     output's, PD/PH/PW the begin pads; ``scratch`` holds one batch item's
@@ -340,9 +427,9 @@ def conv_transpose(x, w, scratch, geo, y):
     ispace = D * H * W
     ospace = OD * OH * OW
     taps = KD * KH * KW
+    acc = np.empty(ospace * CGO, np.float32)
     for n in range(N):
         for g in range(G):
-            acc = scratch[:ospace * CGO]
             acc[:] = 0
             for ci in range(CGI):
                 xbase = (n * CIN + g * CGI + ci) * ispace

@@ -220,10 +220,11 @@ def _pack(node, W, B):
         cgi = W.shape[1]
         panel = 2 * cgo >= K.NC
         if panel:
-            # [COUT, CGI*taps] -> [G][panel][CGI*taps][NC], output channels zero-padded
+            # [COUT, CGI, taps] -> [G][panel][taps][CGI][NC], output channels zero-padded
             np_ = -(-cgo // K.NC)
-            wr = np.zeros((G, np_ * K.NC, cgi * taps), np.float32)
-            wr[:, :cgo] = W.reshape(G, cgo, cgi * taps)
+            wr = np.zeros((G, np_ * K.NC, taps * cgi), np.float32)
+            wr[:, :cgo] = W.reshape(G, cgo, cgi, taps).transpose(0, 1, 3, 2).reshape(
+                G, cgo, taps * cgi)
             flat = wr.reshape(G, np_, K.NC, cgi * taps).transpose(0, 1, 3, 2).reshape(-1)
             kernel = K.conv_panel
         else:
@@ -233,7 +234,7 @@ def _pack(node, W, B):
     if B is not None:
         bias_off = flat.size
         flat = np.concatenate([flat, B.reshape(-1)])
-    flat = np.ascontiguousarray(flat, np.float32)
+    flat = np.array(flat, np.float32, order="C")     # our own (writable) copy
     return _Packed(flat, kernel, W.shape, cin, cout, bias_off, np_, panel)
 
 
@@ -259,8 +260,8 @@ class ConvRunner:
         self._wn, self._bn = node.input(1), node.input(2)
         self._relu = False
         self._plans = {}
-        self._last = None
-        self._scratch = []
+        self._key = None        # input shape the fast path is set for
+        self._geo = self._shape = self._kern = self._w = None
         w, b = constants.get(self._wn), constants.get(self._bn) if self._bn else None
         self._fixed = w is not None and (not self._bn or b is not None)
         self._packed = _pack(node, w, b) if self._fixed else None
@@ -275,7 +276,7 @@ class ConvRunner:
     def fuse_relu(self, on):
         self._relu = bool(on)
         self._plans.clear()
-        self._last = None
+        self._key = None
 
     def fuse_activation(self, op_type):
         """Apply activation ``op_type`` to the output; True if supported (Relu)."""
@@ -286,7 +287,7 @@ class ConvRunner:
 
     # -- per shape
     def _plan(self, x, packed):
-        """(geo, output shape, scratch floats, kernel) for input x."""
+        """(geo, output shape, kernel) for input x."""
         node = self.node
         K = _kernels()
         if not isinstance(x, np.ndarray):
@@ -314,48 +315,61 @@ class ConvRunner:
         extra = {K.G_BIAS: packed.bias_off, K.G_RELU: int(self._relu), K.G_NP: packed.np_}
         if node.op_type == "ConvTranspose":
             outsz, pb, pe = _transpose_out(node, insz, ks, strides, dil, pads)
-            scratch = int(np.prod(outsz, dtype=np.int64)) * (packed.cout // G)
         else:
             outsz, pb, pe = _out_and_pads(node, insz, ks, strides, dil, pads)
             padcopy = any(pb) or any(pe)
             extra[K.G_PADCOPY] = int(padcopy)
             for i, k in enumerate((K.G_QD, K.G_QH, K.G_QW)):
                 extra[k] = _pad3(pe, 0)[i]
-            scratch = packed.cin * int(np.prod([a + b + c for a, b, c in zip(insz, pb, pe)],
-                                               dtype=np.int64)) if padcopy else 0
-            scratch += K.MR * K.NC
         geo = _geo(N, G, packed.cin, packed.cout, insz, outsz, ks, strides, dil, pb, pe, extra)
-        return (geo, (N, packed.cout, *outsz), max(scratch, 1), packed.kernel)
+        return (geo, (N, packed.cout, *outsz), packed.kernel)
 
-    def __call__(self, values, ctx=None):
+    def _prepare(self, x, values):
+        """Set the fast path's fields for input ``x`` (packing fed weights)."""
         packed = self._packed
-        x = values[self._x]
         if packed is None:      # weights fed as inputs: pack them for this call
+            if values is None:
+                raise _bad_input(self.node, "run1 needs constant weights")
             packed = _pack(self.node, values[self._wn],
                            values[self._bn] if self._bn else None)
-            key = (getattr(x, "shape", None), packed.wshape)
-        else:
-            key = getattr(x, "shape", None)
-        plan = self._last
-        if plan is None or plan[0] != key or type(x) is not np.ndarray or \
-                x.dtype is not _F32:
-            plan = self._plans.get(key)
-            if plan is None or type(x) is not np.ndarray or x.dtype is not _F32:
-                plan = (key,) + self._plan(x, packed)
-                if len(self._plans) >= 16:
-                    self._plans.clear()
-                self._plans[key] = plan
-            self._last = plan
-        y = np.empty(plan[2], _F32)
+        shape = getattr(x, "shape", None)
+        key = (shape, packed.wshape)
+        plan = self._plans.get(key)
+        if plan is None or type(x) is not np.ndarray or x.dtype is not _F32:
+            plan = self._plan(x, packed)
+            if len(self._plans) >= 16:
+                self._plans.clear()
+            self._plans[key] = plan
+        self._geo, self._shape, self._kern = plan
+        self._w = packed.w
+        # only constant weights let the next call with this shape skip all this
+        self._key = shape if self._packed is not None else None
+
+    def __call__(self, values, ctx=None):
+        """Run the node: ``values`` maps input names to arrays; returns [Y]."""
+        x = values[self._x]
+        if type(x) is not np.ndarray or x.shape != self._key or x.dtype is not _F32:
+            self._prepare(x, values)
+        y = np.empty(self._shape, _F32)
+        xf = x.ravel()
         try:
-            buf = self._scratch.pop()
-        except IndexError:      # first call, or another thread holds the buffer
-            buf = np.empty(0, _F32)
-        if buf.size < plan[3]:
-            buf = np.empty(plan[3], _F32)
-        plan[4](x.ravel(), packed.w, buf, plan[1], y.ravel())
-        self._scratch.append(buf)
+            self._kern(xf, self._w, self._geo, y.ravel())
+        except TypeError:       # a read-only X: the kernels take writable arrays
+            self._kern(xf.copy(), self._w, self._geo, y.ravel())
         return [y]
+
+    def run1(self, x):
+        """Y for input X alone (constant weights): the call without the dict
+        and list, for an executor that binds the runner per node."""
+        if type(x) is not np.ndarray or x.shape != self._key or x.dtype is not _F32:
+            self._prepare(x, None)
+        y = np.empty(self._shape, _F32)
+        xf = x.ravel()
+        try:
+            self._kern(xf, self._w, self._geo, y.ravel())
+        except TypeError:
+            self._kern(xf.copy(), self._w, self._geo, y.ravel())
+        return y
 
 
 def _recheck(node, strides, dil, pads, G):
@@ -463,6 +477,11 @@ conv.build = conv_transpose.build = _build_conv
 
 # ---- pools --------------------------------------------------------------------------
 
+def _writable(a):
+    """``a``, or a copy when it is read-only (the kernels take writable arrays)."""
+    return a if a.flags.writeable else a.copy()
+
+
 def _pool_x(node, x):
     if not isinstance(x, np.ndarray):
         raise _bad_input(node, f"input X must be a numpy.ndarray, not {type(x).__name__}")
@@ -505,7 +524,7 @@ def _max_pool(node, ins, n, dilated, ceil):
     geo[K.G_COUNT_PAD] = int(attr(node, "storage_order", 0))
     y = np.empty(shape, _F32)
     idx = np.empty(shape if n > 1 else 0, np.int64)
-    K.max_pool(x.ravel(), geo, y.ravel(), idx.ravel())
+    K.max_pool(_writable(x.ravel()), geo, y.ravel(), idx.ravel())
     return [y, idx][:n]
 
 
@@ -537,7 +556,7 @@ def _avg_pool(node, ins, n, dilated, ceil):
     geo, shape = _pool_geo(node, x, dilated, ceil)
     geo[K.G_COUNT_PAD] = int(attr(node, "count_include_pad", 0))
     y = np.empty(shape, _F32)
-    K.avg_pool(x.ravel(), geo, y.ravel())
+    K.avg_pool(_writable(x.ravel()), geo, y.ravel())
     return [y]
 
 
