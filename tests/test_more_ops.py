@@ -54,13 +54,14 @@ def _compare(got, exp, rtol, atol):
 
 
 def check(op, inputs, attrs, opset, n_out=1, consts=(), rtol=1e-5, atol=1e-6, fold=True):
-    """fastlstm == onnxruntime on one node, inputs fed (except ``consts``) and, with
-    ``fold``, all inputs as initializers (the node is then computed at import)."""
+    """fastlstm == onnxruntime on one node, inputs fed (except ``consts``; run three
+    times: the second run of a signature specialises it) and, with ``fold``, all inputs
+    as initializers (the node is then computed at import)."""
     model = _model(op, inputs, attrs, opset, n_out, consts)
     exp = run_ort(model, _feed(inputs, consts))
-    got = fastlstm.InferenceSession(model.SerializeToString()).run(None,
-                                                                   _feed(inputs, consts))
-    _compare(got, exp, rtol, atol)
+    sess = fastlstm.InferenceSession(model.SerializeToString())
+    for _ in range(3):      # the general path, then the run specialised to this signature
+        _compare(sess.run(None, _feed(inputs, consts)), exp, rtol, atol)
     if fold:
         names = [n for n, _ in inputs if n]
         model = _model(op, inputs, attrs, opset, n_out, consts=names)
@@ -210,8 +211,9 @@ def _resize_cases():
                 if nm:
                     attrs["nearest_mode"] = nm
                 opsets = (19,) if ct == "half_pixel_symmetric" else (11, 13, 18, 19)
-                for k, s in enumerate(SCALES):
-                    o = opsets[k % len(opsets)]
+                for k, s in enumerate(SCALES[k0] for k0 in ((0, 2, 4) if nm in (None, "floor")
+                                                            else (1, 3))):
+                    o = opsets[(k + len(cases)) % len(opsets)]
                     cases.append(("Resize", [("x", X4), ("roi", EMPTY), ("s", s)], attrs, o,
                                   {}))
                 sizes = np.array([1, 2, 9, 4], I64)
@@ -585,3 +587,18 @@ def test_chain_matches_onnxruntime():
     exp = run_ort(m, {"x": x})
     got = fastlstm.InferenceSession(m.SerializeToString()).run(None, {"x": x})
     _compare(got, exp, 1e-5, 1e-6)
+
+
+@pytest.mark.parametrize("op,inputs,attrs,opset", [
+    ("Pad", [("x", X4), ("p", _pads(0, 0, 0, 10 ** 12, 0, 0, 0, 0))], {}, 13),
+    ("Tile", [("x", X4), ("r", np.array([1, 1, 1, 10 ** 12], I64))], {}, 13),
+    ("Resize", [("x", X4), ("", None), ("s", np.array([1, 1, 1e9, 1e9], F))], {}, 13),
+    ("Resize", [("x", X4), ("", None), ("s", np.array([1, 1, INF, 1], F))], {}, 13),
+    ("Resize", [("x", X4), ("", None), ("", None), ("z", np.array([1, 2, 10 ** 12, 3], I64))],
+     {"mode": "linear"}, 13),
+], ids=["pad", "tile", "resize-scales", "resize-inf", "resize-sizes"])
+def test_absurd_output_sizes_are_invalid_input(op, inputs, attrs, opset):
+    """A shape input gone wrong is InvalidInput naming the node, not a MemoryError."""
+    m = _model(op, inputs, attrs, opset, consts=[n for n, _ in inputs[1:] if n])
+    with pytest.raises(InvalidInput, match="the_node"):
+        fastlstm.InferenceSession(m.SerializeToString()).run(None, {"x": X4})

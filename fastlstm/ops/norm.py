@@ -147,9 +147,9 @@ def layer_norm(node, ins, n):
         if b is not None:
             y = y + np.asarray(b, np.float64)
     except ValueError:
-        raise InvalidInput(f"{node.describe()}: Scale {np.shape(scale)} or B "
-                           f"{np.shape(b)} does not broadcast to the normalised shape "
-                           f"{x.shape[axis:]}") from None
+        shown = "" if b is None else f" or B {np.shape(b)}"
+        raise InvalidInput(f"{node.describe()}: Scale {np.shape(scale)}{shown} does not "
+                           f"broadcast to the normalised shape {x.shape[axis:]}") from None
     if y.shape != x.shape:
         raise InvalidInput(f"{node.describe()}: Scale or B broadcasts X {x.shape} to "
                            f"{y.shape}")

@@ -316,6 +316,26 @@ def _bad_model(node, what):
 
 _PAD_MODES = ("constant", "reflect", "edge", "wrap")
 
+#: outputs above this many bytes are refused outright (a shape input gone wrong);
+#: below it an allocation that fails is reported the same way
+_MAX_OUTPUT_BYTES = 1 << 40
+
+
+def _allocate(node, shape, dtype, make):
+    """``make()``, or InvalidInput naming the node when an output of ``shape`` is
+    absurdly large or cannot be allocated."""
+    total = 1
+    for d in shape:
+        total *= int(d)
+    if total * np.dtype(dtype).itemsize > _MAX_OUTPUT_BYTES:
+        raise InvalidInput(f"{node.describe()}: an output of shape {tuple(shape)} is too "
+                           f"large")
+    try:
+        return make()
+    except MemoryError:
+        raise InvalidInput(f"{node.describe()}: cannot allocate an output of shape "
+                           f"{tuple(shape)}") from None
+
 
 def _check_pad(node, ctx):
     """Import-time validation (the table's ``build`` hook)."""
@@ -347,10 +367,12 @@ def _pad(node, x, pads, value, axes, mode):
         crop.append(slice(lo, x.shape[a] - hi))
     x = x[tuple(crop)]
     widths = [(max(b, 0), max(e, 0)) for b, e in zip(begin, end)]
+    shape = [d + b + e for d, (b, e) in zip(x.shape, widths)]
     if mode == "constant":
         v = np.asarray(0 if value is None else value).reshape(-1)
-        v = v[0] if v.size else 0
-        return [np.pad(x, widths, mode="constant", constant_values=np.asarray(v, x.dtype))]
+        v = np.asarray(v[0] if v.size else 0, x.dtype)
+        return [_allocate(node, shape, x.dtype,
+                          lambda: np.pad(x, widths, mode="constant", constant_values=v))]
     for a, (b, e) in enumerate(widths):
         if not (b or e):
             continue
@@ -360,7 +382,7 @@ def _pad(node, x, pads, value, axes, mode):
         if mode == "reflect" and max(b, e) > x.shape[a] - 1:
             raise InvalidInput(f"{node.describe()}: reflect pads ({b}, {e}) exceed "
                                f"{x.shape[a] - 1} on axis {a} of size {x.shape[a]}")
-    return [np.pad(x, widths, mode=mode)]
+    return [_allocate(node, shape, x.dtype, lambda: np.pad(x, widths, mode=mode))]
 
 
 @op("Pad", since=2, attrs=["pads", "value", "mode"], moves=True)
@@ -396,7 +418,8 @@ def tile(node, ins, n):
     if len(reps) != x.ndim or any(r < 0 for r in reps):
         raise InvalidInput(f"{node.describe()}: repeats {reps} do not fit rank {x.ndim} "
                            f"(one non-negative count per axis)")
-    return [np.tile(x, reps)]
+    return [_allocate(node, [d * r for d, r in zip(x.shape, reps)], x.dtype,
+                      lambda: np.tile(x, reps))]
 
 
 _TRANSFORMS = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners",
@@ -502,9 +525,9 @@ def _resize(node, x, roi, scales, sizes, axes):
     out_shape = list(x.shape)
     if scales is not None:
         sc = np.asarray(scales, _F).reshape(-1)
-        if sc.size != n or not np.all(sc > 0):
-            raise InvalidInput(f"{node.describe()}: scales {sc.tolist()} (need {n} positive "
-                               f"values)")
+        if sc.size != n or not np.all((sc > 0) & np.isfinite(sc)):
+            raise InvalidInput(f"{node.describe()}: scales {sc.tolist()} (need {n} finite "
+                               f"positive values)")
         for k, a in enumerate(axes):
             scale[a] = sc[k]
     else:
@@ -516,9 +539,10 @@ def _resize(node, x, roi, scales, sizes, axes):
         if pol == "stretch":
             for k, a in enumerate(axes):
                 out_shape[a] = sz[k]
-                scale[a] = _F(sz[k]) / _F(x.shape[a])
+                scale[a] = _F(sz[k]) / _F(x.shape[a]) if x.shape[a] else _F(1)
         else:
-            ratios = [_F(sz[k]) / _F(x.shape[a]) for k, a in enumerate(axes)]
+            ratios = [_F(sz[k]) / _F(x.shape[a]) if x.shape[a] else _F(1)
+                      for k, a in enumerate(axes)]
             common = min(ratios) if pol == "not_larger" else max(ratios)
             for a in axes:
                 scale[a] = common
@@ -537,13 +561,23 @@ def _resize(node, x, roi, scales, sizes, axes):
         # floor(size * scale) in float32; with tf_crop_and_resize the spec also
         # multiplies by the roi's extent, onnxruntime does not: we follow onnxruntime
         for a in range(rank):
-            out_shape[a] = int(_F(x.shape[a]) * scale[a])
+            size = _F(x.shape[a]) * scale[a]
+            if not size < 2 ** 62:
+                raise InvalidInput(f"{node.describe()}: scale {scale[a]} on axis {a} of "
+                                   f"size {x.shape[a]} gives an output too large")
+            out_shape[a] = int(size)
     if x.size == 0 and any(d for d in out_shape):
         if any(x.shape[a] == 0 and out_shape[a] for a in range(rank)):
             raise InvalidInput(f"{node.describe()}: cannot resize an empty axis")
     extrap = _F(attr(node, "extrapolation_value", 0.0))
     if tuple(out_shape) == x.shape:    # onnxruntime copies whatever the scales say
         return [x.copy()]
+    return _allocate(node, out_shape, x.dtype,
+                     lambda: _resample(node, x, mode, ct, nm, scale, out_shape, roi, extrap))
+
+
+def _resample(node, x, mode, ct, nm, scale, out_shape, roi, extrap):
+    rank = x.ndim
     if mode == "linear" and x.dtype.kind in "iub":
         return _linear_int(node, x, ct, scale, out_shape, roi, extrap)
     outside = None      # tf_crop_and_resize: output positions outside the input
