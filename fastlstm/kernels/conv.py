@@ -1,35 +1,45 @@
-"""Convolution and pooling kernels (float32, NC + 1 to 3 spatial axes).
+"""Convolution and pooling kernels (float32, N, C and 1 to 3 spatial axes).
 
-Every kernel sees its tensor as ``[N, C, D, H, W]`` (1-D and 2-D inputs get
-leading spatial axes of size 1) and reads its geometry from one int64 array
-``geo`` (fields below), so that one compiled function serves every shape and
-a call passes few arguments (Numba's dispatch costs per argument).
+Every kernel sees its tensors as ``[N, C, D, H, W]`` (1-D and 2-D inputs get
+leading spatial axes of size 1), flat, and reads the geometry from one int64
+array ``geo`` (fields ``G_*`` below): one compiled function serves every
+shape, and a call passes four arrays (Numba's dispatch costs per argument).
 
 Conv, the panel kernel (``conv_panel``)
 ---------------------------------------
     Y[n, m, o] = B[m] + sum_{c, t} W[m, c, t] * X[n, g*Cg + c, o*s + t*d - pad]
 
 is computed per group as a product whose rows are output positions and whose
-columns are output channels.  W is packed once at load (``pack_panels``) into
-panels of ``NC`` output channels, each ``[Cg][kD][kH][kW][NC]``, so one weight
-vector per (c, tap) is loaded once and feeds one FMA per output position in
-the tile.  The register tile (``_make_tile``, LLVM IR, like
-``fastlstm.kernels.simd``) keeps ``MR`` positions x ``NV`` vectors of
-accumulators for the whole sum and walks the input in place (strided scalar
-broadcasts; no im2col copy).  Input padding is a zero-padded copy of X in the
-scratch buffer, made only when the node pads; taps that read only padding for
-every position of a tile are skipped (a 3-tap conv on one position reads 1/3
-of its weights).  Bias and the optional fused Relu are applied when a tile is
-written to Y.
+columns are output channels.  W is packed once at load
+(``fastlstm.ops.conv``) into panels of ``NC`` output channels, each
+``[kD][kH][kW][Cg][NC]`` (channels beyond the group's zero), then the bias
+(zeros when the node has none).  The register tile (``_make_tile``, LLVM IR
+as in ``fastlstm.kernels.simd``) keeps up to 4 positions x NC channels of
+accumulators in registers for the whole sum: per (tap, input channel) it loads
+NV weight vectors and broadcasts one input element per position, so each
+weight loaded feeds one FMA per position.  Its three loops (kernel rows,
+kernel columns, input channels) take any strides, so X is read in place (no
+im2col): channels first when the node does not pad, else from a zero-padded
+copy made channels last.  The longest loop runs innermost (the input channels;
+the kernel columns of a one-channel STFT).  Taps that read only padding for
+every position of a tile are skipped (a 3-tap conv at one position reads a
+third of its weights).  A tile of one or two positions splits its innermost
+sum in 4 or 2 parts with their own accumulators, so that 8 FMA chains hide
+the FMA latency; the parts are added when the tile is written, with the bias
+and the optional fused Relu.
 
 Conv, the direct kernel (``conv_direct``) runs convolutions with few output
-channels per group (depthwise, a 1-channel head): loops over output rows with
-the innermost loop along W, which LLVM vectorizes when the stride is 1.
+channels per group (depthwise, a one-channel head), W in its ONNX layout:
+loops over output rows, the innermost along W (vectorized for stride 1).
 
-ConvTranspose (``conv_transpose``) scatters each input element times its
-packed weight row ``[co]`` into a channels-last accumulator, then writes Y.
+ConvTranspose (``conv_transpose``) adds each input element times its packed
+weight row ``[co]`` into a channels-last accumulator, then writes Y.
 
 Pools (``max_pool``, ``avg_pool``) loop over windows, skipping padding.
+
+The float32 sums run in a fixed order for a given shape (results do not
+depend on the call), in an order other than onnxruntime's (differences are
+rounding: about 1e-7 relative per term).
 """
 import numpy as np
 from llvmlite import ir
@@ -346,17 +356,25 @@ def conv_panel(x, w, geo, y):
                                         parts = _tile(mr, nkh, DH * sh, KW * CGI * NC,
                                                       CGI, sc, NC, nkw, DW * sw, CGI * NC,
                                                       src, at, SW * sw, w, wt, acc, t)
+                            # sum the parts, add the bias (always packed, zeros when the
+                            # node has none), Relu if fused; Y is channels first, so a
+                            # tile row is written with a stride of OD*OH*OW
                             obase = ybase + (od * OH + oh) * OW + ow
+                            bb = BIAS + g * CGO + c0
                             for r in range(mr):
-                                for cc in range(nvalid):
-                                    v = acc[r * NC + cc]
-                                    for q in range(1, parts):
-                                        v += acc[(q * mr + r) * NC + cc]
-                                    if BIAS >= 0:
-                                        v += w[BIAS + g * CGO + c0 + cc]
-                                    if RELU != 0 and v < 0:
-                                        v = np.float32(0)
-                                    y[obase + cc * ospace + r] = v
+                                ar = r * NC
+                                for q in range(1, parts):
+                                    aq = (q * mr + r) * NC
+                                    for cc in range(NC):
+                                        acc[ar + cc] += acc[aq + cc]
+                                o = obase + r
+                                if RELU != 0:
+                                    for cc in range(nvalid):
+                                        v = acc[ar + cc] + w[bb + cc]
+                                        y[o + cc * ospace] = np.float32(0) if v < 0 else v
+                                else:
+                                    for cc in range(nvalid):
+                                        y[o + cc * ospace] = acc[ar + cc] + w[bb + cc]
                             ow += mr
 
 
@@ -417,8 +435,8 @@ def conv_direct(x, w, geo, y):
 def conv_transpose(x, w, geo, y):
     """ConvTranspose with W packed as ``[G][CGI][KD][KH][KW][CGO]`` (bias after
     it at geo[G_BIAS]).  Here D/H/W are the input's sizes, OD/OH/OW the
-    output's, PD/PH/PW the begin pads; ``scratch`` holds one batch item's
-    output channels-last, where each input element adds its weight row."""
+    output's, PD/PH/PW the begin pads.  An accumulator holds one batch item's
+    output channels last, where each input element adds its weight row."""
     N, G, CIN, CGI, COUT, CGO = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5]
     D, H, W, OD, OH, OW = geo[6], geo[7], geo[8], geo[9], geo[10], geo[11]
     KD, KH, KW, SD, SH, SW = geo[12], geo[13], geo[14], geo[15], geo[16], geo[17]

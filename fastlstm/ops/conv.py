@@ -230,10 +230,10 @@ def _pack(node, W, B):
         else:
             flat = W.reshape(-1)
             kernel = K.conv_direct
-    bias_off = -1
-    if B is not None:
-        bias_off = flat.size
-        flat = np.concatenate([flat, B.reshape(-1)])
+    # the bias follows the weights, zeros when the node has none (the panel
+    # kernel adds it unconditionally)
+    bias_off = flat.size
+    flat = np.concatenate([flat, B.reshape(-1) if B is not None else np.zeros(cout, np.float32)])
     flat = np.array(flat, np.float32, order="C")     # our own (writable) copy
     return _Packed(flat, kernel, W.shape, cin, cout, bias_off, np_, panel)
 
