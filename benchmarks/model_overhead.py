@@ -16,7 +16,6 @@ import time
 import numpy as np
 
 import fastlstm
-from fastlstm.plan import RunContext  # noqa: F401  (documented above)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -36,28 +35,21 @@ def measure(path):
     from fastlstm.cli import random_inputs
     sess = fastlstm.InferenceSession(path)
     dims = {}
-    for vi in sess._graph.inputs:
+    for vi in sess.get_inputs():
         for d in vi.shape or ():
             if isinstance(d, str):
                 dims[d] = 1
     feed = random_inputs(sess, dims)
-    for vi in sess._graph.inputs:
-        if vi.type_str == "tensor(int64)" and vi.name != "lengths":
+    for vi in sess.get_inputs():
+        if vi.type == "tensor(int64)" and vi.name != "lengths":
             feed[vi.name] = np.zeros_like(feed[vi.name])
-    plan = sess._plan
     whole = median_time(lambda: sess.run(None, feed))
-    # capture every recurrent node's inputs from one real run
-    values = dict(plan.constants)
-    values.update(plan.check_inputs(feed))
-    captured = []
-    for r in plan.runners:
-        if hasattr(r, "spec"):
-            captured.append((r, dict(values)))
-        for name, v in zip(r.node.outputs, r(values)):
-            if name:
-                values[name] = v
-    bare = sum(median_time(lambda r=r, v=v: r(v)) for r, v in captured)
-    n_glue = len(plan.runners) - len(captured)
+    # every value of one real run: each recurrent node's inputs are among them
+    values = sess.trace(feed)
+    steps = sess.plan_runners()
+    captured = [r for node, r in steps if node.layer is not None]
+    bare = sum(median_time(lambda r=r: r(values)) for r in captured)
+    n_glue = len(steps) - len(captured)
     return whole, bare, n_glue, len(captured)
 
 

@@ -60,7 +60,8 @@ def stream_overhead(I, H, repeats=2000):
     sess = fastlstm.InferenceSession(model)
     st = sess.stream()
     x1 = np.random.default_rng(0).standard_normal((1, 1, I)).astype(np.float32)
-    layer = sess._plan.recurrent_nodes()[0]._layer
+    layer = next(r for node, r in sess.plan_runners() if node.layer is not None) \
+        .frontend_layer()
     h = np.zeros((1, 1, H), np.float32)
 
     def kernels():

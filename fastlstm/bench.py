@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from .ir import RECURRENT_GATES
+from .ir import num_directions
 
 #: name -> (op, T, B, I, H, direction, carry_state)
 TABLE = {
@@ -62,16 +62,16 @@ def sweep_cases():
 def build_model(op, I, H, direction, carry_state, seed=0):
     """Serialized one-node model with weights as initializers; dynamic T and B."""
     from onnx import TensorProto, helper, numpy_helper
+    from .ops.recurrent_ops import RECURRENT_OPS
+    desc = RECURRENT_OPS[op]
     rng = np.random.default_rng(seed)
-    D = 2 if direction == "bidirectional" else 1
-    G = RECURRENT_GATES[op]
+    D = num_directions(direction)
     s = 1.0 / np.sqrt(H)
-    inits = [numpy_helper.from_array(rng.uniform(-s, s, shape).astype(np.float32), name)
-             for name, shape in (("W", (D, G * H, I)), ("R", (D, G * H, H)),
-                                 ("B", (D, 2 * G * H)))]
-    states = (["initial_h", "initial_c"] if op == "LSTM" else ["initial_h"]) if carry_state \
-        else []
-    outs = ["Y", "Y_h", "Y_c"] if op == "LSTM" else ["Y", "Y_h"]
+    shapes = desc.weight_shapes(D, H, I)
+    inits = [numpy_helper.from_array(rng.uniform(-s, s, shapes[name]).astype(np.float32), name)
+             for name in ("W", "R", "B")]
+    states = [desc.inputs[i] for i in desc.state_inputs] if carry_state else []
+    outs = list(desc.outputs)
     if carry_state:
         outs = outs[1:]
         node_outs = [""] + outs
@@ -219,9 +219,10 @@ def floor_seconds(case, threads, peak, read_seconds):
     read than the ones measured would lower it.  onnxruntime time / floor
     estimates the highest ratio a float32 implementation could show here.
     """
+    from .ops.recurrent_ops import RECURRENT_OPS
     op, T, B, I, H, direction, carry = case
-    D = 2 if direction == "bidirectional" else 1
-    G = RECURRENT_GATES[op]
+    D = num_directions(direction)
+    G = RECURRENT_OPS[op].gates
     n = threads
     t_in = max(2.0 * T * B * D * G * H * I / (n * peak), read_seconds(4 * D * G * H * I // n))
     t_step = max(2.0 * B * D * G * H * H / (n * peak), read_seconds(4 * D * G * H * H // n))
@@ -230,13 +231,14 @@ def floor_seconds(case, threads, peak, read_seconds):
 
 def _feed(case):
     op, T, B, I, H, direction, carry = case
+    from .ops.recurrent_ops import RECURRENT_OPS
+    desc = RECURRENT_OPS[op]
     rng = np.random.default_rng(1)
-    D = 2 if direction == "bidirectional" else 1
+    D = num_directions(direction)
     feed = {"X": rng.standard_normal((T, B, I)).astype(np.float32)}
     if carry:
-        feed["initial_h"] = rng.standard_normal((D, B, H)).astype(np.float32) * 0.1
-        if op == "LSTM":
-            feed["initial_c"] = rng.standard_normal((D, B, H)).astype(np.float32) * 0.1
+        for i in desc.state_inputs:
+            feed[desc.inputs[i]] = rng.standard_normal((D, B, H)).astype(np.float32) * 0.1
     return feed
 
 
@@ -461,8 +463,9 @@ def compare(threads=(1, 2), sweep=False, rounds=15, repeats=3, json_path=None,
             op, T, B, I, H, direction, carry = case
             ours = medians["fastlstm"][name]
             theirs = medians["onnxruntime"][name]
-            D = 2 if direction == "bidirectional" else 1
-            flops = 2.0 * T * B * D * RECURRENT_GATES[op] * H * (I + H)
+            from .ops.recurrent_ops import RECURRENT_OPS
+            flops = 2.0 * T * B * num_directions(direction) * RECURRENT_OPS[op].gates * H * \
+                (I + H)
             r = {"case": name, "op": op, "T": T, "B": B, "I": I, "H": H,
                  "direction": direction, "threads": t, "fastlstm_s": ours,
                  "onnxruntime_s": theirs, "ratio": theirs / ours,

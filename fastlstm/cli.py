@@ -124,24 +124,41 @@ def cmd_demo(args):
 
 
 def cmd_bench(args):
-    """Time fastlstm against onnxruntime on the benchmark table (and sweep)."""
+    """Time fastlstm against onnxruntime on the benchmark table (and sweep) and
+    on the whole-graph cases (``fastlstm.bench_graphs``)."""
     from . import bench
+    from .bench_graphs import GRAPH_CASES, compare_graphs
     for path in (args.json, args.png):
         if path:
             check_output_path(path)
+    table_only = graph_only = None
     if args.cases:
         known = dict(bench.TABLE)
         if args.sweep:
             known.update(bench.sweep_cases())
-        unknown = [c for c in args.cases if c not in known]
+        unknown = [c for c in args.cases if c not in known and c not in GRAPH_CASES]
         if unknown:
             raise SystemExit(f"fastlstm: error: unknown bench case(s) {', '.join(unknown)}; "
-                             f"the cases are {', '.join(known)}"
+                             f"the cases are {', '.join(list(known) + list(GRAPH_CASES))}"
                              f"{'' if args.sweep else ' (and the sweep cases with --sweep)'}")
+        table_only = [c for c in args.cases if c in known]
+        graph_only = [c for c in args.cases if c in GRAPH_CASES]
     others = [e for e in bench.OPTIONAL_ENGINES if e not in (args.without or [])]
-    bench.compare(threads=args.threads, sweep=args.sweep, rounds=args.rounds,
-                  repeats=args.repeats, json_path=args.json, png_path=args.png, others=others,
-                  only=args.cases)
+    if table_only is None or table_only:
+        bench.compare(threads=args.threads, sweep=args.sweep, rounds=args.rounds,
+                      repeats=args.repeats, json_path=args.json, png_path=args.png,
+                      others=others, only=table_only)
+    if graph_only is None or graph_only:
+        graphs = compare_graphs(graph_only or list(GRAPH_CASES), args.threads, args.rounds,
+                                args.repeats, sys.stdout)
+        if args.json:
+            doc = {}
+            if os.path.exists(args.json) and (table_only is None or table_only):
+                with open(args.json) as f:
+                    doc = json.load(f)
+            doc["graphs"] = graphs
+            with open(args.json, "w") as f:
+                json.dump(doc, f, indent=1)
     return 0
 
 
@@ -208,12 +225,10 @@ def check_output_path(path, what="output"):
 
 def _sequence_dims(sess):
     """Names of the time and batch dims of a model's first input (symbolic or not)."""
-    first = sess._graph.inputs[0] if sess._graph.inputs else None
-    shape = list(first.shape or ()) if first is not None else []
-    layout = 0
-    for r in sess._plan.recurrent_nodes():
-        layout = r.spec.layout
-        break
+    inputs = sess.get_inputs()
+    shape = list(inputs[0].shape or ()) if inputs else []
+    layers = sess.recurrent_layers()
+    layout = layers[0].layer.spec.layout if layers else 0
     if len(shape) < 2:
         return None, None
     t, b = (shape[0], shape[1]) if layout == 0 else (shape[1], shape[0])
@@ -257,14 +272,16 @@ def random_inputs(sess, dims=None, seed=0):
     """
     dims = {k: v for k, v in (dims or {}).items() if k is not None}
     rng = np.random.default_rng(seed)
+    from .ops.recurrent_ops import SEQUENCE_LENS, X
     seq_inputs = {}
-    for r in sess._plan.recurrent_nodes():
-        if r.node.input(4):
-            seq_inputs[r.node.input(4)] = r
+    for n in sess.recurrent_layers():
+        if n.input(SEQUENCE_LENS):
+            seq_inputs[n.input(SEQUENCE_LENS)] = n
     feed = {}
     total = 0
     from .ir import ELEM_TYPES
-    for vi in sess._graph.inputs:
+    dtypes = {type_str: dtype for dtype, type_str in ELEM_TYPES.values()}
+    for vi in sess.get_inputs():
         shape = []
         for d in vi.shape or ():
             if isinstance(d, int):
@@ -274,7 +291,7 @@ def random_inputs(sess, dims=None, seed=0):
                 if name not in dims:
                     dims[name] = 2 if "batch" in name.lower() or name in ("B", "N") else 7
                 shape.append(dims[name])
-        dtype = ELEM_TYPES.get(vi.elem_type, (np.dtype(np.float32),))[0]
+        dtype = dtypes.get(vi.type, np.dtype(np.float32))
         total += int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
         if total > MAX_RANDOM_INPUT_BYTES:
             from .errors import InvalidInput
@@ -284,9 +301,9 @@ def random_inputs(sess, dims=None, seed=0):
         if dtype.kind == "f":
             feed[vi.name] = rng.standard_normal(shape).astype(dtype)
         elif vi.name in seq_inputs:
-            r = seq_inputs[vi.name]
-            x = feed.get(r.node.input(0))
-            T = x.shape[1 if r.spec.layout else 0] if x is not None else 1
+            n = seq_inputs[vi.name]
+            x = feed.get(n.input(X))
+            T = x.shape[1 if n.layer.spec.layout else 0] if x is not None else 1
             feed[vi.name] = rng.integers(1, T + 1, shape).astype(dtype)
         else:
             feed[vi.name] = rng.integers(0, 2, shape).astype(dtype)
@@ -330,7 +347,7 @@ def verify_model(model_path, reference=None, inputs=None, dims=None, atol=1e-5, 
         raise SystemExit("fastlstm: error: a .fastlstm file is verified against its ONNX "
                          "model: pass --reference model.onnx")
     sess = fastlstm.InferenceSession(model_path)
-    symbols = {d for vi in sess._graph.inputs for d in (vi.shape or ()) if isinstance(d, str)}
+    symbols = {d for vi in sess.get_inputs() for d in (vi.shape or ()) if isinstance(d, str)}
     unknown = sorted(set(dims or {}) - symbols)
     if unknown:
         raise SystemExit(f"fastlstm: error: --dim {', '.join(unknown)}: the model has no such "
@@ -450,33 +467,30 @@ def model_info(path):
         if unsupported:
             return {"model": path, "ops": dict(ops), "unsupported_ops": unsupported}
     sess = fastlstm.InferenceSession(path)
-    g = sess._graph
+    g = sess.graph_info()
     layers = []
     packed_bytes = 0
-    for n in g.nodes:
-        spec = n.attrs.get("spec")
-        if spec is None:
-            continue
-        layer = n.attrs.get("packed")
-        nbytes = 0 if layer is None else (layer.W.nbytes + layer.bias.nbytes + sum(
-            d.R.nbytes + d.rb.nbytes + d.P.nbytes for d in layer.dirs))
+    for n in sess.recurrent_layers():
+        spec, packed = n.layer.spec, n.layer.packed
+        nbytes = 0 if packed is None else (packed.W.nbytes + packed.bias.nbytes + sum(
+            d.R.nbytes + d.rb.nbytes + d.P.nbytes for d in packed.dirs))
         packed_bytes += nbytes
-        layers.append({"node": n.name, "op": spec.op, "direction": spec.direction,
-                       "hidden_size": layer.hidden if layer else spec.hidden_size,
-                       "input_size": layer.input_size if layer else None,
-                       "layout": spec.layout, "clip": spec.clip,
-                       "activations": spec.activation_names,
-                       "input_forget" if spec.op == "LSTM" else "linear_before_reset":
-                           spec.flag, "packed_bytes": nbytes})
-    ops = Counter(n.op_type for n in g.nodes)
+        row = {"node": n.name, "op": spec.op, "direction": spec.direction,
+               "hidden_size": n.layer.hidden_size,
+               "input_size": packed.input_size if packed else None,
+               "layout": spec.layout, "clip": spec.clip,
+               "activations": list(spec.activation_names), "packed_bytes": nbytes}
+        if spec.desc.flag_name:
+            row[spec.desc.flag_name] = spec.op_flag
+        layers.append(row)
     return {"model": path, "format": "fastlstm" if _is_packed_path(path) else "onnx",
             "inputs": [{"name": i.name, "type": i.type, "shape": i.shape}
                        for i in sess.get_inputs()],
             "outputs": [{"name": o.name, "type": o.type, "shape": o.shape}
                         for o in sess.get_outputs()],
-            "ops": dict(ops), "recurrent_layers": layers, "packed_bytes": packed_bytes,
-            "constant_bytes": int(sum(a.nbytes for a in g.initializers.values())),
-            "metadata": g.metadata, "unsupported_ops": unsupported}
+            "ops": g["ops"], "recurrent_layers": layers, "packed_bytes": packed_bytes,
+            "constant_bytes": g["constant_bytes"], "metadata": g["metadata"],
+            "unsupported_ops": unsupported}
 
 
 def cmd_info(args):
@@ -497,12 +511,14 @@ def cmd_info(args):
             lines.append(f"  {v['name']:<20} {v['type']:<16} {v['shape']}")
     lines.append("ops: " + ", ".join(f"{k} x{v}" for k, v in sorted(info["ops"].items())))
     lines.append("recurrent layers:")
+    from .ops.recurrent_ops import RECURRENT_OPS
     for r in info["recurrent_layers"]:
-        flag = "input_forget" if r["op"] == "LSTM" else "linear_before_reset"
+        flag = RECURRENT_OPS[r["op"]].flag_name
         lines.append(f"  {r['node']}: {r['op']} {r['direction']}, input {r['input_size']}, "
                      f"hidden {r['hidden_size']}, layout {r['layout']}, activations "
-                     f"{'/'.join(r['activations'])}, clip {r['clip']}, {flag} "
-                     f"{r.get(flag, 0)}, packed {r['packed_bytes']} bytes")
+                     f"{'/'.join(r['activations'])}, clip {r['clip']}"
+                     f"{f', {flag} {r[flag]}' if flag else ''}, packed {r['packed_bytes']} "
+                     f"bytes")
     lines.append(f"packed weights: {info['packed_bytes']} bytes; other constants: "
                  f"{info['constant_bytes']} bytes")
     _emit(args, info, "\n".join(lines))
@@ -510,10 +526,18 @@ def cmd_info(args):
 
 
 def cmd_ops(args):
-    """Print the supported ops."""
+    """Print the supported ops (by family; --json: a sorted list)."""
     import fastlstm
-    ops = fastlstm.supported_ops()
-    print(json.dumps(ops) if args.json else "\n".join(ops))
+    from .ops.table import OPS, ops_by_family
+    if args.json:
+        print(json.dumps(fastlstm.supported_ops()))
+        return 0
+    for fam, names in ops_by_family().items():
+        print(f"{fam}:")
+        for name in names:
+            d = OPS[name]
+            print(f"  {name:<24} from opset {max(d.first_version, 7):<3} {d.doc}")
+    print("recurrent:\n  GRU, LSTM, RNN")
     return 0
 
 

@@ -11,8 +11,9 @@ Layout (all integers little-endian)::
                  each at a 64-byte aligned offset
 
 The header holds the format and fastlstm versions, the payload's size and
-SHA-256, the graph (inputs, outputs, nodes with their validated attributes,
-packed layers) and metadata; arrays appear in it as
+SHA-256, the graph (inputs, outputs, nodes with their validated attributes;
+a recurrent node's ``layer``: its spec, packed weights and Y layout) and
+metadata; arrays appear in it as
 ``{"array": index}`` into a table of (dtype, shape, offset).  Loading reads the
 file once (or maps it), checks magic, version, size and checksum before
 building anything, and uses numpy views into the payload, so it needs neither
@@ -29,11 +30,14 @@ import numpy as np
 
 from . import config
 from .errors import InvalidModel
-from .ir import ELEM_TYPES, RECURRENT_GATES, Graph, Node, RecurrentSpec, ValueInfo
+from .ir import DIRECTIONS, ELEM_TYPES, Graph, Node, RecurrentLayer, RecurrentSpec, ValueInfo
 from .pack import PackedDirection, PackedLayer, pack_graph
 
 MAGIC = b"FASTLSTM"
-FORMAT_VERSION = 1
+#: 2: a recurrent node's spec, packed weights and Y layout are one "layer"
+#: entry (1: node attributes "spec", "packed", "y_tbdh"; a spec "flag" whose
+#: meaning was the op's).  Version 1 files are still read.
+FORMAT_VERSION = 2
 _ALIGN = 64
 _FIXED = 48          # magic, version, header length, header SHA-256
 _DTYPES = {"float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool"}
@@ -69,18 +73,25 @@ class _Writer:
         return bytes(buf)
 
 
+_PACKED_DIR_ARRAYS = ("R", "rb", "P", "ip", "fp")
+
+
+def _encode_packed(p, w):
+    return {"W": w.add(p.W), "bias": w.add(p.bias), "hidden": p.hidden,
+            "input_size": p.input_size,
+            "dirs": [{k: w.add(getattr(d, k)) for k in _PACKED_DIR_ARRAYS} for d in p.dirs]}
+
+
+def _encode_layer(layer, w):
+    """JSON-able form of a node's ir.RecurrentLayer; arrays go to the payload."""
+    return {"spec": asdict(layer.spec), "y_tbdh": layer.y_tbdh,
+            "packed": None if layer.packed is None else _encode_packed(layer.packed, w)}
+
+
 def _encode(value, w):
     """JSON-able form of an attribute value; arrays go to the payload."""
     if isinstance(value, np.ndarray):
         return w.add(value)
-    if isinstance(value, PackedLayer):
-        return {"packed_layer": {
-            "W": w.add(value.W), "bias": w.add(value.bias), "hidden": value.hidden,
-            "input_size": value.input_size,
-            "dirs": [{k: w.add(getattr(d, k)) for k in ("R", "rb", "P", "ip", "fp")}
-                     for d in value.dirs]}}
-    if isinstance(value, RecurrentSpec):
-        return {"recurrent_spec": asdict(value)}
     if isinstance(value, (list, tuple)):
         return [_encode(v, w) for v in value]
     if isinstance(value, (np.integer, np.floating)):
@@ -98,21 +109,58 @@ def _array(ref, arrays):
     return arrays[i]
 
 
+def _decode_packed(p, arrays):
+    return PackedLayer(W=_array(p["W"], arrays), bias=_array(p["bias"], arrays),
+                       dirs=[PackedDirection(**{k: _array(d[k], arrays)
+                                                for k in _PACKED_DIR_ARRAYS})
+                             for d in p["dirs"]],
+                       hidden=p["hidden"], input_size=p["input_size"])
+
+
+def _decode_spec(value, version):
+    s = dict(value)
+    if version == 1:        # one "flag", meaning the op's own flag attribute
+        flag = s.pop("flag", 0)
+        from .ops.recurrent_ops import RECURRENT_OPS
+        desc = RECURRENT_OPS.get(s.get("op"))
+        if desc is not None and desc.flag_name:
+            s[desc.flag_name] = flag
+        elif flag != 0:
+            raise InvalidModel(f"recurrent spec of op {s.get('op')!r} with flag {flag!r}")
+    s["acts"] = tuple(tuple(tuple(t) for t in d) for d in s["acts"])
+    s["activation_names"] = tuple(s["activation_names"])
+    return RecurrentSpec(**s)
+
+
+def _decode_layer(value, arrays, version):
+    """An ir.RecurrentLayer from its JSON (``_encode_layer``)."""
+    packed = value["packed"]
+    y_tbdh = value["y_tbdh"]
+    if not isinstance(y_tbdh, bool):
+        raise InvalidModel(f"y_tbdh {y_tbdh!r} must be a bool")
+    return RecurrentLayer(spec=_decode_spec(value["spec"], version), y_tbdh=y_tbdh,
+                          packed=None if packed is None else _decode_packed(packed, arrays))
+
+
+def _decode_v1_layer(attrs, arrays):
+    """A version-1 node's recurrent attributes ("spec", "packed", "y_tbdh") as
+    (ir.RecurrentLayer, the remaining attributes)."""
+    attrs = dict(attrs)
+    spec = attrs.pop("spec", None)
+    packed = attrs.pop("packed", None)
+    if not isinstance(spec, dict) or "recurrent_spec" not in spec or (
+            packed is not None and (not isinstance(packed, dict)
+                                    or "packed_layer" not in packed)):
+        raise InvalidModel("recurrent node without its validated attributes")
+    return _decode_layer({"spec": spec["recurrent_spec"], "y_tbdh": attrs.pop("y_tbdh", False),
+                          "packed": None if packed is None else packed["packed_layer"]},
+                         arrays, 1), attrs
+
+
 def _decode(value, arrays):
     if isinstance(value, dict):
         if "array" in value:
             return _array(value, arrays)
-        if "packed_layer" in value:
-            p = value["packed_layer"]
-            return PackedLayer(W=_array(p["W"], arrays), bias=_array(p["bias"], arrays),
-                               dirs=[PackedDirection(**{k: _array(v, arrays)
-                                                        for k, v in d.items()})
-                                     for d in p["dirs"]],
-                               hidden=p["hidden"], input_size=p["input_size"])
-        if "recurrent_spec" in value:
-            s = dict(value["recurrent_spec"])
-            s["acts"] = [[tuple(t) for t in d] for d in s["acts"]]
-            return RecurrentSpec(**s)
         raise InvalidModel(f"unknown attribute encoding {sorted(value)}")
     if isinstance(value, list):
         return [_decode(v, arrays) for v in value]
@@ -130,10 +178,15 @@ def dumps(graph):
     from .simplify import simplify
     graph = pack_graph(simplify(graph))
     w = _Writer()
-    nodes = [{"op_type": n.op_type, "name": n.name, "inputs": list(n.inputs),
-              "outputs": list(n.outputs), "domain": n.domain,
-              "since_version": n.since_version,
-              "attrs": {k: _encode(v, w) for k, v in n.attrs.items()}} for n in graph.nodes]
+    nodes = []
+    for n in graph.nodes:
+        node = {"op_type": n.op_type, "name": n.name, "inputs": list(n.inputs),
+                "outputs": list(n.outputs), "domain": n.domain,
+                "since_version": n.since_version,
+                "attrs": {k: _encode(v, w) for k, v in n.attrs.items()}}
+        if n.layer is not None:
+            node["layer"] = _encode_layer(n.layer, w)
+        nodes.append(node)
     inits = {k: w.add(v) for k, v in graph.initializers.items()}
     payload = w.payload()
     header = {
@@ -218,22 +271,21 @@ def _check_layer(node):
     """The kernels trust a packed layer's sizes: check every one against the spec."""
     from .kernels import common
     from .pack import padded
-    layer, spec = node.attrs["packed"], node.attrs.get("spec")
-    if not isinstance(layer, PackedLayer) or not isinstance(spec, RecurrentSpec):
-        raise InvalidModel(f"{node.describe()}: packed layer without its spec")
+    layer, spec = node.layer.packed, node.layer.spec
+    if not isinstance(layer, PackedLayer):
+        raise InvalidModel(f"{node.describe()}: packed weights of the wrong kind")
     H, I, D = layer.hidden, layer.input_size, spec.num_directions
-    G = RECURRENT_GATES.get(spec.op)
-    if G is None or not isinstance(H, int) or not isinstance(I, int) or H < 1 or I < 0:
+    if not _is_int(H) or not _is_int(I) or H < 1 or I < 0 or not isinstance(layer.dirs, list):
         raise InvalidModel(f"{node.describe()}: bad packed layer sizes")
     Hp = padded(H)
-    want = {"W": I * D * G * Hp, "bias": D * G * Hp}
+    want = spec.desc.packed_sizes(H, I, D)
     ok = (layer.W.size == want["W"] and layer.bias.size == want["bias"]
           and layer.W.dtype == np.float32 and layer.bias.dtype == np.float32
           and len(layer.dirs) == D)
     for d in layer.dirs:
-        ok = ok and d.R.dtype == np.float32 and d.R.size == H * G * Hp
-        ok = ok and d.rb.dtype == np.float32 and d.rb.size == Hp
-        ok = ok and d.P.dtype == np.float32 and d.P.size == (3 * Hp if G == 4 else 1)
+        for k in ("R", "rb", "P"):
+            a = getattr(d, k)
+            ok = ok and a.dtype == np.float32 and a.size == want[k]
         ok = ok and d.fp.dtype == np.float32 and d.fp.size == common.FP_LEN
         ok = ok and d.ip.dtype == np.int64 and d.ip.size == common.IP_LEN
         if ok:
@@ -294,81 +346,75 @@ def _kind_ok(kind, v):
     return False
 
 
-#: Activations per direction of each recurrent op (f, g, h for LSTM; f, g for GRU).
-_N_ACTS = {"LSTM": 3, "GRU": 2, "RNN": 1}
-#: Recurrent input positions that hold float32 data, and the most inputs/outputs.
-_FLOAT_INPUTS = (0, 1, 2, 3, 5, 6, 7)
-_MAX_IO = {"LSTM": (8, 3), "GRU": (6, 2), "RNN": (6, 2)}
-_DIRECTIONS = ("forward", "reverse", "bidirectional")
-
-
 def _check_spec(node):
     """The validated attributes of a recurrent node, as the kernels rely on them."""
-    spec = node.attrs.get("spec")
+    from .kernels import common
+    from .ops.recurrent_ops import RECURRENT_OPS
 
     def bad(what):
         raise InvalidModel(f"{node.describe()}: {what}")
-    if not isinstance(spec, RecurrentSpec):
+    if not isinstance(node.layer, RecurrentLayer) or not isinstance(node.layer.spec,
+                                                                   RecurrentSpec):
         bad("recurrent node without its validated attributes")
-    if spec.op != node.op_type or spec.op not in _N_ACTS:
+    spec = node.layer.spec
+    if spec.op != node.op_type or spec.op not in RECURRENT_OPS:
         bad(f"spec of op {spec.op!r} on a {node.op_type} node")
-    if spec.direction not in _DIRECTIONS:
+    desc = spec.desc
+    if spec.direction not in DIRECTIONS:
         bad(f"direction {spec.direction!r}")
     if spec.hidden_size is not None and (not _is_int(spec.hidden_size) or spec.hidden_size < 1):
         bad(f"hidden_size {spec.hidden_size!r}")
     if not _is_int(spec.layout) or spec.layout not in (0, 1):
         bad(f"layout {spec.layout!r} must be 0 or 1")
     if spec.clip is not None and not (isinstance(spec.clip, (int, float))
-                                      and not isinstance(spec.clip, bool) and spec.clip > 0):
-        bad(f"clip {spec.clip!r} must be a positive number")
-    if not _is_int(spec.flag) or spec.flag not in ((0, 1) if spec.op != "RNN" else (0,)):
-        bad(f"flag {spec.flag!r}")
-    n = _N_ACTS[spec.op]
+                                      and not isinstance(spec.clip, bool) and spec.clip >= 0):
+        bad(f"clip {spec.clip!r} must be a number >= 0")
+    for name in ("input_forget", "linear_before_reset"):
+        v = getattr(spec, name)
+        if not _is_int(v) or v not in ((0, 1) if name == desc.flag_name else (0,)):
+            bad(f"{name} {v!r}")
+    n = desc.n_activations
     acts = spec.acts
-    if not isinstance(acts, list) or len(acts) != spec.num_directions or any(
-            not isinstance(d, list) or len(d) != n or any(
+    if not isinstance(acts, tuple) or len(acts) != spec.num_directions or any(
+            not isinstance(d, tuple) or len(d) != n or any(
                 len(t) != 3 or not _is_int(t[0]) or not 0 <= t[0] <= 10
                 or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
                            for x in t[1:]) for t in d) for d in acts):
         bad(f"activations {acts!r} are not {n} (code, alpha, beta) per direction")
     names = spec.activation_names
-    if not isinstance(names, list) or len(names) != n * spec.num_directions or not all(
+    if not isinstance(names, tuple) or len(names) != n * spec.num_directions or not all(
             isinstance(x, str) for x in names):
         bad(f"activation names {names!r}")
-    ins, outs = _MAX_IO[spec.op]
+    ins, outs = len(desc.inputs), len(desc.outputs)
     if len(node.inputs) > ins or len(node.outputs) > outs:
         bad(f"{len(node.inputs)} inputs and {len(node.outputs)} outputs; {spec.op} has at "
             f"most {ins} and {outs}")
     if not node.input(0):
         bad("input X is missing")
-    if "packed" in node.attrs:
+    if node.attrs:
+        bad(f"unknown attributes {sorted(node.attrs)}")
+    layer = node.layer.packed
+    if layer is not None:
         _check_layer(node)
-        if any(node.input(i) for i in (1, 2, 3, 7)):
+        if any(node.input(i) for i in desc.weight_inputs):
             bad("packed weights and weight inputs at once")
-        layer = node.attrs["packed"]
         if spec.hidden_size is not None and spec.hidden_size != layer.hidden:
             bad(f"hidden_size {spec.hidden_size} but weights packed for {layer.hidden}")
         for d, pd in zip(acts, layer.dirs):
-            from .kernels import common
-            ip, fp = pd.ip, pd.fp
+            ip = pd.ip
             if (any(ip[common.IP_ACT0 + k] != d[k][0] for k in range(n))
-                    or ip[common.IP_FLAG] != spec.flag
+                    or ip[common.IP_FLAG] != spec.op_flag
                     or ip[common.IP_HAS_CLIP] != (spec.clip is not None)):
                 bad("packed kernel parameters contradict the node's attributes")
     elif not node.input(1) or not node.input(2):
         bad("inputs W and R are required (the weights are not packed)")
-    extra = set(node.attrs) - {"spec", "packed", "y_tbdh"}
-    if extra:
-        bad(f"unknown attributes {sorted(extra)}")
-    if not isinstance(node.attrs.get("y_tbdh", False), bool):
-        bad("attribute y_tbdh must be a bool")
 
 
 def _check_recurrent_shapes(node, graph):
     """Declared shapes of the graph inputs and constants a layer reads, against it."""
-    spec, layer = node.attrs["spec"], node.attrs.get("packed")
+    spec, layer = node.layer.spec, node.layer.packed
     D = spec.num_directions
-    H = layer.hidden if layer is not None else spec.hidden_size
+    H = node.layer.hidden_size
     infos = {v.name: v for v in graph.inputs}
     consts = graph.initializers
     # X [T, B, I] (layout 0) or [B, T, I]; states [D, B, H] or [B, D, H]
@@ -378,7 +424,7 @@ def _check_recurrent_shapes(node, graph):
     for pos, name in enumerate(node.inputs):
         if not name:
             continue
-        label = ("X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P")[pos]
+        label = spec.desc.inputs[pos]
         vi = infos.get(name)
         if vi is not None:
             et = 6 if pos == 4 else 1
@@ -423,6 +469,7 @@ def validate_graph(graph):
     before, every graph output produced, packed layers and the inputs they read
     consistent.  A file that passes runs or fails only on its inputs."""
     from .ops import RUNNERS
+    from .ops.recurrent_ops import RECURRENT_OPS
     from .ops.table import OPS
     for v in graph.inputs:
         _check_vi(v, "graph input")
@@ -461,9 +508,11 @@ def validate_graph(graph):
                 raise InvalidModel(f"{n.describe()} reads '{i}', which no graph input, "
                                    f"constant or earlier node produces (nodes must be in "
                                    f"topological order, without cycles)")
-        if n.op_type in _N_ACTS:
+        if n.op_type in RECURRENT_OPS:
             _check_spec(n)
             _check_recurrent_shapes(n, graph)
+        elif n.layer is not None:
+            raise InvalidModel(f"{n.describe()}: a recurrent layer on a {n.op_type} node")
         else:
             form = OPS[n.op_type].form(n.since_version)
             if form is None:
@@ -538,11 +587,21 @@ def loads(data):
                 and isinstance(n["inputs"], list) and isinstance(n["outputs"], list)
                 for n in g["nodes"]):
             raise InvalidModel("the graph's node list is malformed")
-        nodes = [Node(op_type=n["op_type"], name=n["name"], inputs=tuple(n["inputs"]),
-                      outputs=tuple(n["outputs"]),
-                      attrs={k: _decode(v, arrays) for k, v in n["attrs"].items()},
-                      domain=n["domain"], since_version=n["since_version"])
-                 for n in g["nodes"]]
+        version = struct.unpack("<I", bytes(data[8:12]))[0]
+        from .ops.recurrent_ops import RECURRENT_OPS
+        nodes = []
+        for n in g["nodes"]:
+            attrs, layer = n["attrs"], None
+            if version == 1:
+                if n["op_type"] in RECURRENT_OPS:
+                    layer, attrs = _decode_v1_layer(attrs, arrays)
+            elif "layer" in n:
+                layer = _decode_layer(n["layer"], arrays, version)
+            nodes.append(Node(op_type=n["op_type"], name=n["name"], inputs=tuple(n["inputs"]),
+                              outputs=tuple(n["outputs"]),
+                              attrs={k: _decode(v, arrays) for k, v in attrs.items()},
+                              domain=n["domain"], since_version=n["since_version"],
+                              layer=layer))
         graph = Graph(inputs=[vi(v) for v in g["inputs"]],
                       outputs=[vi(v) for v in g["outputs"]], nodes=nodes,
                       initializers={k: _array(v, arrays) for k, v in g["initializers"].items()},

@@ -10,8 +10,14 @@ import numpy as np
 
 Dim = Union[int, str, None]
 
-#: Gates per hidden unit of each recurrent op.
-RECURRENT_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+#: ``direction`` attribute of a recurrent op -> per direction, whether it walks
+#: time backwards (its length is the number of directions).
+DIRECTIONS = {"forward": (False,), "reverse": (True,), "bidirectional": (False, True)}
+
+
+def num_directions(direction):
+    """1 or 2: how many directions a recurrent op with this ``direction`` runs."""
+    return len(DIRECTIONS[direction])
 
 #: ONNX TensorProto element type -> (numpy dtype, ORT-style type string)
 ELEM_TYPES = {
@@ -51,7 +57,12 @@ class ValueInfo:
 
 @dataclass
 class Node:
-    """One operator instance.  ``inputs`` keeps ONNX positions: '' = absent."""
+    """One operator instance.  ``inputs`` keeps ONNX positions: '' = absent.
+
+    ``layer`` is set on LSTM, GRU and RNN nodes only (their ``attrs`` are then
+    empty: the builder validated them into ``layer.spec``); passes replace it
+    with ``dataclasses.replace``, never change it in place.
+    """
     op_type: str
     name: str
     inputs: Tuple[str, ...]
@@ -59,6 +70,7 @@ class Node:
     attrs: Dict[str, Any] = field(default_factory=dict)
     domain: str = ""
     since_version: int = 0
+    layer: Optional["RecurrentLayer"] = None
 
     def input(self, i):
         """Name of input ``i`` or '' when absent."""
@@ -74,32 +86,71 @@ class Node:
         return f'{dom}{self.op_type} node "{self.name}" (since opset {self.since_version})'
 
 
-@dataclass
+@dataclass(frozen=True)
 class RecurrentSpec:
     """Validated attributes of an LSTM, GRU or RNN node.
 
-    ``acts`` holds, per direction, the list of (code, alpha, beta) activations in
-    the op's order (LSTM f, g, h; GRU f, g; RNN f).  ``flag`` is LSTM's
-    input_forget or GRU's linear_before_reset.
+    ``acts`` holds, per direction, the (code, alpha, beta) of each activation in
+    the op's order (LSTM f, g, h; GRU f, g; RNN f); ``activation_names`` the
+    names, all directions in a row.  ``input_forget`` (LSTM) and
+    ``linear_before_reset`` (GRU) are 0 for the ops that do not have them.
+    Everything else about the op is in ``desc`` (``fastlstm.ops.recurrent_ops``).
     """
     op: str
     direction: str
     hidden_size: Optional[int]
     layout: int
     clip: Optional[float]
-    flag: int
-    acts: List[List[Tuple[int, float, float]]]
-    activation_names: List[str]
+    acts: Tuple[Tuple[Tuple[int, float, float], ...], ...]
+    activation_names: Tuple[str, ...]
+    input_forget: int = 0
+    linear_before_reset: int = 0
+
+    @property
+    def desc(self):
+        """The op's descriptor (gates, activations, kernels, packing)."""
+        from .ops.recurrent_ops import RECURRENT_OPS
+        return RECURRENT_OPS[self.op]
+
+    @property
+    def op_flag(self):
+        """The value of the op's own flag attribute (``desc.flag_name``), 0 if none:
+        what the kernels read in their flag slot."""
+        name = self.desc.flag_name
+        return getattr(self, name) if name else 0
 
     @property
     def num_directions(self):
-        return 2 if self.direction == "bidirectional" else 1
+        return num_directions(self.direction)
 
     @property
     def reverse(self):
         """Per direction, whether it walks time backwards."""
-        return {"forward": [False], "reverse": [True],
-                "bidirectional": [False, True]}[self.direction]
+        return DIRECTIONS[self.direction]
+
+
+@dataclass(frozen=True)
+class RecurrentLayer:
+    """What the passes know about a recurrent node, beyond its inputs and outputs.
+
+    spec : the validated attributes (import)
+    packed : a ``fastlstm.pack.PackedLayer`` once its constant weights are packed
+        (``pack.pack_graph``); None while the weights are graph inputs
+    y_tbdh : the kernels write Y as [T, B, D, H] instead of [T, D, B, H]
+        (``simplify.fuse_y_transpose``)
+    """
+    spec: RecurrentSpec
+    packed: Any = None
+    y_tbdh: bool = False
+
+    @property
+    def desc(self):
+        return self.spec.desc
+
+    @property
+    def hidden_size(self):
+        """Hidden size, or None while neither the attribute nor packed weights say."""
+        return self.packed.hidden if self.packed is not None else self.spec.hidden_size
 
 
 @dataclass

@@ -143,75 +143,88 @@ def _params(hidden, acts, flag, clip):
     return ip, fp
 
 
-def _pack_direction(op, W, R, B, P, hidden, acts, clip, flag):
-    """Pack one direction; returns (Wt [I, G*Hp], bias [G*Hp], PackedDirection)."""
-    H = hidden
-    G = W.shape[0] // H
+def _split_gates(W, R, B, G, H):
+    """W, R as G gate matrices each; B as G input and G recurrent bias vectors."""
     W = np.asarray(W, np.float32)
     R = np.asarray(R, np.float32)
     B = np.zeros(2 * G * H, np.float32) if B is None else np.asarray(B, np.float32)
-    wg = np.split(W, G)
-    rg = np.split(R, G)
-    wb = np.split(B[:G * H], G)
-    rbias = np.split(B[G * H:], G)
-    hp = padded(H)
-    rb = np.zeros(hp, np.float32)
-    if op == "GRU":
-        # z and r always fold Rb into the projection bias; Rb_h only when it is
-        # added after the product (linear_before_reset = 0).
-        fold_h = not flag
-        bias = pack_vectors([wb[0] + rbias[0], wb[1] + rbias[1],
-                             wb[2] + rbias[2] if fold_h else wb[2]])
-        if flag:
-            Rp = pack_panels(rg)
-            rb[:H] = rbias[2]
-        else:
-            Rp = np.concatenate([pack_panels(rg[:2]), pack_panels(rg[2:])])
-    else:
-        bias = pack_vectors([a + b for a, b in zip(wb, rbias)])
+    return np.split(W, G), np.split(R, G), np.split(B[:G * H], G), np.split(B[G * H:], G)
+
+
+def _no_peepholes():
+    return np.zeros(1, np.float32)
+
+
+def pack_lstm(W, R, B, P, hidden, flag):
+    """One LSTM direction (gates i, o, f, c): returns (Wt [I, 4*Hp] tile-ordered,
+    bias [4*Hp] = Wb + Rb, R in panels, rb (unused, zeros), P [3*Hp])."""
+    wg, rg, wb, rbias = _split_gates(W, R, B, 4, hidden)
+    Pp = pad_rows(np.split(np.zeros(3 * hidden, np.float32) if P is None
+                           else np.asarray(P, np.float32), 3), hidden)
+    return (tile_columns(wg), pack_vectors([a + b for a, b in zip(wb, rbias)]),
+            pack_panels(rg), np.zeros(padded(hidden), np.float32), Pp)
+
+
+def pack_gru(W, R, B, P, hidden, flag):
+    """One GRU direction (gates z, r, h; ``flag`` = linear_before_reset).
+
+    z and r always fold Rb into the projection bias; Rb_h only when it is added
+    after the product (linear_before_reset = 0), else it stays apart (rb) for
+    the step to add inside r (.) (Ht-1*Rh + Rbh).  With linear_before_reset =
+    0, R is packed as [Rz Rr] then Rh: the step needs rt of every unit before
+    its product with Rh.
+    """
+    wg, rg, wb, rbias = _split_gates(W, R, B, 3, hidden)
+    rb = np.zeros(padded(hidden), np.float32)
+    bias = pack_vectors([wb[0] + rbias[0], wb[1] + rbias[1],
+                         wb[2] if flag else wb[2] + rbias[2]])
+    if flag:
         Rp = pack_panels(rg)
-    if op == "LSTM":
-        Pp = pad_rows(np.split(np.zeros(3 * H, np.float32) if P is None
-                               else np.asarray(P, np.float32), 3), H)
+        rb[:hidden] = rbias[2]
     else:
-        Pp = np.zeros(1, np.float32)
-    ip, fp = _params(H, acts, flag, clip)
-    Wt = tile_columns(wg)
-    return Wt, bias, PackedDirection(R=Rp, rb=rb, P=Pp, ip=ip, fp=fp)
+        Rp = np.concatenate([pack_panels(rg[:2]), pack_panels(rg[2:])])
+    return tile_columns(wg), bias, Rp, rb, _no_peepholes()
 
 
-def pack_layer(op, W, R, B, P, hidden, acts, clip, flag):
-    """Pack every direction of an LSTM, GRU or RNN layer.
+def pack_rnn(W, R, B, P, hidden, flag):
+    """One RNN direction: (Wt [I, Hp], bias [Hp] = Wb + Rb, R in panels, rb, P unused)."""
+    wg, rg, wb, rbias = _split_gates(W, R, B, 1, hidden)
+    return (tile_columns(wg), pack_vectors([wb[0] + rbias[0]]), pack_panels(rg),
+            np.zeros(padded(hidden), np.float32), _no_peepholes())
+
+
+def pack_layer(desc, W, R, B, P, hidden, acts, clip, flag):
+    """Pack every direction of a recurrent layer.
 
     Parameters
     ----------
-    op : "LSTM" | "GRU" | "RNN"
+    desc : ``fastlstm.ops.recurrent_ops.RecurrentOpDesc`` of the op
     W, R : float arrays ``[D, G*H, I]`` and ``[D, G*H, H]`` in ONNX gate order
     B : ``[D, 2*G*H]`` (Wb then Rb) or None
     P : LSTM ``[D, 3*H]`` or None
     acts : per direction, a list of (code, alpha, beta), one per activation of the op
     clip : float or None
-    flag : LSTM input_forget or GRU linear_before_reset (0 for RNN)
+    flag : the value of the op's flag (``RecurrentSpec.op_flag``)
     """
-    parts = [_pack_direction(op, W[d], R[d], None if B is None else B[d],
-                             None if P is None else P[d], hidden, acts[d], clip, flag)
-             for d in range(W.shape[0])]
-    Wt = np.concatenate([p[0] for p in parts], axis=1)
-    return PackedLayer(W=to_panels(Wt), bias=np.concatenate([p[1] for p in parts]),
-                       dirs=[p[2] for p in parts], hidden=hidden, input_size=W.shape[2])
-
-
-RECURRENT_OPS = ("LSTM", "GRU", "RNN")
-_WEIGHT_INPUTS = (1, 2, 3, 7)      # W, R, B, P
+    Wts, biases, dirs = [], [], []
+    for d in range(W.shape[0]):
+        Wt, bias, Rp, rb, Pp = desc.pack_direction(
+            W[d], R[d], None if B is None else B[d], None if P is None else P[d], hidden, flag)
+        ip, fp = _params(hidden, acts[d], flag, clip)
+        Wts.append(Wt)
+        biases.append(bias)
+        dirs.append(PackedDirection(R=Rp, rb=rb, P=Pp, ip=ip, fp=fp))
+    return PackedLayer(W=to_panels(np.concatenate(Wts, axis=1)), bias=np.concatenate(biases),
+                       dirs=dirs, hidden=hidden, input_size=W.shape[2])
 
 
 def pack_graph(graph):
     """Pack, once, every recurrent node whose weights are constants.
 
-    The node gets ``attrs["packed"]`` (a PackedLayer) and its weight inputs are
-    cut loose; initializers nothing else reads are dropped, so a session keeps
-    only the packed copy.  Nodes whose weights are graph inputs are left to
-    pack on every run.  Returns a new ir.Graph.
+    The node's ``layer`` gets ``packed`` (a PackedLayer) and its weight inputs
+    are cut loose; initializers nothing else reads are dropped, so a session
+    keeps only the packed copy.  Nodes whose weights are graph inputs are left
+    to pack on every run.  Returns a new ir.Graph.
     """
     from dataclasses import replace
 
@@ -219,21 +232,23 @@ def pack_graph(graph):
     consts = graph.initializers
     nodes = []
     for n in graph.nodes:
-        if n.op_type in RECURRENT_OPS and "packed" not in n.attrs:
-            names = [n.input(i) for i in _WEIGHT_INPUTS]
+        if n.layer is not None and n.layer.packed is None:
+            spec, desc = n.layer.spec, n.layer.desc
+            names = [n.input(i) for i in desc.weight_inputs]
             if all(not name or name in consts for name in names) and names[0] and names[1]:
-                spec = n.attrs["spec"]
-                W, R, B, P = (consts[name] if name else None for name in names)
+                W, R, B = (consts[name] if name else None for name in names[:3])
+                P = consts[names[3]] if len(names) > 3 and names[3] else None
                 H = spec.hidden_size or int(R.shape[-1])
                 if W.ndim != 3 or R.ndim != 3:
                     raise InvalidModel(f"{n.describe()}: W and R must have rank 3")
-                layer = pack_layer(spec.op, W, R, B, P, H, spec.acts, spec.clip, spec.flag)
-                inputs = list(n.inputs) + [""] * (8 - len(n.inputs))
-                for i in _WEIGHT_INPUTS:
-                    inputs[i] = ""
+                packed = pack_layer(desc, W, R, B, P, H, spec.acts, spec.clip, spec.op_flag)
+                inputs = list(n.inputs)
+                for i in desc.weight_inputs:
+                    if i < len(inputs):
+                        inputs[i] = ""
                 while inputs and not inputs[-1]:
                     inputs.pop()
-                n = replace(n, inputs=tuple(inputs), attrs=dict(n.attrs, packed=layer))
+                n = replace(n, inputs=tuple(inputs), layer=replace(n.layer, packed=packed))
         nodes.append(n)
     used = {i for n in nodes for i in n.inputs if i} | {o.name for o in graph.outputs}
     return replace(graph, nodes=nodes,

@@ -42,46 +42,44 @@ class Stream:
     """
 
     def __init__(self, session, batch_size=1):
-        plan = session._plan
-        self._plan = plan
-        self._runners = plan.recurrent_nodes()
-        if not self._runners:
+        self._session = session
+        self._layers = session.recurrent_layers()
+        if not self._layers:
             raise FastLSTMError("the model has no LSTM, GRU or RNN node: nothing to stream")
-        for r in self._runners:
-            if r.spec.direction != "forward":
-                raise UnsupportedOp(f"{r.node.describe()} runs {r.spec.direction}; a stream "
+        for n in self._layers:
+            direction = n.layer.spec.direction
+            if direction != "forward":
+                raise UnsupportedOp(f"{n.describe()} runs {direction}; a stream "
                                     f"needs every recurrent layer to run forward: a "
-                                    f"{r.spec.direction} layer's output at the first step "
+                                    f"{direction} layer's output at the first step "
                                     f"depends on the last step, so it cannot be computed "
                                     f"chunk by chunk (run() the whole sequence, or use "
                                     f"run_sequences)",
-                                    r.node.op_type, r.node.domain, r.node.since_version,
-                                    r.node.name)
-            if r.packed is None and not r.spec.hidden_size:
-                raise UnsupportedOp(f"{r.node.describe()}: hidden_size is not known before "
+                                    n.op_type, n.domain, n.since_version, n.name)
+            if not n.layer.hidden_size:
+                raise UnsupportedOp(f"{n.describe()}: hidden_size is not known before "
                                     f"the first run (weights are graph inputs and the node "
                                     f"has no hidden_size attribute)")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInput(f"batch_size must be an int >= 1, got {batch_size!r}")
         from . import limits
         with limits.limit(session._max_tensor_bytes):
-            for r in self._runners:
-                H = r.packed.hidden if r.packed is not None else r.spec.hidden_size
-                limits.check_shape((r.spec.num_directions, batch_size, H), np.float32, r.node,
+            for n in self._layers:
+                limits.check_shape((n.layer.spec.num_directions, batch_size,
+                                    n.layer.hidden_size), np.float32, n,
                                    f"the stream state of batch_size {batch_size}")
         self.batch_size = batch_size
-        self._optional = plan.state_inputs()
+        self._optional = session.state_inputs()
         self.reset()
 
-    def _zero_state(self, runner):
-        H = runner.packed.hidden if runner.packed is not None else runner.spec.hidden_size
-        shape = (runner.spec.num_directions, self.batch_size, H)
+    def _zero_state(self, node):
+        shape = (node.layer.spec.num_directions, self.batch_size, node.layer.hidden_size)
         return (np.zeros(shape, np.float32),
-                np.zeros(shape, np.float32) if runner.spec.op == "LSTM" else None)
+                np.zeros(shape, np.float32) if node.layer.desc.has_cell else None)
 
     def reset(self):
         """Start over: every state back to zeros."""
-        self._ctx = RunContext(state={r.node.name: self._zero_state(r) for r in self._runners})
+        self._ctx = RunContext(state={n.name: self._zero_state(n) for n in self._layers})
 
     @property
     def state(self):
@@ -138,17 +136,17 @@ class Stream:
             if name in self._optional:
                 raise InvalidInput(f"'{name}' is carried by the stream; set it with "
                                    f"stream.set_state() instead of feeding it")
-        return self._plan.run(output_names, input_feed, ctx=self._ctx,
-                              optional=self._optional, run_all=True)
+        return self._session._run_with(output_names, input_feed, self._ctx,
+                                       optional=self._optional, run_all=True)
 
     __call__ = run
 
 
-def _axes(runner, output_index):
+def _axes(node, output_index):
     """(time axis or None, batch axis) of a recurrent node output."""
-    layout = runner.spec.layout
+    layout = node.layer.spec.layout
     if output_index == 0:               # Y: [T, D, B, H], [B, T, D, H] or fused [T, B, D, H]
-        if runner.node.attrs.get("y_tbdh"):
+        if node.layer.y_tbdh:
             return (0, 1)
         return (0, 2) if layout == 0 else (1, 0)
     return (None, 1) if layout == 0 else (None, 0)   # Y_h, Y_c: [D, B, H] / [B, D, H]
@@ -160,33 +158,31 @@ class SequenceBatcher:
     whose outputs are outputs of recurrent nodes."""
 
     def __init__(self, session):
-        plan = session._plan
-        self._plan = plan
-        graph = plan.graph
+        self._session = session
         alias = {}
-        for n in graph.nodes:
+        for n, _ in session.plan_runners():
             if n.op_type == "Identity":
                 alias[n.outputs[0]] = alias.get(n.inputs[0], n.inputs[0])
-        runners = plan.recurrent_nodes()
-        state_inputs = plan.state_inputs()
+        layers = session.recurrent_layers()
+        state_inputs = session.state_inputs()
         self._state_inputs = state_inputs
-        data_inputs = [vi for vi in graph.inputs if vi.name not in state_inputs]
-        if len(runners) == 0 or len(data_inputs) != 1:
+        data_inputs = [vi for vi in session.get_inputs() if vi.name not in state_inputs]
+        if len(layers) == 0 or len(data_inputs) != 1:
             raise UnsupportedOp("run_sequences needs a model with one sequence input feeding "
                                 "recurrent nodes (and optionally their initial states)")
         self.input = data_inputs[0]
-        first = runners[0]
-        if alias.get(first.node.input(0), first.node.input(0)) != self.input.name:
+        first = layers[0]
+        if alias.get(first.input(0), first.input(0)) != self.input.name:
             raise UnsupportedOp(f"run_sequences: input '{self.input.name}' must feed "
-                                f"{first.node.describe()} directly")
-        self.batch_first = first.spec.layout == 1
+                                f"{first.describe()} directly")
+        self.batch_first = first.layer.spec.layout == 1
         producers = {}
-        for r in runners:
-            for k, o in enumerate(r.node.outputs):
+        for n in layers:
+            for k, o in enumerate(n.outputs):
                 if o:
-                    producers[o] = (r, k)
+                    producers[o] = (n, k)
         self.outputs = {}
-        for vi in graph.outputs:
+        for vi in session.get_outputs():
             src = alias.get(vi.name, vi.name)
             if src not in producers:
                 raise UnsupportedOp(f"run_sequences: output '{vi.name}' does not come from a "
@@ -223,8 +219,8 @@ class SequenceBatcher:
                 raise InvalidInput(f"'{n}' is not an output of this model; its outputs are "
                                    f"{list(self.outputs)}")
         x, lens = frontend.pack_sequences(seqs, seqs[0].shape[1], self.batch_first)
-        got = self._plan.run(names, {self.input.name: x},
-                             ctx=RunContext(lens=lens), optional=self._state_inputs)
+        got = self._session._run_with(names, {self.input.name: x}, RunContext(lens=lens),
+                                      optional=self._state_inputs)
         results = []
         for b, L in enumerate(lens.tolist()):
             out = {}

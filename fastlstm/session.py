@@ -214,3 +214,58 @@ class InferenceSession:
             contradict each other or the model, values out of range.
         """
         return self._plan.run(output_names, input_feed)
+
+    # Read-only views for fastlstm's own tools (serving, the command line,
+    # benchmarks): what they may know of a session beyond onnxruntime's API.
+
+    def recurrent_layers(self):
+        """The model's LSTM, GRU and RNN nodes after planning, in execution order.
+
+        Each is an ``ir.Node`` copy whose ``layer`` (``ir.RecurrentLayer``:
+        validated spec, packed weights or None, Y layout) is the session's own,
+        frozen; changing a copy changes nothing in the session.
+        """
+        return tuple(node for node, _ in self.plan_runners() if node.layer is not None)
+
+    def plan_runners(self):
+        """(node, runner) for every node of the plan, in execution order.
+
+        ``node`` is an ``ir.Node`` copy; ``runner(values)`` computes the node's
+        outputs (a list, by output position) from ``values``, a dict holding at
+        least its inputs (see ``trace``): benchmarks time single nodes this way.
+        """
+        from dataclasses import replace
+        return tuple((replace(r.node, attrs=dict(r.node.attrs)), r) for r in self._plan.runners)
+
+    def state_inputs(self):
+        """Names of the inputs that only feed recurrent nodes' initial_h/initial_c
+        (a stream carries those instead)."""
+        return self._plan.state_inputs()
+
+    def trace(self, input_feed):
+        """Every value of one run, name -> array: the fed inputs, the constants and
+        each node's outputs (every node runs).  For tools that time or inspect
+        single nodes (``plan_runners``)."""
+        values = dict(self._plan.constants)
+        values.update(self._plan.check_inputs(input_feed))
+        for r in self._plan.runners:
+            for name, v in zip(r.node.outputs, r(values)):
+                if name:
+                    values[name] = v
+        return values
+
+    def graph_info(self):
+        """What ``fastlstm info`` reports of the planned graph: op counts, bytes
+        of constants (other than packed weights), the model's metadata and opsets."""
+        from collections import Counter
+        g = self._graph
+        return {"ops": dict(Counter(n.op_type for n in g.nodes)),
+                "constant_bytes": int(sum(a.nbytes for a in g.initializers.values())),
+                "metadata": dict(g.metadata), "opsets": dict(g.opsets)}
+
+    def _run_with(self, output_names, input_feed, ctx, optional=frozenset(), run_all=False):
+        """``run`` with a ``plan.RunContext`` (a stream's state, a packed batch's
+        lengths): how ``fastlstm.serving`` runs a session.  ``optional`` inputs
+        may be left out; ``run_all`` runs every node, needed or not."""
+        return self._plan.run(output_names, input_feed, ctx=ctx, optional=optional,
+                              run_all=run_all)

@@ -17,8 +17,6 @@ import numpy as np
 
 from .ops.table import OPS
 
-RECURRENT = ("LSTM", "GRU", "RNN")
-_STATE_INPUTS = (5, 6)
 
 
 def fold_constants(graph):
@@ -62,9 +60,9 @@ def drop_zero_states(graph):
     outputs = {o.name for o in graph.outputs}
     nodes = []
     for n in graph.nodes:
-        if n.op_type in RECURRENT:
+        if n.layer is not None:
             inputs = list(n.inputs)
-            for pos in _STATE_INPUTS:
+            for pos in n.layer.desc.state_inputs:
                 name = inputs[pos] if pos < len(inputs) else ""
                 if name and name in zero and name not in outputs:
                     inputs[pos] = ""
@@ -101,7 +99,7 @@ def fuse_y_transpose(graph):
     drop = set()
     nodes = []
     for n in graph.nodes:
-        if n.op_type in RECURRENT and n.attrs["spec"].layout == 0 and n.outputs and n.outputs[0]:
+        if n.layer is not None and n.layer.spec.layout == 0 and n.outputs and n.outputs[0]:
             y = n.outputs[0]
             users = consumers.get(y, [])
             if len(users) == 1 and y not in outputs:
@@ -109,7 +107,7 @@ def fuse_y_transpose(graph):
                 perm = t.attrs.get("perm")
                 if t.op_type == "Transpose" and perm is not None and list(perm) == [0, 2, 1, 3]:
                     outs = (t.outputs[0],) + tuple(n.outputs[1:])
-                    n = replace(n, outputs=outs, attrs=dict(n.attrs, y_tbdh=True))
+                    n = replace(n, outputs=outs, layer=replace(n.layer, y_tbdh=True))
                     drop.add(id(t))
         if id(n) not in drop:
             nodes.append(n)

@@ -124,6 +124,6 @@ def test_consistent_but_wrong_sizes_are_refused():
     from fastlstm.pack import pack_graph
     model, _ = _case("LSTM")
     g = pack_graph(load_graph(model.SerializeToString()))
-    g.nodes[0].attrs["packed"].hidden = 99
+    g.nodes[0].layer.packed.hidden = 99
     with pytest.raises(InvalidModel, match="packed weights"):
         fastlstm.InferenceSession(fileformat.dumps(g))

@@ -1,11 +1,11 @@
-"""The compiled entry points, by op, as C function addresses for the front end.
+"""The input-projection GEMM as a C function address for the front end.
 
-Importing this module compiles the kernels, or loads them from Numba's on-disk
-cache (in ``config.kernel_cache_dir()``, keyed on source, signature and CPU).
+The step kernels' addresses come with each op's descriptor
+(``fastlstm.ops.recurrent_ops``).  Importing this module compiles the GEMM, or
+loads it from Numba's on-disk cache.
 """
 from numba import cfunc
 
-from . import gru, lstm, rnn
 from .common import GEMM_SIG
 from .gemm import gemm_bias
 from .. import config
@@ -19,9 +19,3 @@ def _gemm(M, K, N, c0, c1, x, wt, bias, out):
 
 GEMM_ADDRESS = _gemm.address
 
-#: op_type -> (step function address, gates per W panel, ws_floats(batch, hp))
-STEPS = {
-    "LSTM": (lstm.lstm_step.address, lstm.GATES, lstm.ws_floats),
-    "GRU": (gru.gru_step.address, gru.GATES, gru.ws_floats),
-    "RNN": (rnn.rnn_step.address, rnn.GATES, rnn.ws_floats),
-}

@@ -6,24 +6,20 @@ alpha, Tanh none), and falling back to its default when the list runs out.
 This is how onnxruntime reads them; the ONNX text ("consumed in the order of
 activation functions") allows it.
 """
+from dataclasses import replace
+
 import numpy as np
 
 from ..errors import InvalidModel, UnsupportedOp
-from ..ir import RecurrentSpec
+from ..ir import DIRECTIONS, RecurrentLayer, RecurrentSpec
 from ..kernels.activations import ACTIVATIONS
+from ..ops.recurrent_ops import RECURRENT_OPS
 from .registry import register
 
 _USES_ALPHA = {"Affine", "LeakyRelu", "ThresholdedRelu", "ScaledTanh", "HardSigmoid", "Elu"}
 _USES_BETA = {"Affine", "ScaledTanh", "HardSigmoid"}
 _CANONICAL = {name.lower(): name for name in ACTIVATIONS}
 
-#: op -> (gates, activations per direction, default activations, max inputs,
-#:        max outputs, op-specific attribute (flag) or None)
-OPS = {
-    "LSTM": (4, 3, ["Sigmoid", "Tanh", "Tanh"], 8, 3, "input_forget"),
-    "GRU": (3, 2, ["Sigmoid", "Tanh"], 6, 2, "linear_before_reset"),
-    "RNN": (1, 1, ["Tanh"], 6, 2, None),
-}
 _COMMON_ATTRS = {"activation_alpha", "activation_beta", "activations", "clip", "direction",
                  "hidden_size"}
 
@@ -55,7 +51,9 @@ def resolve_activations(node, names, alphas, betas):
 
 def _build(node, ctx):
     op = node.op_type
-    gates, n_act, default_acts, max_in, max_out, flag_name = OPS[op]
+    desc = RECURRENT_OPS[op]
+    n_act, flag_name = desc.n_activations, desc.flag_name
+    max_in, max_out = len(desc.inputs), len(desc.outputs)
     allowed = set(_COMMON_ATTRS)
     if flag_name:
         allowed.add(flag_name)
@@ -73,9 +71,9 @@ def _build(node, ctx):
     direction = a.get("direction", "forward")
     if isinstance(direction, bytes):
         direction = direction.decode()
-    if direction not in ("forward", "reverse", "bidirectional"):
+    if direction not in DIRECTIONS:
         _fail(node, f"direction '{direction}' must be forward, reverse or bidirectional")
-    D = 2 if direction == "bidirectional" else 1
+    D = len(DIRECTIONS[direction])
     layout = int(a.get("layout", 0))
     if layout not in (0, 1):
         _fail(node, f"layout {layout} must be 0 or 1")
@@ -99,17 +97,18 @@ def _build(node, ctx):
         _fail(node, f"activations lists {len(names)} functions; a {direction} {op} needs "
                     f"{n_act * D} ({n_act} per direction)")
     if not names:
-        names = default_acts * D
+        names = list(desc.default_activations) * D
     triples = resolve_activations(node, names, list(a.get("activation_alpha", [])),
                                   list(a.get("activation_beta", [])))
-    acts = [triples[d * n_act:(d + 1) * n_act] for d in range(D)]
+    acts = tuple(tuple(triples[d * n_act:(d + 1) * n_act]) for d in range(D))
 
     # Weights that are constants can be checked now; the rest is checked per run.
     W = ctx.constant(node.input(1))
     R = ctx.constant(node.input(2))
     if R is not None and hidden is None:
         hidden = int(R.shape[-1]) if R.ndim == 3 else None
-    for idx, label in ((1, "W"), (2, "R"), (3, "B"), (7, "P")):
+    for idx in desc.weight_inputs:
+        label = desc.inputs[idx]
         arr = ctx.constant(node.input(idx))
         if arr is None:
             continue
@@ -118,8 +117,7 @@ def _build(node, ctx):
                                 f"{arr.dtype}; fastlstm computes in float32 only",
                                 op, node.domain, node.since_version, node.name)
         if hidden is not None:
-            expect = {"W": (D, gates * hidden, None), "R": (D, gates * hidden, hidden),
-                      "B": (D, 2 * gates * hidden), "P": (D, 3 * hidden)}[label]
+            expect = desc.weight_shapes(D, hidden)[label]
             if arr.ndim != len(expect) or any(e is not None and e != s
                                               for e, s in zip(expect, arr.shape)):
                 shown = tuple("I" if e is None else e for e in expect)
@@ -129,11 +127,11 @@ def _build(node, ctx):
     if W is not None and R is not None and W.shape[1] != R.shape[1]:
         _fail(node, f"W and R disagree on gates*hidden_size: {W.shape} vs {R.shape}")
     ctx.require_float(node, node.input(0), "X")
-    node.attrs = {"spec": RecurrentSpec(op=op, direction=direction, hidden_size=hidden,
-                                        layout=layout, clip=clip, flag=flag, acts=acts,
-                                        activation_names=list(names))}
-    return node
+    flags = {flag_name: flag} if flag_name else {}
+    spec = RecurrentSpec(op=op, direction=direction, hidden_size=hidden, layout=layout,
+                         clip=clip, acts=acts, activation_names=tuple(names), **flags)
+    return replace(node, attrs={}, layer=RecurrentLayer(spec))
 
 
-for _op in OPS:
+for _op in RECURRENT_OPS:
     register(_op, [7, 14, 22])(_build)

@@ -4,14 +4,10 @@ import numpy as np
 from .. import config, pack
 from .._extension import frontend
 from ..errors import InvalidInput
-from ..ir import RECURRENT_GATES
-from ..kernels import registry
 from ..kernels.registry import GEMM_ADDRESS
+from .recurrent_ops import INITIAL_C, INITIAL_H, SEQUENCE_LENS, X, Y, Y_C, Y_H
 
 _F32 = np.dtype(np.float32)
-
-# ONNX input positions
-X, W, R, B, SEQ, H0, C0, P = range(8)
 
 
 class RecurrentRunner:
@@ -20,69 +16,78 @@ class RecurrentRunner:
     def __init__(self, node, constants, needed, env):
         self.node = node
         self.env = env
-        self.spec = spec = node.attrs["spec"]
-        self.step, self.gates_w, self.ws_floats = registry.STEPS[spec.op]
+        self.layer = node.layer
+        self.spec = spec = node.layer.spec
+        self.desc = desc = node.layer.desc
         # Constant weights were packed at load (fastlstm.pack.pack_graph);
         # weights fed as graph inputs are packed on every run.
-        self.packed = node.attrs.get("packed")
+        self.packed = node.layer.packed
         # what every call needs, looked up once
         self.x_name = node.input(X)
-        self.seq_name = node.input(SEQ)
+        self.seq_name = node.input(SEQUENCE_LENS)
         self.D = spec.num_directions
-        self.reverse = spec.reverse
-        self.is_lstm = spec.op == "LSTM"
-        self.two_phase = spec.op == "GRU" and not spec.flag
-        self.y_tbdh = bool(node.attrs.get("y_tbdh"))
+        self.reverse = list(spec.reverse)
+        self.two_phase = desc.two_phase(spec.op_flag)
+        self.y_tbdh = node.layer.y_tbdh
         self.n_out = len(node.outputs)
         self.layout = spec.layout
         self.name = node.name
         want = [bool(o) and o in needed for o in node.outputs] + [False] * 3
-        self._want = (want[0], want[1], self.is_lstm and want[2])
-        self._state_names = [node.input(H0), node.input(C0) if self.is_lstm else ""]
+        self._want = (want[Y], want[Y_H], desc.has_cell and want[Y_C])
+        self._state_names = [node.input(INITIAL_H),
+                             node.input(INITIAL_C) if desc.has_cell else ""]
         self._parity = 0
-        self._layer = None if self.packed is None else self._bind(self.packed)
+        self._frontend = None if self.packed is None else self._bind(self.packed)
 
     def _bind(self, packed):
         """The front end's handle on a packed layer (kernels, pointers, team)."""
-        return frontend.Layer(self.step, GEMM_ADDRESS, self.gates_w,
-                              self.ws_floats(1, pack.padded(packed.hidden)), packed,
+        desc = self.desc
+        return frontend.Layer(desc.step_address, GEMM_ADDRESS, desc.gates,
+                              desc.ws_floats(1, pack.padded(packed.hidden)), packed,
                               self.reverse, self.env.team, self.two_phase, self.y_tbdh)
+
+    def frontend_layer(self):
+        """The front end's ``Layer`` for this node's packed weights (None while
+        they are graph inputs): for benchmarks that time the kernels alone."""
+        return self._frontend
 
     def _err(self, msg):
         return InvalidInput(f"{self.node.describe()}: {msg}")
 
-    def _pack(self, Wt, Rt, Bt, Pt):
-        spec = self.spec
-        D = spec.num_directions
-        G = RECURRENT_GATES[spec.op]
+    def _pack(self, weights):
+        """Check and pack weights fed as graph inputs (``weights``: label -> array
+        or None, for the op's weight inputs)."""
+        spec, desc = self.spec, self.desc
+        Wt, Rt = weights["W"], weights["R"]
         if Wt is None or Rt is None:
             raise self._err("inputs W and R are required")
-        for label, a in (("W", Wt), ("R", Rt), ("B", Bt), ("P", Pt)):
+        for label, a in weights.items():
             if a is not None and a.dtype != np.float32:
                 raise self._err(f"input {label} has dtype {a.dtype}, expected float32")
         if Rt.ndim != 3:
             raise self._err(f"input R has rank {Rt.ndim}, expected 3")
         H = spec.hidden_size or Rt.shape[-1]
-        checks = [("W", Wt, (D, G * H, None)), ("R", Rt, (D, G * H, H)),
-                  ("B", Bt, (D, 2 * G * H)), ("P", Pt, (D, 3 * H))]
-        for label, a, shape in checks:
+        for label, shape in desc.weight_shapes(spec.num_directions, H).items():
+            a = weights[label]
             if a is None:
                 continue
             if a.ndim != len(shape) or any(s is not None and s != d
                                            for s, d in zip(shape, a.shape)):
                 shown = tuple("input_size" if s is None else s for s in shape)
                 raise self._err(f"input {label} has shape {tuple(a.shape)}, expected {shown}")
-        return pack.pack_layer(spec.op, Wt, Rt, Bt, Pt, H, spec.acts, spec.clip, spec.flag)
+        return pack.pack_layer(desc, Wt, Rt, weights["B"], weights.get("P"), H, spec.acts,
+                               spec.clip, spec.op_flag)
 
     def __call__(self, values, ctx=None):
         """Run the node.  ``ctx`` (a ``fastlstm.plan.RunContext`` or None) may carry
         the node's state for a stream (used instead of initial_h/initial_c, and
         replaced by the final state) or sequence lengths for a packed batch."""
         node = self.node
-        packed, layer = self.packed, self._layer
+        packed, layer = self.packed, self._frontend
         if layer is None:
-            packed = self._pack(*[values[n] if n else None
-                                  for n in (node.input(i) for i in (W, R, B, P))])
+            inputs = self.desc.inputs
+            packed = self._pack({inputs[i]: values[node.input(i)] if node.input(i) else None
+                                 for i in self.desc.weight_inputs})
             layer = self._bind(packed)
         H, I = packed.hidden, packed.input_size
         x = values[self.x_name]
