@@ -25,6 +25,11 @@ from . import fuse
 _VIEW_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 _UFUNCS = {"Add": "np.add", "Sub": "np.subtract", "Mul": "np.multiply"}
 
+#: Float unary ops as one numpy call (when not part of a fused chain)
+_UNARY = {"Relu": "np.maximum({}, np.float32(0))", "Tanh": "np.tanh({})",
+          "Sqrt": "np.sqrt({})", "Exp": "np.exp({})", "Log": "np.log({})",
+          "Abs": "np.abs({})", "Neg": "np.negative({})"}
+
 #: Elementwise ops one numpy call computes: alone, they are not worth a
 #: compiled loop of their own (the others, Sigmoid say, take several calls).
 _CHEAP_ALONE = {"Add", "Sub", "Mul", "Div", "Relu", "Tanh", "Sqrt", "Exp", "Log", "Abs",
@@ -231,6 +236,12 @@ def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
               and rec.get(n.inputs[1]) is not None
               and rec[n.inputs[1]].dtype == np.float32):
             lines.append(f"    {outs[0]} = {_UFUNCS[n.op_type]}({ins[0]}, {ins[1]})")
+        elif (n.op_type in _UNARY and rec.get(n.inputs[0]) is not None
+              and rec[n.inputs[0]].dtype == np.float32):
+            lines.append(f"    {outs[0]} = {_UNARY[n.op_type].format(ins[0])}")
+        elif (hasattr(r, "run1") and len(n.outputs) == 1
+              and all(not i or i in consts for i in n.inputs[1:])):
+            lines.append(f"    {outs[0]} = {N.g(r.run1, 'r')}({ins[0]})")
         elif type(r) is GlueRunner:
             fn = N.g(form_of(n).fn, "f")
             node = N.g(n, "n")
