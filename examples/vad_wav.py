@@ -147,6 +147,8 @@ def main(argv=None):
     except (ValueError, wave.Error, EOFError) as e:
         ap.exit(2, f"error: {e}\n")
     vad = SileroVAD(open_session(args.model, args.engine), rate)
+    vad(np.zeros(vad.chunk, np.float32))    # warm-up: the first call prepares the run
+    vad.reset()
     t0 = time.perf_counter()
     probs = speech_probabilities(vad, audio)
     elapsed = time.perf_counter() - t0
