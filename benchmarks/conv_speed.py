@@ -5,8 +5,9 @@ run by onnxruntime (1 intra-op thread) and by fastlstm three ways:
 ``runner`` is the node's ConvRunner called directly (what the specialised
 executor pays per Conv), ``runner+relu`` the same with the Relu fused in,
 ``session`` a whole ``InferenceSession.run``.  Rounds of each are interleaved
-(so a busy machine slows all of them alike) and the medians are reported in
-microseconds per call, with onnxruntime's time over the runner's.
+(so a busy machine slows all of them alike); the medians of the rounds are
+reported in microseconds per call, with onnxruntime's time over the runner's,
+and the ratio of the fastest rounds (less disturbed by other processes).
 
     python benchmarks/conv_speed.py [--rounds 15] [--inner 400]
 """
@@ -80,7 +81,8 @@ def measure(xs, ws, attrs, rounds, inner):
     for _ in range(rounds):
         for k, f in fns.items():
             samples[k].append(_round(f, inner))
-    return {k: statistics.median(v) for k, v in samples.items()}, err
+    return ({k: statistics.median(v) for k, v in samples.items()},
+            {k: min(v) for k, v in samples.items()}, err)
 
 
 def main(argv=None):
@@ -88,13 +90,16 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--inner", type=int, default=400)
     args = ap.parse_args(argv)
-    head = (f"{'case':10s} {'X':>13s} {'W':>15s} {'MACs':>7s} {'ort us':>8s} {'runner':>8s} "
-            f"{'+relu':>8s} {'session':>8s} {'ort/runner':>10s} {'max err':>8s}")
+    head = (f"{'case':9s} {'X':>12s} {'W':>14s} {'MACs':>6s} {'ort':>7s} {'runner':>7s} "
+            f"{'+relu':>7s} {'session':>7s} {'ratio':>6s} {'ort min':>7s} {'run min':>7s} "
+            f"{'ratio':>6s} {'max err':>7s}")
+    print("us per call, medians (min: fastest round); ratio = onnxruntime / runner")
     print(head)
     print("-" * len(head))
-    chain = {"onnxruntime": 0.0, "runner": 0.0, "runner+relu": 0.0}
+    chain = {k: 0.0 for k in ("onnxruntime", "runner", "runner+relu", "session")}
+    cmin = {"onnxruntime": 0.0, "runner": 0.0}
     for k, (name, xs, ws, attrs) in enumerate(CASES):
-        m, err = measure(xs, ws, attrs, args.rounds, args.inner)
+        m, lo, err = measure(xs, ws, attrs, args.rounds, args.inner)
         s = attrs.get("strides", [1])[0]
         p = sum(attrs.get("pads", [0, 0]))
         lout = (xs[2] + p - ws[2]) // s + 1
@@ -102,12 +107,17 @@ def main(argv=None):
         if k < 6:       # the six convs of one 16 kHz chunk
             for key in chain:
                 chain[key] += m[key]
-        print(f"{name:10s} {str(list(xs)):>13s} {str(list(ws)):>15s} {macs:7d} "
-              f"{m['onnxruntime']:8.2f} {m['runner']:8.2f} {m['runner+relu']:8.2f} "
-              f"{m['session']:8.2f} {m['onnxruntime'] / m['runner']:9.1f}x {err:8.1e}")
-    print(f"{'16k convs':10s} {'(sum of the six above)':>37s} {chain['onnxruntime']:8.2f} "
-          f"{chain['runner']:8.2f} {chain['runner+relu']:8.2f} {'':>8s} "
-          f"{chain['onnxruntime'] / chain['runner']:9.1f}x")
+            for key in cmin:
+                cmin[key] += lo[key]
+        print(f"{name:9s} {str(list(xs)):>12s} {str(list(ws)):>14s} {macs:6d} "
+              f"{m['onnxruntime']:7.2f} {m['runner']:7.2f} {m['runner+relu']:7.2f} "
+              f"{m['session']:7.2f} {m['onnxruntime'] / m['runner']:5.1f}x "
+              f"{lo['onnxruntime']:7.2f} {lo['runner']:7.2f} "
+              f"{lo['onnxruntime'] / lo['runner']:5.1f}x {err:7.1e}")
+    print(f"{'16k sum':9s} {'(the six convs of a chunk)':>34s} {chain['onnxruntime']:7.2f} "
+          f"{chain['runner']:7.2f} {chain['runner+relu']:7.2f} {chain['session']:7.2f} "
+          f"{chain['onnxruntime'] / chain['runner']:5.1f}x {cmin['onnxruntime']:7.2f} "
+          f"{cmin['runner']:7.2f} {cmin['onnxruntime'] / cmin['runner']:5.1f}x")
     return 0
 
 

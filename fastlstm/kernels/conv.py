@@ -423,8 +423,16 @@ def conv_direct(x, w, geo, y):
                                     a0 = cbase + (zd * Hp + zh) * Wp + kw * DW - \
                                         (0 if PADCOPY != 0 else PW)
                                     o0 = ybase + (od * OH + oh) * OW
-                                    for ow in range(OW):
-                                        y[o0 + ow] += wv * src[a0 + ow * SW]
+                                    # views: LLVM vectorizes a loop over a view's
+                                    # range index, not one over base + index
+                                    yv = y[o0:o0 + OW]
+                                    if SW == 1:
+                                        sv = src[a0:a0 + OW]
+                                        for ow in range(OW):
+                                            yv[ow] += wv * sv[ow]
+                                    else:
+                                        for ow in range(OW):
+                                            yv[ow] += wv * src[a0 + ow * SW]
             if RELU != 0:
                 for i in range(ospace):
                     if y[ybase + i] < 0:
@@ -470,8 +478,10 @@ def conv_transpose(x, w, geo, y):
                                             continue
                                         a0 = ((oz * OH + oy) * OW + ox) * CGO
                                         w0 = (wci + (kd * KH + kh) * KW + kw) * CGO
+                                        av = acc[a0:a0 + CGO]       # views: vectorized
+                                        wv = w[w0:w0 + CGO]
                                         for co in range(CGO):
-                                            acc[a0 + co] += xv * w[w0 + co]
+                                            av[co] += xv * wv[co]
             for co in range(CGO):
                 c = g * CGO + co
                 b = w[BIAS + c] if BIAS >= 0 else np.float32(0)
