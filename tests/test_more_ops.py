@@ -226,6 +226,22 @@ def _resize_cases():
                                          ("z", np.array([1, 2, 1, 1], I64))], attrs, 13, {}))
                 cases.append(("Resize", [("x", X2), ("", None), ("s", np.array([1.5, 0.4], F))],
                               attrs, 13, {}))
+    # cubic: coefficient a, exclude_outside, every transform, 2-D and NCHW, opset 10 too
+    for k, ct in enumerate(TRANSFORMS + ["half_pixel_symmetric", "tf_crop_and_resize"]):
+        for j, extra in enumerate(({}, {"cubic_coeff_a": -0.5}, {"exclude_outside": 1},
+                                   {"cubic_coeff_a": -0.6, "exclude_outside": 1})):
+            attrs = dict(extra, mode="cubic", coordinate_transformation_mode=ct)
+            x, s = ((X4, SCALES[(k + j) % len(SCALES)]) if (k + j) % 2 else
+                    (X2, np.array([[2, 2], [0.6, 0.5], [1.7, 0.7], [3, 1.3]][j], F)))
+            roi = (np.array([0] * (x.ndim - 2) + [0.1, -0.2] + [1] * (x.ndim - 2) + [0.8, 1.3],
+                            F) if ct == "tf_crop_and_resize" else EMPTY)
+            # (cubic weights are partly negative: cancellation, so atol 1e-5)
+            cases.append(("Resize", [("x", x), ("roi", roi), ("s", s)], attrs,
+                          19 if ct == "half_pixel_symmetric" else 13, {"atol": 1e-5}))
+    cases.append(("Resize", [("x", X4), ("roi", EMPTY), ("s", EMPTY),
+                             ("z", np.array([1, 2, 9, 4], I64))], {"mode": "cubic"}, 11, {}))
+    for s in SCALES[:2]:
+        cases.append(("Resize", [("x", X4), ("s", s)], {"mode": "cubic"}, 10, {}))
     # 2-D and 3-D linear (bilinear, trilinear), NHWC
     for ct in TRANSFORMS:
         cases.append(("Resize", [("x", X3), ("", None), ("s", np.array([2, 0.5, 1.5], F))],
@@ -285,16 +301,18 @@ def test_resize(op, inputs, attrs, opset, kw):
     check(op, inputs, attrs, opset, consts=[n for n, _ in inputs[1:] if n], **kw)
 
 
+@pytest.mark.parametrize("mode", ["linear", "cubic"])
 @pytest.mark.parametrize("ct", ["half_pixel", "asymmetric", "pytorch_half_pixel"])
 @pytest.mark.parametrize("shape,scales", [((7,), [2.3]), ((7,), [0.6]),
                                           ((2, 3, 4, 5), [1.5, 2, 0.5, 1])])
-def test_resize_linear_where_onnxruntime_refuses(ct, shape, scales):
-    """onnxruntime's linear Resize takes 2-D to 5-D with the outer scales 1; we run
-    any rank (separable), checked against onnx.reference."""
+def test_resize_where_onnxruntime_refuses(mode, ct, shape, scales):
+    """onnxruntime's linear and cubic Resize take 2-D to 5-D (cubic 2-D and 4-D) with
+    the outer scales 1; we run any rank (separable), checked against onnx.reference.
+    (Not align_corners: onnx.reference divides by the unrounded output length.)"""
     from onnx.reference import ReferenceEvaluator
     x = (R.standard_normal(shape) * 3).astype(F)
     inputs = [("x", x), ("", None), ("s", np.array(scales, F))]
-    m = _model("Resize", inputs, {"mode": "linear", "coordinate_transformation_mode": ct},
+    m = _model("Resize", inputs, {"mode": mode, "coordinate_transformation_mode": ct},
                13, consts=["s"])
     exp = ReferenceEvaluator(m).run(None, {"x": x})[0]
     got = fastlstm.InferenceSession(m.SerializeToString()).run(None, {"x": x})[0]
@@ -309,8 +327,8 @@ def test_resize_declaration():
 
 def test_resize_refusals_name_the_node():
     base = [("x", X4), ("", None), ("s", np.array([1, 1, 2, 2], F))]
-    for attrs, opset in (({"mode": "cubic"}, 13), ({"mode": "linear", "antialias": 1}, 18),
-                         ({"mode": "cubic", "exclude_outside": 1}, 13),
+    for attrs, opset in (({"mode": "linear", "antialias": 1}, 18),
+                         ({"mode": "cubic", "antialias": 1}, 19),
                          ({"mode": "nearest", "exclude_outside": 1}, 13)):
         m = _model("Resize", base, attrs, opset, consts=["s"])
         with pytest.raises(UnsupportedOp, match="the_node") as e:
@@ -321,6 +339,11 @@ def test_resize_refusals_name_the_node():
         m = _model("Resize", base, attrs, 13, consts=["s"])
         with pytest.raises(InvalidModel, match="the_node"):
             fastlstm.InferenceSession(m.SerializeToString())
+    xi = np.arange(24, dtype=I32).reshape(1, 1, 4, 6)
+    m = _model("Resize", [("x", xi), ("", None), ("s", np.array([1, 1, 2, 2], F))],
+               {"mode": "cubic"}, 13, consts=["s"])
+    with pytest.raises(UnsupportedOp, match="the_node"):
+        fastlstm.InferenceSession(m.SerializeToString()).run(None, {"x": xi})
     m = _model("Resize", [("x", X4), ("", None)], {}, 13)
     with pytest.raises(InvalidModel, match="the_node"):
         fastlstm.InferenceSession(m.SerializeToString())

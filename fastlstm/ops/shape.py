@@ -430,9 +430,7 @@ _NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 def _check_resize(node, ctx):
     """Import-time validation (the table's ``build`` hook)."""
     mode = attr(node, "mode", "nearest")
-    if mode == "cubic":
-        _refuse(node, "mode 'cubic' is not supported (nearest and linear are)")
-    if mode not in ("nearest", "linear"):
+    if mode not in ("nearest", "linear", "cubic"):
         _bad_model(node, f"mode '{mode}' is not a Resize mode")
     if node.since_version >= 11:
         ct = attr(node, "coordinate_transformation_mode", "half_pixel")
@@ -449,8 +447,9 @@ def _check_resize(node, ctx):
     pol = attr(node, "keep_aspect_ratio_policy", "stretch")
     if pol not in ("stretch", "not_larger", "not_smaller"):
         _bad_model(node, f"keep_aspect_ratio_policy '{pol}' is not defined")
-    if int(attr(node, "exclude_outside", 0)):
-        _refuse(node, "exclude_outside=1 (defined for cubic mode, which is not supported)")
+    if int(attr(node, "exclude_outside", 0)) and mode != "cubic":
+        _refuse(node, "exclude_outside=1 outside cubic mode (it only changes antialiased "
+                      "filters, which are not supported)")
     return node
 
 
@@ -580,6 +579,8 @@ def _resample(node, x, mode, ct, nm, scale, out_shape, roi, extrap):
     rank = x.ndim
     if mode == "linear" and x.dtype.kind in "iub":
         return _linear_int(node, x, ct, scale, out_shape, roi, extrap)
+    if mode == "cubic" and x.dtype.kind != "f":
+        _refuse(node, f"cubic resize of a {x.dtype} tensor (floats only)")
     outside = None      # tf_crop_and_resize: output positions outside the input
     y = x
     for a in range(rank):
@@ -598,15 +599,46 @@ def _resample(node, x, mode, ct, nm, scale, out_shape, roi, extrap):
             idx = _nearest_index(nm, orig, scale[a] < 1)
             idx = np.clip(idx, 0, L - 1).astype(np.intp)
             y = np.take(y, idx, axis=a)
-        else:
+        elif mode == "linear":
             i1, i2, w1, w2 = _linear_weights(orig, L)
             shp = [1] * rank
             shp[a] = R
             y = (np.take(y, i1, axis=a) * w1.astype(y.dtype).reshape(shp)
                  + np.take(y, i2, axis=a) * w2.astype(y.dtype).reshape(shp))
+        else:
+            idx, w = _cubic_taps(orig, L, float(attr(node, "cubic_coeff_a", -0.75)),
+                                 bool(int(attr(node, "exclude_outside", 0))))
+            shp = [1] * rank
+            shp[a] = R
+            acc = None
+            for k in range(4):
+                term = np.take(y, idx[:, k], axis=a) * w[:, k].astype(y.dtype).reshape(shp)
+                acc = term if acc is None else acc + term
+            y = acc
     if outside is not None:
         y = np.where(outside, np.asarray(extrap, y.dtype), y)
     return [np.ascontiguousarray(y, dtype=x.dtype) if y is not x else x.copy()]
+
+
+def _cubic_taps(orig, L, A, exclude_outside):
+    """Cubic convolution taps of one axis: (R, 4) indices floor(x)-1 .. floor(x)+2
+    clamped into the input, and their weights (Keys' kernel with coefficient A;
+    with exclude_outside, taps outside the input get 0 and the rest are rescaled)."""
+    o = orig.astype(np.float64)
+    f = np.floor(o)
+    r = o - f
+    s = 1.0 - r
+    w = np.stack([((A * (r + 1) - 5 * A) * (r + 1) + 8 * A) * (r + 1) - 4 * A,
+                  ((A + 2) * r - (A + 3)) * r * r + 1,
+                  ((A + 2) * s - (A + 3)) * s * s + 1,
+                  ((A * (s + 1) - 5 * A) * (s + 1) + 8 * A) * (s + 1) - 4 * A], axis=1)
+    idx = f.astype(np.intp)[:, None] + np.arange(-1, 3)
+    if exclude_outside:
+        w = np.where((idx < 0) | (idx > L - 1), 0.0, w)
+        total = w.sum(axis=1, keepdims=True)
+        # (all four outside happens only where tf_crop_and_resize extrapolates anyway)
+        w = np.divide(w, total, out=np.zeros_like(w), where=total != 0)
+    return np.clip(idx, 0, L - 1), w.astype(_F)
 
 
 def _linear_weights(orig, L):
@@ -657,7 +689,7 @@ def _linear_int(node, x, ct, scale, out_shape, roi, extrap):
 
 @op("Resize", since=10, attrs=["mode"], inputs=(2, 2), shape_params=(1,))
 def resize_10(node, ins, n):
-    """Resize by scales (nearest or linear; asymmetric coordinates)."""
+    """Resize by scales (nearest, linear or cubic; asymmetric coordinates)."""
     return _resize(node, ins[0], None, ins[1], None, None)
 
 
@@ -665,7 +697,7 @@ def resize_10(node, ins, n):
                                "cubic_coeff_a", "exclude_outside", "extrapolation_value"],
     inputs=(1, 4), shape_params=(2, 3))
 def resize_11(node, ins, n):
-    """Resize by scales or sizes (nearest or linear; every coordinate transform)."""
+    """Resize by scales or sizes (nearest, linear, cubic; every coordinate transform)."""
     get = (lambda k: ins[k] if len(ins) > k else None)
     return _resize(node, ins[0], get(1), get(2), get(3), None)
 
