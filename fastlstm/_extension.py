@@ -23,7 +23,8 @@ except ImportError as e:  # pragma: no cover - only on a broken install
 from . import config as _config  # noqa: E402
 from .kernels import common as _common  # noqa: E402
 
-if frontend.tile_size() != _config.TILE or frontend.ip_len() != _common.IP_LEN:  # pragma: no cover
+if (frontend.tile_size(), frontend.panel_width(), frontend.ip_len()) != (
+        _config.TILE, _config.PANEL, _common.IP_LEN):  # pragma: no cover
     raise ExtensionNotBuilt("fastlstm._frontend was built for another kernel parameter layout "
-                            f"(TILE={frontend.tile_size()}, IP_LEN={frontend.ip_len()}); "
-                            "rebuild it with 'pip install -e .'")
+                            f"(TILE={frontend.tile_size()}, PANEL={frontend.panel_width()}, "
+                            f"IP_LEN={frontend.ip_len()}); rebuild it with 'pip install -e .'")

@@ -66,6 +66,7 @@ ctypedef void (*gemm_fn)(int64_t, int64_t, int64_t, int64_t, int64_t, float*, fl
 
 cdef enum:
     TILE = 16       # fastlstm.config.TILE
+    PANEL = 64      # fastlstm.config.PANEL: columns of a packed weight panel
     IP_LEN = 11     # fastlstm.kernels.common: slots of the kernels' int parameters
     IP_BATCH = 7
     IP_P0 = 8
@@ -73,7 +74,7 @@ cdef enum:
     IP_PHASE = 10
     IP_ORDER = 11   # appended by the front end, not stored (kernels.common.IP_ORDER)
     MAXT = 64       # most threads a team may have
-    SPLIT = 4       # tiles per unit of work when threads split a step
+    SPLIT = PANEL // TILE   # tiles per unit of work when threads split a step
     MAXD = 2
     CHUNK_BYTES = 524288    # projection buffered per chunk of steps (see run_direction)
 
@@ -114,6 +115,11 @@ cdef cnp.ndarray zeros4(cnp.npy_intp a, cnp.npy_intp b, cnp.npy_intp c, cnp.npy_
 def tile_size():
     """The TILE this extension was built for (must equal fastlstm.config.TILE)."""
     return TILE
+
+
+def panel_width():
+    """The PANEL this extension was built for (must equal fastlstm.config.PANEL)."""
+    return PANEL
 
 
 def ip_len():

@@ -42,11 +42,6 @@ TABLE = {
 #: Engines timed too when they are installed (not dependencies of fastlstm)
 OPTIONAL_ENGINES = ("torch", "openvino")
 
-#: Targets from the performance issue: (1 thread, 2 threads)
-TARGETS = {"stream": (2.5, 4.0), "seq256": (1.3, 2.0), "seq512": (1.15, 2.0),
-           "bidir": (1.3, 2.5), "batch8": (1.0, 1.0), "batch64": (1.0, 1.0),
-           "gru-stream": (2.5, 3.5)}
-
 
 def sweep_cases():
     """The sweep: B in {1,4,16,64}, T in {1,16,100}, H in {64..1024}, LSTM and GRU."""
@@ -148,9 +143,11 @@ def l2_stream_seconds(nbytes=1 << 20):
     one-row product over weight panels of that size (reading them in
     alternating order, as its steps do), each the best of several timings."""
     from numba import njit
+    from . import config
     from .kernels.gemm import panel_gemm
 
-    @njit(fastmath=True, cache=False)
+    # A read-rate probe, not a kernel: reassociation lets LLVM vectorize the sum.
+    @njit(**config.jit_options(cache=False, fastmath=set(config.NUMBA_FASTMATH) | {"reassoc"}))
     def _sum(a, reps):
         s = np.float32(0)
         for _ in range(reps):
@@ -158,7 +155,7 @@ def l2_stream_seconds(nbytes=1 << 20):
                 s += a[i]
         return s
 
-    @njit(cache=False)
+    @njit(**config.jit_options(cache=False))
     def _gemv(reps, K, N, x, wp, out):
         for r in range(reps):
             panel_gemm(1, K, N, 0, N, x.ctypes, 0, K, wp.ctypes, 0, out.ctypes, 0, N, r & 1)
@@ -186,11 +183,12 @@ def peak_flops():
     """Multiply-add rate (FLOP/s) of one core: fastlstm's register tiles on a
     product that sits in L1, which run at one 16-wide FMA per cycle on AVX-512
     hardware that retires one (Zen 4)."""
-    from .kernels.gemm import panel_gemm
     from numba import njit
+    from . import config
+    from .kernels.gemm import panel_gemm
     from .pack import to_panels
 
-    @njit(cache=False)
+    @njit(**config.jit_options(cache=False))
     def _loop(reps, a, wp, out):
         for _ in range(reps):
             panel_gemm(64, 64, 64, 0, 64, a.ctypes, 0, 64, wp.ctypes, 0, out.ctypes, 0, 64, 0)
@@ -350,15 +348,23 @@ def machine():
     return info
 
 
-def target(name, threads):
-    """The issue's target ratio for a table case at a thread count, or None."""
-    t = TARGETS.get(name)
+def load_targets(path):
+    """Target ratios from a JSON file: {"targets": {case: [1 thread, 2 threads]}}
+    (the project's are in benchmarks/targets.json, beside the benchmarks)."""
+    with open(path) as f:
+        doc = json.load(f)
+    return {name: tuple(v) for name, v in doc["targets"].items()}
+
+
+def target(targets, name, threads):
+    """The target ratio of a case at a thread count, or None."""
+    t = (targets or {}).get(name)
     return None if t is None else t[0 if threads == 1 else 1]
 
 
-def format_row(r):
+def format_row(r, targets=None):
     target_col = ""
-    t = target(r["case"], r["threads"])
+    t = target(targets, r["case"], r["threads"])
     if t is not None:
         target_col = f"{t:>5.2f}x {'ok' if r['ratio'] >= t else 'below'}"
     extra = "".join(f" {r[e + '_s'] * 1e6:>10.1f}" for e in OPTIONAL_ENGINES if e + "_s" in r)
@@ -439,8 +445,11 @@ def measure(cases, threads, rounds, repeats, engines=("fastlstm", "onnxruntime")
 
 
 def compare(threads=(1, 2), sweep=False, rounds=15, repeats=3, json_path=None,
-            png_path=None, others=OPTIONAL_ENGINES, only=None, out=sys.stdout):
-    """Run the table (and optionally the sweep) at each thread count; print a table."""
+            png_path=None, others=OPTIONAL_ENGINES, only=None, out=sys.stdout, targets=None):
+    """Run the table (and optionally the sweep) at each thread count; print a table.
+
+    ``targets`` ({case: (1 thread, 2 threads)}, see ``load_targets``) adds a
+    target column to the table and the floor table."""
     cases = dict(TABLE)
     if sweep:
         cases.update(sweep_cases())
@@ -474,7 +483,7 @@ def compare(threads=(1, 2), sweep=False, rounds=15, repeats=3, json_path=None,
                 if name in medians[e]:
                     r[e + "_s"] = medians[e][name]
             results.append(r)
-            print(format_row(r), file=out, flush=True)
+            print(format_row(r, targets), file=out, flush=True)
     peak = peak_flops()
     reads = {}
 
@@ -494,7 +503,7 @@ def compare(threads=(1, 2), sweep=False, rounds=15, repeats=3, json_path=None,
         fl = floor_seconds(case, r["threads"], peak, read_seconds)
         r["floor_s"] = fl
         r["best_ratio"] = r["onnxruntime_s"] / fl
-        tgt = target(r["case"], r["threads"])
+        tgt = target(targets, r["case"], r["threads"])
         note = "  target above the floor estimate" \
             if tgt is not None and tgt > r["best_ratio"] else ""
         print(f"{r['case']:<22} {r['threads']:>3} {fl * 1e6:>11.1f} {r['best_ratio']:>6.2f}x "

@@ -144,10 +144,17 @@ def cmd_bench(args):
         table_only = [c for c in args.cases if c in known]
         graph_only = [c for c in args.cases if c in GRAPH_CASES]
     others = [e for e in bench.OPTIONAL_ENGINES if e not in (args.without or [])]
+    targets = None
+    if args.targets:
+        try:
+            targets = bench.load_targets(args.targets)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"fastlstm: error: cannot read targets from {args.targets!r}: "
+                             f"{e}") from None
     if table_only is None or table_only:
         bench.compare(threads=args.threads, sweep=args.sweep, rounds=args.rounds,
                       repeats=args.repeats, json_path=args.json, png_path=args.png,
-                      others=others, only=table_only)
+                      others=others, only=table_only, targets=targets)
     if graph_only is None or graph_only:
         graphs = compare_graphs(graph_only or list(GRAPH_CASES), args.threads, args.rounds,
                                 args.repeats, sys.stdout)
@@ -402,6 +409,7 @@ def cmd_verify(args):
 def cmd_convert(args):
     """ONNX -> .fastlstm, verified against onnxruntime unless --no-verify."""
     import time as _time
+    from .errors import InvalidInput
     from . import fileformat
     from .onnx_import import load_graph
     t0 = _time.perf_counter()
@@ -418,7 +426,15 @@ def cmd_convert(args):
     ok = True
     if not args.no_verify:
         _progress("verifying against onnxruntime")
-        rows, _ = verify_model(out, args.model, atol=args.atol, rtol=args.rtol)
+        inputs = _parse_pairs(args.input, "--input", _load_npy)
+        dims = _parse_pairs(args.dim, "--dim", _dim_size)
+        try:
+            rows, _ = verify_model(out, args.model, inputs, dims, atol=args.atol,
+                                   rtol=args.rtol)
+        except InvalidInput as e:
+            raise InvalidInput(f"{out} was written, but the random inputs it is verified on "
+                               f"do not suit this model ({e}); give sizes with --dim NAME=SIZE "
+                               f"or inputs with --input NAME=FILE.npy, or --no-verify") from None
         vtext, ok = _verify_text(rows)
         doc["verify"] = rows
         doc["pass"] = ok
@@ -557,6 +573,11 @@ def build_parser():
     c.add_argument("--json", action="store_true")
     tolerances(c)
     c.set_defaults(fn=cmd_convert)
+    for p in (c,):
+        p.add_argument("--input", action="append", metavar="NAME=FILE.npy",
+                       help="verify on this input instead of a random one")
+        p.add_argument("--dim", action="append", metavar="NAME=SIZE",
+                       help="value of a symbolic dimension for random inputs")
     v = sub.add_parser("verify", help="compare outputs with onnxruntime")
     v.add_argument("model", help="an ONNX model or a .fastlstm file")
     v.add_argument("--reference", help="the ONNX model (needed for a .fastlstm file)")
@@ -597,6 +618,9 @@ def build_parser():
     b.add_argument("--png", help="draw a chart of the ratios here (needs matplotlib)")
     b.add_argument("--without", nargs="+", choices=["torch", "openvino"],
                    help="leave out these engines even when installed")
+    b.add_argument("--targets", metavar="FILE.json",
+                   help="target ratios to show beside the table (the project's: "
+                        "benchmarks/targets.json)")
     b.add_argument("--no-torch", dest="without", action="store_const", const=["torch"],
                    help=argparse.SUPPRESS)
     b.set_defaults(fn=cmd_bench)

@@ -42,12 +42,27 @@ def _env_flag(name, default):
 #: in panels of TILE units with all gates of those units side by side.
 TILE = 16
 
+#: Columns of a packed weight panel: the widest register tile (4 vectors of
+#: TILE floats), read front to back by ``kernels.gemm``.  Threads that split a
+#: step take whole panels (PANEL // TILE tiles each unit of work).
+PANEL = 64
+
 #: Numba options shared by every kernel.  ``contract`` lets LLVM fuse a*b+c into
 #: FMA; nothing that changes NaN/Inf semantics (nnan/ninf) is turned on, because
 #: a NaN in the input must reach the output.
 NUMBA_FASTMATH = frozenset({"contract", "arcp"})
 NUMBA_CACHE = _env_flag("FASTLSTM_CACHE", True)
 NUMBA_ERROR_MODEL = "numpy"
+
+
+def jit_options(**overrides):
+    """The Numba options of every kernel, as keyword arguments for ``njit`` and
+    ``cfunc`` (a fresh dict: Numba wants ``fastmath`` as a set).  ``overrides``
+    replace single options where a function needs others, and say so there."""
+    opts = dict(nogil=True, cache=NUMBA_CACHE, fastmath=set(NUMBA_FASTMATH),
+                error_model=NUMBA_ERROR_MODEL)
+    opts.update(overrides)
+    return opts
 
 
 def kernel_cache_dir():

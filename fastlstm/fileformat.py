@@ -191,7 +191,7 @@ def dumps(graph):
     payload = w.payload()
     header = {
         "format_version": FORMAT_VERSION, "fastlstm_version": __version__,
-        "tile": config.TILE, "panel": 64,
+        "tile": config.TILE, "panel": config.PANEL,
         "payload_size": len(payload), "payload_sha256": hashlib.sha256(payload).hexdigest(),
         "arrays": w.table,
         "graph": {"inputs": [_vi(v) for v in graph.inputs],
@@ -561,7 +561,7 @@ def loads(data):
         payload = memoryview(data)[start:start + size]
         if hashlib.sha256(payload).hexdigest() != header["payload_sha256"]:
             raise InvalidModel(".fastlstm payload checksum mismatch: the file is corrupt")
-        if header.get("tile") != config.TILE or header.get("panel") != 64:
+        if header.get("tile") != config.TILE or header.get("panel") != config.PANEL:
             raise InvalidModel(f".fastlstm file was packed for tile {header.get('tile')}, "
                                f"panel {header.get('panel')}; convert the model again")
         arrays = []

@@ -52,7 +52,7 @@ def pack_panels(gates):
     return to_panels(tile_columns(gates))
 
 
-PANEL = 64
+PANEL = config.PANEL
 
 
 def to_panels(wt):

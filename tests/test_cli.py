@@ -98,10 +98,12 @@ def test_ops_lists_supported():
 
 def test_bench_writes_ratios_and_floors(tmp_path):
     out = tmp_path / "bench.json"
+    targets = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "targets.json")
     r = cli("bench", "--cases", "stream", "--threads", "1", "--rounds", "1", "--repeats", "1",
-            "--without", "torch", "openvino", "--json", str(out))
+            "--without", "torch", "openvino", "--json", str(out), "--targets", targets)
     assert r.returncode == 0, r.stderr
     assert "stream" in r.stdout and "floor" in r.stdout
+    assert "2.50x" in r.stdout      # the target of stream at one thread, from targets.json
     data = json.loads(out.read_text())
     (row,) = data["results"]
     assert row["case"] == "stream" and row["threads"] == 1

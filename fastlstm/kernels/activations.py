@@ -61,8 +61,7 @@ ACTIVATIONS = {
     "Softplus": (SOFTPLUS, 0.0, 0.0),
 }
 
-_jit = dict(nogil=True, cache=config.NUMBA_CACHE, fastmath=set(config.NUMBA_FASTMATH),
-            error_model=config.NUMBA_ERROR_MODEL)
+_jit = config.jit_options()
 
 
 @intrinsic
@@ -208,7 +207,7 @@ def clip(buf, start, n, limit):
         buf[j] = lo if v < lo else v
 
 
-@njit(nogil=True, cache=config.NUMBA_CACHE, fastmath=set(config.NUMBA_FASTMATH))
+@njit(**_jit)
 def _errors(bits_lo, bits_hi, stride, out):
     """Scan float32 bit patterns [bits_lo, bits_hi) with a stride, both signs,
     and keep the max errors in ``out`` (exp rel, sigmoid abs, tanh abs, tanh rel)."""

@@ -52,8 +52,7 @@ FP_LEN = 7
 
 TILE = config.TILE
 
-_jit = dict(nogil=True, cache=config.NUMBA_CACHE, fastmath=set(config.NUMBA_FASTMATH),
-            error_model=config.NUMBA_ERROR_MODEL)
+_jit = config.jit_options()
 
 
 @njit(types.void(F32P, types.int64, F32P, types.int64, types.int64, types.int64), **_jit)

@@ -21,8 +21,7 @@ from .simd import (MAX_ROWS, PANEL, t1_1, t1_2, t1_3, t1_4, t2_1, t2_2, t2_3, t2
 
 F32P = types.CPointer(types.float32)
 
-_jit = dict(nogil=True, cache=config.NUMBA_CACHE, fastmath=set(config.NUMBA_FASTMATH),
-            error_model=config.NUMBA_ERROR_MODEL)
+_jit = config.jit_options()
 
 _I = types.int64
 

@@ -11,8 +11,7 @@ from .gemm import gemm_bias
 from .. import config
 
 
-@cfunc(GEMM_SIG, nopython=True, cache=config.NUMBA_CACHE,
-       fastmath=set(config.NUMBA_FASTMATH), error_model=config.NUMBA_ERROR_MODEL)
+@cfunc(GEMM_SIG, **config.jit_options())
 def _gemm(M, K, N, c0, c1, x, wt, bias, out):
     gemm_bias(M, K, N, c0, c1, x, wt, bias, out)
 

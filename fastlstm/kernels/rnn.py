@@ -22,8 +22,7 @@ def ws_floats(batch, hp):
     return batch * hp
 
 
-@cfunc(STEP_SIG, nopython=True, cache=config.NUMBA_CACHE, fastmath=set(config.NUMBA_FASTMATH),
-       error_model=config.NUMBA_ERROR_MODEL)
+@cfunc(STEP_SIG, **config.jit_options())
 def rnn_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
     H = ip[IP_H]
     Hp = ip[IP_HP]

@@ -21,9 +21,11 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
+from .. import config
+
 F32P = types.CPointer(types.float32)
 _I64 = types.int64
-LANES = 16
+LANES = config.TILE
 
 
 def _make_tile(MR, NV):
@@ -84,9 +86,10 @@ def _make_tile(MR, NV):
     return tile
 
 
-#: Widest tile: 4 vectors = 64 columns, the width of a weight panel.
-PANEL = 64
+#: Widest tile: 4 vectors of LANES floats, the width of a weight panel.
+PANEL = config.PANEL
 MAX_ROWS = 4
+assert PANEL == 4 * LANES
 
 #: TILES[(mr, nv)]: out[mr rows, nv*16 cols] += a[mr rows, K] @ w[K, nv*16 cols]
 TILES = {(mr, nv): _make_tile(mr, nv) for mr in range(1, MAX_ROWS + 1) for nv in range(1, 5)}
