@@ -98,7 +98,29 @@ def _encode(value, w):
         return value.item()
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    if isinstance(value, Graph):
+        return {"subgraph": _encode_graph(value, w)}
     raise InvalidModel(f"cannot store an attribute of type {type(value).__name__}")
+
+
+def _encode_graph(graph, w):
+    """JSON-able form of a graph (the model's, or an If branch's); arrays to the payload."""
+    nodes = []
+    for n in graph.nodes:
+        node = {"op_type": n.op_type, "name": n.name, "inputs": list(n.inputs),
+                "outputs": list(n.outputs), "domain": n.domain,
+                "since_version": n.since_version,
+                "attrs": {k: _encode(v, w) for k, v in n.attrs.items()}}
+        if n.layer is not None:
+            node["layer"] = _encode_layer(n.layer, w)
+        nodes.append(node)
+    doc = {"inputs": [_vi(v) for v in graph.inputs],
+           "outputs": [_vi(v) for v in graph.outputs],
+           "nodes": nodes, "initializers": {k: w.add(v) for k, v in graph.initializers.items()},
+           "opsets": graph.opsets}
+    if graph.captures:
+        doc["captures"] = list(graph.captures)
+    return doc
 
 
 def _array(ref, arrays):
@@ -157,14 +179,50 @@ def _decode_v1_layer(attrs, arrays):
                          arrays, 1), attrs
 
 
-def _decode(value, arrays):
+def _decode(value, arrays, version=FORMAT_VERSION):
     if isinstance(value, dict):
         if "array" in value:
             return _array(value, arrays)
+        if "subgraph" in value and len(value) == 1:
+            return _decode_graph(value["subgraph"], arrays, version, {})
         raise InvalidModel(f"unknown attribute encoding {sorted(value)}")
     if isinstance(value, list):
-        return [_decode(v, arrays) for v in value]
+        return [_decode(v, arrays, version) for v in value]
     return value
+
+
+def _decode_graph(g, arrays, version, metadata):
+    """An ir.Graph from its JSON (``_encode_graph``)."""
+    from .ops.recurrent_ops import RECURRENT_OPS
+
+    def vi(v):
+        return ValueInfo(v["name"], v["elem_type"],
+                         None if v["shape"] is None else tuple(v["shape"]))
+    if not isinstance(g, dict) or not isinstance(g["nodes"], list) or not all(
+            isinstance(n, dict) and isinstance(n["attrs"], dict)
+            and isinstance(n["inputs"], list) and isinstance(n["outputs"], list)
+            for n in g["nodes"]):
+        raise InvalidModel("the graph's node list is malformed")
+    nodes = []
+    for n in g["nodes"]:
+        attrs, layer = n["attrs"], None
+        if version == 1:
+            if n["op_type"] in RECURRENT_OPS:
+                layer, attrs = _decode_v1_layer(attrs, arrays)
+        elif "layer" in n:
+            layer = _decode_layer(n["layer"], arrays, version)
+        nodes.append(Node(op_type=n["op_type"], name=n["name"], inputs=tuple(n["inputs"]),
+                          outputs=tuple(n["outputs"]),
+                          attrs={k: _decode(v, arrays, version) for k, v in attrs.items()},
+                          domain=n["domain"], since_version=n["since_version"],
+                          layer=layer))
+    captures = g.get("captures", [])
+    if not isinstance(captures, list) or not all(isinstance(c, str) for c in captures):
+        raise InvalidModel("malformed captures list")
+    return Graph(inputs=[vi(v) for v in g["inputs"]], outputs=[vi(v) for v in g["outputs"]],
+                 nodes=nodes,
+                 initializers={k: _array(v, arrays) for k, v in g["initializers"].items()},
+                 opsets=g["opsets"], metadata=metadata, captures=tuple(captures))
 
 
 def _vi(v):
@@ -178,25 +236,14 @@ def dumps(graph):
     from .simplify import simplify
     graph = pack_graph(simplify(graph))
     w = _Writer()
-    nodes = []
-    for n in graph.nodes:
-        node = {"op_type": n.op_type, "name": n.name, "inputs": list(n.inputs),
-                "outputs": list(n.outputs), "domain": n.domain,
-                "since_version": n.since_version,
-                "attrs": {k: _encode(v, w) for k, v in n.attrs.items()}}
-        if n.layer is not None:
-            node["layer"] = _encode_layer(n.layer, w)
-        nodes.append(node)
-    inits = {k: w.add(v) for k, v in graph.initializers.items()}
+    encoded = _encode_graph(graph, w)
     payload = w.payload()
     header = {
         "format_version": FORMAT_VERSION, "fastlstm_version": __version__,
         "tile": config.TILE, "panel": config.PANEL,
         "payload_size": len(payload), "payload_sha256": hashlib.sha256(payload).hexdigest(),
         "arrays": w.table,
-        "graph": {"inputs": [_vi(v) for v in graph.inputs],
-                  "outputs": [_vi(v) for v in graph.outputs],
-                  "nodes": nodes, "initializers": inits, "opsets": graph.opsets},
+        "graph": encoded,
         "metadata": graph.metadata,
     }
     hb = json.dumps(header, separators=(",", ":")).encode()
@@ -343,6 +390,8 @@ def _kind_ok(kind, v):
         return isinstance(v, str)
     if kind == "tensor":
         return isinstance(v, np.ndarray)
+    if kind == "graph":
+        return isinstance(v, Graph)
     return False
 
 
@@ -462,7 +511,7 @@ def _check_vi(v, what):
         raise InvalidModel(f"{what} '{v.name}' has a malformed shape {list(v.shape)!r}")
 
 
-def validate_graph(graph):
+def validate_graph(graph, outer=()):
     """Check a loaded graph the way ONNX import checks a model: every node an op
     fastlstm runs with attributes of the right names and types, nodes in
     topological order (so no cycles), every value read produced exactly once
@@ -483,9 +532,9 @@ def validate_graph(graph):
     if not isinstance(graph.metadata, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in graph.metadata.items()):
         raise InvalidModel("malformed metadata (a dict of strings expected)")
-    defined = {}
+    defined = {name: "outer scope" for name in outer}
     for v in graph.inputs:
-        if v.name in defined:
+        if v.name in defined and defined[v.name] != "outer scope":
             raise InvalidModel(f"graph input '{v.name}' is declared twice")
         defined[v.name] = "graph input"
     for name, a in graph.initializers.items():
@@ -525,6 +574,8 @@ def validate_graph(graph):
                 if kind is not None and not _kind_ok(kind, value):
                     raise InvalidModel(f"{n.describe()}: attribute '{key}' must be of type "
                                        f"{kind}, got {value!r:.60}")
+                if isinstance(value, Graph):    # a branch or body: it sees what is defined
+                    validate_graph(value, outer=tuple(defined))
             last = len(n.inputs)
             while last and not n.inputs[last - 1]:
                 last -= 1
@@ -577,35 +628,9 @@ def loads(data):
                 raise InvalidModel("array table points outside the payload")
             a = np.frombuffer(payload, dtype=dt, count=count, offset=t["offset"])
             arrays.append(a.reshape(t["shape"]))
-        g = header["graph"]
-
-        def vi(v):
-            return ValueInfo(v["name"], v["elem_type"],
-                             None if v["shape"] is None else tuple(v["shape"]))
-        if not isinstance(g["nodes"], list) or not all(
-                isinstance(n, dict) and isinstance(n["attrs"], dict)
-                and isinstance(n["inputs"], list) and isinstance(n["outputs"], list)
-                for n in g["nodes"]):
-            raise InvalidModel("the graph's node list is malformed")
         version = struct.unpack("<I", bytes(data[8:12]))[0]
-        from .ops.recurrent_ops import RECURRENT_OPS
-        nodes = []
-        for n in g["nodes"]:
-            attrs, layer = n["attrs"], None
-            if version == 1:
-                if n["op_type"] in RECURRENT_OPS:
-                    layer, attrs = _decode_v1_layer(attrs, arrays)
-            elif "layer" in n:
-                layer = _decode_layer(n["layer"], arrays, version)
-            nodes.append(Node(op_type=n["op_type"], name=n["name"], inputs=tuple(n["inputs"]),
-                              outputs=tuple(n["outputs"]),
-                              attrs={k: _decode(v, arrays) for k, v in attrs.items()},
-                              domain=n["domain"], since_version=n["since_version"],
-                              layer=layer))
-        graph = Graph(inputs=[vi(v) for v in g["inputs"]],
-                      outputs=[vi(v) for v in g["outputs"]], nodes=nodes,
-                      initializers={k: _array(v, arrays) for k, v in g["initializers"].items()},
-                      opsets=g["opsets"], metadata=dict(header.get("metadata", {})))
+        graph = _decode_graph(header["graph"], arrays, version,
+                              dict(header.get("metadata", {})))
         validate_graph(graph)
         return graph
     except InvalidModel:

@@ -105,3 +105,27 @@ def test_if_branch_output_count_mismatch_is_invalid_model():
     m.graph.node[-1].attribute[0].g.output.append(onnx.ValueInfoProto(name="t0"))
     with pytest.raises(fastlstm.InvalidModel, match="the_if"):
         fastlstm.InferenceSession(m.SerializeToString())
+
+
+@pytest.mark.parametrize("cond_from", ["input", "sr"])
+def test_if_survives_a_fastlstm_file(cond_from):
+    from fastlstm import fileformat
+    from fastlstm.onnx_import import load_graph
+    m = _if_model(cond_from)
+    data = fileformat.dumps(load_graph(m.SerializeToString()))
+    sess = fastlstm.InferenceSession(data)
+    assert "If" in [n.op_type for n in sess._graph.nodes]
+    x = R.standard_normal((3, 3)).astype(np.float32)
+    for v in (True, False, True):
+        feed = {"x": x, "c": np.array(v)} if cond_from == "input" else \
+            {"x": x, "sr": np.array(16000 if v else 8000, np.int64)}
+        np.testing.assert_allclose(sess.run(None, feed)[0], run_ort(m, feed)[0],
+                                   rtol=1e-6, atol=1e-6)
+    # a branch node that reads a value nobody defines: refused at load
+    from test_reseal_fuzz import _seal, _split
+    header, payload = _split(data)
+    if_node = [n for n in header["graph"]["nodes"] if n["op_type"] == "If"][0]
+    branch = if_node["attrs"]["then_branch"]["subgraph"]
+    branch["nodes"][0]["inputs"][0] = "nobody"
+    with pytest.raises(fastlstm.InvalidModel, match="nobody"):
+        fastlstm.InferenceSession(_seal(header, payload))
