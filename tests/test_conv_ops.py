@@ -379,3 +379,36 @@ def test_pool_bad_inputs_name_the_node():
                  {"pads": [3, 3]}, consts=("W",))
     with pytest.raises(InvalidInput, match="the_node"):
         sess.run(None, {"x": _rand(1, 2, 3)})   # output size < 1
+
+
+def test_run1_read_only_input_and_threads():
+    """run1 (the executor's direct call) equals the dict call; a read-only X
+    works; threads sharing a runner with different shapes get their own."""
+    import threading
+    inputs = [("x", _rand(1, 16, 9)), ("W", _rand(32, 16, 3)), ("B", _rand(32))]
+    model = _model("Conv", inputs, {"pads": [1, 1]}, 17, consts=("W", "B"))
+    model.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "T"
+    sess = fastlstm.InferenceSession(model.SerializeToString())
+    runner = sess._plan.runners[0]
+    xs = {T: _rand(1, 16, T) for T in (1, 2, 5, 9, 33)}
+    exp = {T: run_ort(model, {"x": x})[0] for T, x in xs.items()}
+    for T, x in xs.items():
+        np.testing.assert_array_equal(runner.run1(x), runner({"x": x})[0])
+        ro = x.copy()
+        ro.flags.writeable = False
+        np.testing.assert_allclose(runner.run1(ro), exp[T], atol=1e-4, rtol=1e-4)
+    errors = []
+
+    def work(T):
+        try:
+            for _ in range(200):
+                np.testing.assert_allclose(runner({"x": xs[T]})[0], exp[T], atol=1e-4,
+                                           rtol=1e-4)
+        except Exception as e:     # noqa: BLE001 - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=work, args=(T,)) for T in xs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]

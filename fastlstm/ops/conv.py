@@ -260,8 +260,7 @@ class ConvRunner:
         self._wn, self._bn = node.input(1), node.input(2)
         self._relu = False
         self._plans = {}
-        self._key = None        # input shape the fast path is set for
-        self._geo = self._shape = self._kern = self._w = None
+        self._fast = (None,)    # see _prepare
         w, b = constants.get(self._wn), constants.get(self._bn) if self._bn else None
         self._fixed = w is not None and (not self._bn or b is not None)
         self._packed = _pack(node, w, b) if self._fixed else None
@@ -276,7 +275,7 @@ class ConvRunner:
     def fuse_relu(self, on):
         self._relu = bool(on)
         self._plans.clear()
-        self._key = None
+        self._fast = (None,)
 
     def fuse_activation(self, op_type):
         """Apply activation ``op_type`` to the output; True if supported (Relu)."""
@@ -325,7 +324,10 @@ class ConvRunner:
         return (geo, (N, packed.cout, *outsz), packed.kernel)
 
     def _prepare(self, x, values):
-        """Set the fast path's fields for input ``x`` (packing fed weights)."""
+        """The fast path's tuple (input shape, geo, output shape, kernel,
+        packed weights) for input ``x``, packing fed weights.  Kept as one
+        tuple, replaced whole, so that threads sharing the runner never mix
+        the fields of two shapes."""
         packed = self._packed
         if packed is None:      # weights fed as inputs: pack them for this call
             if values is None:
@@ -340,35 +342,37 @@ class ConvRunner:
             if len(self._plans) >= 16:
                 self._plans.clear()
             self._plans[key] = plan
-        self._geo, self._shape, self._kern = plan
-        self._w = packed.w
-        # only constant weights let the next call with this shape skip all this
-        self._key = shape if self._packed is not None else None
+        fast = (shape,) + plan + (packed.w,)
+        if self._packed is not None:    # constant weights: the next call may skip this
+            self._fast = fast
+        return fast
 
     def __call__(self, values, ctx=None):
         """Run the node: ``values`` maps input names to arrays; returns [Y]."""
         x = values[self._x]
-        if type(x) is not np.ndarray or x.shape != self._key or x.dtype is not _F32:
-            self._prepare(x, values)
-        y = np.empty(self._shape, _F32)
+        f = self._fast
+        if type(x) is not np.ndarray or x.shape != f[0] or x.dtype is not _F32:
+            f = self._prepare(x, values)
+        y = np.empty(f[2], _F32)
         xf = x.ravel()
         try:
-            self._kern(xf, self._w, self._geo, y.ravel())
+            f[3](xf, f[4], f[1], y.ravel())
         except TypeError:       # a read-only X: the kernels take writable arrays
-            self._kern(xf.copy(), self._w, self._geo, y.ravel())
+            f[3](xf.copy(), f[4], f[1], y.ravel())
         return [y]
 
     def run1(self, x):
-        """Y for input X alone (constant weights): the call without the dict
-        and list, for an executor that binds the runner per node."""
-        if type(x) is not np.ndarray or x.shape != self._key or x.dtype is not _F32:
-            self._prepare(x, None)
-        y = np.empty(self._shape, _F32)
+        """Y for input X alone (constant weights only): the call without the
+        dict and the list, for an executor that calls the runner directly."""
+        f = self._fast
+        if type(x) is not np.ndarray or x.shape != f[0] or x.dtype is not _F32:
+            f = self._prepare(x, None)
+        y = np.empty(f[2], _F32)
         xf = x.ravel()
         try:
-            self._kern(xf, self._w, self._geo, y.ravel())
+            f[3](xf, f[4], f[1], y.ravel())
         except TypeError:
-            self._kern(xf.copy(), self._w, self._geo, y.ravel())
+            f[3](xf.copy(), f[4], f[1], y.ravel())
         return y
 
 
