@@ -625,3 +625,26 @@ def test_absurd_output_sizes_are_invalid_input(op, inputs, attrs, opset):
     m = _model(op, inputs, attrs, opset, consts=[n for n, _ in inputs[1:] if n])
     with pytest.raises(InvalidInput, match="the_node"):
         fastlstm.InferenceSession(m.SerializeToString()).run(None, {"x": X4})
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_elementwise_chain_with_special_values():
+    """A chain of the float elementwise ops (which the executor may fuse into one
+    compiled loop) on NaN, infinities, zeros and extremes, run until specialised."""
+    chain = [("Abs", {}), ("Sqrt", {}), ("Log", {}), ("Neg", {}), ("Exp", {}),
+             ("Reciprocal", {}), ("LeakyRelu", {"alpha": 0.2}), ("Elu", {"alpha": 0.5}),
+             ("Softplus", {}), ("HardSigmoid", {"alpha": 0.3, "beta": 0.1}),
+             ("HardSwish", {}), ("Erf", {}), ("Relu", {}), ("Sigmoid", {}), ("Tanh", {})]
+    for start in range(0, len(chain), 3):
+        names = ["x"] + [f"t{k}" for k in range(len(chain) - start)]
+        nodes = [helper.make_node(op, [names[k]], [names[k + 1]], name=f"n{k}", **attrs)
+                 for k, (op, attrs) in enumerate(chain[start:])]
+        nodes.append(helper.make_node("Pow", [names[-1], "e"], ["y"], name="pow"))
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 1, [28])],
+                              [onnx.ValueInfoProto(name="y")],
+                              [numpy_helper.from_array(np.array(1.5, F), "e")])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+        exp = run_ort(m, {"x": SPECIAL})
+        sess = fastlstm.InferenceSession(m.SerializeToString())
+        for _ in range(3):
+            _compare(sess.run(None, {"x": SPECIAL}), exp, 1e-5, 1e-6)
