@@ -23,10 +23,7 @@ _kernels = {}
 
 
 def _cache_dir():
-    base = os.environ.get("FASTLSTM_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-        "fastlstm")
-    return os.path.join(base, "fused")
+    return os.path.join(config.kernel_cache_dir(), "fused")
 
 
 def kernel_source(n_inputs, scalar_inputs, body, result, n_const=0):
