@@ -37,6 +37,12 @@ MAX_KEY_ELEMENTS = 16
 
 _RECURRENT = ("LSTM", "GRU", "RNN")
 
+#: Ops whose outputs depend on input values through a subgraph (a branch, a
+#: trip count or condition): never static, never fixed by a signature.  (The
+#: walk in ``condition_inputs`` goes through a Loop or Scan into all of its
+#: inputs, captures included: its outputs are a function of those alone.)
+_CONTROL = ("If", "Loop", "Scan")
+
 
 def _scopes(graph):
     """Yield every (sub)graph reachable from ``graph``."""
@@ -108,8 +114,8 @@ def signature_values(graph, key_inputs=()):
             static.update(outs)
             fixed.update(outs)
             continue
-        if n.op_type == "If":
-            continue        # its outputs' shapes depend on the branch: not static
+        if n.op_type in _CONTROL:
+            continue        # output shapes depend on the branch or trip count: not static
         if n.op_type in _RECURRENT:
             if n.inputs[0] in static:
                 static.update(outs)
