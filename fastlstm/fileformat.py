@@ -368,6 +368,8 @@ ATTR_KINDS = {
     "exclude_outside": "int", "extrapolation_value": "float",
     "keep_aspect_ratio_policy": "string", "nearest_mode": "string",
     "output_padding": "ints", "output_shape": "ints", "training_mode": "int",
+    "num_scan_inputs": "int", "scan_input_axes": "ints", "scan_input_directions": "ints",
+    "scan_output_axes": "ints", "scan_output_directions": "ints", "directions": "ints",
 }
 #: The few attributes whose type depends on the op.
 ATTR_KINDS_BY_OP = {("Pad", "value"): "float"}
