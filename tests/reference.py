@@ -2,13 +2,16 @@
 
 Written straight from the operator documentation (``onnx.defs.get_schema(op).doc``)
 in float64, with no attempt at speed.  ``test_reference.py`` checks these against
-``onnx.reference.ReferenceEvaluator`` and onnxruntime, so the kernels are never
-checked against a reference that is itself unchecked.
+``onnx.reference.ReferenceEvaluator`` (default attributes, both layouts) and
+against onnxruntime on every layout-0 case they cover (clip, flags, activations
+with alpha/beta, lengths), so the kernels are never checked against a
+reference that is itself unchecked.
 """
 import numpy as np
 
 # The ONNX text gives no defaults for these parameters inside recurrent ops;
-# these are the ones onnxruntime applies (test_activations.py measures them).
+# these are the ones onnxruntime applies (test_kernels.py,
+# test_each_activation_against_onnxruntime, measures them).
 _DEFAULT_ALPHA = {"LeakyRelu": 0.01, "ThresholdedRelu": 0.0, "ScaledTanh": 0.0,
                   "HardSigmoid": 0.2, "Elu": 1.0, "Affine": 0.0}
 _DEFAULT_BETA = {"ScaledTanh": 0.0, "HardSigmoid": 0.5, "Affine": 0.0}

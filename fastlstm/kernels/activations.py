@@ -45,7 +45,8 @@ RELU, TANH, SIGMOID, AFFINE, LEAKY_RELU, THRESHOLDED_RELU, SCALED_TANH, \
     HARD_SIGMOID, ELU, SOFTSIGN, SOFTPLUS = range(11)
 
 #: ONNX name -> (code, default alpha, default beta).  The recurrent ops' text
-#: gives no defaults; these are onnxruntime's (measured: tests/test_activations.py),
+#: gives no defaults; these are onnxruntime's (measured: tests/test_kernels.py,
+#: test_each_activation_against_onnxruntime),
 #: which leave Affine, ScaledTanh and ThresholdedRelu at alpha = beta = 0.
 ACTIVATIONS = {
     "Relu": (RELU, 0.0, 0.0),
