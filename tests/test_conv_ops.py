@@ -412,3 +412,17 @@ def test_run1_read_only_input_and_threads():
     for t in threads:
         t.join()
     assert not errors, errors[0]
+
+
+def test_run1_into_a_buffer():
+    inputs = [("x", _rand(1, 8, 6)), ("W", _rand(16, 8, 3)), ("B", _rand(16))]
+    sess = _sess("Conv", inputs, {"pads": [1, 1]})
+    runner = sess._plan.runners[0]
+    x = inputs[0][1]
+    buf = np.full((1, 16, 6), np.nan, np.float32)
+    assert runner.run1(x, out=buf) is buf
+    np.testing.assert_array_equal(buf, runner({"x": x})[0])
+    for bad in (np.empty((1, 16, 5), np.float32), np.empty((1, 16, 6), np.float64),
+                np.empty((1, 6, 16), np.float32).transpose(0, 2, 1)):
+        with pytest.raises(InvalidInput, match="the_node"):
+            runner.run1(x, out=bad)

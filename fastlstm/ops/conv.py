@@ -246,11 +246,18 @@ class ConvRunner:
     computed once and cached; a call then checks the input, allocates the
     output and makes one Numba call.
 
-    Fusion hook for the executor: ``runner.fuse_activation("Relu")`` makes the
-    runner apply Relu to its output (returns True; False for an activation it
-    cannot fuse, in which case nothing changes).  The same switch is the
-    boolean attribute ``runner.fuse_relu``.  The node's own output name stays
-    the same: the executor drops the Relu node and reads the Conv's output.
+    Hooks for the executor:
+
+    - ``runner.fuse_activation("Relu")`` makes the runner apply Relu to its
+      output (returns True; False for an activation it cannot fuse, and then
+      nothing changes).  The same switch is the boolean attribute
+      ``runner.fuse_relu``.  The executor drops the Relu node and gives the
+      Conv node the Relu's output name (or reads the Conv's output in its place).
+    - ``runner.run1(x, out=None)`` returns Y for X without the dict and list
+      of ``__call__`` (constant weights only); ``out`` reuses a buffer.
+
+    Thread safety: the runner may be called from several threads at once (its
+    per-shape state is replaced whole; scratch memory is per call).
     """
 
     def __init__(self, node, constants, needed, env):
@@ -361,13 +368,23 @@ class ConvRunner:
             f[3](xf.copy(), f[4], f[1], y.ravel())
         return [y]
 
-    def run1(self, x):
+    def run1(self, x, out=None):
         """Y for input X alone (constant weights only): the call without the
-        dict and the list, for an executor that calls the runner directly."""
+        dict and the list, for an executor that calls the runner directly.
+        ``out``: a float32 C-contiguous array of Y's shape to write Y into
+        (an executor's reused buffer; it must not be X), else Y is new."""
         f = self._fast
         if type(x) is not np.ndarray or x.shape != f[0] or x.dtype is not _F32:
             f = self._prepare(x, None)
-        y = np.empty(f[2], _F32)
+        if out is None:
+            y = np.empty(f[2], _F32)
+        else:
+            y = out
+            if type(y) is not np.ndarray or y.shape != f[2] or y.dtype is not _F32 or \
+                    not y.flags.c_contiguous or not y.flags.writeable or \
+                    np.may_share_memory(x, y):
+                raise _bad_input(self.node, f"out must be a writable C-contiguous float32 "
+                                            f"array of shape {list(f[2])}, apart from X")
         xf = x.ravel()
         try:
             f[3](xf, f[4], f[1], y.ravel())
