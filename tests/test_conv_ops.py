@@ -272,8 +272,10 @@ def test_fused_relu(op, ws):
     sess = fastlstm.InferenceSession(model.SerializeToString())
     (runner,) = sess._plan.runners
     plain = sess.run(None, {"x": x})[0]
-    assert runner.fuse_activation("Sigmoid") is False
+    assert runner.fuse_activation("Tanh") is False
     assert runner.fuse_activation("Relu") is True and runner.fuse_relu
+    assert runner.fuse_activation("Sigmoid") is False       # one already fused
+    assert runner.fused_activation == "Relu"
     fused = sess.run(None, {"x": x})[0]
     atol = 1e-5 * np.sqrt(np.prod(ws[1:]) * (ws[0] if op == "ConvTranspose" else 1))
     np.testing.assert_allclose(plain, exp[0], atol=atol, rtol=1e-4)
@@ -281,6 +283,17 @@ def test_fused_relu(op, ws):
     assert (fused >= 0).all() and (fused == 0).any()
     runner.fuse_relu = False
     np.testing.assert_array_equal(sess.run(None, {"x": x})[0], plain)
+    assert runner.fuse_activation("Sigmoid") and runner.fused_activation == "Sigmoid"
+    # the same as the model's own Sigmoid node after the Conv (the decoder of Silero)
+    conv_sig = _model(op, inputs, attrs, 17, consts=("W", "B"))
+    conv_sig.graph.output[0].name = "c"
+    conv_sig.graph.node[0].output[0] = "c"
+    conv_sig.graph.node.append(helper.make_node("Sigmoid", ["c"], ["y0"]))
+    conv_sig.graph.output.append(onnx.ValueInfoProto(name="y0"))
+    both = run_ort(conv_sig, {"x": x})
+    ours = fastlstm.InferenceSession(conv_sig.SerializeToString()).run(None, {"x": x})
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], both[1], atol=1e-6, rtol=1e-5)
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], ours[1], atol=1e-7, rtol=0)
 
 
 def test_fed_weights_and_inputs_change_between_calls():

@@ -26,7 +26,7 @@ every position of a tile are skipped (a 3-tap conv at one position reads a
 third of its weights).  A tile of one or two positions splits its innermost
 sum in 4 or 2 parts with their own accumulators, so that 8 FMA chains hide
 the FMA latency; the parts are added when the tile is written, with the bias
-and the optional fused Relu.
+and the optional fused activation (Relu or Sigmoid).
 
 Conv, the direct kernel (``conv_direct``) runs convolutions with few output
 channels per group (depthwise, a one-channel head), W in its ONNX layout:
@@ -48,6 +48,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .. import config
+from .scalar import sigmoid as _sigmoid     # the fused elementwise Sigmoid's own formula
 
 _jit = dict(nogil=True, cache=config.NUMBA_CACHE, fastmath=set(config.NUMBA_FASTMATH),
             error_model=config.NUMBA_ERROR_MODEL)
@@ -88,7 +89,9 @@ _SIG_AVGPOOL = types.void(_F, _L, _F)
  G_D, G_H, G_W, G_OD, G_OH, G_OW,
  G_KD, G_KH, G_KW, G_SD, G_SH, G_SW, G_DD, G_DH, G_DW,
  G_PD, G_PH, G_PW, G_QD, G_QH, G_QW,
- G_NP, G_BIAS, G_RELU, G_PADCOPY, G_COUNT_PAD) = range(32)
+ G_NP, G_BIAS, G_ACT, G_PADCOPY, G_COUNT_PAD) = range(32)
+#: geo[G_ACT]: the activation fused into a Conv's output
+ACT_NONE, ACT_RELU, ACT_SIGMOID = 0, 1, 2
 GEO_SIZE = 32
 
 
@@ -293,7 +296,7 @@ def conv_panel(x, w, geo, y):
     D, H, W, OD, OH, OW = geo[6], geo[7], geo[8], geo[9], geo[10], geo[11]
     KD, KH, KW, SD, SH, SW = geo[12], geo[13], geo[14], geo[15], geo[16], geo[17]
     DD, DH, DW, PD, PH, PW = geo[18], geo[19], geo[20], geo[21], geo[22], geo[23]
-    NP, BIAS, RELU, PADCOPY = geo[G_NP], geo[G_BIAS], geo[G_RELU], geo[G_PADCOPY]
+    NP, BIAS, ACT, PADCOPY = geo[G_NP], geo[G_BIAS], geo[G_ACT], geo[G_PADCOPY]
     if PADCOPY != 0:
         Dp, Hp, Wp = D + PD + geo[G_QD], H + PH + geo[G_QH], W + PW + geo[G_QW]
     else:
@@ -357,7 +360,7 @@ def conv_panel(x, w, geo, y):
                                                       CGI, sc, NC, nkw, DW * sw, CGI * NC,
                                                       src, at, SW * sw, w, wt, acc, t)
                             # sum the parts, add the bias (always packed, zeros when the
-                            # node has none), Relu if fused; Y is channels first, so a
+                            # node has none), the fused activation; Y is channels first, so a
                             # tile row is written with a stride of OD*OH*OW
                             obase = ybase + (od * OH + oh) * OW + ow
                             bb = BIAS + g * CGO + c0
@@ -368,10 +371,13 @@ def conv_panel(x, w, geo, y):
                                     for cc in range(NC):
                                         acc[ar + cc] += acc[aq + cc]
                                 o = obase + r
-                                if RELU != 0:
+                                if ACT == ACT_RELU:
                                     for cc in range(nvalid):
                                         v = acc[ar + cc] + w[bb + cc]
                                         y[o + cc * ospace] = np.float32(0) if v < 0 else v
+                                elif ACT == ACT_SIGMOID:
+                                    for cc in range(nvalid):
+                                        y[o + cc * ospace] = _sigmoid(acc[ar + cc] + w[bb + cc])
                                 else:
                                     for cc in range(nvalid):
                                         y[o + cc * ospace] = acc[ar + cc] + w[bb + cc]
@@ -387,7 +393,7 @@ def conv_direct(x, w, geo, y):
     D, H, W, OD, OH, OW = geo[6], geo[7], geo[8], geo[9], geo[10], geo[11]
     KD, KH, KW, SD, SH, SW = geo[12], geo[13], geo[14], geo[15], geo[16], geo[17]
     DD, DH, DW, PD, PH, PW = geo[18], geo[19], geo[20], geo[21], geo[22], geo[23]
-    BIAS, RELU, PADCOPY = geo[G_BIAS], geo[G_RELU], geo[G_PADCOPY]
+    BIAS, ACT, PADCOPY = geo[G_BIAS], geo[G_ACT], geo[G_PADCOPY]
     if PADCOPY != 0:
         Dp, Hp, Wp = D + PD + geo[G_QD], H + PH + geo[G_QH], W + PW + geo[G_QW]
     else:
@@ -433,10 +439,13 @@ def conv_direct(x, w, geo, y):
                                     else:
                                         for ow in range(OW):
                                             yv[ow] += wv * src[a0 + ow * SW]
-            if RELU != 0:
+            if ACT == ACT_RELU:
                 for i in range(ospace):
                     if y[ybase + i] < 0:
                         y[ybase + i] = np.float32(0)
+            elif ACT == ACT_SIGMOID:
+                for i in range(ospace):
+                    y[ybase + i] = _sigmoid(y[ybase + i])
 
 
 @njit(_SIG_CONV, **_jit)
@@ -449,7 +458,7 @@ def conv_transpose(x, w, geo, y):
     D, H, W, OD, OH, OW = geo[6], geo[7], geo[8], geo[9], geo[10], geo[11]
     KD, KH, KW, SD, SH, SW = geo[12], geo[13], geo[14], geo[15], geo[16], geo[17]
     DD, DH, DW, PD, PH, PW = geo[18], geo[19], geo[20], geo[21], geo[22], geo[23]
-    BIAS, RELU = geo[G_BIAS], geo[G_RELU]
+    BIAS, ACT = geo[G_BIAS], geo[G_ACT]
     ispace = D * H * W
     ospace = OD * OH * OW
     taps = KD * KH * KW
@@ -488,8 +497,10 @@ def conv_transpose(x, w, geo, y):
                 ybase = (n * COUT + c) * ospace
                 for i in range(ospace):
                     v = acc[i * CGO + co] + b
-                    if RELU != 0 and v < 0:
+                    if ACT == ACT_RELU and v < 0:
                         v = np.float32(0)
+                    elif ACT == ACT_SIGMOID:
+                        v = _sigmoid(v)
                     y[ybase + i] = v
 
 

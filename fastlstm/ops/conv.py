@@ -248,11 +248,14 @@ class ConvRunner:
 
     Hooks for the executor:
 
-    - ``runner.fuse_activation("Relu")`` makes the runner apply Relu to its
-      output (returns True; False for an activation it cannot fuse, and then
-      nothing changes).  The same switch is the boolean attribute
-      ``runner.fuse_relu``.  The executor drops the Relu node and gives the
-      Conv node the Relu's output name (or reads the Conv's output in its place).
+    - ``runner.fuse_activation("Relu")`` (or ``"Sigmoid"``) makes the runner
+      apply that activation to its output, inside the kernel (returns True;
+      False for another op or when one is already fused, and then nothing
+      changes).  ``runner.fuse_relu = True/False`` switches Relu alone;
+      ``runner.fused_activation`` says which is on.  The executor then drops
+      the activation node and binds its output name to the Conv's output.
+      A fused Sigmoid computes as the elementwise Sigmoid's scalar form
+      (``fastlstm.kernels.scalar.sigmoid``), so results are the same.
     - ``runner.run1(x, out=None)`` returns Y for X without the dict and list
       of ``__call__`` (constant weights only); ``out`` reuses a buffer.
 
@@ -265,7 +268,7 @@ class ConvRunner:
         self.n_out = len(node.outputs)
         self._x = node.input(0)
         self._wn, self._bn = node.input(1), node.input(2)
-        self._relu = False
+        self._act = 0           # fused activation, a kernels.conv.ACT_* code
         self._plans = {}
         self._fast = (None,)    # see _prepare
         w, b = constants.get(self._wn), constants.get(self._bn) if self._bn else None
@@ -273,23 +276,39 @@ class ConvRunner:
         self._packed = _pack(node, w, b) if self._fixed else None
 
     # -- fusion hook
+    _ACTS = {"Relu": 1, "Sigmoid": 2}        # fastlstm.kernels.conv.ACT_*
+
+    @property
+    def fused_activation(self):
+        """The activation applied to the output ("Relu", "Sigmoid" or None)."""
+        for name, code in self._ACTS.items():
+            if code == self._act:
+                return name
+        return None
+
     @property
     def fuse_relu(self):
         """Whether Relu is applied to the output (set by the executor)."""
-        return self._relu
+        return self._act == 1
 
     @fuse_relu.setter
     def fuse_relu(self, on):
-        self._relu = bool(on)
-        self._plans.clear()
-        self._fast = (None,)
+        self._set_act(1 if on else 0)
 
     def fuse_activation(self, op_type):
-        """Apply activation ``op_type`` to the output; True if supported (Relu)."""
-        if op_type == "Relu":
-            self.fuse_relu = True
-            return True
-        return False
+        """Apply activation ``op_type`` ("Relu" or "Sigmoid") to the output from
+        the next call on.  Returns False, changing nothing, for another op or
+        when an activation is already fused (the two would not compose)."""
+        code = self._ACTS.get(op_type)
+        if code is None or self._act != 0:
+            return False
+        self._set_act(code)
+        return True
+
+    def _set_act(self, code):
+        self._act = code
+        self._plans.clear()
+        self._fast = (None,)
 
     # -- per shape
     def _plan(self, x, packed):
@@ -318,7 +337,7 @@ class ConvRunner:
                                        f"{list(x.shape)}")
         G = int(attr(node, "group", 1))
         _recheck(node, strides, dil, pads, G)
-        extra = {K.G_BIAS: packed.bias_off, K.G_RELU: int(self._relu), K.G_NP: packed.np_}
+        extra = {K.G_BIAS: packed.bias_off, K.G_ACT: self._act, K.G_NP: packed.np_}
         if node.op_type == "ConvTranspose":
             outsz, pb, pe = _transpose_out(node, insz, ks, strides, dil, pads)
         else:
