@@ -53,36 +53,56 @@ def _build_bn(node, ctx):
     return node
 
 
-def _batch_norm(node, ins, spatial=True):
-    x, scale, b, mean, var = ins[:5]
+def _bn_affine(node, x, params, spatial):
+    """(a, c) in X's type with y = x * a + c: scale / sqrt(var + epsilon) and
+    B - mean * a, per channel, computed in float64."""
     if x.dtype.kind != "f":
         raise InvalidInput(f"{node.describe()}: X is {x.dtype}; a float tensor is needed")
     eps = float(attr(node, "epsilon", 1e-5))
-    p = [_per_channel(node, x, v, label, spatial).astype(np.float64)
-         for v, label in ((scale, "scale"), (b, "B"), (mean, "mean"), (var, "var"))]
-    s, bias, m, v = p
+    s, bias, m, v = (_per_channel(node, x, p, label, spatial).astype(np.float64)
+                     for p, label in zip(params, ("scale", "B", "mean", "var")))
     a = s / np.sqrt(v + eps)
-    # y = x * a + (bias - mean * a): one multiply-add per element, as onnxruntime
-    return [(x * a.astype(x.dtype) + (bias - m * a).astype(x.dtype)).astype(x.dtype,
-                                                                            copy=False)]
+    return a.astype(x.dtype), (bias - m * a).astype(x.dtype)
+
+
+def _spatial(node):
+    return bool(int(attr(node, "spatial", 1)))
+
+
+def _batch_norm(node, ins):
+    x = ins[0]
+    a, c = _bn_affine(node, x, ins[1:5], _spatial(node))
+    # one multiply-add per element, as onnxruntime
+    return [(x * a + c).astype(x.dtype, copy=False)]
+
+
+def _bind_bn(node, consts, rec):
+    """With constant parameters (the usual case), a and c are computed once."""
+    names = node.inputs[1:5]
+    x = rec.get(node.inputs[0])
+    if x is None or not all(n in consts for n in names):
+        return None
+    a, c = _bn_affine(node, x, [consts[n] for n in names], _spatial(node))
+    dtype = x.dtype
+    return lambda x, *params: (x * a + c).astype(dtype, copy=False)
 
 
 @op("BatchNormalization", since=7, attrs=["epsilon", "momentum", "spatial"], inputs=(5, 5),
-    outputs=(1, 5))
+    outputs=(1, 5), bind=_bind_bn)
 def batch_norm_7(node, ins, n):
     """Inference batch normalisation (``spatial``=0: statistics per activation)."""
-    return _batch_norm(node, ins, bool(int(attr(node, "spatial", 1))))
+    return _batch_norm(node, ins)
 
 
 @op("BatchNormalization", since=9, attrs=["epsilon", "momentum"], inputs=(5, 5),
-    outputs=(1, 5))
+    outputs=(1, 5), bind=_bind_bn)
 def batch_norm_9(node, ins, n):
     """Inference batch normalisation over axis 1."""
     return _batch_norm(node, ins)
 
 
 @op("BatchNormalization", since=14, attrs=["epsilon", "momentum", "training_mode"],
-    inputs=(5, 5), outputs=(1, 3))
+    inputs=(5, 5), outputs=(1, 3), bind=_bind_bn)
 def batch_norm_14(node, ins, n):
     """Inference batch normalisation (training_mode=1 refused; from 15 the parameters
     may have another float type than X)."""
