@@ -84,6 +84,28 @@ _SIG_CONV = types.void(_F, _F, _L, _F)
 _SIG_MAXPOOL = types.void(_F, _L, _F, _L)
 _SIG_AVGPOOL = types.void(_F, _L, _F)
 
+
+def _entry(sig):
+    """An entry point compiled for ``sig`` alone, on first use (``kernel``):
+    a model without pools does not compile the pools."""
+    def deco(fn):
+        d = njit(**_jit)(fn)
+        d._fastlstm_sig = sig
+        return d
+    return deco
+
+
+def kernel(name):
+    """Entry point ``name``, compiled (or loaded from Numba's cache) on the
+    first call.  It then takes exactly its signature: other argument types are
+    a TypeError rather than a new compilation."""
+    d = globals()[name]
+    if not d.signatures:
+        d.compile(d._fastlstm_sig)
+        d.disable_compile()
+    return d
+
+
 # ---- geo: the int64 geometry block every kernel reads -----------------------------
 (G_N, G_G, G_CIN, G_CGI, G_COUT, G_CGO,
  G_D, G_H, G_W, G_OD, G_OH, G_OW,
@@ -287,7 +309,7 @@ def _pad_copy(x, xoff, C, D, H, W, pd, ph, pw, Dp, Hp, Wp, dst):
                     dst[dstart + i] = x[src + i]
 
 
-@njit(_SIG_CONV, **_jit)
+@_entry(_SIG_CONV)
 def conv_panel(x, w, geo, y):
     """Conv with W packed in panels (see the module docstring): y[N*COUT*OD*OH*OW]
     from x[N*CIN*D*H*W] (flat, C order).  A scratch buffer holds the padded
@@ -384,7 +406,7 @@ def conv_panel(x, w, geo, y):
                             ow += mr
 
 
-@njit(_SIG_CONV, **_jit)
+@_entry(_SIG_CONV)
 def conv_direct(x, w, geo, y):
     """Conv with W in its ONNX layout ``[COUT, CGI, KD, KH, KW]`` (bias after
     it at geo[G_BIAS]); for few output channels per group (depthwise, a
@@ -448,7 +470,7 @@ def conv_direct(x, w, geo, y):
                     y[ybase + i] = _sigmoid(y[ybase + i])
 
 
-@njit(_SIG_CONV, **_jit)
+@_entry(_SIG_CONV)
 def conv_transpose(x, w, geo, y):
     """ConvTranspose with W packed as ``[G][CGI][KD][KH][KW][CGO]`` (bias after
     it at geo[G_BIAS]).  Here D/H/W are the input's sizes, OD/OH/OW the
@@ -504,7 +526,7 @@ def conv_transpose(x, w, geo, y):
                     y[ybase + i] = v
 
 
-@njit(_SIG_MAXPOOL, **_jit)
+@_entry(_SIG_MAXPOOL)
 def max_pool(x, geo, y, idx):
     """MaxPool over [N*C] planes (geo[G_N]); Indices into ``idx`` when it is
     not empty (storage order geo[G_COUNT_PAD]: 0 row-major, 1 column-major
@@ -549,7 +571,7 @@ def max_pool(x, geo, y, idx):
                     k += 1
 
 
-@njit(_SIG_AVGPOOL, **_jit)
+@_entry(_SIG_AVGPOOL)
 def avg_pool(x, geo, y):
     """AveragePool over [N*C] planes.  The divisor counts the taps inside the
     input, or with count_include_pad (geo[G_COUNT_PAD]) the taps inside the

@@ -214,7 +214,7 @@ def _pack(node, W, B):
         cgi = cin // G
         # [CIN, CGO, taps] -> [G][CGI][taps][CGO]: each input element adds a row
         flat = W.reshape(G, cgi, cgo, taps).transpose(0, 1, 3, 2).reshape(-1)
-        kernel = K.conv_transpose
+        kernel = K.kernel("conv_transpose")
     else:
         cgo = cout // G
         cgi = W.shape[1]
@@ -226,10 +226,10 @@ def _pack(node, W, B):
             wr[:, :cgo] = W.reshape(G, cgo, cgi, taps).transpose(0, 1, 3, 2).reshape(
                 G, cgo, taps * cgi)
             flat = wr.reshape(G, np_, K.NC, cgi * taps).transpose(0, 1, 3, 2).reshape(-1)
-            kernel = K.conv_panel
+            kernel = K.kernel("conv_panel")
         else:
             flat = W.reshape(-1)
-            kernel = K.conv_direct
+            kernel = K.kernel("conv_direct")
     # the bias follows the weights, zeros when the node has none (the panel
     # kernel adds it unconditionally)
     bias_off = flat.size
@@ -564,7 +564,7 @@ def _max_pool(node, ins, n, dilated, ceil):
     geo[K.G_COUNT_PAD] = int(attr(node, "storage_order", 0))
     y = np.empty(shape, _F32)
     idx = np.empty(shape if n > 1 else 0, np.int64)
-    K.max_pool(_writable(x.ravel()), geo, y.ravel(), idx.ravel())
+    K.kernel("max_pool")(_writable(x.ravel()), geo, y.ravel(), idx.ravel())
     return [y, idx][:n]
 
 
@@ -596,7 +596,7 @@ def _avg_pool(node, ins, n, dilated, ceil):
     geo, shape = _pool_geo(node, x, dilated, ceil)
     geo[K.G_COUNT_PAD] = int(attr(node, "count_include_pad", 0))
     y = np.empty(shape, _F32)
-    K.avg_pool(_writable(x.ravel()), geo, y.ravel())
+    K.kernel("avg_pool")(_writable(x.ravel()), geo, y.ravel())
     return [y]
 
 
