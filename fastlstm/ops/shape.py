@@ -504,6 +504,17 @@ def _nearest_index(nm, orig, downsample):
 
 
 def _resize(node, x, roi, scales, sizes, axes):
+    mode, ct, nm, scale, out_shape, roi, extrap = _resize_setup(node, x, roi, scales, sizes,
+                                                                axes)
+    if tuple(out_shape) == x.shape:    # onnxruntime copies whatever the scales say
+        return [x.copy()]
+    return _allocate(node, out_shape, x.dtype,
+                     lambda: _resample(node, x, mode, ct, nm, scale, out_shape, roi, extrap))
+
+
+def _resize_setup(node, x, roi, scales, sizes, axes):
+    """Validated parameters: mode, coordinate transform, nearest mode, the scale and
+    output size of every axis, the full roi and the extrapolation value."""
     rank = x.ndim
     v10 = node.since_version < 11
     mode = attr(node, "mode", "nearest")
@@ -569,55 +580,64 @@ def _resize(node, x, roi, scales, sizes, axes):
         if any(x.shape[a] == 0 and out_shape[a] for a in range(rank)):
             raise InvalidInput(f"{node.describe()}: cannot resize an empty axis")
     extrap = _F(attr(node, "extrapolation_value", 0.0))
-    if tuple(out_shape) == x.shape:    # onnxruntime copies whatever the scales say
-        return [x.copy()]
-    return _allocate(node, out_shape, x.dtype,
-                     lambda: _resample(node, x, mode, ct, nm, scale, out_shape, roi, extrap))
+    return mode, ct, nm, scale, out_shape, roi, extrap
 
 
 def _resample(node, x, mode, ct, nm, scale, out_shape, roi, extrap):
-    rank = x.ndim
     if mode == "linear" and x.dtype.kind in "iub":
         return _linear_int(node, x, ct, scale, out_shape, roi, extrap)
-    if mode == "cubic" and x.dtype.kind != "f":
-        _refuse(node, f"cubic resize of a {x.dtype} tensor (floats only)")
-    outside = None      # tf_crop_and_resize: output positions outside the input
-    y = x
+    steps, outside = _resample_steps(node, x.shape, x.dtype, mode, ct, nm, scale, out_shape,
+                                     roi)
+    return [_apply_steps(x, steps, outside, extrap)]
+
+
+def _resample_steps(node, shape, dtype, mode, ct, nm, scale, out_shape, roi):
+    """Per resized axis, its taps: [(axis, [(indices, weights or None), ...])], and the
+    mask of output positions outside the input (tf_crop_and_resize) or None."""
+    if mode == "cubic" and np.dtype(dtype).kind != "f":
+        _refuse(node, f"cubic resize of a {np.dtype(dtype)} tensor (floats only)")
+    rank = len(shape)
+    steps, outside = [], None
     for a in range(rank):
-        if scale[a] == 1 and out_shape[a] == x.shape[a]:
+        if scale[a] == 1 and out_shape[a] == shape[a]:
             continue
-        L, R = x.shape[a], out_shape[a]
+        L, R = shape[a], out_shape[a]
         orig = _original_coords(ct, R, L, scale[a], roi[a], roi[a + rank])
+        shp = [1] * rank
+        shp[a] = R
         if ct == "tf_crop_and_resize":
             mask = (orig < 0) | (orig > _F(L - 1))
             if mask.any():
-                shp = [1] * rank
-                shp[a] = R
                 m = mask.reshape(shp)
                 outside = m if outside is None else (outside | m)
         if mode == "nearest":
             idx = _nearest_index(nm, orig, scale[a] < 1)
-            idx = np.clip(idx, 0, L - 1).astype(np.intp)
-            y = np.take(y, idx, axis=a)
+            steps.append((a, [(np.clip(idx, 0, L - 1).astype(np.intp), None)]))
         elif mode == "linear":
             i1, i2, w1, w2 = _linear_weights(orig, L)
-            shp = [1] * rank
-            shp[a] = R
-            y = (np.take(y, i1, axis=a) * w1.astype(y.dtype).reshape(shp)
-                 + np.take(y, i2, axis=a) * w2.astype(y.dtype).reshape(shp))
+            steps.append((a, [(i1, w1.astype(dtype).reshape(shp)),
+                              (i2, w2.astype(dtype).reshape(shp))]))
         else:
             idx, w = _cubic_taps(orig, L, float(attr(node, "cubic_coeff_a", -0.75)),
                                  bool(int(attr(node, "exclude_outside", 0))))
-            shp = [1] * rank
-            shp[a] = R
-            acc = None
-            for k in range(4):
-                term = np.take(y, idx[:, k], axis=a) * w[:, k].astype(y.dtype).reshape(shp)
-                acc = term if acc is None else acc + term
-            y = acc
+            steps.append((a, [(idx[:, k], w[:, k].astype(dtype).reshape(shp))
+                              for k in range(4)]))
+    return steps, outside
+
+
+def _apply_steps(x, steps, outside, extrap):
+    y = x
+    for a, taps in steps:
+        acc = None
+        for idx, w in taps:
+            t = np.take(y, idx, axis=a)
+            if w is not None:
+                t = t * w
+            acc = t if acc is None else acc + t
+        y = acc
     if outside is not None:
         y = np.where(outside, np.asarray(extrap, y.dtype), y)
-    return [np.ascontiguousarray(y, dtype=x.dtype) if y is not x else x.copy()]
+    return np.ascontiguousarray(y, dtype=x.dtype) if y is not x else x.copy()
 
 
 def _cubic_taps(orig, L, A, exclude_outside):
@@ -687,10 +707,39 @@ def _linear_int(node, x, ct, scale, out_shape, roi, extrap):
     return [np.clip(np.trunc(out), info.min, info.max).astype(x.dtype)]
 
 
-@op("Resize", since=10, attrs=["mode"], inputs=(2, 2), shape_params=(1,))
+def _resize_args(node, ins):
+    """(roi, scales, sizes, axes) of a Resize node's form."""
+    get = (lambda k: ins[k] if len(ins) > k else None)
+    if node.since_version < 11:
+        return None, get(1), None, None
+    return get(1), get(2), get(3), axes_attr(node) if node.since_version >= 18 else None
+
+
+def _bind_resize(node, consts, rec):
+    """With constant scales/sizes/roi: the taps and weights of each axis computed
+    once for the recorded input shape."""
+    x = rec.get(node.inputs[0])
+    if x is None or any(i and i not in consts for i in node.inputs[1:]):
+        return None
+    ins = [x] + [consts[i] if i else None for i in node.inputs[1:]]
+    mode, ct, nm, scale, out_shape, roi, extrap = _resize_setup(node, x,
+                                                                *_resize_args(node, ins))
+    if tuple(out_shape) == x.shape:
+        return lambda x, *params: x.copy()
+    if mode == "linear" and x.dtype.kind in "iub":
+        return None
+    total = int(np.prod(out_shape, dtype=np.float64)) * x.dtype.itemsize
+    if total > _MAX_OUTPUT_BYTES:
+        return None
+    steps, outside = _resample_steps(node, x.shape, x.dtype, mode, ct, nm, scale, out_shape,
+                                     roi)
+    return lambda x, *params: _apply_steps(x, steps, outside, extrap)
+
+
+@op("Resize", since=10, attrs=["mode"], inputs=(2, 2), shape_params=(1,), bind=_bind_resize)
 def resize_10(node, ins, n):
     """Resize by scales (nearest, linear or cubic; asymmetric coordinates)."""
-    return _resize(node, ins[0], None, ins[1], None, None)
+    return _resize(node, ins[0], *_resize_args(node, ins))
 
 
 @op("Resize", since=11, attrs=["mode", "coordinate_transformation_mode", "nearest_mode",
@@ -698,8 +747,7 @@ def resize_10(node, ins, n):
     inputs=(1, 4), shape_params=(2, 3))
 def resize_11(node, ins, n):
     """Resize by scales or sizes (nearest, linear, cubic; every coordinate transform)."""
-    get = (lambda k: ins[k] if len(ins) > k else None)
-    return _resize(node, ins[0], get(1), get(2), get(3), None)
+    return _resize(node, ins[0], *_resize_args(node, ins))
 
 
 @op("Resize", since=18, attrs=["mode", "coordinate_transformation_mode", "nearest_mode",
@@ -708,8 +756,7 @@ def resize_11(node, ins, n):
     inputs=(1, 4), shape_params=(2, 3))
 def resize_18(node, ins, n):
     """Resize some axes (axes attribute, keep_aspect_ratio_policy; no antialiasing)."""
-    get = (lambda k: ins[k] if len(ins) > k else None)
-    return _resize(node, ins[0], get(1), get(2), get(3), axes_attr(node))
+    return _resize(node, ins[0], *_resize_args(node, ins))
 
 
 resize_10.build = resize_11.build = resize_18.build = _check_resize
