@@ -49,6 +49,11 @@ def _bind_reduce(node, consts, rec):
         axes = list(range(x.ndim))
     axes = tuple(norm_axes(axes, x.ndim, node))
     keep = bool(attr(node, "keepdims", 1))
+    if x.size and all(x.shape[a] == 1 for a in axes) and x.dtype.kind == "f":
+        # every reduced axis has one element: the result is the input, reshaped
+        shape = tuple(1 if a in axes else d for a, d in enumerate(x.shape)) if keep else \
+            tuple(d for a, d in enumerate(x.shape) if a not in axes)
+        return lambda v, *rest: v.reshape(shape)
     if node.op_type == "ReduceMean":
         count = 1
         for a in axes:
