@@ -65,7 +65,7 @@ def stream_overhead(I, H, repeats=2000):
     h = np.zeros((1, 1, H), np.float32)
 
     def kernels():
-        layer.run(x1, 0, h, h, None, False, True, True)
+        layer.run(x1, layout=0, initial_h=h, initial_c=h, want_y=False)
 
     def call():
         st.run(None, {"X": x1})

@@ -23,8 +23,22 @@ except ImportError as e:  # pragma: no cover - only on a broken install
 from . import config as _config  # noqa: E402
 from .kernels import common as _common  # noqa: E402
 
-if (frontend.tile_size(), frontend.panel_width(), frontend.ip_len()) != (
-        _config.TILE, _config.PANEL, _common.IP_LEN):  # pragma: no cover
-    raise ExtensionNotBuilt("fastlstm._frontend was built for another kernel parameter layout "
-                            f"(TILE={frontend.tile_size()}, PANEL={frontend.panel_width()}, "
-                            f"IP_LEN={frontend.ip_len()}); rebuild it with 'pip install -e .'")
+
+def _check_abi():
+    """The front end and the kernels must agree on what they pass each other:
+    the tile and panel sizes, and the integer parameter block, whose C struct
+    (``_frontend.IntParams``) must have the fields, order and offsets of
+    ``kernels.common.IP_RUN_DTYPE``.  A stale build says so here, not by
+    computing garbage."""
+    offsets, size = frontend.ip_layout()
+    want = {name: _common.IP_RUN_DTYPE.fields[name][1] for name in _common.IP_RUN_DTYPE.names}
+    found = (frontend.tile_size(), frontend.panel_width(), offsets, size)
+    if found != (_config.TILE, _config.PANEL, want, _common.IP_RUN_DTYPE.itemsize):
+        raise ExtensionNotBuilt(  # pragma: no cover
+            "fastlstm._frontend was built for another kernel parameter layout (TILE="
+            f"{found[0]}, PANEL={found[1]}, IntParams {offsets} in {size} bytes; the kernels "
+            f"expect TILE={_config.TILE}, PANEL={_config.PANEL}, {want} in "
+            f"{_common.IP_RUN_DTYPE.itemsize} bytes): rebuild it with 'pip install -e .'")
+
+
+_check_abi()

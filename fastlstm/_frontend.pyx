@@ -67,12 +67,6 @@ ctypedef void (*gemm_fn)(int64_t, int64_t, int64_t, int64_t, int64_t, float*, fl
 cdef enum:
     TILE = 16       # fastlstm.config.TILE
     PANEL = 64      # fastlstm.config.PANEL: columns of a packed weight panel
-    IP_LEN = 11     # fastlstm.kernels.common: slots of the kernels' int parameters
-    IP_BATCH = 7
-    IP_P0 = 8
-    IP_P1 = 9
-    IP_PHASE = 10
-    IP_ORDER = 11   # appended by the front end, not stored (kernels.common.IP_ORDER)
     MAXT = 64       # most threads a team may have
     SPLIT = PANEL // TILE   # tiles per unit of work when threads split a step
     MAXD = 2
@@ -83,6 +77,58 @@ cdef enum:
     MODE_DIRS = 1
     MODE_ROWS = 2
     MODE_TILES = 3
+
+cdef struct IntParams:
+    # A step kernel's integer parameter block: fastlstm.kernels.common.IP_RUN_DTYPE,
+    # field by field (checked against it when fastlstm is imported: ip_layout).
+    # All but ``order`` are stored with each packed direction.
+    int64_t h, hp, act0, act1, act2, flag, has_clip, batch, p0, p1, phase, order
+
+
+cdef IntParams _ip_probe
+#: Bytes of the stored part of the block (every field before ``order``).
+cdef size_t IP_STORED_BYTES = <size_t> (<char*> &_ip_probe.order - <char*> &_ip_probe)
+
+
+cdef struct Carve:
+    # Byte offsets of the parts of one thread's scratch, and its size: laid out
+    # once (carve) for the allocation in Layer.run and the use in run_direction.
+    size_t hb           # float [2, B, Hp]: h in and out, alternating
+    size_t cc           # float [B, Hp]: LSTM cell state
+    size_t ws           # float [ws_floats]: the step kernel's scratch
+    size_t rows         # int64 [B]: the sorted rows this thread runs
+    size_t xoff         # int64 [B]: per row, where its projection starts
+    size_t yoff         # int64 [B]: per row, where its Y values go (-1: none)
+    size_t ip           # IntParams
+    size_t coff         # int64 [chunk, B]: projection offsets of a chunk of steps
+    size_t xg           # float [chunk * B, I]: that chunk's gathered inputs
+    size_t ring         # float [chunk * B, N]: their projections
+    size_t size         # the whole, rounded up to 64 bytes
+
+
+cdef inline size_t _take(size_t* at, size_t nbytes, size_t align) noexcept nogil:
+    cdef size_t start = (at[0] + align - 1) // align * align
+    at[0] = start + nbytes
+    return start
+
+
+cdef Carve carve(int64_t B, int64_t Hp, int64_t ws_floats, int64_t chunk, int64_t I,
+                 int64_t N) noexcept nogil:
+    cdef Carve v
+    cdef size_t at = 0
+    v.hb = _take(&at, 2 * B * Hp * sizeof(float), 64)
+    v.cc = _take(&at, B * Hp * sizeof(float), sizeof(float))
+    v.ws = _take(&at, ws_floats * sizeof(float), sizeof(float))
+    v.rows = _take(&at, B * sizeof(int64_t), sizeof(int64_t))
+    v.xoff = _take(&at, B * sizeof(int64_t), sizeof(int64_t))
+    v.yoff = _take(&at, B * sizeof(int64_t), sizeof(int64_t))
+    v.ip = _take(&at, sizeof(IntParams), sizeof(int64_t))
+    v.coff = _take(&at, chunk * B * sizeof(int64_t), sizeof(int64_t))
+    v.xg = _take(&at, chunk * B * I * sizeof(float), sizeof(float))
+    v.ring = _take(&at, chunk * B * N * sizeof(float), sizeof(float))
+    v.size = (at + 63) // 64 * 64
+    return v
+
 
 cdef long _l2 = sysconf(_SC_LEVEL2_CACHE_SIZE)
 cdef long L2_BYTES = _l2 if _l2 > 0 else 1048576
@@ -122,9 +168,17 @@ def panel_width():
     return PANEL
 
 
-def ip_len():
-    """Int parameter slots the front end copies per direction (kernels.common.IP_LEN)."""
-    return IP_LEN
+def ip_layout():
+    """The IntParams struct as the compiler laid it out: ({field: byte offset},
+    size in bytes), checked against kernels.common.IP_RUN_DTYPE at import."""
+    cdef IntParams p
+    cdef char* b = <char*> &p
+    return ({"h": <char*> &p.h - b, "hp": <char*> &p.hp - b, "act0": <char*> &p.act0 - b,
+             "act1": <char*> &p.act1 - b, "act2": <char*> &p.act2 - b,
+             "flag": <char*> &p.flag - b, "has_clip": <char*> &p.has_clip - b,
+             "batch": <char*> &p.batch - b, "p0": <char*> &p.p0 - b, "p1": <char*> &p.p1 - b,
+             "phase": <char*> &p.phase - b, "order": <char*> &p.order - b},
+            sizeof(IntParams))
 
 
 cdef class Team:
@@ -162,7 +216,7 @@ cdef struct Kernels:
     float* rb[MAXD]
     float* P[MAXD]
     float* fp[MAXD]
-    int64_t* ip[MAXD]
+    int64_t* ip[MAXD]   # the stored part of each direction's IntParams
     bint rev[MAXD]
     bint gru2           # the step needs a barrier between its two passes
 
@@ -189,8 +243,8 @@ cdef struct Ctx:
     bint has_lens
     int mode
     fl_team* team
-    char* tmem          # per-thread scratch, tstride bytes each
-    size_t tstride
+    char* tmem          # per-thread scratch, cv.size bytes each
+    Carve cv            # its layout
     int64_t chunk       # steps projected at a time inside run_direction; 0: all upfront
     int64_t parity      # step t reads R's panels in reverse when (t + parity) is odd
     bint zig            # ... if at all (see Layer.run)
@@ -227,17 +281,17 @@ cdef void run_direction(Ctx* c, int d, int64_t r0, int64_t rstep, int64_t p0, in
     cdef int64_t B = c.B, Hp = c.Hp, H = c.H, T = c.T, D = c.D
     cdef int64_t nsub = 0, i, t, sb, ob, L, tt, row, nact, maxlen
     cdef char* smem = c.tmem if shared else mem     # state owner
-    cdef float* hb = <float*> smem
-    cdef float* cc = hb + 2 * B * Hp
-    cdef float* ws = cc + B * Hp
-    cdef int64_t* rows = <int64_t*> (mem + (3 * B * Hp + c.ws_floats) * sizeof(float))
-    cdef int64_t* xoff = rows + B
-    cdef int64_t* yoff = xoff + B
-    cdef int64_t* ip = yoff + B
+    cdef float* hb = <float*> (smem + c.cv.hb)
+    cdef float* cc = <float*> (smem + c.cv.cc)
+    cdef float* ws = <float*> (smem + c.cv.ws)
+    cdef int64_t* rows = <int64_t*> (mem + c.cv.rows)
+    cdef int64_t* xoff = <int64_t*> (mem + c.cv.xoff)
+    cdef int64_t* yoff = <int64_t*> (mem + c.cv.yoff)
+    cdef IntParams* ip = <IntParams*> (mem + c.cv.ip)
     # chunked projection: slot offsets, gathered inputs, projected rows
-    cdef int64_t* coff = ip + IP_LEN + 1
-    cdef float* xg = <float*> (coff + c.chunk * B)
-    cdef float* ring = xg + c.chunk * B * c.insize
+    cdef int64_t* coff = <int64_t*> (mem + c.cv.coff)
+    cdef float* xg = <float*> (mem + c.cv.xg)
+    cdef float* ring = <float*> (mem + c.cv.ring)
     cdef float* xsrc = ring if c.chunk > 0 else c.xp
     cdef int64_t t0 = 0, tc, na, nrows
     cdef float* hin
@@ -251,14 +305,15 @@ cdef void run_direction(Ctx* c, int d, int64_t r0, int64_t rstep, int64_t p0, in
         rows[nsub] = i
         nsub += 1
         i += rstep
-    memcpy(ip, k.ip[d], IP_LEN * sizeof(int64_t))
-    ip[IP_BATCH] = nsub
-    ip[IP_P0] = p0
-    ip[IP_P1] = p1
-    ip[IP_PHASE] = 0
-    ip[IP_ORDER] = 0
+    memcpy(ip, k.ip[d], IP_STORED_BYTES)
+    ip.batch = nsub
+    ip.p0 = p0
+    ip.p1 = p1
+    ip.phase = 0
+    ip.order = 0
     if not shared or tid == 0:
-        memset(hb, 0, 3 * B * Hp * sizeof(float))
+        memset(hb, 0, 2 * B * Hp * sizeof(float))
+        memset(cc, 0, B * Hp * sizeof(float))
         for i in range(nsub):
             ob = c.perm[rows[i]]
             if c.h0 != NULL:
@@ -313,15 +368,15 @@ cdef void run_direction(Ctx* c, int d, int64_t r0, int64_t rstep, int64_t p0, in
                     yoff[i] = ((ob * T + tt) * D + d) * H
             else:
                 yoff[i] = -1
-        ip[IP_ORDER] = (t + c.parity) & 1 if c.zig else 0
+        ip.order = (t + c.parity) & 1 if c.zig else 0
         if shared and k.gru2:
-            ip[IP_PHASE] = 1
+            ip.phase = 1
             k.step(nact, xsrc, xoff, k.R[d], k.rb[d], k.P[d], hin, hout, cc, c.y, yoff, ws,
-                   ip, k.fp[d])
+                   <int64_t*> ip, k.fp[d])
             fl_barrier(c.team, sense)
-            ip[IP_PHASE] = 2
-        k.step(nact, xsrc, xoff, k.R[d], k.rb[d], k.P[d], hin, hout, cc, c.y, yoff, ws, ip,
-               k.fp[d])
+            ip.phase = 2
+        k.step(nact, xsrc, xoff, k.R[d], k.rb[d], k.P[d], hin, hout, cc, c.y, yoff, ws,
+               <int64_t*> ip, k.fp[d])
         if shared:
             fl_barrier(c.team, sense)
         tmp = hin
@@ -392,7 +447,7 @@ cdef void project_part(Ctx* c, int part, int nparts, int64_t c0, int64_t c1) noe
 cdef void run_task(void* arg, int tid, int n) noexcept nogil:
     """What thread ``tid`` of ``n`` does in the chosen mode."""
     cdef Ctx* c = <Ctx*> arg
-    cdef char* mem = c.tmem + tid * c.tstride
+    cdef char* mem = c.tmem + tid * c.cv.size
     cdef int64_t ntiles = c.Hp // TILE, p0, p1, nchunks, gt = c.N // (c.Hp // TILE)
     cdef int d
     cdef int sense = 0
@@ -483,10 +538,11 @@ cdef class Layer:
             self.k.ip[d] = iptr(pd.ip)
             self.k.rev[d] = reverse[d]
 
-    def run(self, cnp.ndarray x, int layout, object initial_h, object initial_c, object lens,
-            bint want_y, bint want_yh, bint want_yc, int64_t min_work=0,
-            object state_h=None, object state_c=None, int parity=0):
-        """Run the layer (all its directions) on ``x``.
+    def run(self, cnp.ndarray x, *, int layout=0, object initial_h=None,
+            object initial_c=None, object lens=None, bint want_y=True, bint want_yh=True,
+            bint want_yc=True, int64_t min_work=0, object state_h=None, object state_c=None,
+            int parity=0):
+        """Run the layer (all its directions) on ``x``; everything else by name.
 
         x : float32, [T, B, I] (layout 0) or [B, T, I] (layout 1); copied if not
             C-contiguous
@@ -501,7 +557,7 @@ cdef class Layer:
         parity : step t reads the weight panels last to first when t + parity
             is odd; a caller making one-step calls alternates it between calls,
             so a call starts where the previous one ended, on weights still in
-            cache (kernels.common.IP_ORDER).
+            cache (kernels.common.IP_RUN_DTYPE, field order).
 
         Returns (Y, Y_h, Y_c), each None where not wanted.  Y is [T, D, B, H]
         (layout 0, or [T, B, D, H] with y_tbdh) or [B, T, D, H] (layout 1);
@@ -556,8 +612,8 @@ cdef class Layer:
         # int64 row tables and the chunk buffers; then the shared int64 tables.
         cdef int64_t n_xp = 0 if chunk > 0 else M * D * N
         cdef size_t xp_bytes = ((n_xp * sizeof(float) + 63) // 64) * 64
-        cdef size_t tstride = (((3 * B * Hp + ws_floats + chunk * B * (I + N)) * sizeof(float) +
-                                (3 * B + IP_LEN + 1 + chunk * B) * sizeof(int64_t) + 63) // 64) * 64
+        cdef Carve cv = carve(B, Hp, ws_floats, chunk, I, N)
+        cdef size_t tstride = cv.size
         cdef size_t shared_bytes = ((3 * B + T + 2) * sizeof(int64_t) + 63) // 64 * 64
         cdef size_t total = xp_bytes + n * tstride + shared_bytes
         cdef char* mem = <char*> aligned_alloc(64, total)
@@ -592,7 +648,7 @@ cdef class Layer:
         c.mode = mode
         c.team = ft
         c.tmem = mem + xp_bytes
-        c.tstride = tstride
+        c.cv = cv
         c.chunk = chunk
         c.parity = parity
         # Alternating the panel order helps when the R a thread reads each step is

@@ -31,13 +31,22 @@ import numpy as np
 from . import config
 from .errors import InvalidModel
 from .ir import DIRECTIONS, ELEM_TYPES, Graph, Node, RecurrentLayer, RecurrentSpec, ValueInfo
+from .kernels import common
 from .pack import PackedDirection, PackedLayer, pack_graph
 
 MAGIC = b"FASTLSTM"
-#: 2: a recurrent node's spec, packed weights and Y layout are one "layer"
-#: entry (1: node attributes "spec", "packed", "y_tbdh"; a spec "flag" whose
-#: meaning was the op's).  Version 1 files are still read.
-FORMAT_VERSION = 2
+#: 3: the header records the kernels' ABI ("kernel_abi": tile, panel and the
+#: fields of the parameter blocks, ``kernels.common.abi``), and a file is read
+#: only by kernels with the same one.  2: a recurrent node's spec, packed
+#: weights and Y layout are one "layer" entry (1: node attributes "spec",
+#: "packed", "y_tbdh"; a spec "flag" whose meaning was the op's).  Versions 1
+#: and 2 are still read: they were written for ``_ABI_BEFORE_3``.
+FORMAT_VERSION = 3
+#: The kernel ABI of every file of format versions 1 and 2.
+_ABI_BEFORE_3 = {"tile": 16, "panel": 64,
+                 "ip": ["h", "hp", "act0", "act1", "act2", "flag", "has_clip", "batch", "p0",
+                        "p1", "phase"],
+                 "fp": ["clip", "alpha0", "beta0", "alpha1", "beta1", "alpha2", "beta2"]}
 _ALIGN = 64
 _FIXED = 48          # magic, version, header length, header SHA-256
 _DTYPES = {"float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool"}
@@ -240,7 +249,7 @@ def dumps(graph):
     payload = w.payload()
     header = {
         "format_version": FORMAT_VERSION, "fastlstm_version": __version__,
-        "tile": config.TILE, "panel": config.PANEL,
+        "tile": config.TILE, "panel": config.PANEL, "kernel_abi": common.abi(),
         "payload_size": len(payload), "payload_sha256": hashlib.sha256(payload).hexdigest(),
         "arrays": w.table,
         "graph": encoded,
@@ -614,9 +623,13 @@ def loads(data):
         payload = memoryview(data)[start:start + size]
         if hashlib.sha256(payload).hexdigest() != header["payload_sha256"]:
             raise InvalidModel(".fastlstm payload checksum mismatch: the file is corrupt")
-        if header.get("tile") != config.TILE or header.get("panel") != config.PANEL:
-            raise InvalidModel(f".fastlstm file was packed for tile {header.get('tile')}, "
-                               f"panel {header.get('panel')}; convert the model again")
+        version = struct.unpack("<I", bytes(data[8:12]))[0]
+        abi = header["kernel_abi"] if version >= 3 else _ABI_BEFORE_3
+        if abi != common.abi():
+            raise InvalidModel(f".fastlstm file was packed for other kernels (tile "
+                               f"{abi.get('tile')}, panel {abi.get('panel')}, parameters "
+                               f"{abi.get('ip')} and {abi.get('fp')}; these read "
+                               f"{common.abi()}): convert the model again")
         arrays = []
         for t in header["arrays"]:
             if t["dtype"] not in _DTYPES:
@@ -630,7 +643,6 @@ def loads(data):
                 raise InvalidModel("array table points outside the payload")
             a = np.frombuffer(payload, dtype=dt, count=count, offset=t["offset"])
             arrays.append(a.reshape(t["shape"]))
-        version = struct.unpack("<I", bytes(data[8:12]))[0]
         graph = _decode_graph(header["graph"], arrays, version,
                               dict(header.get("metadata", {})))
         validate_graph(graph)

@@ -126,21 +126,22 @@ class PackedLayer:
 
 
 def _params(hidden, acts, flag, clip):
-    ip = np.zeros(common.IP_LEN, np.int64)
-    fp = np.zeros(common.FP_LEN, np.float32)
-    ip[common.IP_H] = hidden
-    ip[common.IP_HP] = padded(hidden)
+    """The stored parameter blocks of one direction (``kernels.common.IP_DTYPE``,
+    ``FP_DTYPE``) as the int64 and float32 arrays the kernels read."""
+    ip, fp = common.new_params()
+    ip["h"] = hidden
+    ip["hp"] = padded(hidden)
     for k, (code, alpha, beta) in enumerate(acts):
-        ip[common.IP_ACT0 + k] = code
-        fp[common.FP_ALPHA0 + 2 * k] = alpha
-        fp[common.FP_BETA0 + 2 * k] = beta
-    ip[common.IP_FLAG] = flag
-    ip[common.IP_P0] = 0
-    ip[common.IP_P1] = padded(hidden) // TILE
-    ip[common.IP_PHASE] = 0
-    ip[common.IP_HAS_CLIP] = clip is not None
-    fp[common.FP_CLIP] = 0.0 if clip is None else clip
-    return ip, fp
+        ip[f"act{k}"] = code
+        fp[f"alpha{k}"] = alpha
+        fp[f"beta{k}"] = beta
+    ip["flag"] = flag
+    ip["p0"] = 0
+    ip["p1"] = padded(hidden) // TILE
+    ip["phase"] = 0
+    ip["has_clip"] = clip is not None
+    fp["clip"] = 0.0 if clip is None else clip
+    return ip.reshape(1).view(np.int64).copy(), fp.reshape(1).view(np.float32).copy()
 
 
 def _split_gates(W, R, B, G, H):

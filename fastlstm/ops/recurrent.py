@@ -133,8 +133,10 @@ class RecurrentRunner:
             state = (None, None)
         want = self._want
         self._parity ^= 1       # see kernels.common.IP_ORDER; a race here is harmless
-        y, yh, yc = layer.run(x, self.layout, h0, c0, lens, want[0], want[1], want[2],
-                              config.THREAD_MIN_WORK, state[0], state[1], self._parity)
+        y, yh, yc = layer.run(x, layout=self.layout, initial_h=h0, initial_c=c0, lens=lens,
+                              want_y=want[0], want_yh=want[1], want_yc=want[2],
+                              min_work=config.THREAD_MIN_WORK, state_h=state[0],
+                              state_c=state[1], parity=self._parity)
         return [y, yh, yc][:self.n_out]
 
     def _check_x(self, x, I):
