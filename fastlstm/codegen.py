@@ -242,6 +242,18 @@ def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
         elif (hasattr(r, "run1") and len(n.outputs) == 1
               and all(not i or i in consts for i in n.inputs[1:])):
             lines.append(f"    {outs[0]} = {N.g(r.run1, 'r')}({ins[0]})")
+        elif n.layer is not None and (direct := r.direct()) is not None:
+            h0 = n.input(5) if len(n.inputs) > 5 and n.input(5) in rec else ""
+            c0 = n.input(6) if len(n.inputs) > 6 and n.input(6) in rec else ""
+            args = ", ".join([N.v(n.inputs[0]), N.v(h0) if h0 else "None",
+                              N.v(c0) if c0 else "None"])
+            run = N.g(r, "r")
+            dargs = ", ".join(f"{i!r}: {N.v(i)}" for i in n.inputs
+                              if i and (i in N.var) and (i in rec or i in consts))
+            lines.append("    if ctx is None:")
+            lines.append(f"        {', '.join(outs)}, = {N.g(direct, 'd')}({args})")
+            lines.append("    else:")
+            lines.append(f"        {', '.join(outs)}, = {run}({{{dargs}}}, ctx)")
         elif type(r) is GlueRunner:
             fn = N.g(form_of(n).fn, "f")
             node = N.g(n, "n")

@@ -139,6 +139,36 @@ class RecurrentRunner:
                               state_c=state[1], parity=self._parity)
         return [y, yh, yc][:self.n_out]
 
+    def direct(self):
+        """A function ``run(x, h0, c0) -> [Y, Y_h, Y_c]`` for the specialised
+        executor (``fastlstm.codegen``), or None where it does not apply.
+
+        It applies when the weights are packed and there are no sequence
+        lengths; the executor calls it only for an input signature whose run
+        has already been checked (shapes and dtypes of X and of the initial
+        states are the signature's), and not for a stream (whose state comes
+        in ``ctx``)."""
+        if self._frontend is None or self.seq_name:
+            return None
+        layer, layout, want, n_out = self._frontend, self.layout, self._want, self.n_out
+        min_work = config.THREAD_MIN_WORK
+
+        def state(s):
+            if s is None:
+                return None
+            if layout == 1:
+                s = s.transpose(1, 0, 2)
+            return s if s.flags.c_contiguous else np.ascontiguousarray(s)
+
+        def run(x, h0=None, c0=None):
+            self._parity ^= 1
+            y, yh, yc = layer.run(x, layout=layout, initial_h=state(h0), initial_c=state(c0),
+                                  lens=None, want_y=want[0], want_yh=want[1],
+                                  want_yc=want[2], min_work=min_work, state_h=None,
+                                  state_c=None, parity=self._parity)
+            return [y, yh, yc][:n_out]
+        return run
+
     def _check_x(self, x, I):
         """Raise the error that describes what is wrong with input X (the
         fast check in __call__ only says that something may be)."""
