@@ -85,8 +85,25 @@ def _reduce(name, fn, axes_input_since):
 
 _reduce("ReduceMean", _mean, 18)
 _reduce("ReduceSum", np.sum, 13)
-_reduce("ReduceMax", np.max, 18)
-_reduce("ReduceMin", np.min, 18)
+def _extreme(fn, largest):
+    """np.max/np.min that give the identity over nothing (the type's lowest or
+    largest value), as onnxruntime and the spec from opset 18 do."""
+    def run(x, axis, keepdims):
+        if x.size and all(x.shape[a] for a in axis):
+            return fn(x, axis=axis, keepdims=keepdims)
+        if x.dtype == np.bool_:
+            init = not largest
+        elif x.dtype.kind == "f":
+            init = np.inf if not largest else -np.inf
+        else:
+            info = np.iinfo(x.dtype)
+            init = info.max if not largest else info.min
+        return fn(x, axis=axis, keepdims=keepdims, initial=init)
+    return run
+
+
+_reduce("ReduceMax", _extreme(np.max, True), 18)
+_reduce("ReduceMin", _extreme(np.min, False), 18)
 _reduce("ReduceProd", np.prod, 18)
 
 
