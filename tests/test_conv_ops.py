@@ -439,3 +439,18 @@ def test_run1_into_a_buffer():
                 np.empty((1, 6, 16), np.float32).transpose(0, 2, 1)):
         with pytest.raises(InvalidInput, match="the_node"):
             runner.run1(x, out=bad)
+
+
+def test_outputs_over_the_size_limit_are_refused():
+    """Attributes that ask for a huge output (ConvTranspose's output_shape, a
+    pool's or a Conv's pads) are refused by the size limit, naming the node."""
+    x = _rand(1, 2, 4)
+    cases = [("ConvTranspose", [("x", x), ("W", _rand(2, 3, 3))],
+              {"output_shape": [1 << 40]}),
+             ("Conv", [("x", x), ("W", _rand(3, 2, 3))], {"pads": [1 << 40, 0]}),
+             ("MaxPool", [("x", x)], {"kernel_shape": [1 << 40],
+                                      "pads": [(1 << 40) - 1, (1 << 40) - 1]})]
+    for op, inputs, attrs in cases:
+        sess = _sess(op, inputs, attrs, consts=("W",))
+        with pytest.raises(InvalidInput, match="the_node.*over the limit"):
+            sess.run(None, {"x": x})

@@ -9,6 +9,7 @@ shape, into the int64 block the kernels read (``fastlstm.kernels.conv``).
 """
 import numpy as np
 
+from .. import limits
 from ..errors import InvalidInput, InvalidModel, UnsupportedOp
 from .table import attr, op
 
@@ -346,6 +347,11 @@ class ConvRunner:
             extra[K.G_PADCOPY] = int(padcopy)
             for i, k in enumerate((K.G_QD, K.G_QH, K.G_QW)):
                 extra[k] = _pad3(pe, 0)[i]
+        # what the attributes make the kernel allocate, against the size limit
+        limits.check_shape((N, packed.cout, *outsz), _F32, node)
+        if node.op_type == "Conv" and extra[K.G_PADCOPY]:
+            limits.check_shape([packed.cin] + [a + b + c for a, b, c in zip(insz, pb, pe)],
+                               _F32, node, "the padded input")
         geo = _geo(N, G, packed.cin, packed.cout, insz, outsz, ks, strides, dil, pb, pe, extra)
         return (geo, (N, packed.cout, *outsz), packed.kernel)
 
@@ -551,6 +557,7 @@ def _pool_geo(node, x, dilated, ceil):
         if pb[i] >= (ks[i] - 1) * dil[i] + 1 or pe[i] >= (ks[i] - 1) * dil[i] + 1:
             raise _bad_input(node, f"pads {pb[i]}, {pe[i]} on spatial axis {i} are not "
                                    f"smaller than the kernel's extent")
+    limits.check_shape((x.shape[0], x.shape[1], *outsz), np.int64, node)
     NCp = x.shape[0] * x.shape[1]
     geo = _geo(NCp, 1, 1, 1, insz, outsz, ks, strides, dil, pb, pe,
                {K.G_QD: _pad3(pe, 0)[0], K.G_QH: _pad3(pe, 0)[1], K.G_QW: _pad3(pe, 0)[2]})
