@@ -283,6 +283,11 @@ def test_fused_relu(op, ws):
     assert (fused >= 0).all() and (fused == 0).any()
     runner.fuse_relu = False
     np.testing.assert_array_equal(sess.run(None, {"x": x})[0], plain)
+    sig = runner.fused("Sigmoid")       # a copy; the runner itself is unchanged
+    assert sig.fused_activation == "Sigmoid" and runner.fused_activation is None
+    assert sig.fused("Relu") is None and runner.fused("Tanh") is None
+    np.testing.assert_array_equal(runner.run1(x), plain)
+    sig_out = sig.run1(x)
     assert runner.fuse_activation("Sigmoid") and runner.fused_activation == "Sigmoid"
     # the same as the model's own Sigmoid node after the Conv (the decoder of Silero)
     conv_sig = _model(op, inputs, attrs, 17, consts=("W", "B"))
@@ -294,6 +299,7 @@ def test_fused_relu(op, ws):
     ours = fastlstm.InferenceSession(conv_sig.SerializeToString()).run(None, {"x": x})
     np.testing.assert_allclose(sess.run(None, {"x": x})[0], both[1], atol=1e-6, rtol=1e-5)
     np.testing.assert_allclose(sess.run(None, {"x": x})[0], ours[1], atol=1e-7, rtol=0)
+    np.testing.assert_array_equal(sig_out, sess.run(None, {"x": x})[0])
 
 
 def test_fed_weights_and_inputs_change_between_calls():

@@ -7,6 +7,8 @@ same kernels.  The pools call their kernel directly.  Geometry (output size,
 padding from ``auto_pad``, ``ceil_mode``) is worked out here, once per input
 shape, into the int64 block the kernels read (``fastlstm.kernels.conv``).
 """
+import copy
+
 import numpy as np
 
 from .. import limits
@@ -255,6 +257,9 @@ class ConvRunner:
       changes).  ``runner.fuse_relu = True/False`` switches Relu alone;
       ``runner.fused_activation`` says which is on.  The executor then drops
       the activation node and binds its output name to the Conv's output.
+      ``runner.fused("Sigmoid")`` instead returns a new runner with the
+      activation (weights shared), leaving this one as it was: for a
+      specialised run while the general path still runs the activation node.
       A fused Sigmoid computes as the elementwise Sigmoid's scalar form
       (``fastlstm.kernels.scalar.sigmoid``), so results are the same.
     - ``runner.run1(x, out=None)`` returns Y for X without the dict and list
@@ -305,6 +310,20 @@ class ConvRunner:
             return False
         self._set_act(code)
         return True
+
+    def fused(self, op_type):
+        """A new runner for this node that applies ``op_type`` ("Relu" or
+        "Sigmoid") to its output, sharing the packed weights; None if it
+        cannot.  Unlike ``fuse_activation`` this runner is left unchanged, so
+        a path that still runs the activation node keeps its results (Sigmoid
+        is not idempotent as Relu is)."""
+        code = self._ACTS.get(op_type)
+        if code is None or self._act != 0:
+            return None
+        new = copy.copy(self)
+        new._plans = {}
+        new._set_act(code)
+        return new
 
     def _set_act(self, code):
         self._act = code
