@@ -6,6 +6,7 @@
 """
 from .errors import ExtensionNotBuilt, FastLSTMError, InvalidInput, InvalidModel, UnsupportedOp
 from .onnx_import import supported_ops
+from .pool import StreamPool
 from .serving import MicroBatcher, Stream
 from .session import InferenceSession, ModelMetadata, NodeArg, SessionOptions
 
@@ -28,6 +29,7 @@ def example_model(name="lstm"):
 
 
 __all__ = ["InferenceSession", "SessionOptions", "NodeArg", "Stream", "MicroBatcher",
+           "StreamPool",
            "FastLSTMError", "InvalidModel",
            "UnsupportedOp", "InvalidInput", "ExtensionNotBuilt", "supported_ops",
            "example_model", "ModelMetadata",

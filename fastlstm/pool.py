@@ -1,0 +1,807 @@
+"""A pool of many independent streams over one session, batched across streams.
+
+    pool = fastlstm.StreamPool(sess, constants={"sr": np.array(16000)},
+                               context={"input": 64})          # Silero VAD
+    sid = pool.open()
+    out = pool.push(sid, samples)        # {"output": [1]}: this stream's result
+    out = await pool.apush(sid, samples) # the same from asyncio
+    pool.close(sid)
+
+Every stream keeps its own recurrent state and context in the pool; chunks
+pushed by different streams within ``max_wait_us`` of each other run as one
+batched call of the session.  Each result equals what running that stream
+alone gives (the kernels compute every batch row with the same operations, so
+in practice bitwise).
+
+Where a stream's state lives
+----------------------------
+*external*: the model takes its state as an input and returns the next state
+as an output (Silero's ``state`` -> ``stateN``, a sequence export's ``h``/``c``
+-> ``hn``/``cn``).  Pairs are found by name (``x`` -> ``xN``, ``xn``,
+``x_out``, ``x_new``, ``x_next``; ``initial_h`` -> ``Y_h``) and rank when that
+is unambiguous, else declared: ``state={"state": "stateN"}``.
+
+*internal*: the model's recurrent layers take their initial state from inputs
+that feed only them (or from nothing); the pool carries each layer's h/c as
+:class:`fastlstm.Stream` does (``state="internal"``; the default when no pair
+is found and the model has LSTM/GRU/RNN nodes, all forward).
+
+*none*: ``state={}``, streams carry only context.
+
+The state of every stream sits in one preallocated array per state tensor,
+its batch axis indexed by the stream's slot: a batch gathers its rows with
+one ``np.take`` and scatters the new state back with one indexed assignment,
+and only after the batched call succeeded, so a failing call moves no state.
+
+Batch sizes are rounded up to a few buckets (1, 2, 4, 8, then multiples of 8)
+with rows of a reserved all-initial slot, so the session sees few distinct
+input signatures and each runs specialised (``fastlstm.specialize`` keeps 32).
+"""
+import asyncio
+import re
+import sys
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+
+import numpy as np
+
+from .errors import FastLSTMError, InvalidInput, UnsupportedOp
+from .plan import RunContext
+
+__all__ = ["StreamPool"]
+
+_PAIR_SUFFIXES = ("n", "_n", "out", "_out", "new", "_new", "next", "_next", "_1")
+#: Rows of the first batches, until each output's batch axis is known.
+_LEARN = 4
+_BATCH_NAMES = re.compile(r"(?i)^(.*batch.*|b|n|batch_size|bs)$")
+
+
+def _compatible(a, b):
+    """Shapes (lists of int/str/None, or None) that may describe the same tensor."""
+    if a is None or b is None:
+        return True
+    if len(a) != len(b):
+        return False
+    return all(not (isinstance(x, int) and isinstance(y, int) and x != y)
+               for x, y in zip(a, b))
+
+
+def find_state_pairs(inputs, outputs, exclude=()):
+    """Input -> output pairs that look like a state carried between calls.
+
+    A pair is an input ``x`` and an output named ``x`` plus one of the usual
+    suffixes (``xN``, ``x_out``, ...; case-insensitive), or ``initial_h``/
+    ``initial_c`` and ``Y_h``/``Y_c``, of compatible shapes.  Raises
+    InvalidInput when an input matches several outputs (or an output several
+    inputs): then the pairs must be declared.
+    """
+    outs = {o.name: o for o in outputs}
+    pairs = {}
+    for vi in inputs:
+        if vi.name in exclude:
+            continue
+        names = {vi.name + s for s in _PAIR_SUFFIXES}
+        if vi.name.startswith("initial_"):
+            names.add("Y_" + vi.name[len("initial_"):])
+        lower = {n.lower() for n in names}
+        found = [o for o in outs if o.lower() in lower and _compatible(vi.shape, outs[o].shape)]
+        if len(found) > 1:
+            raise InvalidInput(f"StreamPool: input '{vi.name}' may be carried to output "
+                               f"{found}; declare it, e.g. state={{'{vi.name}': '{found[0]}'}}")
+        if found:
+            pairs[vi.name] = found[0]
+    taken = {}
+    for i, o in pairs.items():
+        if o in taken:
+            raise InvalidInput(f"StreamPool: output '{o}' may carry input '{taken[o]}' or "
+                               f"'{i}'; declare the state pairs (state={{input: output}})")
+        taken[o] = i
+    return pairs
+
+
+def _bucket(n, max_batch):
+    """Batch size n rounded up to 1, 2, 4, 8 or a multiple of 8 (at most max_batch)."""
+    if n <= 8:
+        b = 1
+        while b < n:
+            b *= 2
+    else:
+        b = -(-n // 8) * 8
+    return max(n, min(b, max_batch))
+
+
+class _Stream:
+    """A stream's bookkeeping: its slot, chunks in flight, whether it is closing."""
+    __slots__ = ("id", "slot", "pending", "closing", "fresh", "bytes_in", "last_used")
+
+    def __init__(self, sid, slot):
+        self.id, self.slot = sid, slot
+        self.pending = 0
+        self.closing = False
+        self.fresh = True
+        self.last_used = time.monotonic()
+
+
+class _Request:
+    __slots__ = ("stream", "chunk", "key", "future", "t0")
+
+    def __init__(self, stream, chunk, key, future):
+        self.stream, self.chunk, self.key, self.future = stream, chunk, key, future
+        self.t0 = time.perf_counter()
+
+
+class StreamPool:
+    """Many independent streams over one session, batched across streams.
+
+    Parameters
+    ----------
+    session : fastlstm.InferenceSession
+        Shared by every stream (a pool runs it from one worker thread; other
+        threads may still use the session).
+    state : None, "internal", or dict input name -> output name
+        Where a stream's state lives (see the module docstring).  None: pairs
+        found by name and shape; else internal when the model has recurrent
+        layers; else none.
+    context : dict input name -> int, or -> (int, axis)
+        Per stream, the last ``n`` entries (along ``axis`` of the per-stream
+        chunk, default 0) of what an input was fed last time are put before
+        the next chunk: Silero VAD's ``{"input": 64}``.  Zeros before the first.
+    constants : dict input name -> array
+        Inputs fed the same value in every call (Silero's ``sr``).
+    outputs : list of output names or None
+        What a push returns (None: every output that is not a state).
+    batch_axis : dict input name -> int
+        Where the batch axis is, for inputs where it cannot be told: by
+        default a dim named like "batch", else axis 1 of an input that feeds
+        a recurrent node's X in layout 0 (and of a rank-3 state), else axis 0.
+    max_batch : int
+        Most chunks in one batched call.
+    max_wait_us : float
+        How long the first chunk of a batch waits for others to join.
+    initial_state : dict input name (or node name in internal mode) -> array
+        A stream's state when it opens (default zeros), per stream (no batch axis).
+    idle_timeout : float or None
+        Seconds after which a stream that has not pushed is closed by
+        :meth:`reap_idle` (the server calls it periodically).
+
+    ``push`` returns a dict output name -> array of this stream (the batch
+    axis removed).  Errors: a chunk that does not fit the input is refused
+    by ``push`` itself (InvalidInput); a chunk the model fails on fails
+    alone (the batch is retried stream by stream) and moves no state.
+    """
+
+    def __init__(self, session, state=None, context=None, constants=None, outputs=None,
+                 batch_axis=None, max_batch=64, max_wait_us=1000, initial_state=None,
+                 capacity=64, idle_timeout=None):
+        for name, value in (("max_batch", max_batch), ("capacity", capacity)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise InvalidInput(f"StreamPool: {name} must be an int >= 1, got {value!r}")
+        if isinstance(max_wait_us, bool) or not isinstance(
+                max_wait_us, (int, float, np.integer, np.floating)) \
+                or not 0 <= max_wait_us < float("inf"):
+            raise InvalidInput(f"StreamPool: max_wait_us must be a number of microseconds "
+                               f">= 0, got {max_wait_us!r}")
+        self.session = session
+        self.max_batch = int(max_batch)
+        self.max_wait = float(max_wait_us) / 1e6
+        self.idle_timeout = idle_timeout
+        ins = {vi.name: vi for vi in session.get_inputs()}
+        outs = {vi.name: vi for vi in session.get_outputs()}
+        constants = dict(constants or {})
+        for name in constants:
+            if name not in ins:
+                raise InvalidInput(f"StreamPool: constant '{name}' is not an input of the "
+                                   f"model; its inputs are {sorted(ins)}")
+        self.constants = {}
+        for name, v in constants.items():
+            dtype = _np_dtype(ins[name].type)
+            self.constants[name] = np.asarray(v, dtype=dtype) if dtype is not None \
+                else np.asarray(v)
+        carried = session.state_inputs()
+        layers = session.recurrent_layers()
+
+        # -- where the state lives
+        if state is None:
+            pairs = find_state_pairs([ins[n] for n in ins if n not in self.constants],
+                                     outs.values(), exclude=carried if layers else ())
+            mode = "external" if pairs else ("internal" if layers else "none")
+        elif isinstance(state, str):
+            if state != "internal":
+                raise InvalidInput(f"StreamPool: state must be None, 'internal' or a dict "
+                                   f"input -> output, got {state!r}")
+            pairs, mode = {}, "internal"
+        elif isinstance(state, dict):
+            pairs = dict(state)
+            mode = "external" if pairs else "none"
+        else:
+            raise InvalidInput(f"StreamPool: state must be None, 'internal' or a dict "
+                               f"input -> output, got {type(state).__name__}")
+        for i, o in pairs.items():
+            if i not in ins:
+                raise InvalidInput(f"StreamPool: state input '{i}' is not an input of the "
+                                   f"model; its inputs are {sorted(ins)}")
+            if o not in outs:
+                raise InvalidInput(f"StreamPool: state output '{o}' is not an output of the "
+                                   f"model; its outputs are {sorted(outs)}")
+        if mode == "internal":
+            if not layers:
+                raise InvalidInput("StreamPool: state='internal' needs a model with LSTM, "
+                                   "GRU or RNN nodes")
+            from .serving import Stream
+            Stream(session)         # the same checks: every layer forward, sizes known
+        self.mode = mode
+        self.pairs = pairs
+        self._layers = layers if mode == "internal" else ()
+        self._optional = carried if mode == "internal" else frozenset()
+
+        # -- which inputs a push feeds
+        self.data_inputs = [n for n in ins if n not in self.constants and n not in pairs
+                            and n not in self._optional]
+        if not self.data_inputs:
+            raise InvalidInput("StreamPool: the model has no input left for a chunk (every "
+                               "input is a constant or a state)")
+        feeds_x = {}
+        for n in layers:
+            feeds_x[n.input(0)] = n.layer.spec.layout
+        batch_axis = dict(batch_axis or {})
+        self._axis = {}
+        for name in list(self.data_inputs) + list(pairs):
+            vi = ins[name]
+            if name in batch_axis:
+                ax = batch_axis[name]
+            else:
+                ax = _guess_batch_axis(vi, is_state=name in pairs, layout=feeds_x.get(name))
+            rank = None if vi.shape is None else len(vi.shape)
+            if ax is not None and rank is not None and not 0 <= ax < rank:
+                raise InvalidInput(f"StreamPool: batch axis {ax} of input '{name}' is out "
+                                   f"of range for rank {rank}")
+            if ax is None:
+                raise InvalidInput(f"StreamPool: cannot tell the batch axis of input "
+                                   f"'{name}' (shape {vi.shape}); give batch_axis="
+                                   f"{{'{name}': axis}}")
+            if rank is not None and isinstance(vi.shape[ax], int) and vi.shape[ax] != 1:
+                raise InvalidInput(f"StreamPool: input '{name}' has batch axis {ax} fixed "
+                                   f"at {vi.shape[ax]}")
+            self._axis[name] = ax
+        self._fixed_batch = any(vi.shape is not None and isinstance(vi.shape[self._axis[n]], int)
+                                for n, vi in ins.items() if n in self._axis)
+        if self._fixed_batch:
+            self.max_batch = 1          # the model takes one stream per call
+        self._ins = ins
+
+        # -- per-stream context
+        self.context = {}
+        for name, spec in dict(context or {}).items():
+            if name not in self.data_inputs:
+                raise InvalidInput(f"StreamPool: context input '{name}' is not one a chunk "
+                                   f"feeds; those are {self.data_inputs}")
+            n, axis = (spec, 0) if not isinstance(spec, tuple) else spec
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+                raise InvalidInput(f"StreamPool: context of '{name}' must be an int >= 0")
+            self.context[name] = (int(n), int(axis))
+
+        # -- outputs
+        state_outs = set(pairs.values())
+        if outputs is None:
+            outputs = [o for o in outs if o not in state_outs]
+        for o in outputs:
+            if o not in outs:
+                raise InvalidInput(f"StreamPool: '{o}' is not an output of the model; its "
+                                   f"outputs are {sorted(outs)}")
+        self.outputs = list(outputs)
+        self._run_outputs = list(dict.fromkeys(self.outputs + [pairs[i] for i in pairs]))
+        self._out_axis = {}             # output -> batch axis (found by the first batches)
+        self._out_shapes = {o: outs[o].shape for o in outs}
+
+        self._initial = dict(initial_state or {})
+        self._capacity = 0
+        self._states = {}               # name -> array, slot on the batch axis
+        self._contexts = {}             # input name -> array [capacity, *context shape]
+        self._chunk_shapes = {}         # input name -> per-stream chunk shape (first push)
+        self._streams = {}
+        self._free = []
+        self._next_slot = 1             # slot 0: always the initial state (padding rows)
+        self._next_id = 0
+        self._want_capacity = int(capacity)
+        self._queue = deque()
+        self._cv = threading.Condition()
+        self._store = threading.RLock()   # held by the worker around gather .. scatter
+        self._resets = []
+        self._closed = False
+        self.batches = 0
+        self.chunks = 0
+        self.on_batch = None            # callback(n_chunks, seconds): monitoring hooks
+        self._grow(self._want_capacity)     # (a state of unknown shape is refused here)
+        self._worker = threading.Thread(target=self._loop, name="fastlstm-streampool",
+                                        daemon=True)
+        self._worker.start()
+
+    # ------------------------------------------------------------- streams
+    def open(self):
+        """Open a stream; returns its id (an int).  Its state starts initial
+        (zeros unless ``initial_state`` was given), its context zeros."""
+        with self._cv:
+            if self._closed:
+                raise FastLSTMError("the StreamPool is closed")
+            sid = self._next_id
+            self._next_id += 1
+            if self._free:
+                slot = self._free.pop()
+            else:
+                slot = self._next_slot
+                self._next_slot += 1
+            st = _Stream(sid, slot)
+            self._streams[sid] = st
+            self._resets.append(slot)
+        return sid
+
+    def close(self, stream_id):
+        """Close a stream: chunks it already pushed are still answered; its slot is
+        then reused.  Closing an unknown or closed stream does nothing."""
+        with self._cv:
+            st = self._streams.pop(stream_id, None)
+            if st is None:
+                return
+            st.closing = True
+            if st.pending == 0:
+                self._free.append(st.slot)
+
+    def __len__(self):
+        return len(self._streams)
+
+    def __contains__(self, stream_id):
+        return stream_id in self._streams
+
+    @property
+    def bytes_per_stream(self):
+        """Bytes the pool keeps for each stream: its state and context rows
+        (known after the first chunk for context) plus its bookkeeping."""
+        cap = max(self._capacity, 1)
+        n = sum(a.nbytes // cap for a in self._states.values())
+        n += sum(a.nbytes // cap for a in self._contexts.values())
+        # + its _Stream record and its entry (key, value) in the dict of streams
+        return n + sys.getsizeof(_Stream(0, 0)) + 3 * 8 + 28
+
+    def reap_idle(self, now=None):
+        """Close the streams idle for longer than ``idle_timeout``; returns their ids."""
+        if self.idle_timeout is None:
+            return []
+        now = time.monotonic() if now is None else now
+        with self._cv:
+            idle = [sid for sid, st in self._streams.items()
+                    if st.pending == 0 and now - st.last_used > self.idle_timeout]
+        for sid in idle:
+            self.close(sid)
+        return idle
+
+    def get_state(self, stream_id):
+        """Copies of a stream's state and context: name -> array (no batch axis);
+        internal state as node name -> (h, c)."""
+        st = self._get(stream_id)
+        with self._store:
+            self._apply_resets()
+            self._grow(st.slot + 1)
+            out = {}
+            for name, arr in self._states.items():
+                out[name] = np.take(arr, st.slot, axis=self._state_axis(name)).copy()
+            for name, arr in self._contexts.items():
+                out["context:" + name] = arr[st.slot].copy()
+        return out
+
+    def set_state(self, stream_id, state):
+        """Replace a stream's state (and context) with what ``get_state`` returned."""
+        st = self._get(stream_id)
+        with self._store:
+            self._apply_resets()
+            self._grow(st.slot + 1)
+            for name, value in state.items():
+                if name.startswith("context:"):
+                    arr = self._contexts.get(name[len("context:"):])
+                    if arr is None:
+                        raise InvalidInput(f"StreamPool: no context '{name}' yet")
+                    arr[st.slot] = value
+                    continue
+                if name not in self._states:
+                    raise InvalidInput(f"StreamPool: '{name}' is not a state of this pool; "
+                                       f"they are {sorted(self._states)}")
+                arr = self._states[name]
+                ax = self._state_axis(name)
+                idx = (slice(None),) * ax + (st.slot,)
+                value = np.asarray(value, dtype=arr.dtype)
+                if value.shape != arr[idx].shape:
+                    raise InvalidInput(f"StreamPool: state '{name}' has shape "
+                                       f"{arr[idx].shape}, got {value.shape}")
+                arr[idx] = value
+
+    def _get(self, stream_id):
+        st = self._streams.get(stream_id)
+        if st is None:
+            raise InvalidInput(f"StreamPool: no open stream {stream_id!r}")
+        return st
+
+    # ------------------------------------------------------------- pushes
+    def _chunk_key(self, chunk):
+        """Validate a chunk; returns (feed dict, key of its shapes)."""
+        if not isinstance(chunk, dict):
+            if len(self.data_inputs) != 1:
+                raise InvalidInput(f"StreamPool: this model's chunks feed "
+                                   f"{self.data_inputs}; push a dict of them")
+            chunk = {self.data_inputs[0]: chunk}
+        feed = {}
+        for name in self.data_inputs:
+            if name not in chunk:
+                raise InvalidInput(f"StreamPool: chunk is missing input '{name}'")
+            a = chunk[name]
+            vi = self._ins[name]
+            dtype = _np_dtype(vi.type)
+            if not isinstance(a, np.ndarray):
+                if isinstance(a, (list, tuple, int, float)):
+                    a = np.asarray(a, dtype=dtype)
+                else:
+                    raise InvalidInput(f"StreamPool: chunk of '{name}' must be a numpy "
+                                       f"array, not {type(a).__name__}")
+            if dtype is not None and a.dtype != dtype:
+                raise InvalidInput(f"StreamPool: chunk of '{name}' has dtype {a.dtype}, "
+                                   f"expected {dtype} ({vi.type})")
+            ax = self._axis[name]
+            if vi.shape is not None:
+                per = [d for k, d in enumerate(vi.shape) if k != ax]
+                if a.ndim != len(per):
+                    raise InvalidInput(f"StreamPool: chunk of '{name}' has shape {a.shape}; "
+                                       f"a stream's chunk has rank {len(per)} (the input "
+                                       f"{list(vi.shape)} without its batch axis {ax})")
+                ctx = self.context.get(name)
+                for k, (want, got) in enumerate(zip(per, a.shape)):
+                    if ctx is not None and k == ctx[1]:
+                        got += ctx[0]
+                    if isinstance(want, int) and want != got:
+                        raise InvalidInput(f"StreamPool: chunk of '{name}' has shape "
+                                           f"{a.shape}: axis {k} must make {want}"
+                                           + (f" with the {ctx[0]} of context" if ctx and
+                                              k == ctx[1] else ""))
+            ctx = self.context.get(name)
+            if ctx is not None and not 0 <= ctx[1] < a.ndim:
+                raise InvalidInput(f"StreamPool: context axis {ctx[1]} of '{name}' is out "
+                                   f"of range for a chunk of rank {a.ndim}")
+            feed[name] = a
+        key = tuple(feed[n].shape for n in self.data_inputs)
+        return feed, key
+
+    def submit(self, stream_id, chunk):
+        """Queue a chunk of a stream; returns a ``concurrent.futures.Future`` of its
+        result (a dict output name -> array).  A stream's chunks run in the
+        order they were submitted."""
+        fut = Future()
+        try:
+            feed, key = self._chunk_key(chunk)
+        except FastLSTMError as e:
+            fut.set_exception(e)
+            return fut
+        with self._cv:
+            if self._closed:
+                raise FastLSTMError("the StreamPool is closed")
+            st = self._streams.get(stream_id)
+            if st is None:
+                fut.set_exception(InvalidInput(f"StreamPool: no open stream {stream_id!r}"))
+                return fut
+            st.pending += 1
+            self._queue.append(_Request(st, feed, key, fut))
+            n = len(self._queue)
+            if n == 1 or n >= self.max_batch:
+                self._cv.notify()
+        return fut
+
+    def push(self, stream_id, chunk, timeout=None):
+        """Run a chunk of a stream (blocking, from any thread); returns its result."""
+        return self.submit(stream_id, chunk).result(timeout)
+
+    async def apush(self, stream_id, chunk):
+        """``push`` for asyncio: awaits the result without blocking the loop."""
+        return await asyncio.wrap_future(self.submit(stream_id, chunk))
+
+    def shutdown(self):
+        """Answer every chunk already submitted, then stop the worker."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        self._worker.join()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
+
+    # ------------------------------------------------------------- worker
+    def _take(self):
+        with self._cv:
+            while not self._queue and not self._closed:
+                self._cv.wait()
+            if not self._queue:
+                return None
+            deadline = self._queue[0].t0 + self.max_wait
+            while len(self._queue) < self.max_batch and not self._closed:
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    break
+                self._cv.wait(left)
+            batch, seen, rest = [], set(), deque()
+            q = self._queue
+            while q and len(batch) < self.max_batch:
+                r = q.popleft()
+                if r.stream.id in seen:   # its earlier chunk runs first
+                    rest.append(r)
+                else:
+                    seen.add(r.stream.id)
+                    batch.append(r)
+            rest.extend(q)
+            self._queue = rest
+            return batch
+
+    def _loop(self):
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            live = [r for r in batch if r.future.set_running_or_notify_cancel()]
+            t = time.perf_counter()
+            try:
+                if live:
+                    groups = {}
+                    for r in live:
+                        groups.setdefault(r.key, []).append(r)
+                    with self._store:
+                        self._apply_resets()
+                        self._grow(self._next_slot)
+                        for reqs in groups.values():
+                            self._run_group(reqs)
+            except BaseException as e:     # a bug: never leave a caller waiting
+                for r in live:
+                    if not r.future.done():
+                        r.future.set_exception(e)
+            finally:
+                now = time.monotonic()
+                with self._cv:
+                    for r in batch:
+                        st = r.stream
+                        st.pending -= 1
+                        st.last_used = now
+                        if st.closing and st.pending == 0:
+                            st.closing = False
+                            self._free.append(st.slot)
+            self.batches += 1
+            self.chunks += len(live)
+            hook = self.on_batch
+            if hook is not None and live:
+                hook(len(live), time.perf_counter() - t)
+
+    def _run_group(self, reqs):
+        try:
+            results = self._run(reqs)
+        except FastLSTMError as e:
+            if len(reqs) == 1:
+                reqs[0].future.set_exception(e)
+                return
+            for r in reqs:            # find whose chunk it was: each alone
+                try:
+                    res = self._run([r])
+                except FastLSTMError as e1:
+                    r.future.set_exception(e1)
+                else:
+                    r.future.set_result(res[0])
+            return
+        for r, res in zip(reqs, results):
+            r.future.set_result(res)
+
+    def _state_axis(self, name):
+        return self._axis[name] if name in self.pairs else 1
+
+    def _apply_resets(self):
+        with self._cv:
+            resets, self._resets = self._resets, []
+            top = self._next_slot
+        if not resets:
+            return
+        self._grow(top)
+        slots = np.asarray(resets, np.intp)
+        for name, arr in self._states.items():
+            ax = self._state_axis(name)
+            idx = (slice(None),) * ax
+            arr[idx + (slots,)] = np.take(arr, [0], axis=ax)
+        for arr in self._contexts.values():
+            arr[slots] = 0
+
+    def _grow(self, need):
+        """Make the state arrays hold at least ``need`` slots (doubling)."""
+        if need <= self._capacity:
+            return
+        cap = max(self._want_capacity, self._capacity)
+        while cap < need:
+            cap *= 2
+        old = self._capacity
+        if not self._states:
+            self._init_states(cap)
+        else:
+            for name, arr in list(self._states.items()):
+                ax = self._state_axis(name)
+                shape = list(arr.shape)
+                shape[ax] = cap
+                new = np.empty(shape, arr.dtype)
+                idx = (slice(None),) * ax
+                new[idx + (slice(0, old),)] = arr
+                new[idx + (slice(old, None),)] = np.take(arr, [0], axis=ax)
+                self._states[name] = new
+        for name, arr in list(self._contexts.items()):
+            new = np.zeros((cap,) + arr.shape[1:], arr.dtype)
+            new[:old] = arr
+            self._contexts[name] = new
+        self._capacity = cap
+
+    def _init_states(self, cap):
+        for i in self.pairs:
+            vi = self._ins[i]
+            ax = self._axis[i]
+            if vi.shape is None or any(not isinstance(d, int) for k, d in enumerate(vi.shape)
+                                       if k != ax):
+                init = self._initial.get(i)
+                if init is None:
+                    raise InvalidInput(f"StreamPool: state input '{i}' has shape "
+                                       f"{vi.shape}; give its per-stream shape with "
+                                       f"initial_state={{'{i}': array}}")
+                per = np.asarray(init).shape
+            else:
+                per = tuple(d for k, d in enumerate(vi.shape) if k != ax)
+            shape = per[:ax] + (cap,) + per[ax:]
+            arr = np.zeros(shape, _np_dtype(vi.type) or np.float32)
+            if i in self._initial:
+                idx = (slice(None),) * ax + (slice(None),)
+                arr[idx] = np.expand_dims(np.asarray(self._initial[i], arr.dtype), ax)
+            self._states[i] = arr
+        for node in self._layers:
+            L = node.layer
+            shape = (L.spec.num_directions, cap, L.hidden_size)
+            for part in ("h", "c") if L.desc.has_cell else ("h",):
+                arr = np.zeros(shape, np.float32)
+                init = self._initial.get(f"{node.name}:{part}")
+                if init is not None:
+                    arr[:] = np.expand_dims(np.asarray(init, np.float32), 1)
+                self._states[f"{node.name}:{part}"] = arr
+
+    def _run(self, reqs):
+        """One batched call for requests whose chunks have the same shapes; returns
+        each one's result dict.  State and context are scattered back only
+        when the call succeeded."""
+        n = len(reqs)
+        nb = _bucket(n, self.max_batch)
+        if len(self._out_axis) < len(self.outputs):
+            nb = max(nb, min(_LEARN, self.max_batch))
+        slots = np.zeros(nb, np.intp)          # padding rows read slot 0 (the initial state)
+        slots[:n] = [r.stream.slot for r in reqs]
+        feed = dict(self.constants)
+        new_ctx = {}
+        for name in self.data_inputs:
+            first = reqs[0].chunk[name]
+            ctx = self.context.get(name)
+            if ctx is None:
+                per_shape = first.shape
+            else:
+                c_n, c_ax = ctx
+                per_shape = list(first.shape)
+                per_shape[c_ax] += c_n
+                per_shape = tuple(per_shape)
+            buf = np.zeros((nb,) + per_shape, first.dtype)
+            if ctx is None:
+                np.stack([r.chunk[name] for r in reqs], out=buf[:n])
+            else:
+                store = self._contexts.get(name)
+                if store is None:
+                    cshape = list(first.shape)
+                    cshape[c_ax] = c_n
+                    store = self._contexts[name] = np.zeros(
+                        (self._capacity,) + tuple(cshape), first.dtype)
+                head = (slice(None),) * (c_ax + 1)
+                buf[head + (slice(0, c_n),)] = store[slots]
+                np.stack([r.chunk[name] for r in reqs], out=buf[:n][head + (slice(c_n, None),)])
+                total = per_shape[c_ax]
+                new_ctx[name] = buf[:n][head + (slice(total - c_n, total),)]
+            ax = self._axis[name]
+            feed[name] = np.ascontiguousarray(np.moveaxis(buf, 0, ax)) if ax else buf
+        for i in self.pairs:
+            feed[i] = np.take(self._states[i], slots, axis=self._axis[i])
+        run_ctx = None
+        if self._layers:
+            state = {}
+            for node in self._layers:
+                h = np.take(self._states[node.name + ":h"], slots, axis=1)
+                c = np.take(self._states[node.name + ":c"], slots, axis=1) \
+                    if node.layer.desc.has_cell else None
+                state[node.name] = (h, c)
+            run_ctx = RunContext(state=state)
+        if run_ctx is None:
+            got = self.session.run(self._run_outputs, feed)
+        else:
+            got = self.session._run_with(self._run_outputs, feed, run_ctx,
+                                         optional=self._optional, run_all=True)
+        values = dict(zip(self._run_outputs, got))
+        # the call succeeded: scatter state and context back
+        live = slots[:n]
+        for i, o in self.pairs.items():
+            new, store, ax = values[o], self._states[i], self._axis[i]
+            want = store.shape[:ax] + (nb,) + store.shape[ax + 1:]
+            if new.shape != want:
+                raise InvalidInput(f"StreamPool: state output '{o}' has shape {new.shape}; "
+                                   f"input '{i}' was fed {want}")
+        for i, o in self.pairs.items():
+            ax = self._axis[i]
+            idx = (slice(None),) * ax
+            self._states[i][idx + (live,)] = values[o][idx + (slice(0, n),)]
+        if run_ctx is not None:
+            for node in self._layers:
+                h, c = run_ctx.state[node.name]
+                self._states[node.name + ":h"][:, live] = h[:, :n]
+                if c is not None:
+                    self._states[node.name + ":c"][:, live] = c[:, :n]
+        for name, part in new_ctx.items():
+            self._contexts[name][live] = part
+        # split the outputs by stream
+        per = []
+        for o in self.outputs:
+            arr = values[o]
+            ax = self._output_axis(o, arr, nb)
+            if ax is None:
+                per.append([arr] * n)
+            else:
+                per.append(list(np.moveaxis(arr, ax, 0)[:n]) if ax else list(arr[:n]))
+        names = self.outputs
+        return [dict(zip(names, row)) for row in zip(*per)] if per else [{} for _ in reqs]
+
+    def _output_axis(self, name, arr, nb):
+        """The batch axis of an output: the dim of the batch's size (preferring
+        one the model names like a batch, or leaves unnamed over one it fixes).
+        Until every output's axis is sure, batches are padded to at least
+        ``_LEARN`` rows (see _bucket) so that a dim of size 1 is not taken for it."""
+        ax = self._out_axis.get(name)
+        if ax is not None:
+            return ax
+        cand = [k for k, d in enumerate(arr.shape) if d == nb]
+        shape = self._out_shapes.get(name)
+        if shape is not None and len(shape) == arr.ndim:
+            named = [k for k in cand if isinstance(shape[k], str) and _BATCH_NAMES.match(shape[k])]
+            free = [k for k in cand if not isinstance(shape[k], int)]
+            cand = named or free or cand
+        if not cand:
+            raise InvalidInput(f"StreamPool: output '{name}' of shape {arr.shape} has no "
+                               f"axis of the batch size {nb}; it cannot be split by stream")
+        if len(cand) == 1 and (nb > 1 or self.max_batch == 1):
+            self._out_axis[name] = cand[0]
+        return cand[0]
+
+
+def _np_dtype(type_str):
+    table = {"tensor(float)": np.float32, "tensor(double)": np.float64,
+             "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_,
+             "tensor(float16)": np.float16, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
+             "tensor(int16)": np.int16}
+    return table.get(type_str)
+
+
+def _guess_batch_axis(vi, is_state, layout):
+    shape = vi.shape
+    if shape is None:
+        return 0
+    named = [k for k, d in enumerate(shape) if isinstance(d, str) and _BATCH_NAMES.match(d)]
+    if len(named) == 1:
+        return named[0]
+    if layout is not None:          # feeds a recurrent X: [T, B, I] or [B, T, I]
+        return 1 if layout == 0 else 0
+    if is_state:
+        free = [k for k, d in enumerate(shape) if not isinstance(d, int)]
+        if len(free) == 1:
+            return free[0]
+        if len(shape) == 3:         # ONNX's [num_directions, batch, hidden]
+            return 1
+    if len(shape) == 0:
+        return None
+    return 0
