@@ -78,6 +78,44 @@ def check_bytes(nbytes, what, node=None):
                   f"per array (SessionOptions.max_tensor_bytes raises it)")
 
 
+def error_class():
+    """The error to raise for a refused allocation here: InvalidModel while a
+    model loads (the model asks for it), else InvalidInput (the run's inputs do)."""
+    return InvalidModel if _AT_LOAD.get() else InvalidInput
+
+
+def check_broadcast(arrays, node=None, what="the output"):
+    """Refuse the numpy broadcast of ``arrays`` over the limit.
+
+    Cheap in the common case: the product of the arrays' sizes bounds the
+    broadcast's size, and only when that bound is over the limit is the
+    shape computed.  Shapes that do not broadcast are left to the op to report.
+    """
+    bound = 8                   # (the widest element fastlstm handles)
+    for a in arrays:
+        bound *= a.size
+    if bound <= _LIMIT.get():
+        return
+    try:
+        shape = np.broadcast_shapes(*(a.shape for a in arrays))
+    except ValueError:
+        return
+    check_shape(shape, np.result_type(*arrays), node, what)
+
+
+def check_matmul(a, b, node=None, what="the product"):
+    """Refuse ``a @ b`` (numpy's batching rules) over the limit, before computing it."""
+    if a.size * b.size * 8 <= _LIMIT.get() or a.ndim == 0 or b.ndim == 0:
+        return
+    sa = a.shape if a.ndim > 1 else (1,) + a.shape
+    sb = b.shape if b.ndim > 1 else b.shape + (1,)
+    try:
+        batch = np.broadcast_shapes(sa[:-2], sb[:-2])
+    except ValueError:
+        return
+    check_shape(batch + (sa[-2], sb[-1]), np.result_type(a, b), node, what)
+
+
 def check_shape(shape, dtype, node=None, what="the output"):
     """Refuse an array of ``shape`` and ``dtype`` over the limit, before allocating it.
 

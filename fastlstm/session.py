@@ -135,7 +135,7 @@ class InferenceSession:
         with limits.limit(self._max_tensor_bytes, loading=True):
             self._graph = load_model(path_or_bytes, external_data_dir=_option(
                 self._options, "external_data_dir", None))
-        self._plan = Plan(self._graph, self.num_threads)
+            self._plan = Plan(self._graph, self.num_threads)
 
     def get_inputs(self):
         """The inputs a run must feed (initializers excluded), as NodeArg."""
@@ -213,6 +213,9 @@ class InferenceSession:
             Unknown or missing input, wrong dtype, rank or size, dims that
             contradict each other or the model, values out of range.
         """
+        if self._max_tensor_bytes != limits.DEFAULT_MAX_TENSOR_BYTES:
+            with limits.limit(self._max_tensor_bytes):      # (the default costs nothing)
+                return self._plan.run(output_names, input_feed)
         return self._plan.run(output_names, input_feed)
 
     # Read-only views for fastlstm's own tools (serving, the command line,
@@ -267,5 +270,9 @@ class InferenceSession:
         """``run`` with a ``plan.RunContext`` (a stream's state, a packed batch's
         lengths): how ``fastlstm.serving`` runs a session.  ``optional`` inputs
         may be left out; ``run_all`` runs every node, needed or not."""
+        if self._max_tensor_bytes != limits.DEFAULT_MAX_TENSOR_BYTES:
+            with limits.limit(self._max_tensor_bytes):
+                return self._plan.run(output_names, input_feed, ctx=ctx, optional=optional,
+                                      run_all=run_all)
         return self._plan.run(output_names, input_feed, ctx=ctx, optional=optional,
                               run_all=run_all)
