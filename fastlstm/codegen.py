@@ -62,23 +62,30 @@ def _movement_map(n, rec, consts):
     return np.ascontiguousarray(got)
 
 
-def _fuse_conv_relu(nodes, runners, outputs, rec):
-    """Conv nodes whose only reader is a Relu apply it themselves: {relu index:
-    conv output name}."""
+def _fuse_conv_activation(nodes, runners, outputs):
+    """Convs whose only reader is a Relu or Sigmoid apply it themselves.
+
+    Returns {activation node index: conv output name} and, per node, the
+    runner to call (a fused copy of the conv's, so the general path, which
+    still runs the activation node, is left as it was)."""
     readers = {}
     for k, n in enumerate(nodes):
         for i in n.inputs:
             if i:
                 readers.setdefault(i, []).append(k)
     alias = {}
+    runners = list(runners)
     for k, (n, r) in enumerate(zip(nodes, runners)):
-        hook = getattr(r, "fuse_activation", None)
-        if hook is None or not n.outputs or n.outputs[0] in outputs:
+        make = getattr(r, "fused", None)
+        if make is None or not n.outputs or n.outputs[0] in outputs:
             continue
         rs = readers.get(n.outputs[0], [])
-        if len(rs) == 1 and nodes[rs[0]].op_type == "Relu" and hook("Relu"):
-            alias[rs[0]] = n.outputs[0]
-    return alias
+        if len(rs) == 1 and nodes[rs[0]].op_type in ("Relu", "Sigmoid"):
+            new = make(nodes[rs[0]].op_type)
+            if new is not None:
+                runners[k] = new
+                alias[rs[0]] = n.outputs[0]
+    return alias, runners
 
 
 class _Names:
@@ -204,7 +211,7 @@ def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
             lines.append(f"    {N.v(name)} = feed[{name!r}]")
     for name, a in consts.items():
         N.var[name] = N.g(a, "c")
-    relu_alias = _fuse_conv_relu(nodes, runners, set(outputs), rec)
+    relu_alias, runners = _fuse_conv_activation(nodes, runners, set(outputs))
     keep = [k for k in range(len(nodes)) if k not in relu_alias]
     groups, inner, fusable = _groups([nodes[k] for k in keep], rec, consts, set(outputs))
     groups = {keep[k]: [keep[m] for m in ms] for k, ms in groups.items()}
