@@ -131,6 +131,11 @@ def cmd_bench(args):
     for path in (args.json, args.png):
         if path:
             check_output_path(path)
+    if args.streams:        # stream capacity: fastlstm.bench_streams
+        from .bench_streams import run_all
+        run_all(seconds=args.stream_seconds, silero=args.silero, json_path=args.json,
+                verbose=sys.stderr.isatty())
+        return 0
     table_only = graph_only = None
     if args.cases:
         known = dict(bench.TABLE)
@@ -623,6 +628,12 @@ def build_parser():
                         "benchmarks/targets.json)")
     b.add_argument("--no-torch", dest="without", action="store_const", const=["torch"],
                    help=argparse.SUPPRESS)
+    b.add_argument("--streams", action="store_true",
+                   help="instead: how many real-time Silero VAD and LSTM tagger streams one "
+                        "core sustains (StreamPool vs onnxruntime; fastlstm.bench_streams)")
+    b.add_argument("--stream-seconds", type=float, default=3.0, help=argparse.SUPPRESS)
+    b.add_argument("--silero", help="silero_vad.onnx for --streams (default: the "
+                                    "checkout's tests/models/silero/)")
     b.set_defaults(fn=cmd_bench)
     o = sub.add_parser("ops", help="list supported ONNX ops")
     o.add_argument("--json", action="store_true")

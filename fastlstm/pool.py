@@ -43,7 +43,7 @@ import sys
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future
+import _thread
 
 import numpy as np
 
@@ -124,12 +124,82 @@ class _Stream:
         self.last_used = time.monotonic()
 
 
-class _Request:
-    __slots__ = ("stream", "chunk", "key", "future", "t0")
+_callbacks_lock = threading.Lock()
 
-    def __init__(self, stream, chunk, key, future):
-        self.stream, self.chunk, self.key, self.future = stream, chunk, key, future
+
+class PoolFuture:
+    """The result of one pushed chunk, to come (what ``submit`` returns).
+
+    A light ``concurrent.futures.Future``: ``result(timeout)``, ``exception``,
+    ``done``, ``add_done_callback``; no cancelling (a queued chunk always
+    runs).  It is also the pool's queue entry: a push allocates one object
+    and one lock.
+    """
+    __slots__ = ("stream", "chunk", "key", "t0", "t_done", "_lock", "_done", "_value",
+                 "_error", "_callbacks")
+
+    def __init__(self, stream=None, chunk=None, key=None):
+        self.stream, self.chunk, self.key = stream, chunk, key
         self.t0 = time.perf_counter()
+        self._lock = _thread.allocate_lock()
+        self._lock.acquire()            # released when the result is set
+        self._done = False
+        self._value = self._error = None
+        self._callbacks = None
+
+    def done(self):
+        """Whether the result (or error) is there."""
+        return self._done
+
+    def result(self, timeout=None):
+        """The chunk's result (blocking); raises its error."""
+        if not self._done:
+            if not self._lock.acquire(True, -1 if timeout is None else timeout):
+                raise TimeoutError(f"no result within {timeout} s")
+            self._lock.release()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def exception(self, timeout=None):
+        """The chunk's error, or None (blocking)."""
+        try:
+            self.result(timeout)
+        except TimeoutError:
+            raise
+        except BaseException as e:
+            return e
+        return None
+
+    def add_done_callback(self, fn):
+        """Call ``fn(future)`` when done (now, if it is; else from the pool's worker)."""
+        with _callbacks_lock:
+            if not self._done:
+                if self._callbacks is None:
+                    self._callbacks = []
+                self._callbacks.append(fn)
+                return
+        fn(self)
+
+    def _finish(self, value, error, t_done=None):
+        self.t_done = time.perf_counter() if t_done is None else t_done
+        self._value, self._error = value, error
+        self.chunk = None
+        with _callbacks_lock:
+            self._done = True
+            cbs, self._callbacks = self._callbacks, None
+        self._lock.release()
+        for fn in cbs or ():
+            try:
+                fn(self)
+            except Exception:       # a callback's error is not the chunk's
+                pass
+
+    def set_result(self, value):
+        self._finish(value, None)
+
+    def set_exception(self, error):
+        self._finish(None, error)
 
 
 class StreamPool:
@@ -306,6 +376,8 @@ class StreamPool:
         self._next_id = 0
         self._want_capacity = int(capacity)
         self._queue = deque()
+        self._bufs = {}                 # (input, batch, shape, dtype) -> kept input buffer
+        self._fast = set()              # (dtype, shape) of single-input chunks found valid
         self._cv = threading.Condition()
         self._store = threading.RLock()   # held by the worker around gather .. scatter
         self._resets = []
@@ -423,7 +495,7 @@ class StreamPool:
 
     # ------------------------------------------------------------- pushes
     def _chunk_key(self, chunk):
-        """Validate a chunk; returns (feed dict, key of its shapes)."""
+        """Validate a chunk; returns (its arrays in ``data_inputs`` order, their shapes)."""
         if not isinstance(chunk, dict):
             if len(self.data_inputs) != 1:
                 raise InvalidInput(f"StreamPool: this model's chunks feed "
@@ -466,30 +538,56 @@ class StreamPool:
                 raise InvalidInput(f"StreamPool: context axis {ctx[1]} of '{name}' is out "
                                    f"of range for a chunk of rank {a.ndim}")
             feed[name] = a
-        key = tuple(feed[n].shape for n in self.data_inputs)
-        return feed, key
+        arrays = tuple(feed[n] for n in self.data_inputs)
+        key = tuple(a.shape for a in arrays)
+        if all(type(a) is np.ndarray for a in arrays):
+            sig = (arrays[0].dtype, key[0]) if len(arrays) == 1 else \
+                tuple([(a.dtype, a.shape) for a in arrays])
+            with self._cv:
+                if len(self._fast) < 64:
+                    self._fast.add(sig)
+        return arrays, key
+
+    def _fast_dict(self, chunk):
+        """Whether a dict chunk holds exactly arrays of dtypes and shapes seen valid."""
+        if len(chunk) != len(self.data_inputs) or len(chunk) < 2:
+            return False
+        try:
+            sig = tuple([(a.dtype, a.shape) for a in [chunk[n] for n in self.data_inputs]
+                         if type(a) is np.ndarray])
+        except KeyError:
+            return False
+        return sig in self._fast
 
     def submit(self, stream_id, chunk):
-        """Queue a chunk of a stream; returns a ``concurrent.futures.Future`` of its
-        result (a dict output name -> array).  A stream's chunks run in the
-        order they were submitted."""
-        fut = Future()
-        try:
-            feed, key = self._chunk_key(chunk)
-        except FastLSTMError as e:
-            fut.set_exception(e)
-            return fut
+        """Queue a chunk of a stream; returns a :class:`PoolFuture` of its result
+        (a dict output name -> array).  A stream's chunks run in the order they
+        were submitted."""
+        if type(chunk) is np.ndarray and (chunk.dtype, chunk.shape) in self._fast:
+            arrays, key = (chunk,), (chunk.shape,)      # a shape and dtype seen valid
+        elif type(chunk) is dict and self._fast_dict(chunk):
+            arrays = tuple([chunk[n] for n in self.data_inputs])
+            key = tuple([a.shape for a in arrays])
+        else:
+            try:
+                arrays, key = self._chunk_key(chunk)
+            except FastLSTMError as e:
+                fut = PoolFuture()
+                fut.set_exception(e)
+                return fut
         with self._cv:
             if self._closed:
                 raise FastLSTMError("the StreamPool is closed")
             st = self._streams.get(stream_id)
             if st is None:
+                fut = PoolFuture()
                 fut.set_exception(InvalidInput(f"StreamPool: no open stream {stream_id!r}"))
                 return fut
             st.pending += 1
-            self._queue.append(_Request(st, feed, key, fut))
-            n = len(self._queue)
-            if n == 1 or n >= self.max_batch:
+            fut = PoolFuture(st, arrays, key)
+            q = self._queue
+            q.append(fut)
+            if len(q) == 1 or len(q) == self.max_batch:
                 self._cv.notify()
         return fut
 
@@ -499,7 +597,16 @@ class StreamPool:
 
     async def apush(self, stream_id, chunk):
         """``push`` for asyncio: awaits the result without blocking the loop."""
-        return await asyncio.wrap_future(self.submit(stream_id, chunk))
+        fut = self.submit(stream_id, chunk)
+        if fut.done():
+            return fut.result()
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def wake(f):
+            loop.call_soon_threadsafe(_settle, done, f)
+        fut.add_done_callback(wake)
+        return await done
 
     def shutdown(self):
         """Answer every chunk already submitted, then stop the worker."""
@@ -545,7 +652,7 @@ class StreamPool:
             batch = self._take()
             if batch is None:
                 return
-            live = [r for r in batch if r.future.set_running_or_notify_cancel()]
+            live = batch
             t = time.perf_counter()
             try:
                 if live:
@@ -559,8 +666,8 @@ class StreamPool:
                             self._run_group(reqs)
             except BaseException as e:     # a bug: never leave a caller waiting
                 for r in live:
-                    if not r.future.done():
-                        r.future.set_exception(e)
+                    if not r.done():
+                        r.set_exception(e)
             finally:
                 now = time.monotonic()
                 with self._cv:
@@ -582,18 +689,19 @@ class StreamPool:
             results = self._run(reqs)
         except FastLSTMError as e:
             if len(reqs) == 1:
-                reqs[0].future.set_exception(e)
+                reqs[0].set_exception(e)
                 return
             for r in reqs:            # find whose chunk it was: each alone
                 try:
                     res = self._run([r])
                 except FastLSTMError as e1:
-                    r.future.set_exception(e1)
+                    r.set_exception(e1)
                 else:
-                    r.future.set_result(res[0])
+                    r.set_result(res[0])
             return
+        t = time.perf_counter()
         for r, res in zip(reqs, results):
-            r.future.set_result(res)
+            r._finish(res, None, t)
 
     def _state_axis(self, name):
         return self._axis[name] if name in self.pairs else 1
@@ -681,8 +789,9 @@ class StreamPool:
         slots[:n] = [r.stream.slot for r in reqs]
         feed = dict(self.constants)
         new_ctx = {}
-        for name in self.data_inputs:
-            first = reqs[0].chunk[name]
+        bufs = []
+        for j, name in enumerate(self.data_inputs):
+            first = reqs[0].chunk[j]
             ctx = self.context.get(name)
             if ctx is None:
                 per_shape = first.shape
@@ -691,9 +800,17 @@ class StreamPool:
                 per_shape = list(first.shape)
                 per_shape[c_ax] += c_n
                 per_shape = tuple(per_shape)
-            buf = np.zeros((nb,) + per_shape, first.dtype)
+            bkey = (name, nb, per_shape, first.dtype)
+            buf = self._bufs.get(bkey)
+            if buf is None:       # kept: a fresh buffer of this size costs page faults
+                if len(self._bufs) > 64:
+                    self._bufs.clear()
+                buf = self._bufs[bkey] = np.zeros((nb,) + per_shape, first.dtype)
+            elif nb > n:
+                buf[n:] = 0
+            chunks = [r.chunk[j] for r in reqs]
             if ctx is None:
-                np.stack([r.chunk[name] for r in reqs], out=buf[:n])
+                buf[:n] = chunks
             else:
                 store = self._contexts.get(name)
                 if store is None:
@@ -703,9 +820,10 @@ class StreamPool:
                         (self._capacity,) + tuple(cshape), first.dtype)
                 head = (slice(None),) * (c_ax + 1)
                 buf[head + (slice(0, c_n),)] = store[slots]
-                np.stack([r.chunk[name] for r in reqs], out=buf[:n][head + (slice(c_n, None),)])
+                buf[:n][head + (slice(c_n, None),)] = chunks
                 total = per_shape[c_ax]
                 new_ctx[name] = buf[:n][head + (slice(total - c_n, total),)]
+            bufs.append(buf)
             ax = self._axis[name]
             feed[name] = np.ascontiguousarray(np.moveaxis(buf, 0, ax)) if ax else buf
         for i in self.pairs:
@@ -725,6 +843,9 @@ class StreamPool:
             got = self.session._run_with(self._run_outputs, feed, run_ctx,
                                          optional=self._optional, run_all=True)
         values = dict(zip(self._run_outputs, got))
+        for o, v in values.items():   # an output that is a view of a kept buffer: copy it
+            if any(np.may_share_memory(v, b) for b in bufs):
+                values[o] = v.copy()
         # the call succeeded: scatter state and context back
         live = slots[:n]
         for i, o in self.pairs.items():
@@ -755,6 +876,9 @@ class StreamPool:
             else:
                 per.append(list(np.moveaxis(arr, ax, 0)[:n]) if ax else list(arr[:n]))
         names = self.outputs
+        if len(names) == 1:
+            name = names[0]
+            return [{name: v} for v in per[0]]
         return [dict(zip(names, row)) for row in zip(*per)] if per else [{} for _ in reqs]
 
     def _output_axis(self, name, arr, nb):
@@ -777,6 +901,15 @@ class StreamPool:
         if len(cand) == 1 and (nb > 1 or self.max_batch == 1):
             self._out_axis[name] = cand[0]
         return cand[0]
+
+
+def _settle(afut, fut):
+    if afut.cancelled():
+        return
+    if fut._error is not None:
+        afut.set_exception(fut._error)
+    else:
+        afut.set_result(fut._value)
 
 
 def _np_dtype(type_str):

@@ -1,0 +1,491 @@
+"""Stream capacity: how many real-time streams one core sustains.
+
+Each stream sends one chunk every ``period`` seconds (Silero VAD at 16 kHz:
+512 new samples, 32 ms), the streams' phases spread evenly over the period.
+A trial runs ``N`` streams for ``seconds`` and measures each chunk's latency:
+from the moment it was due to the moment its result was there.  It passes
+when the 99th percentile is under ``p99_limit`` (10 ms) and every chunk was
+answered.  The capacity is the largest N that passes, found by doubling
+then bisecting.
+
+Engines (each in a process of its own, pinned to one core, the load
+generator included):
+
+- ``fastlstm``: :class:`fastlstm.StreamPool` (state and context per stream in
+  the pool, chunks batched across streams by its worker thread);
+- ``ort-per-stream``: one onnxruntime session per stream, run as each chunk
+  is due (what Silero's users describe);
+- ``ort-batched``: one onnxruntime session; chunks due within the same
+  window batched, each stream's state gathered into the batch and scattered
+  back with numpy (state handling in Python).
+
+Run ``python benchmarks/stream_capacity.py`` or ``fastlstm bench --streams``.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+#: Multiply-adds of one chunk (the issue's count for Silero VAD 16 kHz: STFT conv
+#: 264 k, encoder convs 284 k, LSTM 131 k).
+SILERO_MACS = 0.68e6
+CASES = ("silero", "tagger")
+ENGINES = ("fastlstm", "ort-per-stream", "ort-batched")
+TAGGER = dict(I=64, H=256)          # one LSTM layer, one step per chunk
+
+
+def _silero_path():
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.join(here, "tests", "models", "silero", "silero_vad.onnx")
+
+
+def case_spec(case, silero=None):
+    """What a stream of ``case`` feeds: model bytes, chunk maker, state layout."""
+    if case == "silero":
+        path = silero or _silero_path()
+        if not os.path.exists(path):
+            raise SystemExit(f"fastlstm: error: no Silero VAD model at {path}; "
+                             f"give --silero PATH (silero_vad.onnx)")
+        with open(path, "rb") as f:
+            model = f.read()
+        return dict(model=model, period=512 / 16000, macs=SILERO_MACS,
+                    chunk=lambda rng: (rng.standard_normal(512) * 0.1).astype(np.float32),
+                    data="input", context=64, constants={"sr": np.array(16000, np.int64)},
+                    states={"state": ("stateN", (2, 128), 1)}, outputs=["output"])
+    if case == "tagger":
+        from .bench import build_model
+        I, H = TAGGER["I"], TAGGER["H"]
+        return dict(model=build_model("LSTM", I, H, "forward", True), period=512 / 16000,
+                    macs=4.0 * H * (I + H),
+                    chunk=lambda rng: rng.standard_normal((1, I)).astype(np.float32),
+                    data="X", context=0, constants={},
+                    states={"initial_h": ("Y_h", (1, H), 1), "initial_c": ("Y_c", (1, H), 1)},
+                    outputs=["Y_h"], batch_axis=1)
+    raise SystemExit(f"fastlstm: error: unknown case {case!r}; cases are {CASES}")
+
+
+def _rss():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class _Schedule:
+    """Chunk arrivals of N streams with evenly spread phases."""
+
+    def __init__(self, n, period, seconds, start):
+        self.n, self.period = n, period
+        self.total = int(round(seconds / period)) * n
+        self.start = start
+
+    def due(self, k):
+        """Time chunk k (stream k % n, round k // n) is due."""
+        return self.start + (k // self.n) * self.period + (k % self.n) * self.period / self.n
+
+
+def _drive(schedule, send):
+    """Call ``send(k, t_due)`` for each chunk once it is due; sleeps between."""
+    k, total = 0, schedule.total
+    due = schedule.due
+    while k < total:
+        now = time.perf_counter()
+        while k < total and due(k) <= now:
+            send(k, due(k))
+            k += 1
+        if k < total:
+            wait = due(k) - time.perf_counter()
+            if wait > 0:        # (no spinning: the engine shares this core)
+                time.sleep(wait)
+
+
+def _verdict(lat, total, answered, p99_limit):
+    lat = np.asarray(lat) if len(lat) else np.array([np.inf])
+    p50, p99 = np.percentile(lat, 50), np.percentile(lat, 99)
+    return dict(p50_ms=float(p50 * 1e3), p99_ms=float(p99 * 1e3), answered=answered,
+                total=total, ok=bool(answered == total and p99 < p99_limit))
+
+
+class FastlstmEngine:
+    def __init__(self, spec, max_batch, max_wait_us):
+        import fastlstm
+        self.sess = fastlstm.InferenceSession(spec["model"])
+        self.spec = spec
+        kw = dict(constants=spec["constants"], outputs=spec["outputs"],
+                  state={k: v[0] for k, v in spec["states"].items()},
+                  max_batch=max_batch, max_wait_us=max_wait_us, capacity=1024)
+        if spec["context"]:
+            kw["context"] = {spec["data"]: spec["context"]}
+        if spec.get("batch_axis") is not None:
+            kw["batch_axis"] = {spec["data"]: spec["batch_axis"],
+                                **{k: v[2] for k, v in spec["states"].items()}}
+        self.kw = kw
+        self.pool = fastlstm.StreamPool(self.sess, **kw)
+        self._warm(max_batch)
+
+    def _warm(self, max_batch):
+        """Run every batch size once twice (specialisations built before timing)."""
+        rng = np.random.default_rng(0)
+        ids = [self.pool.open() for _ in range(max_batch)]
+        from .pool import _bucket
+        sizes = sorted({_bucket(n, max_batch) for n in range(1, max_batch + 1)})
+        for n in sizes:
+            for _ in range(3):
+                futs = [self.pool.submit(i, self.spec["chunk"](rng)) for i in ids[:n]]
+                [f.result() for f in futs]
+        for i in ids:
+            self.pool.close(i)
+
+    def trial(self, n, seconds, p99_limit):
+        rng = np.random.default_rng(1)
+        chunks = [self.spec["chunk"](rng) for _ in range(64)]
+        pool = self.pool
+        ids = [pool.open() for _ in range(n)]
+        sched = _Schedule(n, self.spec["period"], seconds, time.perf_counter() + 0.05)
+        futs = [None] * sched.total
+        due = np.empty(sched.total)
+
+        def send(k, t):
+            due[k] = t
+            futs[k] = pool.submit(ids[k % n], chunks[k & 63])
+        _drive(sched, send)
+        deadline = time.perf_counter() + 1.0
+        for f in futs:
+            f.result(max(0.0, deadline - time.perf_counter()) + 1e-3)
+        lat = np.array([f.t_done for f in futs]) - due
+        for i in ids:
+            pool.close(i)
+        return _verdict(lat, sched.total, sched.total, p99_limit)
+
+    def memory(self, n):
+        """Bytes per stream: the pool's own accounting, and RSS growth opening n streams."""
+        import fastlstm
+        pool = fastlstm.StreamPool(self.sess, **{**self.kw, "capacity": 1})
+        before = _rss()
+        ids = [pool.open() for _ in range(n)]
+        rng = np.random.default_rng(0)
+        futs = [pool.submit(i, self.spec["chunk"](rng)) for i in ids]   # state rows in use
+        [f.result() for f in futs]
+        after = _rss()
+        acct = pool.bytes_per_stream
+        pool.shutdown()
+        return dict(pool_bytes=acct, rss_bytes=max(0, after - before) / n)
+
+
+class OrtBase:
+    def _session(self):
+        import onnxruntime as ort
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.inter_op_num_threads = 1
+        return ort.InferenceSession(self.spec["model"], so, providers=["CPUExecutionProvider"])
+
+
+class OrtPerStream(OrtBase):
+    """One onnxruntime session per stream, each chunk run as it is due."""
+
+    def __init__(self, spec, **_):
+        self.spec = spec
+        self.sessions = []
+
+    def _state(self):
+        sp = self.spec
+        st = {k: np.zeros(shape[:ax] + (1,) + shape[ax:], np.float32)
+              for k, (_, shape, ax) in sp["states"].items()}
+        return st
+
+    def trial(self, n, seconds, p99_limit):
+        sp = self.spec
+        while len(self.sessions) < n:
+            self.sessions.append(self._session())
+        rng = np.random.default_rng(1)
+        chunks = [sp["chunk"](rng)[None] for _ in range(64)]
+        if sp.get("batch_axis") == 1:
+            chunks = [c.transpose(1, 0, 2) if c.ndim == 3 else c for c in chunks]
+        states = [self._state() for _ in range(n)]
+        ctx = [np.zeros((1, sp["context"]), np.float32) for _ in range(n)] \
+            if sp["context"] else None
+        outs = sp["outputs"] + [o for o, _, _ in sp["states"].values()]
+        names = list(sp["states"])
+        # warm each session once (onnxruntime's first run is slow)
+        for s in range(min(n, len(self.sessions))):
+            self._run(s, chunks[0], states[s], ctx, outs, names, warm=True)
+        sched = _Schedule(n, sp["period"], seconds, time.perf_counter() + 0.05)
+        lat = np.empty(sched.total)
+
+        def send(k, t):
+            s = k % n
+            self._run(s, chunks[k & 63], states[s], ctx, outs, names)
+            lat[k] = time.perf_counter() - t
+        _drive(sched, send)
+        return _verdict(lat, sched.total, sched.total, p99_limit)
+
+    def _run(self, s, chunk, state, ctx, outs, names, warm=False):
+        sp = self.spec
+        x = chunk
+        if ctx is not None:
+            x = np.concatenate([ctx[s], chunk], axis=1)
+        feed = {sp["data"]: x, **sp["constants"], **state}
+        got = self.sessions[s].run(outs, feed)
+        if warm:
+            return
+        for k, name in enumerate(names):
+            state[name] = got[len(sp["outputs"]) + k]
+        if ctx is not None:
+            ctx[s] = x[:, -sp["context"]:]
+
+    def memory(self, n):
+        """RSS growth per stream: n more sessions, each run once."""
+        sp = self.spec
+        before = _rss()
+        extra = [self._session() for _ in range(n)]
+        rng = np.random.default_rng(0)
+        chunk = sp["chunk"](rng)[None]
+        if sp.get("batch_axis") == 1:
+            chunk = chunk.transpose(1, 0, 2)
+        x = np.concatenate([np.zeros((1, sp["context"]), np.float32), chunk], axis=1) \
+            if sp["context"] else chunk
+        for sess in extra:
+            sess.run(None, {sp["data"]: x, **sp["constants"], **self._state()})
+        after = _rss()
+        del extra
+        return dict(pool_bytes=None, rss_bytes=max(0, after - before) / n)
+
+
+class OrtBatched(OrtBase):
+    """One onnxruntime session, chunks batched in Python (state gathered with
+    np.take and scattered back by index, as the pool does)."""
+
+    def __init__(self, spec, max_batch, max_wait_us):
+        self.spec, self.max_batch, self.max_wait = spec, max_batch, max_wait_us / 1e6
+        self.sess = self._session()
+
+    def trial(self, n, seconds, p99_limit):
+        sp = self.spec
+        rng = np.random.default_rng(1)
+        chunks = [sp["chunk"](rng) for _ in range(64)]
+        store = {k: np.zeros(shape[:ax] + (n + 1,) + shape[ax:], np.float32)
+                 for k, (_, shape, ax) in sp["states"].items()}
+        C = sp["context"]
+        ctx = np.zeros((n + 1, C), np.float32) if C else None
+        outs = sp["outputs"] + [o for o, _, _ in sp["states"].values()]
+        sched = _Schedule(n, sp["period"], seconds, time.perf_counter() + 0.05)
+        lat = np.empty(sched.total)
+        pending = []
+        bax = sp.get("batch_axis") or 0
+
+        def flush():
+            ks = [k for k, _ in pending]
+            slots = np.array([k % n for k in ks], np.intp)
+            x = np.stack([chunks[k & 63] for k in ks])
+            if C:
+                x = np.concatenate([ctx[slots], x], axis=1)
+            if bax:
+                x = np.ascontiguousarray(np.moveaxis(x, 0, bax))
+            feed = {sp["data"]: x, **sp["constants"]}
+            for name, (_, _, ax) in sp["states"].items():
+                feed[name] = np.take(store[name], slots, axis=ax)
+            got = self.sess.run(outs, feed)
+            for j, (name, (_, _, ax)) in enumerate(sp["states"].items()):
+                store[name][(slice(None),) * ax + (slots,)] = got[len(sp["outputs"]) + j]
+            if C:
+                ctx[slots] = x[:, -C:]
+            t = time.perf_counter()
+            for k, due in pending:
+                lat[k] = t - due
+            pending.clear()
+
+        def send(k, t):
+            pending.append((k, t))
+            if len(pending) >= self.max_batch or \
+                    time.perf_counter() - pending[0][1] >= self.max_wait:
+                flush()
+        # (the driver calls send as chunks fall due; between arrivals the
+        # window closes when the next arrival is after the oldest's deadline)
+        k, total, due = 0, sched.total, sched.due
+        for size in range(1, self.max_batch + 1):   # warm every batch size
+            pending.extend((0, 0.0) for _ in range(size))
+            flush()
+        while k < total or pending:
+            now = time.perf_counter()
+            while k < total and due(k) <= now:
+                send(k, due(k))
+                k += 1
+            if pending and time.perf_counter() - pending[0][1] >= self.max_wait:
+                flush()
+                continue
+            nxt = due(k) if k < total else np.inf
+            if pending:
+                nxt = min(nxt, pending[0][1] + self.max_wait)
+            wait = nxt - time.perf_counter()
+            if 0 < wait < 1.0:
+                time.sleep(wait)
+        return _verdict(lat, total, total, p99_limit)
+
+    def memory(self, n):
+        sp = self.spec
+        per = sum(4 * int(np.prod(shape)) for _, shape, _ in sp["states"].values())
+        return dict(pool_bytes=per + 4 * sp["context"], rss_bytes=None)
+
+
+def _engine(name, spec, max_batch, max_wait_us):
+    cls = {"fastlstm": FastlstmEngine, "ort-per-stream": OrtPerStream,
+           "ort-batched": OrtBatched}[name]
+    return cls(spec, max_batch=max_batch, max_wait_us=max_wait_us)
+
+
+def capacity(engine, seconds, p99_limit, start, limit, log=None):
+    """Largest N whose trial passes: doubling from ``start``, then bisecting
+    to within 5%.  Returns (N, its trial, every trial)."""
+    trials = []
+
+    def run(n):
+        c0 = time.process_time()
+        r = engine.trial(n, seconds, p99_limit)
+        r["cpu_us_per_chunk"] = (time.process_time() - c0) / r["total"] * 1e6
+        r["streams"] = n
+        trials.append(r)
+        if log:
+            log(f"  {n:6d} streams: p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
+                f"CPU {r['cpu_us_per_chunk']:.1f} us/chunk  {'ok' if r['ok'] else 'FAIL'}")
+        return r
+    lo, lo_r, hi = 0, None, None
+    n = start
+    while n <= limit:
+        r = run(n)
+        if r["ok"]:
+            lo, lo_r = n, r
+            n *= 2
+        else:
+            hi = n
+            break
+    if hi is None:
+        return lo, lo_r, trials
+    while hi - lo > max(2, lo // 20):
+        mid = (lo + hi) // 2
+        r = run(mid)
+        if r["ok"]:
+            lo, lo_r = mid, r
+        else:
+            hi = mid
+    return lo, lo_r, trials
+
+
+def child(args):
+    """One engine on one case, in this process (pinned to one core)."""
+    if args.cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {args.cpu})
+    os.environ.setdefault("FASTLSTM_NUM_THREADS", "1")
+    spec = case_spec(args.case, args.silero)
+    eng = _engine(args.engine, spec, args.max_batch, args.max_wait_us)
+    log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.verbose else None
+    start = args.start or (64 if args.engine == "fastlstm" or args.engine == "ort-batched"
+                           else 16)
+    limit = args.limit if args.engine != "ort-per-stream" else min(args.limit, 2048)
+    n, best, trials = capacity(eng, args.seconds, args.p99_ms / 1e3, start, limit, log)
+    mem = eng.memory(min(max(n, 16), 4096 if args.engine != "ort-per-stream" else 256))
+    out = dict(case=args.case, engine=args.engine, streams=n,
+               p50_ms=best and best["p50_ms"], p99_ms=best and best["p99_ms"],
+               cpu_us_per_chunk=best and best["cpu_us_per_chunk"],
+               macs_per_chunk=spec["macs"], period=spec["period"], trials=trials, **mem)
+    print(json.dumps(out))
+
+
+def run_all(cases=CASES, engines=ENGINES, seconds=3.0, p99_ms=10.0, max_batch=64,
+            max_wait_us=2000, cpu=None, silero=None, limit=8192, verbose=False,
+            json_path=None):
+    """Every engine on every case, each in a pinned child process; prints the table."""
+    from .bench import peak_flops
+    if cpu is None and hasattr(os, "sched_getaffinity"):
+        cpu = max(os.sched_getaffinity(0))
+    if cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {cpu})
+    peak = peak_flops()
+    rows = []
+    for case in cases:
+        for eng in engines:
+            cmd = [sys.executable, "-m", "fastlstm.bench_streams", "--child", "--case", case,
+                   "--engine", eng, "--seconds", str(seconds), "--p99-ms", str(p99_ms),
+                   "--max-batch", str(max_batch), "--max-wait-us", str(max_wait_us),
+                   "--limit", str(limit)]
+            if cpu is not None:
+                cmd += ["--cpu", str(cpu)]
+            if silero:
+                cmd += ["--silero", silero]
+            if verbose:
+                cmd += ["--verbose"]
+                print(f"{case} / {eng}:", file=sys.stderr, flush=True)
+            p = subprocess.run(cmd, text=True, stdout=subprocess.PIPE,
+                               stderr=None if verbose else subprocess.PIPE)
+            if p.returncode != 0:
+                raise SystemExit(f"fastlstm: error: {case}/{eng} failed:\n{p.stderr or ''}")
+            rows.append(json.loads(p.stdout.strip().splitlines()[-1]))
+    for r in rows:
+        rate = r["streams"] / r["period"]
+        r["fma_fraction"] = 2 * r["macs_per_chunk"] * rate / peak
+    print(format_table(rows, peak, cpu, seconds, p99_ms))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(dict(peak_flops=peak, cpu=cpu, rows=rows), f, indent=1)
+    return rows
+
+
+def _mem(b):
+    if b is None:
+        return "-"
+    if b >= 1 << 20:
+        return f"{b / (1 << 20):.1f} MiB"
+    if b >= 1 << 10:
+        return f"{b / (1 << 10):.1f} KiB"
+    return f"{b:.0f} B"
+
+
+def format_table(rows, peak, cpu, seconds, p99_ms):
+    lines = [f"streams per core (cpu {cpu}): each stream one chunk per 32 ms; capacity = "
+             f"most streams with p99 latency < {p99_ms:g} ms over {seconds:g} s trials; "
+             f"FMA peak {peak / 1e9:.0f} GFLOP/s",
+             "",
+             "| case | engine | streams/core | p50 | p99 | CPU per chunk | % of FMA peak | "
+             "state+context per stream | RSS per stream |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        p50 = "-" if r["p50_ms"] is None else f"{r['p50_ms']:.2f} ms"
+        p99 = "-" if r["p99_ms"] is None else f"{r['p99_ms']:.2f} ms"
+        cpu = "-" if r.get("cpu_us_per_chunk") is None else f"{r['cpu_us_per_chunk']:.1f} us"
+        lines.append(f"| {r['case']} | {r['engine']} | {r['streams']} | {p50} | {p99} | "
+                     f"{cpu} | {100 * r['fma_fraction']:.0f}% | {_mem(r['pool_bytes'])} | "
+                     f"{_mem(r['rss_bytes'])} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="stream_capacity", description=__doc__.split("\n")[0])
+    p.add_argument("--case", choices=CASES, nargs="+", default=list(CASES))
+    p.add_argument("--engine", choices=ENGINES, nargs="+", default=list(ENGINES))
+    p.add_argument("--seconds", type=float, default=3.0, help="length of each trial")
+    p.add_argument("--p99-ms", type=float, default=10.0)
+    p.add_argument("--max-batch", type=int, default=64)
+    p.add_argument("--max-wait-us", type=float, default=2000)
+    p.add_argument("--cpu", type=int, default=None, help="the core to pin to (default: last)")
+    p.add_argument("--silero", default=None, help="path of silero_vad.onnx")
+    p.add_argument("--limit", type=int, default=8192, help="most streams tried")
+    p.add_argument("--start", type=int, default=None)
+    p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--verbose", action="store_true", help="print every trial")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        args.case, args.engine = args.case[0] if isinstance(args.case, list) else args.case, \
+            args.engine[0] if isinstance(args.engine, list) else args.engine
+        return child(args)
+    run_all(args.case, args.engine, args.seconds, args.p99_ms, args.max_batch,
+            args.max_wait_us, args.cpu, args.silero, args.limit, args.verbose, args.json)
+
+
+if __name__ == "__main__":
+    main()
