@@ -7,7 +7,8 @@ verify   model.onnx|model.fastlstm      random (or given) inputs vs onnxruntime
 run      model --input name=file.npy    run and print or save (-o out.npz) outputs
 info     model                          inputs, outputs, ops, recurrent layers
 demo     the bundled example, checked against onnxruntime and timed
-bench    the benchmark table (and sweep) against onnxruntime
+bench    the benchmark table (and sweep) against onnxruntime; --streams: stream capacity
+serve    model --port N                 HTTP runs, WebSocket streams, metrics (serve extra)
 ops      the ONNX ops fastlstm runs
 
 Exit status: 0 success, 1 failure (verification mismatch, invalid model or
@@ -121,6 +122,12 @@ def cmd_demo(args):
         print("outputs match onnxruntime (max abs error <= 1e-5)" if ok else
               "MISMATCH against onnxruntime")
     return 0 if ok else 1
+
+
+def cmd_serve(args):
+    """Serve a model: ``fastlstm.server`` (HTTP runs, WebSocket streams, metrics)."""
+    from .server import cli_main
+    return cli_main(args)
 
 
 def cmd_bench(args):
@@ -635,6 +642,11 @@ def build_parser():
     b.add_argument("--silero", help="silero_vad.onnx for --streams (default: the "
                                     "checkout's tests/models/silero/)")
     b.set_defaults(fn=cmd_bench)
+    sv = sub.add_parser("serve", help="serve a model over HTTP and WebSocket (needs the "
+                                      "serve extra)")
+    from .server import add_arguments as _serve_arguments
+    _serve_arguments(sv)
+    sv.set_defaults(fn=cmd_serve)
     o = sub.add_parser("ops", help="list supported ONNX ops")
     o.add_argument("--json", action="store_true")
     o.set_defaults(fn=cmd_ops)
