@@ -184,7 +184,7 @@ def _groups(nodes, rec, consts, outputs):
 
 def _bind(n, consts, rec):
     decl = OPS.get(n.op_type)
-    if decl is None or decl.bind is None or len(n.outputs) != 1:
+    if decl is None or decl.bind is None:
         return None
     try:
         return decl.bind(n, consts, rec)
@@ -237,7 +237,10 @@ def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
         elif (idx := _movement_map(n, rec, consts)) is not None:
             lines.append(f"    {outs[0]} = {ins[0]}.reshape(-1).take({N.g(idx, 'm')})")
         elif (b := _bind(n, consts, rec)) is not None:
-            lines.append(f"    {outs[0]} = {N.g(b, 'b')}({', '.join(ins)})")
+            if len(n.outputs) == 1:
+                lines.append(f"    {outs[0]} = {N.g(b, 'b')}({', '.join(ins)})")
+            else:       # a bind of a several-output op returns a tuple
+                lines.append(f"    {', '.join(outs)}, = {N.g(b, 'b')}({', '.join(ins)})")
         elif (n.op_type in _UFUNCS and rec.get(n.inputs[0]) is not None
               and rec[n.inputs[0]].dtype == np.float32
               and rec.get(n.inputs[1]) is not None
@@ -302,8 +305,11 @@ def _emit_group(N, nodes, fus, rec, consts):
                     slots[i] = f"c{len(cblock) - 1}"
                 else:
                     pos = len(ext)
-                    ext.append(N.v(i) if a.flags.c_contiguous else
-                               f"np.ascontiguousarray({N.v(i)})")
+                    if not isinstance(a, np.ndarray):   # a numpy scalar (numpy's
+                        ext.append(f"np.asarray({N.v(i)})")     # result for rank-0 inputs)
+                    else:
+                        ext.append(N.v(i) if a.flags.c_contiguous else
+                                   f"np.ascontiguousarray({N.v(i)})")
                     if a.size == 1 and out.size != 1:
                         scalar.add(pos)
                     slots[i] = f"a{pos}"

@@ -34,6 +34,11 @@ class SessionOptions:
         The largest array a model may make fastlstm allocate from what it
         says (a constant folded at load, a buffer an op plans from input
         values, a stream's state); default 1 GiB.  See ``fastlstm.limits``.
+    weights : str
+        "float32" (default), "bf16" or "int8": the precision of the recurrent
+        layers' weights (opt-in; see ``fastlstm.pack_lowp``).  The mode is
+        in ``get_modelmeta().custom_metadata_map["fastlstm.weights"]``, and
+        ``fastlstm.lowp_error`` measures what it changes.
     """
 
     #: onnxruntime's config key for the folder of external initializers.
@@ -43,6 +48,7 @@ class SessionOptions:
         self.intra_op_num_threads = 0
         self.external_data_dir = None
         self.max_tensor_bytes = limits.DEFAULT_MAX_TENSOR_BYTES
+        self.weights = "float32"
         self._config = {}
 
     def add_session_config_entry(self, key, value):
@@ -135,6 +141,10 @@ class InferenceSession:
         with limits.limit(self._max_tensor_bytes, loading=True):
             self._graph = load_model(path_or_bytes, external_data_dir=_option(
                 self._options, "external_data_dir", None))
+            weights = _option(self._options, "weights", "float32")
+            if weights != "float32":    # opt-in reduced precision (fastlstm.pack_lowp)
+                from .pack_lowp import convert_graph
+                self._graph, self.weights_kept = convert_graph(self._graph, weights)
             self._plan = Plan(self._graph, self.num_threads)
 
     def get_inputs(self):

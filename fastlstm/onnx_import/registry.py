@@ -50,8 +50,15 @@ def resolve(op_type, domain, opset, node_name):
     where = f'node "{node_name}"'
     shown = f"{dom}::{op_type}" if dom else op_type
     if dom not in ("", "ai.onnx"):
+        # Other domains: only the ops registered for them (com.microsoft's
+        # quantized ops, fastlstm.ops.quantized), each at its newest version.
+        entries = _BUILDERS.get((dom, op_type))
+        if entries:
+            return entries[-1]
+        known = sorted(op for d, op in _BUILDERS if d == dom)
         raise UnsupportedOp(f"{shown} (domain '{dom}', opset {opset}) at {where} is not "
-                            f"supported: fastlstm runs only the default ONNX domain",
+                            f"supported: fastlstm runs the default ONNX domain"
+                            + (f" and, of '{dom}', {', '.join(known)}" if known else ""),
                             op_type, dom, opset, node_name)
     entries = _BUILDERS.get(("", op_type))
     if not entries:

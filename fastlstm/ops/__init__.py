@@ -11,7 +11,7 @@ from .basic import GlueRunner
 from .recurrent import RecurrentRunner
 from .table import OPS
 
-for _family in ("conv", "norm"):
+for _family in ("conv", "norm", "quantized"):
     try:
         __import__(f"{__name__}.{_family}")
     except ModuleNotFoundError as e:  # a family still being written

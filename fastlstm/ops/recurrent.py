@@ -38,10 +38,15 @@ class RecurrentRunner:
                              node.input(INITIAL_C) if desc.has_cell else ""]
         self._parity = 0
         self._frontend = None if self.packed is None else self._bind(self.packed)
+        # reduced-precision layers (fastlstm.pack_lowp) take X in their own form
+        self._prep = getattr(self.packed, "prepare_x", None)
 
     def _bind(self, packed):
         """The front end's handle on a packed layer (kernels, pointers, team)."""
         desc = self.desc
+        if hasattr(packed, "bind_frontend"):    # fastlstm.pack_lowp.LowpLayer
+            return packed.bind_frontend(desc, self.reverse, self.env.team, self.two_phase,
+                                        self.y_tbdh)
         return frontend.Layer(desc.step_address, GEMM_ADDRESS, desc.gates,
                               desc.ws_floats(1, pack.padded(packed.hidden)), packed,
                               self.reverse, self.env.team, self.two_phase, self.y_tbdh)
@@ -93,6 +98,8 @@ class RecurrentRunner:
         x = values[self.x_name]
         if type(x) is not np.ndarray or x.dtype is not _F32 or x.ndim != 3 or x.shape[2] != I:
             self._check_x(x, I)
+        if self._prep is not None:
+            x = self._prep(x)
         D = self.D
         if self.layout == 0:
             T, Bn = x.shape[0], x.shape[1]
@@ -160,7 +167,11 @@ class RecurrentRunner:
                 s = s.transpose(1, 0, 2)
             return s if s.flags.c_contiguous else np.ascontiguousarray(s)
 
+        prep = self._prep
+
         def run(x, h0=None, c0=None):
+            if prep is not None:
+                x = prep(x)
             self._parity ^= 1
             y, yh, yc = layer.run(x, layout=layout, initial_h=state(h0), initial_c=state(c0),
                                   lens=None, want_y=want[0], want_yh=want[1],

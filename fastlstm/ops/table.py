@@ -30,8 +30,9 @@ Per op (the same on every form):
                    of such ops into one compiled loop (see ``fastlstm.fuse``).
   bind           optional ``bind(node, consts, rec) -> callable(*ins) or None``:
                  for one input signature (``rec``: a recorded run's values,
-                 ``consts``: the constants), a faster form of a one-output op
-                 that returns its output; used by the specialised executor.
+                 ``consts``: the constants), a faster form of the op that
+                 returns its output (a tuple of them for several outputs);
+                 used by the specialised executor.
   moves          each output element is a copy of an element of input 0,
                  chosen by the attributes and the other inputs (Gather, Pad
                  outside constant mode, Tile, ...): with those inputs constant
@@ -144,6 +145,8 @@ FAMILY_TITLES = {
     "elementwise": "Elementwise", "shape": "Shape and indexing", "reduce": "Reductions",
     "linear": "Matrix products", "conv": "Convolution and pooling",
     "norm": "Normalisation", "control": "Control flow",
+    "quantized": "Quantized, onnxruntime's scheme (DynamicQuantizeLSTM, DynamicQuantizeMatMul "
+                 "and MatMulIntegerToFloat in domain com.microsoft)",
 }
 
 

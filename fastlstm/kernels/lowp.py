@@ -1,0 +1,366 @@
+"""Recurrent steps on reduced-precision weights: int8 (integer products) and bf16.
+
+Every kernel here has the float path's C signatures (``common.STEP_SIG``,
+``common.GEMM_SIG``), so the front end runs them unchanged: the pointers it
+passes simply point at other arrays (``fastlstm.pack_lowp``):
+
+int8 (``kernels.int8``)
+    xp      X quantized row by row beforehand (``int8.quantize_rows``)
+            and projected by ``int8_gemm`` *without* the bias;
+    R       an int8 weight blob of Rt[H, G*Hp];
+    rb      the bias Wb + Rb, tile-interleaved [G*Hp], added after the
+            recurrent product, as onnxruntime adds it: (X.W + H.R) + B;
+    ws      [B, G*Hp] pre-activations, then [B, qrow_floats(Hp)] of
+            quantized h.
+    Each step quantizes h_{t-1}: per row (fastlstm's own int8, to 0..127)
+    or all rows with one scale (onnxruntime's DynamicQuantizeLSTM, 0..255).
+bf16
+    W, R    bfloat16 panels (``pack.to_panels`` layout, 2 bytes per weight),
+            widened to float32 in registers (a shift) before each FMA:
+            float32 activations and accumulation.
+
+After the product the gate math is the float kernels' own (``lstm_gates``,
+``rnn_gates`` repeat ``kernels.lstm`` / ``kernels.rnn`` after their GEMM).
+"""
+import numpy as np
+from llvmlite import ir
+from numba import cfunc, njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from . import activations as act
+from . import int8
+from .common import (FP_ALPHA0, FP_ALPHA1, FP_ALPHA2, FP_BETA0, FP_BETA1, FP_BETA2, FP_CLIP,
+                     GEMM_SIG, IP_ACT0, IP_ACT1, IP_ACT2, IP_FLAG, IP_H, IP_HAS_CLIP, IP_HP,
+                     IP_ORDER, IP_P0, IP_P1, STEP_SIG, TILE, write_y)
+from .. import config
+
+F32P = types.CPointer(types.float32)
+I64P = types.CPointer(types.int64)
+_I = types.int64
+_jit = config.jit_options()
+_ONE = np.float32(1.0)
+_Q_OWN = np.float32(127.0)      # fastlstm's rows: 7 bits, never saturating (int8.qdot)
+_Q_ORT = np.float32(255.0)      # onnxruntime's rows
+
+
+# ---------------------------------------------------------------- gate math
+
+@njit(types.void(_I, F32P, _I, F32P, F32P, F32P, F32P, I64P, I64P, F32P), **_jit)
+def lstm_gates(nact, ws, N, P, h_out, c, y, yoff, ip, fp):
+    """LSTM gates and cell of tiles p0..p1 from pre-activations ws[b*N + ...]
+    (kernels.lstm after its product, the same operations)."""
+    H = ip[IP_H]
+    Hp = ip[IP_HP]
+    a_f = ip[IP_ACT0]
+    a_g = ip[IP_ACT1]
+    a_h = ip[IP_ACT2]
+    coupled = ip[IP_FLAG] != 0
+    has_clip = ip[IP_HAS_CLIP] != 0
+    lim = fp[FP_CLIP]
+    T = TILE
+    GT = 4 * T
+    fast = (a_f == act.SIGMOID and a_g == act.TANH and a_h == act.TANH and not has_clip
+            and not coupled)
+    for b in range(nact):
+        for p in range(ip[IP_P0], ip[IP_P1]):
+            j0 = p * T
+            a = b * N + p * GT
+            s = b * Hp + j0
+            if fast:
+                for jj in range(T):
+                    cp = c[s + jj]
+                    gi = act.fsigmoid(ws[a + jj] + P[j0 + jj] * cp)
+                    gf = act.fsigmoid(ws[a + 2 * T + jj] + P[2 * Hp + j0 + jj] * cp)
+                    cn = gf * cp + gi * act.ftanh(ws[a + 3 * T + jj])
+                    c[s + jj] = cn
+                    go = act.fsigmoid(ws[a + T + jj] + P[Hp + j0 + jj] * cn)
+                    h_out[s + jj] = go * act.ftanh(cn)
+                write_y(y, yoff[b], h_out, s, j0, min(T, H - j0))
+                continue
+            for jj in range(T):
+                cp = c[s + jj]
+                ws[a + jj] += P[j0 + jj] * cp
+                ws[a + 2 * T + jj] += P[2 * Hp + j0 + jj] * cp
+            if has_clip:
+                act.clip(ws, a, T, lim)
+                act.clip(ws, a + 2 * T, 2 * T, lim)
+            act.apply(a_f, fp[FP_ALPHA0], fp[FP_BETA0], ws, a, T)
+            if coupled:
+                for jj in range(T):
+                    ws[a + 2 * T + jj] = _ONE - ws[a + jj]
+            else:
+                act.apply(a_f, fp[FP_ALPHA0], fp[FP_BETA0], ws, a + 2 * T, T)
+            act.apply(a_g, fp[FP_ALPHA1], fp[FP_BETA1], ws, a + 3 * T, T)
+            for jj in range(T):
+                cn = ws[a + 2 * T + jj] * c[s + jj] + ws[a + jj] * ws[a + 3 * T + jj]
+                c[s + jj] = cn
+                ws[a + T + jj] += P[Hp + j0 + jj] * cn
+                ws[a + 3 * T + jj] = cn
+            if has_clip:
+                act.clip(ws, a + T, T, lim)
+            act.apply(a_f, fp[FP_ALPHA0], fp[FP_BETA0], ws, a + T, T)
+            act.apply(a_h, fp[FP_ALPHA2], fp[FP_BETA2], ws, a + 3 * T, T)
+            for jj in range(T):
+                h_out[s + jj] = ws[a + T + jj] * ws[a + 3 * T + jj]
+            write_y(y, yoff[b], h_out, s, j0, min(T, H - j0))
+
+
+@njit(types.void(_I, F32P, _I, F32P, F32P, I64P, I64P, F32P), **_jit)
+def rnn_gates(nact, ws, N, h_out, y, yoff, ip, fp):
+    """RNN activation of tiles p0..p1 from pre-activations ws[b*N + ...]."""
+    H = ip[IP_H]
+    Hp = ip[IP_HP]
+    j0 = ip[IP_P0] * TILE
+    nj = ip[IP_P1] * TILE - j0
+    for b in range(nact):
+        if ip[IP_HAS_CLIP] != 0:
+            act.clip(ws, b * N + j0, nj, fp[FP_CLIP])
+        act.apply(ip[IP_ACT0], fp[FP_ALPHA0], fp[FP_BETA0], ws, b * N + j0, nj)
+        for j in range(nj):
+            h_out[b * Hp + j0 + j] = ws[b * N + j0 + j]
+        write_y(y, yoff[b], h_out, b * Hp + j0, j0, min(nj, H - j0))
+
+
+# ---------------------------------------------------------------- int8
+
+def int8_ws_floats(gates):
+    """Scratch floats per batch row of an int8 step (pre-activations, then
+    quantized h), as ``ws_floats(batch, hp)``."""
+    def ws(batch, hp):
+        return batch * (gates * hp + int8.qrow_floats(hp))
+    return ws
+
+
+@njit(types.void(_I, _I, F32P, I64P, F32P, F32P, F32P, F32P, I64P, types.boolean), **_jit)
+def _int8_preact(nact, G, xp, xoff, R, rb, h_in, ws, ip, per_row):
+    """ws[b*N + n] = (xp[xoff[b] + n] + (q(h_in) . R)[b, n]) + rb[n] for the
+    step's columns: h quantized into ws past the pre-activations, the raw
+    products into the pre-activations' own place, then dequantized in place."""
+    H = ip[IP_H]
+    Hp = ip[IP_HP]
+    N = G * Hp
+    c0 = ip[IP_P0] * G * TILE
+    c1 = ip[IP_P1] * G * TILE
+    Q = int8.qrow_floats(Hp)
+    qh = nact * N
+    int8.quantize_state(nact, h_in, Hp, H, per_row, _Q_OWN if per_row else _Q_ORT, ws, qh,
+                        Q)
+    int8.qdot(nact, H, N, c0, c1, ws, qh, Q, R, ws, 0, N)
+    _, fs, fc, fz, _ = int8.wblob_layout(H, N)
+    KG = int8.pad4(H) // 4
+    for b in range(nact):
+        row = qh + b * Q
+        sa = ws[row + KG]
+        za = np.int64(ws[row + KG + 1])
+        rz = np.int64(ws[row + KG + 2]) - H * za
+        o = b * N
+        xo = xoff[b]
+        for n in range(c0, c1):
+            v = int8.load_i32(ws, o + n) - za * np.int64(R[fc + n]) - np.int64(R[fz + n]) * rz
+            ws[o + n] = (xp[xo + n] + np.float32(v) * (sa * R[fs + n])) + rb[n]
+
+
+@cfunc(STEP_SIG, **_jit)
+def lstm_int8_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
+    _int8_preact(nact, 4, xp, xoff, R, rb, h_in, ws, ip, True)
+    lstm_gates(nact, ws, 4 * ip[IP_HP], P, h_out, c, y, yoff, ip, fp)
+
+
+@cfunc(STEP_SIG, **_jit)
+def lstm_int8_ort_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
+    _int8_preact(nact, 4, xp, xoff, R, rb, h_in, ws, ip, False)
+    lstm_gates(nact, ws, 4 * ip[IP_HP], P, h_out, c, y, yoff, ip, fp)
+
+
+@cfunc(STEP_SIG, **_jit)
+def rnn_int8_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
+    _int8_preact(nact, 1, xp, xoff, R, rb, h_in, ws, ip, True)
+    rnn_gates(nact, ws, ip[IP_HP], h_out, y, yoff, ip, fp)
+
+
+@cfunc(GEMM_SIG, **_jit)
+def int8_gemm(M, Kq, N, c0, c1, x, w, bias, out):
+    """The input projection of quantized rows (``Kq`` float32 units each) with
+    the int8 blob ``w`` (its K in its header); ``bias`` as stored (zeros: the
+    step adds the bias)."""
+    int8.qgemm(M, np.int64(w[0]), N, c0, c1, x, 0, Kq, w, out, 0, N, bias)
+
+
+# ---------------------------------------------------------------- bf16
+
+LANES = config.TILE
+PANEL = config.PANEL
+_MAXR = 4
+
+
+def _make_bf16_tile(MR, NV):
+    @intrinsic
+    def tile(typingctx, K, a, aoff, lda, w, woff, ldw, out, ooff, ldo):
+        # as simd's float tile, the weights bf16 (uint16 element offsets)
+        sig = types.void(_I, F32P, _I, _I, F32P, _I, _I, F32P, _I, _I)
+
+        def codegen(context, builder, signature, args):
+            K, a, aoff, lda, w, woff, ldw, out, ooff, ldo = args
+            f32 = ir.FloatType()
+            i16, i32, i64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
+            vty = ir.VectorType(f32, LANES)
+            hty = ir.VectorType(i16, LANES)
+            ity = ir.VectorType(i32, LANES)
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vty, [vty, vty, vty]), f"llvm.fma.v{LANES}f32")
+            undef = ir.Constant(vty, ir.Undefined)
+            zero32 = ir.Constant(i32, 0)
+            splat = ir.Constant(ir.VectorType(i32, LANES), [0] * LANES)
+            sixteen = ir.Constant(ity, [16] * LANES)
+            wh = builder.bitcast(w, i16.as_pointer())
+
+            def vptr(base, off):
+                p = builder.gep(base, [off], inbounds=True)
+                return builder.bitcast(p, vty.as_pointer())
+
+            def const(v):
+                return ir.Constant(i64, v)
+
+            accs = []
+            for r in range(MR):
+                row = []
+                base = builder.add(ooff, builder.mul(const(r), ldo))
+                for v in range(NV):
+                    slot = cgutils.alloca_once(builder, vty)
+                    builder.store(builder.load(vptr(out, builder.add(base, const(LANES * v))),
+                                               align=4), slot)
+                    row.append(slot)
+                accs.append(row)
+            with cgutils.for_range(builder, K) as loop:
+                k = loop.index
+                wrow = builder.add(woff, builder.mul(k, ldw))
+                wv = []
+                for v in range(NV):
+                    p = builder.gep(wh, [builder.add(wrow, const(LANES * v))], inbounds=True)
+                    h = builder.load(builder.bitcast(p, hty.as_pointer()), align=2)
+                    wide = builder.shl(builder.zext(h, ity), sixteen)
+                    wv.append(builder.bitcast(wide, vty))
+                for r in range(MR):
+                    aidx = builder.add(builder.add(aoff, builder.mul(const(r), lda)), k)
+                    av = builder.load(builder.gep(a, [aidx], inbounds=True))
+                    vec = builder.insert_element(undef, av, zero32)
+                    vec = builder.shuffle_vector(vec, undef, splat)
+                    for v in range(NV):
+                        acc = builder.load(accs[r][v])
+                        builder.store(builder.call(fma, [vec, wv[v], acc]), accs[r][v])
+            for r in range(MR):
+                base = builder.add(ooff, builder.mul(const(r), ldo))
+                for v in range(NV):
+                    builder.store(builder.load(accs[r][v]),
+                                  vptr(out, builder.add(base, const(LANES * v))), align=4)
+            return context.get_dummy_value()
+        return sig, codegen
+    tile.__name__ = f"btile_{MR}x{NV}"
+    return tile
+
+
+_B = {(mr, nv): _make_bf16_tile(mr, nv) for mr in range(1, _MAXR + 1) for nv in range(1, 5)}
+b1_1, b1_2, b1_3, b1_4 = (_B[(1, v)] for v in range(1, 5))
+b2_1, b2_2, b2_3, b2_4 = (_B[(2, v)] for v in range(1, 5))
+b3_1, b3_2, b3_3, b3_4 = (_B[(3, v)] for v in range(1, 5))
+b4_1, b4_2, b4_3, b4_4 = (_B[(4, v)] for v in range(1, 5))
+
+
+@njit(types.void(_I, _I, _I, F32P, _I, _I, F32P, _I, _I, F32P, _I, _I), **_jit)
+def _btile(mr, nv, K, a, aoff, lda, w, woff, ldw, out, ooff, ldo):
+    if mr == 4:
+        if nv == 4:
+            b4_4(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+        elif nv == 3:
+            b4_3(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+        elif nv == 2:
+            b4_2(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+        else:
+            b4_1(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+    elif mr == 3:
+        if nv == 4:
+            b3_4(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+        elif nv == 3:
+            b3_3(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+        elif nv == 2:
+            b3_2(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+        else:
+            b3_1(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+    elif mr == 2:
+        if nv == 4:
+            b2_4(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+        elif nv == 3:
+            b2_3(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+        elif nv == 2:
+            b2_2(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+        else:
+            b2_1(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+    else:
+        if nv == 4:
+            b1_4(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+        elif nv == 3:
+            b1_3(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+        elif nv == 2:
+            b1_2(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+        else:
+            b1_1(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+
+
+@njit(types.void(_I, _I, _I, _I, _I, F32P, _I, _I, F32P, F32P, _I, _I, _I), **_jit)
+def bf16_panel_gemm(M, K, N, c0, c1, a, aoff, lda, wp, out, ooff, ldo, rev):
+    """``gemm.panel_gemm`` with bf16 panels (``wp`` holds uint16 pairs)."""
+    first = c0 // PANEL
+    last = (c1 + PANEL - 1) // PANEL - 1
+    for q in range(last - first + 1):
+        p = last - q if rev != 0 else first + q
+        n0 = p * PANEL
+        width = min(PANEL, N - n0)
+        nv = width // 16
+        m = 0
+        while m < M:
+            mr = min(_MAXR, M - m)
+            _btile(mr, nv, K, a, aoff + m * lda, lda, wp, n0 * K, width, out,
+                   ooff + m * ldo + n0, ldo)
+            m += mr
+
+
+@cfunc(GEMM_SIG, **_jit)
+def bf16_gemm(M, K, N, c0, c1, x, wp, bias, out):
+    """``gemm.gemm_bias`` with bf16 panels."""
+    for m in range(M):
+        o = m * N
+        for n in range(c0, c1):
+            out[o + n] = bias[n]
+    bf16_panel_gemm(M, K, N, c0, c1, x, 0, K, wp, out, 0, N, 0)
+
+
+@njit(types.void(_I, _I, F32P, I64P, F32P, F32P, F32P, I64P), **_jit)
+def _bf16_preact(nact, G, xp, xoff, R, h_in, ws, ip):
+    H = ip[IP_H]
+    Hp = ip[IP_HP]
+    N = G * Hp
+    c0 = ip[IP_P0] * G * TILE
+    c1 = ip[IP_P1] * G * TILE
+    for b in range(nact):
+        for n in range(c0, c1):
+            ws[b * N + n] = xp[xoff[b] + n]
+    bf16_panel_gemm(nact, H, N, c0, c1, h_in, 0, Hp, R, ws, 0, N, ip[IP_ORDER])
+
+
+def bf16_ws_floats(gates):
+    def ws(batch, hp):
+        return batch * gates * hp
+    return ws
+
+
+@cfunc(STEP_SIG, **_jit)
+def lstm_bf16_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
+    _bf16_preact(nact, 4, xp, xoff, R, h_in, ws, ip)
+    lstm_gates(nact, ws, 4 * ip[IP_HP], P, h_out, c, y, yoff, ip, fp)
+
+
+@cfunc(STEP_SIG, **_jit)
+def rnn_bf16_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
+    _bf16_preact(nact, 1, xp, xoff, R, h_in, ws, ip)
+    rnn_gates(nact, ws, ip[IP_HP], h_out, y, yoff, ip, fp)

@@ -1,0 +1,247 @@
+"""Recurrent layers packed with reduced-precision weights (int8, bf16).
+
+Three kinds, each a ``LowpLayer`` the recurrent runner binds like a float
+``pack.PackedLayer`` (same front end, other kernels: ``kernels.lowp``):
+
+``int8``      fastlstm's own, from float weights: each output column of W and
+              R quantized symmetrically to int8 with its own scale; X and h
+              quantized per row (per step for h) to 0..127; int32 products.
+``bf16``      fastlstm's own, from float weights: W and R rounded to bfloat16
+              (nearest even), widened in registers; everything else float32.
+``ort-int8``  onnxruntime's ``DynamicQuantizeLSTM``: its int8/uint8 weights and
+              scales as given, X quantized with one scale for the whole
+              sequence, h with one scale per step for all batch rows, to
+              0..255 -- onnxruntime's own integer scheme.
+
+Opt-in only: a session packs its float layers so when asked
+(``SessionOptions.weights``); ``fastlstm info`` and the session metadata say so.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import pack
+from .kernels import int8
+
+MODES = ("float32", "bf16", "int8")
+
+
+@dataclass
+class LowpDirection:
+    R: np.ndarray
+    rb: np.ndarray
+    P: np.ndarray
+    ip: np.ndarray
+    fp: np.ndarray
+
+
+class _FrontView:
+    """What the front end reads of a layer (``_frontend.Layer``)."""
+
+    def __init__(self, layer, input_size):
+        self.W, self.bias, self.dirs, self.hidden = layer.W, layer.bias, layer.dirs, layer.hidden
+        self.input_size = input_size
+        self.owner = layer
+
+
+@dataclass
+class LowpLayer:
+    """A recurrent layer with reduced-precision weights.
+
+    mode : "int8", "bf16" or "ort-int8"
+    op : "LSTM" or "RNN" (the step kernels there are)
+    W, bias : the input projection's weights (int8 blob or bf16 panels) and
+        bias (zeros where the step adds it)
+    dirs : per direction a LowpDirection (R as an int8 blob or bf16 panels)
+    hidden, input_size : as ``pack.PackedLayer``
+    """
+    mode: str
+    op: str
+    W: np.ndarray
+    bias: np.ndarray
+    dirs: list
+    hidden: int
+    input_size: int
+
+    @property
+    def quantized_x(self):
+        return self.mode in ("int8", "ort-int8")
+
+    def prepare_x(self, x):
+        """X as the front end takes it for this layer: quantized rows for int8."""
+        if not self.quantized_x:
+            return x
+        if not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        q = int8.quantize_rows(x, self.input_size, self.mode == "int8",
+                               np.float32(127.0 if self.mode == "int8" else 255.0))
+        return q.reshape(x.shape[:-1] + (int8.qrow_floats(self.input_size),))
+
+    def kernels(self):
+        """(step, gemm, ws_floats) of this layer's kernels."""
+        from .kernels import lowp
+        G = 4 if self.op == "LSTM" else 1
+        if self.mode == "bf16":
+            step = lowp.lstm_bf16_step if self.op == "LSTM" else lowp.rnn_bf16_step
+            return step, lowp.bf16_gemm, lowp.bf16_ws_floats(G)
+        if self.mode == "ort-int8":
+            step = lowp.lstm_int8_ort_step
+        else:
+            step = lowp.lstm_int8_step if self.op == "LSTM" else lowp.rnn_int8_step
+        return step, lowp.int8_gemm, lowp.int8_ws_floats(G)
+
+    def bind_frontend(self, desc, reverse, team, two_phase, y_tbdh):
+        """The front end's ``Layer`` for this layer.
+
+        Threads: a two-direction layer runs its directions on two threads; a
+        one-direction layer runs on one (the front end's split by hidden tiles
+        shares one scratch between threads, where these steps keep the
+        quantized h, and a split by rows would give onnxruntime's scheme one
+        scale per thread instead of one per step)."""
+        from ._extension import frontend
+        step, gemm, ws = self.kernels()
+        G = 4 if self.op == "LSTM" else 1
+        isz = int8.qrow_floats(self.input_size) if self.quantized_x else self.input_size
+        return frontend.Layer(step.address, gemm.address, G, ws(1, pack.padded(self.hidden)),
+                              _FrontView(self, isz), reverse,
+                              team if len(self.dirs) == 2 else None, False, y_tbdh)
+
+    def nbytes(self):
+        return int(self.W.nbytes + self.bias.nbytes +
+                   sum(d.R.nbytes + d.rb.nbytes + d.P.nbytes for d in self.dirs))
+
+
+def to_bf16(a):
+    """float32 -> bfloat16 bits (uint16), rounded to nearest even."""
+    u = np.ascontiguousarray(a, np.float32).view(np.uint32).astype(np.uint64)
+    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    nan = np.isnan(a)
+    if nan.any():
+        r[nan] = 0x7FC0
+    return r
+
+
+def from_bf16(b):
+    return (b.astype(np.uint32) << 16).view(np.float32)
+
+
+def quantize_columns(wt):
+    """Symmetric int8 per column of ``wt[K, N]``: (q int8, scale float32[N])."""
+    m = np.abs(wt).max(axis=0) if wt.shape[0] else np.zeros(wt.shape[1], np.float32)
+    scale = np.where(m > 0, m / np.float32(127.0), np.float32(1.0)).astype(np.float32)
+    q = np.clip(np.rint(wt / scale), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def _int8_blob(wt):
+    q, scale = quantize_columns(wt)
+    return int8.pack_weights(q, scale, np.zeros(wt.shape[1], np.float32))
+
+
+def _bf16_panels(wt):
+    return to_bf16(pack.to_panels(wt))
+
+
+def from_panels(flat, K, N):
+    """The inverse of ``pack.to_panels``: ``Wt[K, N]`` from its panels."""
+    out = np.empty((K, N), np.float32)
+    at = 0
+    for n0 in range(0, N, pack.PANEL):
+        w = min(pack.PANEL, N - n0)
+        out[:, n0:n0 + w] = flat[at:at + K * w].reshape(K, w)
+        at += K * w
+    return out
+
+
+def lowp_from_packed(op, gates, packed, mode):
+    """A float ``pack.PackedLayer`` of an LSTM or RNN repacked with ``mode``
+    ("int8" or "bf16") weights: its panels read back into tile-ordered
+    matrices, then quantized or rounded column by column."""
+    if op not in ("LSTM", "RNN"):
+        raise ValueError(f"{mode} weights are implemented for LSTM and RNN, not {op}")
+    G, H, I = gates, packed.hidden, packed.input_size
+    Hp = pack.padded(H)
+    D = len(packed.dirs)
+    Wt = from_panels(packed.W, I, D * G * Hp)
+    dirs = []
+    for d, pd in enumerate(packed.dirs):
+        Rt = from_panels(pd.R, H, G * Hp)
+        bias = packed.bias[d * G * Hp:(d + 1) * G * Hp]
+        if mode == "int8":
+            Rb, rb = _int8_blob(Rt), bias.copy()
+        else:
+            Rb, rb = _bf16_panels(Rt), np.zeros(G * Hp, np.float32)
+        dirs.append(LowpDirection(R=Rb, rb=rb, P=pd.P, ip=pd.ip.copy(), fp=pd.fp.copy()))
+    if mode == "int8":
+        Wp, bias = _int8_blob(Wt), np.zeros(D * G * Hp, np.float32)
+    else:
+        Wp, bias = _bf16_panels(Wt), packed.bias.copy()
+    return LowpLayer(mode=mode, op=op, W=Wp, bias=bias, dirs=dirs, hidden=H, input_size=I)
+
+
+def ort_int8_layer(W, R, B, P, w_scale, w_zp, r_scale, r_zp, hidden, acts, clip, flag):
+    """Pack onnxruntime's DynamicQuantizeLSTM weights: W [D, I, 4H] and R
+    [D, H, 4H] int8 or uint8 (transposed, ONNX gate order i, o, f, c), scales
+    and zero points per direction ([D] or [D, 4H])."""
+    D, I = W.shape[0], W.shape[1]
+    H = hidden
+    G = 4
+    Hp = pack.padded(H)
+
+    def blob(q, scale, zp):
+        # q [K, G*H] -> tile-ordered [K, G*Hp]; uint8 shifted to int8 (see int8 docs)
+        scale = np.broadcast_to(np.asarray(scale, np.float32).reshape(-1), (G * H,))
+        zp = np.broadcast_to(np.asarray(zp).astype(np.int64).reshape(-1), (G * H,))
+        q = q.astype(np.int64)
+        if W.dtype == np.uint8:
+            q, zp = q - 128, zp - 128
+        cols = pack.tile_columns([q[:, g * H:(g + 1) * H].T.astype(np.float32)
+                                  for g in range(G)]).astype(np.int8)
+        s = pack.pack_vectors(np.split(scale, G))
+        z = pack.pack_vectors(np.split(zp.astype(np.float32), G))
+        return cols, s, z
+
+    Wcols, Ws, Wz, dirs = [], [], [], []
+    for d in range(D):
+        c, s, z = blob(W[d], w_scale[d], w_zp[d] if w_zp is not None else 0)
+        Wcols.append(c)
+        Ws.append(s)
+        Wz.append(z)
+        c, s, z = blob(R[d], r_scale[d], r_zp[d] if r_zp is not None else 0)
+        Bd = np.zeros(2 * G * H, np.float32) if B is None else np.asarray(B[d], np.float32)
+        wb, rbias = np.split(Bd[:G * H], G), np.split(Bd[G * H:], G)
+        rb = pack.pack_vectors([a + b for a, b in zip(wb, rbias)])
+        Pp = pack.pad_rows(np.split(np.zeros(3 * H, np.float32) if P is None
+                                    else np.asarray(P[d], np.float32), 3), H)
+        ip, fp = pack._params(H, acts[d], flag, clip)
+        dirs.append(LowpDirection(R=int8.pack_weights(c, s, z), rb=rb, P=Pp, ip=ip, fp=fp))
+    Wp = int8.pack_weights(np.concatenate(Wcols, axis=1), np.concatenate(Ws),
+                           np.concatenate(Wz))
+    return LowpLayer(mode="ort-int8", op="LSTM", W=Wp, bias=np.zeros(D * G * Hp, np.float32),
+                     dirs=dirs, hidden=H, input_size=I)
+
+
+def convert_graph(graph, mode):
+    """Repack every packed float LSTM/RNN layer of a planned graph with ``mode``
+    weights ("int8" or "bf16"; "float32" returns the graph).  GRU layers stay
+    float32 (named in the returned list of (node name, reason))."""
+    from dataclasses import replace
+    if mode in (None, "float32"):
+        return graph, []
+    if mode not in MODES:
+        raise ValueError(f"weights must be one of {', '.join(MODES)}, not {mode!r}")
+    nodes, kept = [], []
+    for n in graph.nodes:
+        lay = n.layer
+        if lay is not None and isinstance(lay.packed, pack.PackedLayer):
+            if lay.spec.op not in ("LSTM", "RNN"):
+                kept.append((n.name, f"{lay.spec.op} has no {mode} kernel yet; kept float32"))
+            else:
+                low = lowp_from_packed(lay.spec.op, lay.spec.desc.gates, lay.packed, mode)
+                n = replace(n, layer=replace(lay, packed=low))
+        nodes.append(n)
+    meta = dict(graph.metadata)
+    meta["custom:fastlstm.weights"] = mode
+    if kept:
+        meta["custom:fastlstm.weights_kept_float32"] = ", ".join(name for name, _ in kept)
+    return replace(graph, nodes=nodes, metadata=meta), kept
