@@ -9,6 +9,7 @@ float32 functions of ``fastlstm.kernels.scalar``.
 """
 import numpy as np
 
+from .. import limits
 from ..errors import InvalidInput, UnsupportedOp
 from ..ir import ELEM_TYPES
 from .table import attr, op
@@ -29,6 +30,7 @@ def _div(a, b):
 
 def _binary(name, fn, scalar=None):
     def run(node, ins, n):
+        limits.check_broadcast(ins, node)       # ([N, 1] + [1, N] is N*N)
         return [fn(ins[0], ins[1])]
     run.__doc__ = f"{name} of two tensors with numpy broadcasting."
     run.__module__ = __name__
@@ -62,6 +64,7 @@ def pow_(node, ins, n):
 
 def _variadic(name, fn, scalar):
     def run(node, ins, n):
+        limits.check_broadcast(ins, node)
         out = ins[0]
         for x in ins[1:]:
             out = fn(out, x)
@@ -168,6 +171,7 @@ def not_(node, ins, n):
 @op("Where", since=9, inputs=(3, 3))
 def where(node, ins, n):
     """Select from two tensors by a condition, with broadcasting."""
+    limits.check_broadcast(ins, node)
     return [np.where(ins[0], ins[1], ins[2])]
 
 

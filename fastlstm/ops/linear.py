@@ -1,12 +1,14 @@
 """Matrix products: MatMul and Gemm (the dense layers of model heads)."""
 import numpy as np
 
+from .. import limits
 from .table import attr, op
 
 
 @op("MatMul", since=1, inputs=(2, 2))
 def matmul(node, ins, n):
     """Matrix product with numpy's batching rules."""
+    limits.check_matmul(ins[0], ins[1], node)      # ([N, 1] @ [1, N] is N*N)
     return [np.matmul(ins[0], ins[1])]
 
 
@@ -18,6 +20,7 @@ def gemm(node, ins, n):
         a = a.T
     if attr(node, "transB", 0):
         b = b.T
+    limits.check_matmul(a, b, node)
     y = np.matmul(a, b)
     alpha = attr(node, "alpha", 1.0)
     if alpha != 1.0:

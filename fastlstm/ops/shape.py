@@ -6,6 +6,7 @@ their values; the executor needs them known to cache or specialise a run.
 """
 import numpy as np
 
+from .. import limits
 from ..errors import InvalidInput
 from .table import attr, op
 
@@ -37,6 +38,11 @@ def gather(node, ins, n):
     """Take slices along an axis by index (negative indices count from the end)."""
     data, idx = ins
     axis = int(attr(node, "axis", 0))
+    if data.size * np.size(idx) * data.dtype.itemsize > limits.current_limit() and \
+            -data.ndim <= axis < data.ndim:
+        a = axis % data.ndim
+        limits.check_shape(data.shape[:a] + np.shape(idx) + data.shape[a + 1:], data.dtype,
+                           node)
     try:    # np.take checks the range itself (and counts negatives from the end, as ONNX)
         return [np.take(data, idx, axis=axis)]
     except (IndexError, TypeError):
@@ -168,6 +174,7 @@ def _bind_concat(node, consts, rec):
 @op("Concat", since=4, attrs=["axis"], inputs=(1, 1 << 20), bind=_bind_concat)
 def concat(node, ins, n):
     """Join tensors along an axis."""
+    limits.check_bytes(sum(x.nbytes for x in ins), "the output", node)
     return [np.concatenate(ins, axis=int(attr(node, "axis", 0)))]
 
 
@@ -277,6 +284,7 @@ def constant_of_shape(node, ins, n):
     dims = [int(d) for d in np.asarray(ins[0]).reshape(-1)]
     if any(d < 0 for d in dims):
         raise InvalidInput(f"{node.describe()}: negative dimension in {dims}")
+    limits.check_shape(dims, v.dtype, node)
     return [np.full(dims, v[0], v.dtype)]
 
 
@@ -289,6 +297,7 @@ def expand(node, ins, n):
     except ValueError:
         raise InvalidInput(f"{node.describe()}: cannot expand {x.shape} to "
                            f"{shp.tolist()}") from None
+    limits.check_shape(target, x.dtype, node)
     return [np.array(np.broadcast_to(x, target))]
 
 
@@ -298,6 +307,13 @@ def range_(node, ins, n):
     start, limit, delta = (np.asarray(v).reshape(()) for v in ins)
     if delta == 0:
         raise InvalidInput(f"{node.describe()}: delta is 0")
+    if start.dtype.kind in "iu":
+        count = -(-(int(limit) - int(start)) // int(delta))
+    else:
+        count = (float(limit) - float(start)) / float(delta)
+        count = np.ceil(count) if np.isfinite(count) else float("inf")
+    limits.check_shape((max(count, 0) if count != float("inf") else 1 << 62,), start.dtype,
+                       node)
     return [np.arange(start, limit, delta, dtype=start.dtype)]
 
 
@@ -316,25 +332,16 @@ def _bad_model(node, what):
 
 _PAD_MODES = ("constant", "reflect", "edge", "wrap")
 
-#: outputs above this many bytes are refused outright (a shape input gone wrong);
-#: below it an allocation that fails is reported the same way
-_MAX_OUTPUT_BYTES = 1 << 40
-
-
 def _allocate(node, shape, dtype, make):
-    """``make()``, or InvalidInput naming the node when an output of ``shape`` is
-    absurdly large or cannot be allocated."""
-    total = 1
-    for d in shape:
-        total *= int(d)
-    if total * np.dtype(dtype).itemsize > _MAX_OUTPUT_BYTES:
-        raise InvalidInput(f"{node.describe()}: an output of shape {tuple(shape)} is too "
-                           f"large")
+    """``make()``, or an error naming the node when an output of ``shape`` is over
+    the size limit (``fastlstm.limits``: InvalidModel while a model loads,
+    InvalidInput in a run) or cannot be allocated."""
+    limits.check_shape(shape, dtype, node)
     try:
         return make()
     except MemoryError:
-        raise InvalidInput(f"{node.describe()}: cannot allocate an output of shape "
-                           f"{tuple(shape)}") from None
+        raise limits.error_class()(f"{node.describe()}: cannot allocate an output of "
+                                   f"shape {tuple(shape)}") from None
 
 
 def _check_pad(node, ctx):
