@@ -26,6 +26,21 @@ def _cache_dir():
     return os.path.join(config.kernel_cache_dir(), "fused")
 
 
+def _helpers_digest():
+    """Hash of the sources a fused loop calls into: part of every loop's source,
+    so that a change to them makes new files (Numba's cache does not follow
+    a function's callees into other files)."""
+    h = hashlib.sha256()
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
+    for name in ("scalar.py", "activations.py"):
+        with open(os.path.join(here, name), "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+_HELPERS = _helpers_digest()
+
+
 def kernel_source(n_inputs, scalar_inputs, body, result, n_const=0):
     """Python source of a fused loop ``fused(out, x0, .., C)``.
 
@@ -37,6 +52,7 @@ def kernel_source(n_inputs, scalar_inputs, body, result, n_const=0):
     the body: every array argument costs dispatch time on each call."""
     args = "".join(f", x{k}" for k in range(n_inputs)) + (", C" if n_const else "")
     lines = [
+        f"# fastlstm fused elementwise loop; helpers {_HELPERS}",
         "import math",
         "import numpy as np",
         "from numba import njit",

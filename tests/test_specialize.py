@@ -118,3 +118,14 @@ def test_general_and_specialised_paths_agree_with_specialisation_off(monkeypatch
         np.testing.assert_allclose(sess.run(None, {"x": x})[0], run_ort(m, {"x": x})[0],
                                    rtol=1e-6, atol=1e-6)
     assert sess._plan._specialiser is None
+
+
+def test_split_and_gemm_binds():
+    inits = [("sizes", np.array([2, 3, 1], np.int64)),
+             ("B", R.standard_normal((4, 6)).astype(np.float32)),
+             ("C", R.standard_normal((4,)).astype(np.float32))]
+    nodes = [helper.make_node("Split", ["x", "sizes"], ["a", "b", "c"], axis=1),
+             helper.make_node("Gemm", ["x", "B", "C"], ["g"], transB=1, alpha=0.5, beta=2.0),
+             helper.make_node("Sigmoid", ["b"], ["sb"])]
+    m = _model(nodes, [_fin("x", [3, 6])], ["a", "sb", "c", "g"], inits)
+    _check(m, [{"x": R.standard_normal((3, 6)).astype(np.float32)}], rtol=2e-6, atol=2e-6)

@@ -12,7 +12,36 @@ def matmul(node, ins, n):
     return [np.matmul(ins[0], ins[1])]
 
 
-@op("Gemm", since=7, attrs=["alpha", "beta", "transA", "transB"], inputs=(2, 3))
+def _bind_gemm(node, consts, rec):
+    """Constant B (and C): transposed and scaled once; a run is one matmul and
+    one add."""
+    b_name = node.inputs[1]
+    c_name = node.inputs[2] if len(node.inputs) > 2 else ""
+    if b_name not in consts or (c_name and c_name not in consts):
+        return None
+    a = rec[node.inputs[0]]
+    b = consts[b_name]
+    if a.dtype != np.float32 or b.dtype != np.float32:
+        return None
+    if attr(node, "transB", 0):
+        b = b.T
+    alpha = attr(node, "alpha", 1.0)
+    b = np.ascontiguousarray(b * np.float32(alpha) if alpha != 1.0 else b)
+    trans_a = bool(attr(node, "transA", 0))
+    if c_name:
+        c = consts[c_name]
+        beta = attr(node, "beta", 1.0)
+        c = c * np.asarray(beta, c.dtype) if beta != 1.0 else c
+        if trans_a:
+            return lambda x, *rest: np.matmul(x.T, b) + c
+        return lambda x, *rest: np.matmul(x, b) + c
+    if trans_a:
+        return lambda x, *rest: np.matmul(x.T, b)
+    return lambda x, *rest: np.matmul(x, b)
+
+
+@op("Gemm", since=7, attrs=["alpha", "beta", "transA", "transB"], inputs=(2, 3),
+    bind=_bind_gemm)
 def gemm(node, ins, n):
     """alpha * A' B' + beta * C, A' and B' optionally transposed."""
     a, b = ins[0], ins[1]

@@ -248,7 +248,24 @@ def _split(node, x, sizes, n):
     return np.split(x, np.cumsum(sizes)[:-1].tolist(), axis=axis)
 
 
-@op("Split", since=2, attrs=["axis", "split"], outputs=(1, 1 << 20), zero_preserving=True)
+def _bind_split(node, consts, rec):
+    """Fixed shapes and sizes: each output a view by a precomputed index."""
+    x = rec[node.inputs[0]]
+    outs = [rec.get(o) for o in node.outputs]
+    if any(o is None for o in outs) or any(i and i not in consts for i in node.inputs[1:]):
+        return None
+    axis = int(attr(node, "axis", 0)) % x.ndim
+    index, start = [], 0
+    for o in outs:
+        stop = start + o.shape[axis]
+        index.append((slice(None),) * axis + (slice(start, stop),))
+        start = stop
+    index = tuple(index)
+    return lambda v, *rest: tuple([v[ix] for ix in index])
+
+
+@op("Split", since=2, attrs=["axis", "split"], outputs=(1, 1 << 20), zero_preserving=True,
+    bind=_bind_split)
 def split_2(node, ins, n):
     """Cut along an axis (sizes as an attribute)."""
     s = attr(node, "split")
