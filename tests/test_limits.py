@@ -97,3 +97,22 @@ def test_limit_values_are_checked():
         with pytest.raises(InvalidInput, match="max_tensor_bytes"):
             fastlstm.InferenceSession(bombs(2, 2)["Tile"], _options(bad))
     assert limits.current_limit() == limits.DEFAULT_MAX_TENSOR_BYTES
+
+
+def test_loop_scan_outputs_are_checked_as_they_grow():
+    """A Loop whose trip count is fed: its stacked scan output is refused once it
+    would pass the limit, not after running every iteration."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("ConstantOfShape", ["shp"], ["row"], name="row")],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond_in", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("row", TensorProto.FLOAT, [1000])],
+        [numpy_helper.from_array(_i64(1000), "shp")])
+    loop = helper.make_node("Loop", ["M", ""], ["Y"], name="bomb", body=body)
+    model = _model([loop], {}, inputs=[("M", TensorProto.INT64, [])])
+    sess = fastlstm.InferenceSession(model, _options(1 << 20))
+    assert sess.run(None, {"M": np.array(10, np.int64)})[0].shape == (10, 1000)
+    with pytest.raises(InvalidInput, match=r'bomb.*scan output 0 after 263 iterations'):
+        sess.run(None, {"M": np.array(10 ** 12, np.int64)})

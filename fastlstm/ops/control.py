@@ -15,6 +15,7 @@ as a sub-plan.
 """
 import numpy as np
 
+from .. import limits
 from ..errors import InvalidInput, InvalidModel, UnsupportedOp
 from .table import op
 
@@ -200,6 +201,7 @@ class LoopRunner:
         outer = {c: values[c] for c in self.captures}
         n_scan = len(self.body_outputs) - 1 - N
         scans = [[] for _ in range(n_scan)]
+        scan_bytes = [0] * n_scan       # each scan output, stacked, is one array
         it_vi, cond_vi = self.body_infos[0], self.body_infos[1]
         names = self.body_inputs
         i = 0
@@ -214,7 +216,11 @@ class LoopRunner:
                 cond = bool(_scalar(node, outs[0], "the body's condition output"))
             carried = outs[1:1 + N]
             for k in range(n_scan):
-                scans[k].append(np.array(outs[1 + N + k], copy=True))
+                y = np.array(outs[1 + N + k], copy=True)
+                scan_bytes[k] += y.nbytes
+                limits.check_bytes(scan_bytes[k], f"scan output {k} after {i + 1} iterations",
+                                   node)
+                scans[k].append(y)
             i += 1
         res = list(carried)
         for k in range(n_scan):
