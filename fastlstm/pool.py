@@ -470,9 +470,18 @@ class StreamPool:
             self._grow(st.slot + 1)
             for name, value in state.items():
                 if name.startswith("context:"):
-                    arr = self._contexts.get(name[len("context:"):])
+                    cname = name[len("context:"):]
+                    if cname not in self.context:
+                        raise InvalidInput(f"StreamPool: '{cname}' has no context in this "
+                                           f"pool; contexts: {sorted(self.context)}")
+                    value = np.asarray(value)
+                    arr = self._contexts.get(cname)
                     if arr is None:
-                        raise InvalidInput(f"StreamPool: no context '{name}' yet")
+                        arr = self._contexts[cname] = np.zeros(
+                            (self._capacity,) + value.shape, value.dtype)
+                    if value.shape != arr.shape[1:]:
+                        raise InvalidInput(f"StreamPool: context '{cname}' has shape "
+                                           f"{arr.shape[1:]}, got {value.shape}")
                     arr[st.slot] = value
                     continue
                 if name not in self._states:
