@@ -9,9 +9,6 @@ the previous call's `stateN`; `sr` is an int64 scalar where the model takes it.
 Each engine carries its own state and context, as two users would.
 The sequence model takes every frame (context + chunk) as one row and carries
 the LSTM's h and c itself.
-
-Until fastlstm runs every op of these graphs a test that meets UnsupportedOp
-skips with "not yet supported: ..." (see _until_supported).
 """
 import contextlib
 import functools
@@ -57,12 +54,8 @@ def utterances():
 
 @contextlib.contextmanager
 def _until_supported():
-    """Skip (marked, so it is obvious) while fastlstm lacks an op of the graph.
-    Remove once every Silero variant loads and runs."""
-    try:
-        yield
-    except fastlstm.UnsupportedOp as e:
-        pytest.skip(f"not yet supported: {str(e).split('; supported')[0]}")
+    """(Every Silero variant loads and runs: an UnsupportedOp here is a failure.)"""
+    yield
 
 
 def ort_session(path):

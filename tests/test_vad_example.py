@@ -1,8 +1,5 @@
 """examples/vad_wav.py on the synthesized recording (tests/models/silero): the
 speech segments it prints are the utterances the recording was made of.
-
-With fastlstm these skip with "not yet supported: ..." while fastlstm raises
-UnsupportedOp on the Silero graph; with onnxruntime they run today.
 """
 import importlib.util
 import json
@@ -44,10 +41,7 @@ def write_wav(path, samples, rate, channels=1):
 
 
 def run_example(argv, engine):
-    try:
-        return vad_wav.main(argv + ["--engine", engine])
-    except fastlstm.UnsupportedOp as e:
-        pytest.skip(f"not yet supported: {str(e).split('; supported')[0]}")
+    return vad_wav.main(argv + ["--engine", engine])
 
 
 def check_segments(segments):
