@@ -222,5 +222,6 @@ def build(plan, values, outputs, ctx, optional, run_all, key_inputs):
     from .codegen import compile_plan
     fn = compile_plan(current, outputs, feed, optional, run_all)
     result = fn(feed, ctx)
-    return (lambda vals, c, _fn=fn, _keys=key_inputs: _fn(
-        {k: v for k, v in vals.items() if k not in _keys} if _keys else vals, c)), result
+    # (the generated function reads only the inputs it needs: a feed that
+    # still holds the key inputs is fine as it is)
+    return fn, result
