@@ -3,9 +3,10 @@
 ``activations``  vectorizable float32 exp/sigmoid/tanh and the ONNX activation list
 ``simd``         register tiles written in LLVM IR (4 rows x 64 columns of FMAs)
 ``gemm``         products against packed weight panels, built on those tiles
-``common``       the step kernels' C signature and parameter slots
+``common``       the step kernels' C signature and parameter blocks (numpy dtypes)
 ``lstm``/``gru``/``rnn``  one recurrent step each: recurrent product, then gate math
-``registry``     the compiled ``cfunc`` entry points the Cython front end calls
+``registry``     the input GEMM's ``cfunc`` address for the Cython front end (the step
+                 kernels' come with each op's descriptor, ``ops.recurrent_ops``)
 
 Numba's on-disk cache keys a compiled function on its own source file only.
 A step kernel inlines code from other files (activations, simd tiles, gemm,
