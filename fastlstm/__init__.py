@@ -9,6 +9,7 @@ from .onnx_import import supported_ops
 from .pool import StreamPool
 from .serving import MicroBatcher, Stream
 from .session import InferenceSession, ModelMetadata, NodeArg, SessionOptions
+from .lowp_report import lowp_error
 
 __version__ = "0.1.0"
 
@@ -31,6 +32,6 @@ def example_model(name="lstm"):
 __all__ = ["InferenceSession", "SessionOptions", "NodeArg", "Stream", "MicroBatcher",
            "StreamPool",
            "FastLSTMError", "InvalidModel",
-           "UnsupportedOp", "InvalidInput", "ExtensionNotBuilt", "supported_ops",
+           "UnsupportedOp", "InvalidInput", "ExtensionNotBuilt", "supported_ops", "lowp_error",
            "example_model", "ModelMetadata",
            "__version__"]

@@ -412,6 +412,13 @@ def cmd_verify(args):
     """Compare every output with onnxruntime; exit 1 on any mismatch."""
     inputs = _parse_pairs(args.input, "--input", _load_npy)
     dims = _parse_pairs(args.dim, "--dim", _dim_size)
+    if getattr(args, "weights", "float32") != "float32":
+        # reduced-precision weights: report what they change against float32
+        from .lowp_report import lowp_error, report_text
+        rows, _ = lowp_error(args.model, args.weights, inputs, dims)
+        _emit(args, {"model": args.model, "weights": args.weights, "outputs": rows},
+              report_text(rows, args.weights))
+        return 0
     rows, _ = verify_model(args.model, args.reference, inputs, dims, args.atol, args.rtol)
     text, ok = _verify_text(rows)
     _emit(args, {"model": args.model, "outputs": rows, "pass": ok}, text)
@@ -430,13 +437,36 @@ def cmd_convert(args):
     _progress(f"importing {args.model}")
     graph = load_graph(args.model)
     _progress("packing weights")
+    weights = getattr(args, "weights", "float32")
+    if weights != "float32":
+        from .pack import pack_graph
+        from .pack_lowp import convert_graph
+        from .simplify import simplify
+        graph, kept = convert_graph(pack_graph(simplify(graph)), weights)
+        for name, why in kept:
+            _progress(f"{name}: {why}")
     size = fileformat.save(graph, out)
     doc = {"model": args.model, "output": out, "bytes": size,
            "onnx_bytes": os.path.getsize(args.model),
            "seconds": _time.perf_counter() - t0}
     text = f"wrote {out} ({size} bytes)"
     ok = True
-    if not args.no_verify:
+    if not args.no_verify and weights != "float32":
+        # reduced precision: report the error against the float32 model
+        import fastlstm
+        from .lowp_report import compare, report_text
+        inputs = _parse_pairs(args.input, "--input", _load_npy)
+        dims = _parse_pairs(args.dim, "--dim", _dim_size)
+        ref = fastlstm.InferenceSession(args.model)
+        low = fastlstm.InferenceSession(out)
+        feed = random_inputs(ref, dims)
+        feed.update(inputs)
+        names = [o.name for o in ref.get_outputs()]
+        rows = compare(names, low.run(names, feed), ref.run(names, feed))
+        doc["weights"] = weights
+        doc["error_vs_float32"] = rows
+        text += "\n" + report_text(rows, weights)
+    elif not args.no_verify:
         _progress("verifying against onnxruntime")
         inputs = _parse_pairs(args.input, "--input", _load_npy)
         dims = _parse_pairs(args.dim, "--dim", _dim_size)
@@ -507,7 +537,8 @@ def model_info(path):
                "hidden_size": n.layer.hidden_size,
                "input_size": packed.input_size if packed else None,
                "layout": spec.layout, "clip": spec.clip,
-               "activations": list(spec.activation_names), "packed_bytes": nbytes}
+               "activations": list(spec.activation_names), "packed_bytes": nbytes,
+               "weights": getattr(packed, "mode", "float32")}
         if spec.desc.flag_name:
             row[spec.desc.flag_name] = spec.op_flag
         layers.append(row)
@@ -545,8 +576,8 @@ def cmd_info(args):
         lines.append(f"  {r['node']}: {r['op']} {r['direction']}, input {r['input_size']}, "
                      f"hidden {r['hidden_size']}, layout {r['layout']}, activations "
                      f"{'/'.join(r['activations'])}, clip {r['clip']}"
-                     f"{f', {flag} {r[flag]}' if flag else ''}, packed {r['packed_bytes']} "
-                     f"bytes")
+                     f"{f', {flag} {r[flag]}' if flag else ''}, {r['weights']} weights, "
+                     f"packed {r['packed_bytes']} bytes")
     lines.append(f"packed weights: {info['packed_bytes']} bytes; other constants: "
                  f"{info['constant_bytes']} bytes")
     _emit(args, info, "\n".join(lines))
@@ -583,6 +614,9 @@ def build_parser():
     c.add_argument("-o", "--output", help="default: the model's name with .fastlstm")
     c.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check")
     c.add_argument("--json", action="store_true")
+    c.add_argument("--weights", choices=["float32", "bf16", "int8"], default="float32",
+                   help="store LSTM/RNN weights in bf16 or int8 (opt-in; the error against "
+                        "float32 is reported instead of the onnxruntime check)")
     tolerances(c)
     c.set_defaults(fn=cmd_convert)
     for p in (c,):
@@ -597,6 +631,10 @@ def build_parser():
     v.add_argument("--dim", action="append", metavar="NAME=SIZE",
                    help="value of a symbolic dimension for random inputs")
     v.add_argument("--json", action="store_true")
+    v.add_argument("--weights", choices=["float32", "bf16", "int8"], default="float32",
+                   help="report what bf16 or int8 weights change against float32 "
+                        "(max abs/rel error, changed argmax) instead of checking "
+                        "against onnxruntime")
     tolerances(v)
     v.set_defaults(fn=cmd_verify)
     r = sub.add_parser("run", help="run a model on .npy inputs")

@@ -40,8 +40,10 @@ MAGIC = b"FASTLSTM"
 #: only by kernels with the same one.  2: a recurrent node's spec, packed
 #: weights and Y layout are one "layer" entry (1: node attributes "spec",
 #: "packed", "y_tbdh"; a spec "flag" whose meaning was the op's).  Versions 1
-#: and 2 are still read: they were written for ``_ABI_BEFORE_3``.
-FORMAT_VERSION = 3
+#: and 2 are still read: they were written for ``_ABI_BEFORE_3``.  4: a layer's
+#: "packed" may be reduced-precision weights ({"kind": "lowp", ...},
+#: ``pack_lowp.encode``).
+FORMAT_VERSION = 4
 #: The kernel ABI of every file of format versions 1 and 2.
 _ABI_BEFORE_3 = {"tile": 16, "panel": 64,
                  "ip": ["h", "hp", "act0", "act1", "act2", "flag", "has_clip", "batch", "p0",
@@ -86,6 +88,9 @@ _PACKED_DIR_ARRAYS = ("R", "rb", "P", "ip", "fp")
 
 
 def _encode_packed(p, w):
+    if not isinstance(p, PackedLayer):      # reduced precision (fastlstm.pack_lowp)
+        from .pack_lowp import encode
+        return encode(p, w.add)
     return {"W": w.add(p.W), "bias": w.add(p.bias), "hidden": p.hidden,
             "input_size": p.input_size,
             "dirs": [{k: w.add(getattr(d, k)) for k in _PACKED_DIR_ARRAYS} for d in p.dirs]}
@@ -141,6 +146,9 @@ def _array(ref, arrays):
 
 
 def _decode_packed(p, arrays):
+    if p.get("kind") == "lowp":
+        from .pack_lowp import decode
+        return decode(p, lambda ref: _array(ref, arrays))
     return PackedLayer(W=_array(p["W"], arrays), bias=_array(p["bias"], arrays),
                        dirs=[PackedDirection(**{k: _array(d[k], arrays)
                                                 for k in _PACKED_DIR_ARRAYS})
@@ -247,8 +255,9 @@ def dumps(graph):
     w = _Writer()
     encoded = _encode_graph(graph, w)
     payload = w.payload()
+    version = FORMAT_VERSION
     header = {
-        "format_version": FORMAT_VERSION, "fastlstm_version": __version__,
+        "format_version": version, "fastlstm_version": __version__,
         "tile": config.TILE, "panel": config.PANEL, "kernel_abi": common.abi(),
         "payload_size": len(payload), "payload_sha256": hashlib.sha256(payload).hexdigest(),
         "arrays": w.table,
@@ -256,7 +265,7 @@ def dumps(graph):
         "metadata": graph.metadata,
     }
     hb = json.dumps(header, separators=(",", ":")).encode()
-    head = MAGIC + struct.pack("<II", FORMAT_VERSION, len(hb)) + hashlib.sha256(hb).digest() + hb
+    head = MAGIC + struct.pack("<II", version, len(hb)) + hashlib.sha256(hb).digest() + hb
     pad = -len(head) % _ALIGN
     return head + b"\0" * pad + payload
 
@@ -328,6 +337,12 @@ def _check_layer(node):
     from .kernels import common
     from .pack import padded
     layer, spec = node.layer.packed, node.layer.spec
+    if getattr(layer, "mode", None) is not None:    # reduced precision (fastlstm.pack_lowp)
+        from .pack_lowp import check_layer
+        msg = check_layer(layer, spec)
+        if msg:
+            raise InvalidModel(f"{node.describe()}: {msg}")
+        return
     if not isinstance(layer, PackedLayer):
         raise InvalidModel(f"{node.describe()}: packed weights of the wrong kind")
     H, I, D = layer.hidden, layer.input_size, spec.num_directions
@@ -372,7 +387,7 @@ ATTR_KINDS = {
     "spatial": "int", "stash_type": "int", "then_branch": "graph", "else_branch": "graph",
     "body": "graph", "fmod": "int", "batch_dims": "int", "exclusive": "int",
     "reverse": "int", "detect_negative": "int", "detect_positive": "int",
-    "blocksize": "int", "output_dtype": "int", "antialias": "int",
+    "blocksize": "int", "output_dtype": "int", "antialias": "int", "block_size": "int",
     "coordinate_transformation_mode": "string", "cubic_coeff_a": "float",
     "exclude_outside": "int", "extrapolation_value": "float",
     "keep_aspect_ratio_policy": "string", "nearest_mode": "string",

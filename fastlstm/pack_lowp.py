@@ -245,3 +245,65 @@ def convert_graph(graph, mode):
     if kept:
         meta["custom:fastlstm.weights_kept_float32"] = ", ".join(name for name, _ in kept)
     return replace(graph, nodes=nodes, metadata=meta), kept
+
+
+def check_layer(layer, spec):
+    """Every size a reduced-precision layer's kernels trust, against its spec
+    (a loaded ``.fastlstm`` file); returns an error message or None."""
+    from .kernels import common
+    if not isinstance(layer, LowpLayer) or layer.mode not in ("int8", "bf16"):
+        return "reduced-precision weights of an unknown kind"
+    if layer.op != spec.op or layer.op not in ("LSTM", "RNN"):
+        return f"{layer.mode} weights packed for {layer.op!r} on a {spec.op} node"
+    H, I, D = layer.hidden, layer.input_size, spec.num_directions
+    if type(H) is not int or type(I) is not int or H < 1 or I < 0 or len(layer.dirs) != D:
+        return "bad packed layer sizes"
+    G = spec.desc.gates
+    Hp = pack.padded(H)
+    N = G * Hp
+
+    def blob_ok(b, K, n):
+        return (b.dtype == np.float32 and b.ndim == 1 and b.size == int8.wblob_layout(K, n)[4]
+                and b[0] == K and b[1] == n)
+
+    f32 = np.dtype(np.float32)
+    if layer.mode == "int8":
+        ok = blob_ok(layer.W, I, D * N)
+    else:
+        ok = layer.W.dtype == np.uint16 and layer.W.size == I * D * N
+    ok = ok and layer.bias.dtype == f32 and layer.bias.size == D * N
+    for d in layer.dirs:
+        ok = ok and (blob_ok(d.R, H, N) if layer.mode == "int8" else
+                     d.R.dtype == np.uint16 and d.R.size == H * N)
+        ok = ok and d.rb.dtype == f32 and d.rb.size == N
+        ok = ok and d.P.dtype == f32 and d.P.size == (3 * Hp if spec.desc.has_cell else 1)
+        ok = ok and d.fp.dtype == f32 and d.fp.size == common.FP_LEN
+        ok = ok and d.ip.dtype == np.int64 and d.ip.size == common.IP_LEN
+        if ok:
+            ip = d.ip
+            ok = (ip[common.IP_H] == H and ip[common.IP_HP] == Hp and ip[common.IP_P0] == 0
+                  and ip[common.IP_P1] == Hp // pack.TILE
+                  and all(0 <= ip[common.IP_ACT0 + k] <= 10 for k in range(3)))
+    return None if ok else (f"{layer.mode} weights do not match hidden_size={H}, "
+                            f"input_size={I}, {D} direction(s)")
+
+
+def encode(layer, add):
+    """JSON-able form of a LowpLayer for the file format (``add(array)`` stores one)."""
+    view = (lambda a: a.view(np.int16)) if layer.mode == "bf16" else (lambda a: a)
+    return {"kind": "lowp", "mode": layer.mode, "op": layer.op, "W": add(view(layer.W)),
+            "bias": add(layer.bias), "hidden": layer.hidden, "input_size": layer.input_size,
+            "dirs": [{"R": add(view(d.R)), "rb": add(d.rb), "P": add(d.P), "ip": add(d.ip),
+                      "fp": add(d.fp)} for d in layer.dirs]}
+
+
+def decode(p, get):
+    """A LowpLayer from ``encode``'s form (``get(ref)`` gives an array back)."""
+    mode = p["mode"]
+    if mode not in ("int8", "bf16"):
+        raise ValueError(f"weights mode {mode!r}")
+    view = (lambda a: a.view(np.uint16)) if mode == "bf16" else (lambda a: a)
+    return LowpLayer(mode=mode, op=p["op"], W=view(get(p["W"])), bias=get(p["bias"]),
+                     dirs=[LowpDirection(R=view(get(d["R"])), rb=get(d["rb"]), P=get(d["P"]),
+                                         ip=get(d["ip"]), fp=get(d["fp"])) for d in p["dirs"]],
+                     hidden=p["hidden"], input_size=p["input_size"])
