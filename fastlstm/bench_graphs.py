@@ -7,9 +7,14 @@
 - ``silero-seq``: the sequence variant on 293 frames at once (time per call;
   the table also shows it per frame);
 - ``add-chain``: 50 ``Add`` nodes on a [1, 128] tensor, each with a constant:
-  the per-node cost of the executor.
+  the per-node cost of the executor;
+- task models (``tests/models/tasks``, made by ``tools/make_torch_models.py
+  --tasks``): ``crnn-100`` / ``crnn-400`` (the CRNN text reader on one image
+  of width 100 / 400), ``speech-5s`` (the DeepSpeech-2-like model on 5 s of
+  spectrogram frames), ``char-step`` (one step of the char LM, state in and
+  out), ``s2s-step`` (one decoder step with attention).
 
-The Silero models are the ones vendored for the tests (``tests/models/silero``
+The Silero and task models are the ones vendored for the tests (``tests/models/silero``
 in a source checkout); without them those cases are left out, saying so.
 """
 import os
@@ -25,6 +30,28 @@ GRAPH_CASES = {
     "silero": ("Silero VAD, one 16 kHz chunk (512 + 64 samples)", 1),
     "silero-seq": ("Silero VAD sequence variant, 293 frames", 293),
     "add-chain": ("50 Add nodes on [1, 128]", 50),
+    "crnn-100": ("CRNN text reader, a 1x32x100 image (conv blocks, 2-layer BiLSTM H=128)", 1),
+    "crnn-400": ("CRNN text reader, a 1x32x400 image", 1),
+    "speech-5s": ("DeepSpeech-2-like, 5 s of 64-bin frames (500; conv, 3 BiGRU H=128)", 1),
+    "char-step": ("char LM, one generation step (Embedding, 2-layer LSTM H=128, state io)",
+                  1),
+    "s2s-step": ("seq2seq decoder step with dot attention over 10 encoder outputs (GRU H=128)",
+                 1),
+}
+
+_TASKS_DIR = os.path.join(os.path.dirname(_SILERO_DIR), "tasks")
+
+#: task cases: (model file in tests/models/tasks, feed maker)
+_TASK_CASES = {
+    "crnn-100": ("crnn.onnx", lambda r: {"image": r.standard_normal((1, 1, 32, 100))}),
+    "crnn-400": ("crnn.onnx", lambda r: {"image": r.standard_normal((1, 1, 32, 400))}),
+    "speech-5s": ("speech.onnx", lambda r: {"spectrogram": r.standard_normal((1, 1, 64, 500))}),
+    "char-step": ("char_lm.onnx", lambda r: {"token": np.array([[40]], np.int64),
+                                             "h0": r.standard_normal((2, 1, 128)) * 0.5,
+                                             "c0": r.standard_normal((2, 1, 128)) * 0.5}),
+    "s2s-step": ("s2s_decoder_step.onnx", lambda r: {"token": np.array([3], np.int64),
+                                                     "h": r.standard_normal((1, 1, 128)) * .5,
+                                                     "memory": r.standard_normal((1, 10, 128))}),
 }
 
 
@@ -74,6 +101,15 @@ def graph_cases(names, workdir=None):
                 frames = np.stack([audio[k * 512:k * 512 + 576] for k in range(293)])
                 np.savez(feed_path, input=frames, h=np.zeros((1, 1, 128), np.float32),
                          c=np.zeros((1, 1, 128), np.float32))
+        elif name in _TASK_CASES:
+            fname, make = _TASK_CASES[name]
+            path = os.path.join(_TASKS_DIR, fname)
+            if not os.path.isfile(path):
+                missing[name] = f"{path} not found (a source checkout has it)"
+                continue
+            feed = {k: v.astype(np.float32) if v.dtype.kind == "f" else v
+                    for k, v in make(rng).items()}
+            np.savez(feed_path, **feed)
         else:
             raise KeyError(name)
         cases[name] = model_case(path, feed_path)
