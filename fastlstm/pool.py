@@ -33,8 +33,8 @@ its batch axis indexed by the stream's slot: a batch gathers its rows with
 one ``np.take`` and scatters the new state back with one indexed assignment,
 and only after the batched call succeeded, so a failing call moves no state.
 
-Batch sizes are rounded up to a few buckets (1, 2, 4, 8, then multiples of 8)
-with rows of a reserved all-initial slot, so the session sees few distinct
+Batch sizes are rounded up to a few buckets (1, 2, 4, 8, then multiples of 8,
+16, 32 as batches grow; see ``_bucket``) with rows of a reserved all-initial slot, so the session sees few distinct
 input signatures and each runs specialised (``fastlstm.specialize`` keeps 32).
 """
 import asyncio
@@ -102,25 +102,32 @@ def find_state_pairs(inputs, outputs, exclude=()):
 
 
 def _bucket(n, max_batch):
-    """Batch size n rounded up to 1, 2, 4, 8 or a multiple of 8 (at most max_batch)."""
+    """Batch size n rounded up to a bucket (at most max_batch): 1, 2, 4, 8, then
+    multiples of 8 to 64, of 16 to 128, of 32 to 256, of 64 beyond; so a pool
+    of max_batch 256 runs at most 19 batch sizes (each one specialisation of
+    the session: ``specialize.MAX_SPECIALISATIONS`` keeps 32), with padding
+    under 1/8 of a batch above 8 rows."""
     if n <= 8:
         b = 1
         while b < n:
             b *= 2
     else:
-        b = -(-n // 8) * 8
+        step = 8 if n <= 64 else 16 if n <= 128 else 32 if n <= 256 else 64
+        b = -(-n // step) * step
     return max(n, min(b, max_batch))
 
 
 class _Stream:
-    """A stream's bookkeeping: its slot, chunks in flight, whether it is closing."""
-    __slots__ = ("id", "slot", "pending", "closing", "fresh", "bytes_in", "last_used")
+    """A stream's bookkeeping: its slot, chunks submitted and answered (each
+    counter written by one side only: ``submitted`` under the pool's lock by
+    submitters, ``answered`` by the worker, so the worker's hot path takes no
+    lock), whether it is closing, whether its slot was given back."""
+    __slots__ = ("id", "slot", "submitted", "answered", "closing", "freed", "last_used")
 
     def __init__(self, sid, slot):
         self.id, self.slot = sid, slot
-        self.pending = 0
-        self.closing = False
-        self.fresh = True
+        self.submitted = self.answered = 0
+        self.closing = self.freed = False
         self.last_used = time.monotonic()
 
 
@@ -417,8 +424,13 @@ class StreamPool:
             if st is None:
                 return
             st.closing = True
-            if st.pending == 0:
-                self._free.append(st.slot)
+            self._release(st)
+
+    def _release(self, st):
+        """Give a closing stream's slot back once its chunks are answered (under _cv)."""
+        if not st.freed and st.submitted == st.answered:
+            st.freed = True
+            self._free.append(st.slot)
 
     def __len__(self):
         return len(self._streams)
@@ -443,7 +455,7 @@ class StreamPool:
         now = time.monotonic() if now is None else now
         with self._cv:
             idle = [sid for sid, st in self._streams.items()
-                    if st.pending == 0 and now - st.last_used > self.idle_timeout]
+                    if st.submitted == st.answered and now - st.last_used > self.idle_timeout]
         for sid in idle:
             self.close(sid)
         return idle
@@ -592,7 +604,7 @@ class StreamPool:
                 fut = PoolFuture()
                 fut.set_exception(InvalidInput(f"StreamPool: no open stream {stream_id!r}"))
                 return fut
-            st.pending += 1
+            st.submitted += 1
             fut = PoolFuture(st, arrays, key)
             q = self._queue
             q.append(fut)
@@ -679,14 +691,13 @@ class StreamPool:
                         r.set_exception(e)
             finally:
                 now = time.monotonic()
-                with self._cv:
-                    for r in batch:
-                        st = r.stream
-                        st.pending -= 1
-                        st.last_used = now
-                        if st.closing and st.pending == 0:
-                            st.closing = False
-                            self._free.append(st.slot)
+                for r in batch:
+                    st = r.stream
+                    st.answered += 1
+                    st.last_used = now
+                    if st.closing:
+                        with self._cv:
+                            self._release(st)
             self.batches += 1
             self.chunks += len(live)
             hook = self.on_batch
