@@ -138,6 +138,15 @@ def cmd_bench(args):
     for path in (args.json, args.png):
         if path:
             check_output_path(path)
+    if args.weights is not None:    # reduced precision: fastlstm.bench_lowp
+        from .bench_lowp import DEFAULT_CASES, MODES, compare_weights
+        unknown = [c for c in (args.cases or []) if c not in bench.TABLE]
+        if unknown:
+            raise SystemExit(f"fastlstm: error: unknown bench case(s) {', '.join(unknown)}; "
+                             f"with --weights the cases are {', '.join(bench.TABLE)}")
+        compare_weights(args.cases or DEFAULT_CASES, args.weights or MODES, args.threads,
+                        args.rounds, json_path=args.json)
+        return 0
     if args.streams:        # stream capacity: fastlstm.bench_streams
         from .bench_streams import run_all
         run_all(seconds=args.stream_seconds, silero=args.silero, json_path=args.json,
@@ -665,6 +674,10 @@ def build_parser():
                    help="processes per engine, alternating between engines")
     b.add_argument("--cases", nargs="+", help="only these case names")
     b.add_argument("--json", help="write results as JSON here")
+    b.add_argument("--weights", nargs="*", choices=["float32", "bf16", "int8"],
+                   help="time float32/bf16/int8 weights against onnxruntime float32 and "
+                        "onnxruntime's own quantized model, with each one's max error "
+                        "(no modes given: all three)")
     b.add_argument("--png", help="draw a chart of the ratios here (needs matplotlib)")
     b.add_argument("--without", nargs="+", choices=["torch", "openvino"],
                    help="leave out these engines even when installed")

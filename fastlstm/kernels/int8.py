@@ -32,8 +32,9 @@ Weights ``Wt[K, N]`` (N a multiple of 16, tile-ordered columns as
 a panel, for each group of 4 k, the 4 bytes of column c sit together
 (``[Kp/4][64][4]``), so one 64-byte load gives 16 columns' 4 weights, matching
 the 4 activation bytes ``vpdpbusd`` broadcasts.  Panel p starts at byte
-``64 p Kp``.  After the panels (a multiple of 64 bytes) come float32 arrays of
-N: scale, colsum, zero point (``wblob_layout``).
+``64 p Kp``.  After the panels (a multiple of 64 bytes) come arrays of N: scale
+(float32), colsum and zero point (int32 bits in the float32 array)
+(``wblob_layout``).
 """
 import numpy as np
 from llvmlite import ir
@@ -108,6 +109,28 @@ def load_i32(typingctx, base, idx):
     return sig, codegen
 
 
+@intrinsic
+def corrected(typingctx, acc, i, w, ci, zi, za, rz):
+    """float32(acc[i] - za * w[ci] - w[zi] * rz), all int32 (the buffers read as
+    int32): a raw product with its zero-point terms (module docstring), in
+    int32 arithmetic so that a loop of them vectorizes (AVX2 has no int64
+    multiply).  Exact: every term fits int32 for K < 65793."""
+    sig = types.float32(F32P, _I, F32P, _I, _I, _I, _I)
+
+    def codegen(context, builder, signature, args):
+        acc, i, w, ci, zi, za, rz = args
+        i32 = ir.IntType(32)
+        ap = builder.bitcast(acc, i32.as_pointer())
+        wp = builder.bitcast(w, i32.as_pointer())
+        a = builder.load(builder.gep(ap, [i]))
+        cs = builder.load(builder.gep(wp, [ci]))
+        zw = builder.load(builder.gep(wp, [zi]))
+        v = builder.sub(a, builder.mul(builder.trunc(za, i32), cs))
+        v = builder.sub(v, builder.mul(zw, builder.trunc(rz, i32)))
+        return builder.sitofp(v, ir.FloatType())
+    return sig, codegen
+
+
 def _make_tile(MR, NV):
     @intrinsic
     def tile(typingctx, KG, a, aoff, lda, w, woff, ldw, out, ooff, ldo):
@@ -178,6 +201,9 @@ def _make_tile(MR, NV):
 _T = {(mr, nv): _make_tile(mr, nv) for mr in range(1, MAX_ROWS + 1) for nv in range(1, 5)}
 i1_1, i1_2, i1_3, i1_4 = (_T[(1, v)] for v in range(1, 5))
 i2_1, i2_2, i2_3, i2_4 = (_T[(2, v)] for v in range(1, 5))
+#: one row by a whole 64-column panel: the batch-1 step (8 accumulators; one
+#: broadcast of the row's 4 bytes feeds 8 products)
+i1_8 = _make_tile(1, 8)
 
 
 @njit(types.void(_I, _I, _I, F32P, _I, _I, F32P, _I, _I, F32P, _I, _I), **_jit)
@@ -221,6 +247,11 @@ def qdot(M, K, N, c0, c1, a, aoff, lda, w, acc, accoff, accld):
         m = 0
         while m < M:
             mr = min(MAX_ROWS, M - m)
+            if mr == 1 and width == PANEL:
+                i1_8(KG, a, (aoff + m * lda) * 4, lda * 4, w, HEAD * 4 + n0 * Kp, width * 4,
+                     acc, accoff + m * accld + n0, accld)
+                m += 1
+                continue
             for j0 in range(0, width, BLOCK):
                 nv = min(BLOCK, width - j0) // VL
                 _itile(mr, nv, KG, a, (aoff + m * lda) * 4, lda * 4, w,
@@ -245,8 +276,8 @@ def qgemm(M, K, N, c0, c1, a, aoff, lda, w, out, ooff, ldo, bias):
         rz = np.int64(a[row + KG + 2]) - K * za
         o = ooff + m * ldo
         for n in range(c0, c1):
-            v = load_i32(out, o + n) - za * np.int64(w[fc + n]) - np.int64(w[fz + n]) * rz
-            out[o + n] = np.float32(v) * (sa * w[fs + n]) + bias[n]
+            f = corrected(out, o + n, w, fc + n, fz + n, za, rz)
+            out[o + n] = f * (sa * w[fs + n]) + bias[n]
 
 
 # ---------------------------------------------------------------- quantizing rows
@@ -342,8 +373,8 @@ def pack_weights(q, scale, zp):
     if parts:
         blob.view(np.int8)[HEAD * 4:HEAD * 4 + pb] = np.concatenate(parts)
     blob[fs:fs + N] = scale
-    blob[fc:fc + N] = q.astype(np.int64).sum(axis=0)
-    blob[fz:fz + N] = zp
+    blob[fc:fc + N] = q.sum(axis=0, dtype=np.int32).view(np.float32)    # int32 bits
+    blob[fz:fz + N] = np.asarray(zp).astype(np.int32).view(np.float32)
     return blob
 
 

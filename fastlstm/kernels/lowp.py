@@ -157,8 +157,8 @@ def _int8_preact(nact, G, xp, xoff, R, rb, h_in, ws, ip, per_row):
         o = b * N
         xo = xoff[b]
         for n in range(c0, c1):
-            v = int8.load_i32(ws, o + n) - za * np.int64(R[fc + n]) - np.int64(R[fz + n]) * rz
-            ws[o + n] = (xp[xo + n] + np.float32(v) * (sa * R[fs + n])) + rb[n]
+            f = int8.corrected(ws, o + n, R, fc + n, fz + n, za, rz)
+            ws[o + n] = (xp[xo + n] + f * (sa * R[fs + n])) + rb[n]
 
 
 @cfunc(STEP_SIG, **_jit)
