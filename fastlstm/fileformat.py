@@ -395,6 +395,15 @@ ATTR_KINDS = {
     "num_scan_inputs": "int", "scan_input_axes": "ints", "scan_input_directions": "ints",
     "scan_output_axes": "ints", "scan_output_directions": "ints", "directions": "ints",
 }
+#: Attributes ONNX requires, by op (required where the node's form has them:
+#: Unsqueeze 1's axes, not 13's; a test checks this against the ONNX schemas).
+REQUIRED_ATTRS = {
+    "AveragePool": ("kernel_shape",), "MaxPool": ("kernel_shape",), "Cast": ("to",),
+    "Concat": ("axis",), "If": ("else_branch", "then_branch"), "Loop": ("body",),
+    "Pad": ("pads",), "Scan": ("body", "num_scan_inputs"), "Slice": ("ends", "starts"),
+    "TopK": ("k",), "Unsqueeze": ("axes",),
+}
+
 #: The few attributes whose type depends on the op.
 ATTR_KINDS_BY_OP = {("Pad", "value"): "float"}
 
@@ -537,6 +546,29 @@ def _check_vi(v, what):
         raise InvalidModel(f"{what} '{v.name}' has a malformed shape {list(v.shape)!r}")
 
 
+def _check_subgraph_arity(n):
+    """If, Loop and Scan: the branches' or body's inputs and outputs against the
+    node's (as their import builders check them; the node's inputs end with the
+    body's captures)."""
+    def bad(what):
+        raise InvalidModel(f"{n.describe()}: {what}")
+    if n.op_type == "If":
+        for key in ("then_branch", "else_branch"):
+            g = n.attrs[key]
+            if g.inputs or len(g.outputs) != len(n.outputs):
+                bad(f"{key} has {len(g.inputs)} inputs and {len(g.outputs)} outputs; it "
+                    f"takes none and gives the node's {len(n.outputs)}")
+    elif n.op_type in ("Loop", "Scan"):
+        body = n.attrs["body"]
+        caps = len(dict.fromkeys(body.captures))
+        extra = 1 if n.op_type == "Loop" else 0     # a Loop body's condition output
+        if len(body.inputs) + caps != len(n.inputs) or \
+                len(body.outputs) != len(n.outputs) + extra:
+            bad(f"the body's {len(body.inputs)} inputs, {caps} captured values and "
+                f"{len(body.outputs)} outputs do not fit the node's {len(n.inputs)} inputs "
+                f"and {len(n.outputs)} outputs")
+
+
 def validate_graph(graph, outer=()):
     """Check a loaded graph the way ONNX import checks a model: every node an op
     fastlstm runs with attributes of the right names and types, nodes in
@@ -592,6 +624,9 @@ def validate_graph(graph, outer=()):
             form = OPS[n.op_type].form(n.since_version)
             if form is None:
                 raise InvalidModel(f"{n.describe()}: no form of {n.op_type} for this version")
+            for key in REQUIRED_ATTRS.get(n.op_type, ()):
+                if key in form.attrs and key not in n.attrs:
+                    raise InvalidModel(f"{n.describe()}: required attribute '{key}' is missing")
             for key, value in n.attrs.items():
                 if key not in form.attrs:
                     raise InvalidModel(f"{n.describe()}: attribute '{key}' is not one of "
@@ -600,8 +635,18 @@ def validate_graph(graph, outer=()):
                 if kind is not None and not _kind_ok(kind, value):
                     raise InvalidModel(f"{n.describe()}: attribute '{key}' must be of type "
                                        f"{kind}, got {value!r:.60}")
-                if isinstance(value, Graph):    # a branch or body: it sees what is defined
-                    validate_graph(value, outer=tuple(defined))
+                if isinstance(value, Graph):
+                    # a branch or body sees the outer values it captures, and those
+                    # are the node's inputs (so they are computed before it runs)
+                    caps = value.captures
+                    if not isinstance(caps, tuple) or not all(
+                            isinstance(c, str) and c in defined and c in n.inputs
+                            for c in caps):
+                        raise InvalidModel(f"{n.describe()}: attribute '{key}' captures "
+                                           f"{list(caps)!r:.80}, which must be values "
+                                           f"defined before the node and among its inputs")
+                    validate_graph(value, outer=caps)
+            _check_subgraph_arity(n)
             last = len(n.inputs)
             while last and not n.inputs[last - 1]:
                 last -= 1

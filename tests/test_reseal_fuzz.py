@@ -256,3 +256,20 @@ def test_attribute_kinds_match_the_onnx_schemas():
                         got = fileformat.ATTR_KINDS_BY_OP.get(
                             (name, key), fileformat.ATTR_KINDS.get(key))
                         assert got == want, (name, v, key, want)
+
+
+def test_required_attributes_match_the_onnx_schemas():
+    """fileformat.REQUIRED_ATTRS holds every attribute ONNX requires of the forms
+    the op table declares."""
+    import onnx.defs
+    from fastlstm.ops.table import OPS
+    for name, decl in OPS.items():
+        for form in decl.forms:
+            for v in range(form.since, 26):
+                try:
+                    schema = onnx.defs.get_schema(name, v, "")
+                except onnx.defs.SchemaError:
+                    continue
+                for key, a in schema.attributes.items():
+                    if a.required and key in form.attrs:
+                        assert key in fileformat.REQUIRED_ATTRS.get(name, ()), (name, v, key)

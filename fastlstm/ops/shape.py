@@ -174,7 +174,7 @@ def _bind_concat(node, consts, rec):
 @op("Concat", since=4, attrs=["axis"], inputs=(1, 1 << 20), bind=_bind_concat)
 def concat(node, ins, n):
     """Join tensors along an axis."""
-    limits.check_bytes(sum(x.nbytes for x in ins), "the output", node)
+    limits.check_bytes(sum(x.nbytes for x in ins if x is not None), "the output", node)
     return [np.concatenate(ins, axis=int(attr(node, "axis", 0)))]
 
 
