@@ -154,6 +154,19 @@ def read_model(source):
     return model
 
 
+def _initializers(g, base_dir, where=""):
+    """The initializers of GraphProto ``g`` as arrays (external data from ``base_dir``)."""
+    out = {}
+    for t in g.initializer:
+        try:
+            out[t.name] = _to_array(t, base_dir, "initializer")
+        except FastLSTMError:
+            raise
+        except Exception as e:
+            raise InvalidModel(f"{where}initializer '{t.name}' cannot be read: {e}") from None
+    return out
+
+
 def _import_subgraph(g, opset, base_dir, outer, where):
     """An attribute graph (If branch, Loop/Scan body) as an ir.Graph.
 
@@ -161,15 +174,7 @@ def _import_subgraph(g, opset, base_dir, outer, where):
     read them (ONNX outer-scope references).  The graph's ``captures`` field
     lists those it reads, so the node that owns it can name them as inputs.
     """
-    onnx = _onnx()
-    initializers = {}
-    for t in g.initializer:
-        try:
-            initializers[t.name] = _to_array(t, base_dir, "initializer")
-        except FastLSTMError:
-            raise
-        except Exception as e:
-            raise InvalidModel(f"{where}: initializer '{t.name}' cannot be read: {e}") from None
+    initializers = _initializers(g, base_dir, f"{where}: ")
     inputs = [_value_info(vi, require_type=False) for vi in g.input]
     outputs = [_value_info(vi, require_type=False) for vi in g.output]
     ctx = ImportContext(initializers, {vi.name: vi.elem_type for vi in inputs})
@@ -187,7 +192,6 @@ def _import_subgraph(g, opset, base_dir, outer, where):
             raise InvalidModel(f"{where}: output '{vi.name}' is not produced by any node")
         if vi.name not in defined and vi.name not in captures:
             captures.append(vi.name)
-    del onnx
     return Graph(inputs=inputs, outputs=outputs, nodes=nodes, initializers=ctx.initializers,
                  opsets={"": opset}, metadata={}, captures=tuple(captures))
 
@@ -276,14 +280,7 @@ def load_graph(source, external_data_dir=None):
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise UnsupportedOp(f"the model imports ONNX opset {opset}; fastlstm supports "
                             f"opsets {MIN_OPSET} to {MAX_OPSET}", opset=opset)
-    initializers = {}
-    for t in g.initializer:
-        try:
-            initializers[t.name] = _to_array(t, base_dir, "initializer")
-        except FastLSTMError:
-            raise
-        except Exception as e:
-            raise InvalidModel(f"initializer '{t.name}' cannot be read: {e}") from None
+    initializers = _initializers(g, base_dir)
     if g.sparse_initializer:
         raise UnsupportedOp("sparse initializers are not supported")
     inputs = [_value_info(vi) for vi in g.input if vi.name not in initializers]
