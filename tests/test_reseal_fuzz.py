@@ -47,13 +47,21 @@ def _model():
         helper.make_node("Add", ["logits0", "bo"], ["logits"], name="add"),
         helper.make_node("Softmax", ["logits"], ["probs"], name="sm", axis=-1),
         helper.make_node("Concat", ["Y_h", "Y_h"], ["hh"], name="cat", axis=0),
+        # a branch on a fed flag (kept as an If: subgraphs in the file)
+        helper.make_node("If", ["flag"], ["sel"], name="iff", then_branch=helper.make_graph(
+            [helper.make_node("Identity", ["probs"], ["r1"])], "then", [],
+            [helper.make_tensor_value_info("r1", TensorProto.FLOAT, None)]),
+            else_branch=helper.make_graph(
+            [helper.make_node("Neg", ["probs"], ["r2"])], "else", [],
+            [helper.make_tensor_value_info("r2", TensorProto.FLOAT, None)])),
     ]
     g = helper.make_graph(
         nodes, "fuzz",
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["seq", "batch", I]),
-         helper.make_tensor_value_info("h0", TensorProto.FLOAT, [2, "batch", H])],
+         helper.make_tensor_value_info("h0", TensorProto.FLOAT, [2, "batch", H]),
+         helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
-         for n in ("probs", "hh", "Y2_h")], inits)
+         for n in ("probs", "hh", "Y2_h", "sel")], inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 12)])
 
 
@@ -168,8 +176,11 @@ def test_base_file_runs_like_onnxruntime(sealed):
     feed = {"X": rng.standard_normal((4, 2, 6)).astype(np.float32),
             "h0": rng.standard_normal((2, 2, 5)).astype(np.float32)}
     ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    for a, b in zip(fastlstm.InferenceSession(data).run(None, feed), ref.run(None, feed)):
-        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
+    sess = fastlstm.InferenceSession(data)
+    for flag in (True, False):
+        feed["flag"] = np.array(flag)
+        for a, b in zip(sess.run(None, feed), ref.run(None, feed)):
+            np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
 
 
 def test_resealed_mutants_fail_cleanly(sealed):
