@@ -116,3 +116,17 @@ def test_loop_scan_outputs_are_checked_as_they_grow():
     assert sess.run(None, {"M": np.array(10, np.int64)})[0].shape == (10, 1000)
     with pytest.raises(InvalidInput, match=r'bomb.*scan output 0 after 263 iterations'):
         sess.run(None, {"M": np.array(10 ** 12, np.int64)})
+
+
+def test_recurrent_outputs_are_checked_before_allocating():
+    """A long X of input size 1 asks a wide layer for a Y many times its size."""
+    from helpers import random_weights, recurrent_model
+    rng = np.random.default_rng(0)
+    arrays = random_weights(rng, "RNN", 2, 64, 1)
+    arrays["X"] = np.zeros((1, 1, 1), np.float32)
+    model = recurrent_model("RNN", arrays, {"hidden_size": 64, "direction": "bidirectional"},
+                            initializers=["W", "R", "B"], symbolic=True).SerializeToString()
+    sess = fastlstm.InferenceSession(model, _options(1 << 20))
+    assert sess.run(None, {"X": np.zeros((100, 1, 1), np.float32)})[0].shape == (100, 2, 1, 64)
+    with pytest.raises(InvalidInput, match=r'rnn_node.*output Y.*limit of 1\.0 MiB'):
+        sess.run(None, {"X": np.zeros((4096, 1, 1), np.float32)})    # 16 KB in, 2 MiB out

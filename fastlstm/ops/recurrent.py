@@ -1,7 +1,7 @@
 """Runner for LSTM, GRU and RNN nodes: validate inputs, pack, call the front end."""
 import numpy as np
 
-from .. import config, pack
+from .. import config, limits, pack
 from .._extension import frontend
 from ..errors import InvalidInput
 from ..kernels.registry import GEMM_ADDRESS
@@ -105,6 +105,8 @@ class RecurrentRunner:
             T, Bn = x.shape[0], x.shape[1]
         else:
             Bn, T = x.shape[0], x.shape[1]
+        if T * Bn * D * H * 4 > limits.current_limit():     # Y, before allocating it
+            limits.check_shape((T, D, Bn, H), _F32, node, "output Y")
         state = lens = None
         if ctx is not None:
             lens = ctx.lens
