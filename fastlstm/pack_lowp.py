@@ -3,6 +3,8 @@
 Three kinds, each a ``LowpLayer`` the recurrent runner binds like a float
 ``pack.PackedLayer`` (same front end, other kernels: ``kernels.lowp``):
 
+LSTM, GRU and RNN.
+
 ``int8``      fastlstm's own, from float weights: each output column of W and
               R quantized symmetrically to int8 with its own scale; X and h
               quantized per row (per step for h) to 0..127; int32 products.
@@ -21,9 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import pack
-from .kernels import int8
+from .kernels import common, int8
 
 MODES = ("float32", "bf16", "int8")
+GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
 
 @dataclass
@@ -80,7 +83,11 @@ class LowpLayer:
     def kernels(self):
         """(step, gemm, ws_floats) of this layer's kernels."""
         from .kernels import lowp
-        G = 4 if self.op == "LSTM" else 1
+        G = GATES[self.op]
+        if self.op == "GRU":
+            if self.mode == "bf16":
+                return lowp.gru_bf16_step, lowp.bf16_gemm, lowp.gru_ws_floats
+            return lowp.gru_int8_step, lowp.int8_gemm, lowp.gru_ws_floats
         if self.mode == "bf16":
             step = lowp.lstm_bf16_step if self.op == "LSTM" else lowp.rnn_bf16_step
             return step, lowp.bf16_gemm, lowp.bf16_ws_floats(G)
@@ -100,7 +107,7 @@ class LowpLayer:
         scale per thread instead of one per step)."""
         from ._extension import frontend
         step, gemm, ws = self.kernels()
-        G = 4 if self.op == "LSTM" else 1
+        G = GATES[self.op]
         isz = int8.qrow_floats(self.input_size) if self.quantized_x else self.input_size
         return frontend.Layer(step.address, gemm.address, G, ws(1, pack.padded(self.hidden)),
                               _FrontView(self, isz), reverse,
@@ -157,23 +164,38 @@ def lowp_from_packed(op, gates, packed, mode):
     """A float ``pack.PackedLayer`` of an LSTM or RNN repacked with ``mode``
     ("int8" or "bf16") weights: its panels read back into tile-ordered
     matrices, then quantized or rounded column by column."""
-    if op not in ("LSTM", "RNN"):
-        raise ValueError(f"{mode} weights are implemented for LSTM and RNN, not {op}")
     G, H, I = gates, packed.hidden, packed.input_size
     Hp = pack.padded(H)
     D = len(packed.dirs)
     Wt = from_panels(packed.W, I, D * G * Hp)
     dirs = []
     for d, pd in enumerate(packed.dirs):
-        Rt = from_panels(pd.R, H, G * Hp)
         bias = packed.bias[d * G * Hp:(d + 1) * G * Hp]
+        if op == "GRU":
+            # the projection keeps its bias; R as kernels.gru packs it: [Rz Rr Rh]
+            # (linear_before_reset = 1, Rbh on the h columns of rb) or [Rz Rr] then Rh
+            lbr = pd.ip[common.IP_FLAG] != 0
+            if lbr:
+                parts = [from_panels(pd.R, H, G * Hp)]
+                rb = pack.pack_vectors([np.zeros(Hp, np.float32), np.zeros(Hp, np.float32),
+                                        pd.rb])
+            else:
+                parts = [from_panels(pd.R[:H * 2 * Hp], H, 2 * Hp),
+                         from_panels(pd.R[H * 2 * Hp:], H, Hp)]
+                rb = np.zeros(G * Hp, np.float32)
+            Rb = np.concatenate([_int8_blob(p) if mode == "int8" else _bf16_panels(p)
+                                 for p in parts])
+            dirs.append(LowpDirection(R=Rb, rb=rb, P=pd.P, ip=pd.ip.copy(), fp=pd.fp.copy()))
+            continue
+        Rt = from_panels(pd.R, H, G * Hp)
         if mode == "int8":
             Rb, rb = _int8_blob(Rt), bias.copy()
         else:
             Rb, rb = _bf16_panels(Rt), np.zeros(G * Hp, np.float32)
         dirs.append(LowpDirection(R=Rb, rb=rb, P=pd.P, ip=pd.ip.copy(), fp=pd.fp.copy()))
     if mode == "int8":
-        Wp, bias = _int8_blob(Wt), np.zeros(D * G * Hp, np.float32)
+        Wp = _int8_blob(Wt)
+        bias = packed.bias.copy() if op == "GRU" else np.zeros(D * G * Hp, np.float32)
     else:
         Wp, bias = _bf16_panels(Wt), packed.bias.copy()
     return LowpLayer(mode=mode, op=op, W=Wp, bias=bias, dirs=dirs, hidden=H, input_size=I)
@@ -234,11 +256,8 @@ def convert_graph(graph, mode):
     for n in graph.nodes:
         lay = n.layer
         if lay is not None and isinstance(lay.packed, pack.PackedLayer):
-            if lay.spec.op not in ("LSTM", "RNN"):
-                kept.append((n.name, f"{lay.spec.op} has no {mode} kernel yet; kept float32"))
-            else:
-                low = lowp_from_packed(lay.spec.op, lay.spec.desc.gates, lay.packed, mode)
-                n = replace(n, layer=replace(lay, packed=low))
+            low = lowp_from_packed(lay.spec.op, lay.spec.desc.gates, lay.packed, mode)
+            n = replace(n, layer=replace(lay, packed=low))
         nodes.append(n)
     meta = dict(graph.metadata)
     meta["custom:fastlstm.weights"] = mode
@@ -253,7 +272,7 @@ def check_layer(layer, spec):
     from .kernels import common
     if not isinstance(layer, LowpLayer) or layer.mode not in ("int8", "bf16"):
         return "reduced-precision weights of an unknown kind"
-    if layer.op != spec.op or layer.op not in ("LSTM", "RNN"):
+    if layer.op != spec.op or layer.op not in GATES:
         return f"{layer.mode} weights packed for {layer.op!r} on a {spec.op} node"
     H, I, D = layer.hidden, layer.input_size, spec.num_directions
     if type(H) is not int or type(I) is not int or H < 1 or I < 0 or len(layer.dirs) != D:
@@ -273,8 +292,14 @@ def check_layer(layer, spec):
         ok = layer.W.dtype == np.uint16 and layer.W.size == I * D * N
     ok = ok and layer.bias.dtype == f32 and layer.bias.size == D * N
     for d in layer.dirs:
-        ok = ok and (blob_ok(d.R, H, N) if layer.mode == "int8" else
-                     d.R.dtype == np.uint16 and d.R.size == H * N)
+        if layer.mode == "bf16":
+            ok = ok and d.R.dtype == np.uint16 and d.R.size == H * N
+        elif layer.op == "GRU" and d.ip.size == common.IP_LEN and d.ip[common.IP_FLAG] == 0:
+            n1 = int8.wblob_layout(H, 2 * Hp)[4]
+            ok = ok and d.R.size == n1 + int8.wblob_layout(H, Hp)[4] and blob_ok(
+                d.R[:n1], H, 2 * Hp) and blob_ok(d.R[n1:], H, Hp)
+        else:
+            ok = ok and blob_ok(d.R, H, N)
         ok = ok and d.rb.dtype == f32 and d.rb.size == N
         ok = ok and d.P.dtype == f32 and d.P.size == (3 * Hp if spec.desc.has_cell else 1)
         ok = ok and d.fp.dtype == f32 and d.fp.size == common.FP_LEN

@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper as nh  # noqa: E402
 BOUND = {"int8": 5e-2, "bf16": 1e-2}
 
 
-def _model(op="LSTM", I=24, H=40, direction="forward", seed=0, seq_lens=False):
+def _model(op="LSTM", I=24, H=40, direction="forward", seed=0, seq_lens=False, lbr=None):
     rng = np.random.default_rng(seed)
     G = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
     D = 2 if direction == "bidirectional" else 1
@@ -27,7 +27,8 @@ def _model(op="LSTM", I=24, H=40, direction="forward", seed=0, seq_lens=False):
              for n, shape in (("W", (D, G * H, I)), ("R", (D, G * H, H)), ("B", (D, 2 * G * H)))]
     outs = ["Y", "Y_h"] + (["Y_c"] if op == "LSTM" else [])
     ins = ["X", "W", "R", "B"] + (["lens"] if seq_lens else [])
-    node = helper.make_node(op, ins, outs, hidden_size=H, direction=direction)
+    extra = {} if lbr is None else {"linear_before_reset": lbr}
+    node = helper.make_node(op, ins, outs, hidden_size=H, direction=direction, **extra)
     vin = [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "N", I])]
     if seq_lens:
         vin.append(helper.make_tensor_value_info("lens", TensorProto.INT32, ["N"]))
@@ -47,10 +48,12 @@ def _session(model, weights, threads=1):
 
 
 @pytest.mark.parametrize("weights", ["int8", "bf16"])
-@pytest.mark.parametrize("op,direction", [("LSTM", "forward"), ("LSTM", "bidirectional"),
-                                          ("RNN", "reverse")])
-def test_error_against_float32(weights, op, direction):
-    m = _model(op, direction=direction, seq_lens=True)
+@pytest.mark.parametrize("op,direction,lbr", [("LSTM", "forward", None),
+                                              ("LSTM", "bidirectional", None),
+                                              ("RNN", "reverse", None), ("GRU", "forward", 0),
+                                              ("GRU", "bidirectional", 1)])
+def test_error_against_float32(weights, op, direction, lbr):
+    m = _model(op, direction=direction, seq_lens=True, lbr=lbr)
     rng = np.random.default_rng(1)
     feed = {"X": rng.standard_normal((30, 3, 24)).astype(np.float32),
             "lens": np.array([30, 17, 0], np.int32)}
@@ -79,21 +82,12 @@ def test_stream_equals_whole_sequence(weights):
     np.testing.assert_array_equal(steps, whole)
 
 
-def test_gru_stays_float32_and_says_so():
-    m = _model("GRU")
-    sess = _session(m, "int8")
-    meta = sess.get_modelmeta().custom_metadata_map
-    assert meta["fastlstm.weights"] == "int8" and "GRU" in meta["fastlstm.weights_kept_float32"]
-    x = np.ones((3, 1, 24), np.float32)
-    np.testing.assert_array_equal(sess.run(None, {"X": x})[0],
-                                  _session(m, "float32").run(None, {"X": x})[0])
-
-
-@pytest.mark.parametrize("weights", ["int8", "bf16"])
-def test_fastlstm_file_round_trip(tmp_path, weights):
+@pytest.mark.parametrize("weights,op", [("int8", "LSTM"), ("bf16", "LSTM"), ("int8", "GRU"),
+                                        ("bf16", "GRU")])
+def test_fastlstm_file_round_trip(tmp_path, weights, op):
     from fastlstm import fileformat
     from fastlstm.cli import main
-    m = _model("LSTM", direction="bidirectional")
+    m = _model(op, direction="bidirectional", lbr=0 if op == "GRU" else None)
     src = tmp_path / "m.onnx"
     src.write_bytes(m)
     out = tmp_path / "m.fastlstm"
@@ -109,7 +103,7 @@ def test_fastlstm_file_round_trip(tmp_path, weights):
     n = next(n for n in g.nodes if n.layer is not None)
     bad = n.layer.packed
     bad.dirs[0].R = bad.dirs[0].R[:-16]
-    with pytest.raises(fastlstm.InvalidModel, match="weights do not match"):
+    with pytest.raises(fastlstm.InvalidModel, match="do not match"):
         fileformat.validate_graph(g)
 
 

@@ -110,6 +110,16 @@ def load_i32(typingctx, base, idx):
 
 
 @intrinsic
+def ptr_add(typingctx, base, n):
+    """``base + n`` (float32 units): a pointer into the middle of a buffer."""
+    sig = F32P(F32P, _I)
+
+    def codegen(context, builder, signature, args):
+        return builder.gep(args[0], [args[1]])
+    return sig, codegen
+
+
+@intrinsic
 def corrected(typingctx, acc, i, w, ci, zi, za, rz):
     """float32(acc[i] - za * w[ci] - w[zi] * rz), all int32 (the buffers read as
     int32): a raw product with its zero-point terms (module docstring), in

@@ -32,7 +32,7 @@ from . import activations as act
 from . import int8
 from .common import (FP_ALPHA0, FP_ALPHA1, FP_ALPHA2, FP_BETA0, FP_BETA1, FP_BETA2, FP_CLIP,
                      GEMM_SIG, IP_ACT0, IP_ACT1, IP_ACT2, IP_FLAG, IP_H, IP_HAS_CLIP, IP_HP,
-                     IP_ORDER, IP_P0, IP_P1, STEP_SIG, TILE, write_y)
+                     IP_BATCH, IP_ORDER, IP_P0, IP_P1, STEP_SIG, TILE, write_y)
 from .. import config
 
 F32P = types.CPointer(types.float32)
@@ -307,9 +307,10 @@ def _btile(mr, nv, K, a, aoff, lda, w, woff, ldw, out, ooff, ldo):
             b1_1(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
 
 
-@njit(types.void(_I, _I, _I, _I, _I, F32P, _I, _I, F32P, F32P, _I, _I, _I), **_jit)
-def bf16_panel_gemm(M, K, N, c0, c1, a, aoff, lda, wp, out, ooff, ldo, rev):
-    """``gemm.panel_gemm`` with bf16 panels (``wp`` holds uint16 pairs)."""
+@njit(types.void(_I, _I, _I, _I, _I, F32P, _I, _I, F32P, _I, F32P, _I, _I, _I), **_jit)
+def bf16_panel_gemm(M, K, N, c0, c1, a, aoff, lda, wp, woff, out, ooff, ldo, rev):
+    """``gemm.panel_gemm`` with bf16 panels (``wp`` holds uint16 pairs; ``woff``
+    counts bf16 elements)."""
     first = c0 // PANEL
     last = (c1 + PANEL - 1) // PANEL - 1
     for q in range(last - first + 1):
@@ -320,7 +321,7 @@ def bf16_panel_gemm(M, K, N, c0, c1, a, aoff, lda, wp, out, ooff, ldo, rev):
         m = 0
         while m < M:
             mr = min(_MAXR, M - m)
-            _btile(mr, nv, K, a, aoff + m * lda, lda, wp, n0 * K, width, out,
+            _btile(mr, nv, K, a, aoff + m * lda, lda, wp, woff + n0 * K, width, out,
                    ooff + m * ldo + n0, ldo)
             m += mr
 
@@ -332,7 +333,7 @@ def bf16_gemm(M, K, N, c0, c1, x, wp, bias, out):
         o = m * N
         for n in range(c0, c1):
             out[o + n] = bias[n]
-    bf16_panel_gemm(M, K, N, c0, c1, x, 0, K, wp, out, 0, N, 0)
+    bf16_panel_gemm(M, K, N, c0, c1, x, 0, K, wp, 0, out, 0, N, 0)
 
 
 @njit(types.void(_I, _I, F32P, I64P, F32P, F32P, F32P, I64P), **_jit)
@@ -345,7 +346,7 @@ def _bf16_preact(nact, G, xp, xoff, R, h_in, ws, ip):
     for b in range(nact):
         for n in range(c0, c1):
             ws[b * N + n] = xp[xoff[b] + n]
-    bf16_panel_gemm(nact, H, N, c0, c1, h_in, 0, Hp, R, ws, 0, N, ip[IP_ORDER])
+    bf16_panel_gemm(nact, H, N, c0, c1, h_in, 0, Hp, R, 0, ws, 0, N, ip[IP_ORDER])
 
 
 def bf16_ws_floats(gates):
@@ -364,3 +365,150 @@ def lstm_bf16_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp
 def rnn_bf16_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
     _bf16_preact(nact, 1, xp, xoff, R, h_in, ws, ip)
     rnn_gates(nact, ws, ip[IP_HP], h_out, y, yoff, ip, fp)
+
+
+# ---------------------------------------------------------------- GRU
+#
+# As kernels.gru: linear_before_reset = 1 takes one product Ht-1 . [Rz Rr Rh]
+# (rb holds Rbh on the h columns); linear_before_reset = 0 takes Ht-1 . [Rz Rr]
+# (R's first part), then (rt (.) Ht-1) . Rh (its second part).  Steps of these
+# layers always run whole (the front end never splits them by tiles), so the
+# two products follow each other in one call.
+
+def gru_ws_floats(batch, hp):
+    """Per row: products (3 Hp), zt and rt (.) Ht-1 (2 Hp), two quantized rows."""
+    return batch * (5 * hp + 2 * int8.qrow_floats(hp))
+
+
+@njit(types.void(_I, _I, _I, _I, _I, F32P, _I, _I, F32P, F32P, F32P, _I, _I, _I), **_jit)
+def _int8_product(nact, K, N, c0, c1, a, aoff, lda, R, rb, ws, dst, ld, qoff):
+    """ws[dst + b*ld + n] = dequant(q(row b of a) . R[:, n]) + rb[n], c0 <= n < c1:
+    rows quantized one by one (0..127) into ws at ``qoff``."""
+    Q = int8.qrow_floats(K)
+    int8.quantize_state(nact, int8.ptr_add(a, aoff), lda, K, True, _Q_OWN, ws, qoff, Q)
+    int8.qdot(nact, K, N, c0, c1, ws, qoff, Q, R, ws, dst, ld)
+    _, fs, fc, fz, _ = int8.wblob_layout(K, N)
+    KG = int8.pad4(K) // 4
+    for b in range(nact):
+        row = qoff + b * Q
+        sa = ws[row + KG]
+        za = np.int64(ws[row + KG + 1])
+        rz = np.int64(ws[row + KG + 2]) - K * za
+        o = dst + b * ld
+        for n in range(c0, c1):
+            f = int8.corrected(ws, o + n, R, fc + n, fz + n, za, rz)
+            ws[o + n] = f * (sa * R[fs + n]) + rb[n]
+
+
+@njit(types.void(_I, F32P, I64P, F32P, F32P, F32P, F32P, F32P, I64P, F32P, I64P, F32P,
+                 types.boolean), **_jit)
+def _gru(nact, xp, xoff, R, rb, h_in, h_out, y, yoff, ws, ip, fp, bf16):
+    H = ip[IP_H]
+    Hp = ip[IP_HP]
+    a_f = ip[IP_ACT0]
+    a_g = ip[IP_ACT1]
+    lbr = ip[IP_FLAG] != 0
+    has_clip = ip[IP_HAS_CLIP] != 0
+    lim = fp[FP_CLIP]
+    T = TILE
+    p0 = ip[IP_P0]
+    p1 = ip[IP_P1]
+    B = ip[IP_BATCH]
+    Q = int8.qrow_floats(Hp)
+    N3 = 3 * Hp
+    zoff = B * N3               # zt, then rt (.) Ht-1, then quantized rows
+    rhoff = zoff + B * Hp
+    qoff = rhoff + B * Hp
+    if lbr:
+        if bf16:
+            for b in range(nact):
+                for n in range(p0 * 3 * T, p1 * 3 * T):
+                    ws[b * N3 + n] = rb[n]
+            bf16_panel_gemm(nact, H, N3, p0 * 3 * T, p1 * 3 * T, h_in, 0, Hp, R, 0, ws, 0,
+                            N3, ip[IP_ORDER])
+        else:
+            _int8_product(nact, H, N3, p0 * 3 * T, p1 * 3 * T, h_in, 0, Hp, R, rb, ws, 0, N3,
+                          qoff)
+        for b in range(nact):
+            for p in range(p0, p1):
+                j0 = p * T
+                a = b * N3 + p * 3 * T
+                x = xoff[b] + p * 3 * T
+                s = b * Hp + j0
+                for jj in range(2 * T):
+                    ws[a + jj] += xp[x + jj]
+                if has_clip:
+                    act.clip(ws, a, 2 * T, lim)
+                act.apply(a_f, fp[FP_ALPHA0], fp[FP_BETA0], ws, a, 2 * T)
+                for jj in range(T):
+                    ws[a + 2 * T + jj] = xp[x + 2 * T + jj] + ws[a + T + jj] * ws[a + 2 * T + jj]
+                if has_clip:
+                    act.clip(ws, a + 2 * T, T, lim)
+                act.apply(a_g, fp[FP_ALPHA1], fp[FP_BETA1], ws, a + 2 * T, T)
+                for jj in range(T):
+                    z = ws[a + jj]
+                    h_out[s + jj] = (_ONE - z) * ws[a + 2 * T + jj] + z * h_in[s + jj]
+                write_y(y, yoff[b], h_out, s, j0, min(T, H - j0))
+        return
+    # linear_before_reset = 0: [z r] first, over the step's tiles
+    N2 = 2 * Hp
+    if bf16:
+        for b in range(nact):
+            for n in range(p0 * 2 * T, p1 * 2 * T):
+                ws[b * N2 + n] = np.float32(0.0)
+        bf16_panel_gemm(nact, H, N2, p0 * 2 * T, p1 * 2 * T, h_in, 0, Hp, R, 0, ws, 0, N2,
+                        ip[IP_ORDER])
+    else:
+        _int8_product(nact, H, N2, p0 * 2 * T, p1 * 2 * T, h_in, 0, Hp, R, rb, ws, 0, N2,
+                      qoff)
+    for b in range(nact):
+        for p in range(p0, p1):
+            a = b * N2 + p * 2 * T
+            x = xoff[b] + p * 3 * T
+            s = b * Hp + p * T
+            for jj in range(2 * T):
+                ws[a + jj] += xp[x + jj]
+            if has_clip:
+                act.clip(ws, a, 2 * T, lim)
+            act.apply(a_f, fp[FP_ALPHA0], fp[FP_BETA0], ws, a, 2 * T)
+            for jj in range(T):
+                ws[zoff + s + jj] = ws[a + jj]
+                ws[rhoff + s + jj] = ws[a + T + jj] * h_in[s + jj]
+    # then (rt (.) Ht-1) . Rh into the product rows (their [z r] part is done)
+    j0 = p0 * T
+    j1 = p1 * T
+    if bf16:
+        for b in range(nact):
+            for j in range(j0, j1):
+                ws[b * N3 + j] = np.float32(0.0)
+        bf16_panel_gemm(nact, H, Hp, j0, j1, ws, rhoff, Hp, R, H * N2, ws, 0, N3,
+                        ip[IP_ORDER])
+    else:
+        R2 = int8.wblob_layout(H, N2)[4]
+        _int8_product(nact, H, Hp, j0, j1, int8.ptr_add(ws, rhoff), 0, Hp,
+                      int8.ptr_add(R, R2), int8.ptr_add(rb, N2), ws, 0, N3, qoff)
+    for b in range(nact):
+        for p in range(p0, p1):
+            j = p * T
+            a = b * N3 + j
+            x = xoff[b] + p * 3 * T + 2 * T
+            s = b * Hp + j
+            for jj in range(T):
+                ws[a + jj] += xp[x + jj]
+            if has_clip:
+                act.clip(ws, a, T, lim)
+            act.apply(a_g, fp[FP_ALPHA1], fp[FP_BETA1], ws, a, T)
+            for jj in range(T):
+                z = ws[zoff + s + jj]
+                h_out[s + jj] = (_ONE - z) * ws[a + jj] + z * h_in[s + jj]
+            write_y(y, yoff[b], h_out, s, j, min(T, H - j))
+
+
+@cfunc(STEP_SIG, **_jit)
+def gru_int8_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
+    _gru(nact, xp, xoff, R, rb, h_in, h_out, y, yoff, ws, ip, fp, False)
+
+
+@cfunc(STEP_SIG, **_jit)
+def gru_bf16_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
+    _gru(nact, xp, xoff, R, rb, h_in, h_out, y, yoff, ws, ip, fp, True)
