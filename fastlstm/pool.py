@@ -34,8 +34,9 @@ one ``np.take`` and scatters the new state back with one indexed assignment,
 and only after the batched call succeeded, so a failing call moves no state.
 
 Batch sizes are rounded up to a few buckets (1, 2, 4, 8, then multiples of 8,
-16, 32 as batches grow; see ``_bucket``) with rows of a reserved all-initial slot, so the session sees few distinct
-input signatures and each runs specialised (``fastlstm.specialize`` keeps 32).
+16, 32 as batches grow; see ``_bucket``) with rows of a reserved slot that
+holds the initial state, so the session sees few distinct input signatures
+and each runs specialised (``fastlstm.specialize`` keeps 32).
 """
 import asyncio
 import re
@@ -47,7 +48,7 @@ import _thread
 
 import numpy as np
 
-from .errors import FastLSTMError, InvalidInput, UnsupportedOp
+from .errors import FastLSTMError, InvalidInput
 from .plan import RunContext
 
 __all__ = ["StreamPool"]
@@ -350,6 +351,7 @@ class StreamPool:
 
         # -- per-stream context
         self.context = {}
+        self._ctx_shapes = {}
         for name, spec in dict(context or {}).items():
             if name not in self.data_inputs:
                 raise InvalidInput(f"StreamPool: context input '{name}' is not one a chunk "
@@ -358,6 +360,13 @@ class StreamPool:
             if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
                 raise InvalidInput(f"StreamPool: context of '{name}' must be an int >= 0")
             self.context[name] = (int(n), int(axis))
+            vi = ins[name]
+            if vi.shape is not None:        # the rows' shape, when the model tells it
+                per = [d for k, d in enumerate(vi.shape) if k != self._axis[name]]
+                if 0 <= axis < len(per):
+                    per[axis] = int(n)
+                    if all(isinstance(d, int) for d in per):
+                        self._ctx_shapes[name] = (tuple(per), _np_dtype(vi.type) or np.float32)
 
         # -- outputs
         state_outs = set(pairs.values())
@@ -749,7 +758,7 @@ class StreamPool:
         while cap < need:
             cap *= 2
         old = self._capacity
-        if not self._states:
+        if not old:
             self._init_states(cap)
         else:
             for name, arr in list(self._states.items()):
@@ -762,12 +771,15 @@ class StreamPool:
                 new[idx + (slice(old, None),)] = np.take(arr, [0], axis=ax)
                 self._states[name] = new
         for name, arr in list(self._contexts.items()):
-            new = np.zeros((cap,) + arr.shape[1:], arr.dtype)
-            new[:old] = arr
-            self._contexts[name] = new
+            if arr.shape[0] < cap:
+                new = np.zeros((cap,) + arr.shape[1:], arr.dtype)
+                new[:arr.shape[0]] = arr
+                self._contexts[name] = new
         self._capacity = cap
 
     def _init_states(self, cap):
+        for name, (shape, dtype) in self._ctx_shapes.items():
+            self._contexts[name] = np.zeros((cap,) + shape, dtype)
         for i in self.pairs:
             vi = self._ins[i]
             ax = self._axis[i]

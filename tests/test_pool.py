@@ -273,3 +273,26 @@ def test_close_pending_reopen_and_idle():
         assert len(pool) == 0
     with pytest.raises(FastLSTMError, match="closed"):
         pool.open()
+
+
+def test_fixed_batch_model_runs_one_stream_per_call_and_memory_reported():
+    """silero_vad_openvino_16k.onnx fixes batch 1: the pool runs each chunk alone."""
+    sess = fastlstm.InferenceSession(os.path.join(HERE, "models", "silero",
+                                                  "silero_vad_openvino_16k.onnx"))
+    rng = np.random.default_rng(4)
+    audio = [(rng.standard_normal(3 * 512) * 0.3).astype(np.float32) for _ in range(3)]
+    with StreamPool(sess, context={"input": 64}, max_wait_us=1000) as pool:
+        assert pool.max_batch == 1 and pool.pairs == {"state": "stateN"}
+        ids = [pool.open() for _ in audio]
+        futs = [[pool.submit(i, a[k * 512:(k + 1) * 512]) for i, a in zip(ids, audio)]
+                for k in range(3)]
+        # state [2, 128] float32 + 64 samples of context, + the stream's record
+        assert 2 * 128 * 4 + 64 * 4 <= pool.bytes_per_stream < 2 * 128 * 4 + 64 * 4 + 400
+    for s, a in enumerate(audio):
+        state = np.zeros((2, 1, 128), np.float32)
+        tail = np.zeros((1, 64), np.float32)
+        for k in range(3):
+            x = np.concatenate([tail, a[None, k * 512:(k + 1) * 512]], axis=1)
+            p, state = sess.run(["output", "stateN"], {"input": x, "state": state})
+            tail = x[:, -64:]
+            np.testing.assert_allclose(futs[k][s].result()["output"], p[0], atol=1e-6)
