@@ -394,7 +394,8 @@ class StreamPool:
         self._queue = deque()
         self._bufs = {}                 # (input, batch, shape, dtype) -> kept input buffer
         self._fast = set()              # (dtype, shape) of single-input chunks found valid
-        self._cv = threading.Condition()
+        self._lock = threading.Lock()   # the queue and the stream table
+        self._cv = threading.Condition(self._lock)
         self._store = threading.RLock()   # held by the worker around gather .. scatter
         self._resets = []
         self._closed = False
@@ -410,7 +411,7 @@ class StreamPool:
     def open(self):
         """Open a stream; returns its id (an int).  Its state starts initial
         (zeros unless ``initial_state`` was given), its context zeros."""
-        with self._cv:
+        with self._lock:
             if self._closed:
                 raise FastLSTMError("the StreamPool is closed")
             sid = self._next_id
@@ -428,7 +429,7 @@ class StreamPool:
     def close(self, stream_id):
         """Close a stream: chunks it already pushed are still answered; its slot is
         then reused.  Closing an unknown or closed stream does nothing."""
-        with self._cv:
+        with self._lock:
             st = self._streams.pop(stream_id, None)
             if st is None:
                 return
@@ -462,7 +463,7 @@ class StreamPool:
         if self.idle_timeout is None:
             return []
         now = time.monotonic() if now is None else now
-        with self._cv:
+        with self._lock:
             idle = [sid for sid, st in self._streams.items()
                     if st.submitted == st.answered and now - st.last_used > self.idle_timeout]
         for sid in idle:
@@ -573,7 +574,7 @@ class StreamPool:
         if all(type(a) is np.ndarray for a in arrays):
             sig = (arrays[0].dtype, key[0]) if len(arrays) == 1 else \
                 tuple([(a.dtype, a.shape) for a in arrays])
-            with self._cv:
+            with self._lock:
                 if len(self._fast) < 64:
                     self._fast.add(sig)
         return arrays, key
@@ -605,7 +606,7 @@ class StreamPool:
                 fut = PoolFuture()
                 fut.set_exception(e)
                 return fut
-        with self._cv:
+        with self._lock:
             if self._closed:
                 raise FastLSTMError("the StreamPool is closed")
             st = self._streams.get(stream_id)
@@ -705,7 +706,7 @@ class StreamPool:
                     st.answered += 1
                     st.last_used = now
                     if st.closing:
-                        with self._cv:
+                        with self._lock:
                             self._release(st)
             self.batches += 1
             self.chunks += len(live)
@@ -736,7 +737,7 @@ class StreamPool:
         return self._axis[name] if name in self.pairs else 1
 
     def _apply_resets(self):
-        with self._cv:
+        with self._lock:
             resets, self._resets = self._resets, []
             top = self._next_slot
         if not resets:
