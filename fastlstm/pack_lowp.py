@@ -243,11 +243,15 @@ def ort_int8_layer(W, R, B, P, w_scale, w_zp, r_scale, r_zp, hidden, acts, clip,
                      dirs=dirs, hidden=H, input_size=I)
 
 
-def convert_graph(graph, mode):
-    """Repack every packed float LSTM/RNN layer of a planned graph with ``mode``
-    weights ("int8" or "bf16"; "float32" returns the graph).  GRU layers stay
-    float32 (named in the returned list of (node name, reason))."""
+def convert_graph(graph, mode, _outer=None):
+    """Repack every packed float LSTM, GRU and RNN layer of a graph -- and of the
+    graphs inside its If, Loop and Scan nodes -- with ``mode`` weights ("int8"
+    or "bf16"; "float32" returns the graph).  Returns (graph, kept): ``kept``
+    names layers left float32 (none today) with the reason."""
     from dataclasses import replace
+
+    from .ir import Graph
+    from .simplify import simplify
     if mode in (None, "float32"):
         return graph, []
     if mode not in MODES:
@@ -258,7 +262,22 @@ def convert_graph(graph, mode):
         if lay is not None and isinstance(lay.packed, pack.PackedLayer):
             low = lowp_from_packed(lay.spec.op, lay.spec.desc.gates, lay.packed, mode)
             n = replace(n, layer=replace(lay, packed=low))
+        subs = {k: v for k, v in n.attrs.items() if isinstance(v, Graph)}
+        if subs:
+            # a layer in a branch or body whose weights are (made from) outer
+            # constants is folded and packed here, with those constants
+            # (pack_graph keeps only the ones still read)
+            seen = {**(_outer or {}), **graph.initializers}
+            attrs = dict(n.attrs)
+            for k, g in subs.items():
+                g = pack.pack_graph(simplify(replace(g, initializers={**seen,
+                                                                      **g.initializers})))
+                attrs[k], more = convert_graph(g, mode, seen)
+                kept.extend(more)
+            n = replace(n, attrs=attrs)
         nodes.append(n)
+    if _outer is not None:
+        return replace(graph, nodes=nodes), kept
     meta = dict(graph.metadata)
     meta["custom:fastlstm.weights"] = mode
     if kept:
