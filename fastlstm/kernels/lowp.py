@@ -191,7 +191,7 @@ def int8_gemm(M, Kq, N, c0, c1, x, w, bias, out):
 
 LANES = config.TILE
 PANEL = config.PANEL
-_MAXR = 4
+_MAXR = 2       # AVX2: <16 x float> is two ymm registers (see bf16_panel_gemm)
 
 
 def _make_bf16_tile(MR, NV):
@@ -260,39 +260,14 @@ def _make_bf16_tile(MR, NV):
     return tile
 
 
-_B = {(mr, nv): _make_bf16_tile(mr, nv) for mr in range(1, _MAXR + 1) for nv in range(1, 5)}
-b1_1, b1_2, b1_3, b1_4 = (_B[(1, v)] for v in range(1, 5))
-b2_1, b2_2, b2_3, b2_4 = (_B[(2, v)] for v in range(1, 5))
-b3_1, b3_2, b3_3, b3_4 = (_B[(3, v)] for v in range(1, 5))
-b4_1, b4_2, b4_3, b4_4 = (_B[(4, v)] for v in range(1, 5))
+b1_1, b1_2, b1_3, b1_4 = (_make_bf16_tile(1, v) for v in range(1, 5))
+b2_1, b2_2 = (_make_bf16_tile(2, v) for v in range(1, 3))
 
 
 @njit(types.void(_I, _I, _I, F32P, _I, _I, F32P, _I, _I, F32P, _I, _I), **_jit)
 def _btile(mr, nv, K, a, aoff, lda, w, woff, ldw, out, ooff, ldo):
-    if mr == 4:
-        if nv == 4:
-            b4_4(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
-        elif nv == 3:
-            b4_3(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
-        elif nv == 2:
-            b4_2(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
-        else:
-            b4_1(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
-    elif mr == 3:
-        if nv == 4:
-            b3_4(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
-        elif nv == 3:
-            b3_3(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
-        elif nv == 2:
-            b3_2(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
-        else:
-            b3_1(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
-    elif mr == 2:
-        if nv == 4:
-            b2_4(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
-        elif nv == 3:
-            b2_3(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
-        elif nv == 2:
+    if mr == 2:
+        if nv == 2:
             b2_2(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
         else:
             b2_1(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
@@ -321,8 +296,16 @@ def bf16_panel_gemm(M, K, N, c0, c1, a, aoff, lda, wp, woff, out, ooff, ldo, rev
         m = 0
         while m < M:
             mr = min(_MAXR, M - m)
-            _btile(mr, nv, K, a, aoff + m * lda, lda, wp, woff + n0 * K, width, out,
-                   ooff + m * ldo + n0, ldo)
+            if mr == 1:
+                _btile(1, nv, K, a, aoff + m * lda, lda, wp, woff + n0 * K, width, out,
+                       ooff + m * ldo + n0, ldo)
+            else:
+                # two rows: 32 columns at a time (8 ymm accumulators; a 2 x 64
+                # tile needs 16 and spills on AVX2)
+                for v0 in range(0, nv, 2):
+                    _btile(2, min(2, nv - v0), K, a, aoff + m * lda, lda, wp,
+                           woff + n0 * K + 16 * v0, width, out, ooff + m * ldo + n0 + 16 * v0,
+                           ldo)
             m += mr
 
 
