@@ -5,6 +5,21 @@ so only the .onnx files are committed.
     pip install torch==2.13.0 onnxscript && python tools/make_torch_models.py
 
 Each model is small (input 8, hidden 12) and has dynamic batch and time axes.
+
+    python tools/make_torch_models.py --tasks [--task crnn speech kws char s2s]
+                                      [--train-seconds 60]
+
+makes the task models of tests/models/tasks (see ``make_tasks``): a CRNN text
+reader, a DeepSpeech-2-like speech model, a keyword spotter, a one-step char
+LM with state in and out, and an encoder-decoder with attention (encoder,
+decoder step, and the greedy decoder scripted into one graph with a Loop),
+through both exporters where they work.  The CRNN, the char LM and the
+encoder-decoder train for ``--train-seconds`` each on synthetic data first.
+The BiLSTM of the CRNN has H=128, not 256: at 256 its weights alone are
+9.4 MB per file.  The committed files were trained on a machine shared by many
+jobs, so they got a few hundred steps at most: the char LM continues its text
+in part, the encoder-decoder reverses short digit strings, and the CRNN does
+not read yet (the tests compare its decode with onnxruntime's).
 """
 import argparse
 import os
