@@ -399,11 +399,11 @@ def child(args):
     spec = case_spec(args.case, args.silero)
     eng = _engine(args.engine, spec, args.max_batch, args.max_wait_us)
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.verbose else None
-    start = args.start or (64 if args.engine == "fastlstm" or args.engine == "ort-batched"
-                           else 16)
-    limit = args.limit if args.engine != "ort-per-stream" else min(args.limit, 2048)
+    start = args.start or {"fastlstm": 256, "ort-batched": 64}.get(args.engine, 32)
+    # (one onnxruntime session per stream takes ~10 MiB: at most 640 of them)
+    limit = args.limit if args.engine != "ort-per-stream" else min(args.limit, 640)
     n, best, trials = capacity(eng, args.seconds, args.p99_ms / 1e3, start, limit, log)
-    mem = eng.memory(min(max(n, 16), 4096 if args.engine != "ort-per-stream" else 256))
+    mem = eng.memory(min(max(n, 16), 4096 if args.engine != "ort-per-stream" else 64))
     out = dict(case=args.case, engine=args.engine, streams=n,
                p50_ms=best and best["p50_ms"], p99_ms=best and best["p99_ms"],
                cpu_us_per_chunk=best and best["cpu_us_per_chunk"],
