@@ -261,3 +261,31 @@ def test_loop_with_lstm_step(weights_outside):
     assert lstm.packed is not None
     sess.run(None, feeds[0])
     assert loops[0].plan is plan
+
+
+@pytest.mark.parametrize("specialise", [False, True])
+def test_shapes_of_control_flow_outputs_are_not_cached(monkeypatch, specialise):
+    """The executor caches shape arithmetic per input shapes; the shape of an
+    If or Loop output depends on input values (the branch, the trip count), so
+    a Shape of it must be computed on every run."""
+    from fastlstm import config
+    monkeypatch.setattr(config, "SPECIALISE", specialise)
+    then_g = helper.make_graph([helper.make_node("Concat", ["x", "x"], ["a"], axis=0)], "t",
+                               [], [vi("a", F, None)])
+    else_g = helper.make_graph([helper.make_node("Identity", ["x"], ["b"])], "e", [],
+                               [vi("b", F, None)])
+    body = helper.make_graph([helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+                              helper.make_node("Identity", ["x"], ["row"])], "body",
+                             [vi("i", I64, []), vi("cond_in", BOOL, [])],
+                             [vi("cond_out", BOOL, []), vi("row", F, None)])
+    nodes = [helper.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g),
+             helper.make_node("Shape", ["y"], ["sy"]),
+             helper.make_node("Loop", ["M", ""], ["rows"], body=body),
+             helper.make_node("Shape", ["rows"], ["sr"])]
+    blob = model(nodes, [vi("c", BOOL, []), vi("M", I64, []), vi("x", F, [2])],
+                 [vi("sy", I64, [1]), vi("sr", I64, [2])])
+    sess = fastlstm.InferenceSession(blob)
+    x = np.ones(2, np.float32)
+    for c, m in ((True, 3), (True, 3), (False, 3), (False, 5), (True, 1), (False, 0)):
+        sy, sr = sess.run(None, {"c": np.array(c), "M": np.array(m, np.int64), "x": x})
+        assert sy.tolist() == [4 if c else 2] and sr.tolist() == ([m, 2] if m else [0])

@@ -77,9 +77,12 @@ class IfRunner:
 
 
 @op("If", since=1, attrs=["then_branch", "else_branch"], inputs=(1, 1 << 20),
-    outputs=(1, 1 << 20), runner=IfRunner, foldable=False)
+    outputs=(1, 1 << 20), shape_params=tuple(range(1024)), runner=IfRunner, foldable=False)
 def if_(node, ins, n):
     """Run one of two subgraphs, chosen by a boolean condition."""
+    # (every input is declared shape-setting: which branch runs, and what it
+    # computes from the values it reads, sets the output shapes; so a Shape of
+    # an If output is never cached per input shapes by the executor)
     raise InvalidModel(f"{node.describe()}: an If runs through its runner")
 
 
