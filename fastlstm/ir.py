@@ -162,3 +162,5 @@ class Graph:
     initializers: Dict[str, np.ndarray]
     opsets: Dict[str, int]
     metadata: Dict[str, str] = field(default_factory=dict)
+    #: for a subgraph (If branch, Loop body): the enclosing scopes' values it reads
+    captures: Tuple[str, ...] = ()

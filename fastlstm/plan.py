@@ -263,17 +263,19 @@ class Plan:
                 if o not in self.output_names:
                     raise InvalidInput(f"'{o}' is not an output of this model; its outputs "
                                        f"are {self.output_names}")
-        values = self.check_inputs(feed, optional)
         spec = self._specialiser
+        key = None
         if spec is not None and outer is None and record is None:
-            key = spec.key(values, outputs, optional, run_all)
+            key = spec.key(feed, outputs, optional, run_all)
             if key is not None:
                 fn = spec.lookup(key)
                 if fn is not None:
-                    return self._run_fast(fn, values, ctx)
-                done = spec.note(key, values, outputs, ctx, optional, run_all)
-                if done is not None:
-                    return done
+                    return self._run_fast(fn, feed, ctx)
+        values = self.check_inputs(feed, optional)
+        if key is not None and all(values[n] is feed[n] for n in values):
+            done = spec.note(key, values, outputs, ctx, optional, run_all)
+            if done is not None:
+                return done
         if outer:       # a subgraph reads its enclosing scope's values
             values.update(outer)
         if self.constants:

@@ -9,7 +9,11 @@
 - dead nodes (whose outputs nothing reads) are removed;
 - the Transpose that follows a recurrent node's Y to put batch before
   direction ([T, D, B, H] -> [T, B, D, H]) is folded into how the kernels write
-  Y, so the Reshape after it is a free view.
+  Y, so the Reshape after it is a free view;
+- an If whose condition is a constant is replaced by the nodes of the branch
+  it takes (repeated with folding until no such If is left);
+- Identity nodes are dropped (their readers read the source), except where
+  they produce a graph output.
 """
 from dataclasses import replace
 
@@ -114,6 +118,106 @@ def fuse_y_transpose(graph):
     return replace(graph, nodes=[n for n in nodes if id(n) not in drop])
 
 
+def _defined_names(graph):
+    names = {vi.name for vi in graph.inputs} | set(graph.initializers)
+    for n in graph.nodes:
+        names.update(o for o in n.outputs if o)
+    return names
+
+
+def rename_values(graph, mapping):
+    """``graph`` with value names replaced by ``mapping`` everywhere, subgraphs
+    (their outer-scope reads) included."""
+    if not mapping:
+        return graph
+
+    def node(n):
+        attrs = n.attrs
+        if any(hasattr(v, "nodes") for v in attrs.values()):
+            attrs = {k: rename_values(v, mapping) if hasattr(v, "nodes") else v
+                     for k, v in attrs.items()}
+        return replace(n, inputs=tuple(mapping.get(i, i) for i in n.inputs),
+                       outputs=tuple(mapping.get(o, o) for o in n.outputs), attrs=attrs)
+
+    return replace(
+        graph, nodes=[node(n) for n in graph.nodes],
+        initializers={mapping.get(k, k): v for k, v in graph.initializers.items()},
+        inputs=[replace(v, name=mapping.get(v.name, v.name)) for v in graph.inputs],
+        outputs=[replace(v, name=mapping.get(v.name, v.name)) for v in graph.outputs],
+        captures=tuple(mapping.get(c, c) for c in graph.captures))
+
+
+def inline_constant_ifs(graph):
+    """Splice in the branch of every If whose condition is a constant.
+
+    Returns (graph, whether anything changed).  Names the branch defines that
+    clash with the enclosing graph's are renamed."""
+    from .ir import Node
+    from .ops.control import condition
+    consts = graph.initializers
+    if not any(n.op_type == "If" and n.inputs[0] in consts for n in graph.nodes):
+        return graph, False
+    taken = _defined_names(graph)
+    inits = dict(consts)
+    nodes = []
+    for n in graph.nodes:
+        if n.op_type != "If" or n.inputs[0] not in consts:
+            nodes.append(n)
+            continue
+        branch = condition(n, consts[n.inputs[0]])
+        mapping = {}
+        for name in _defined_names(branch):
+            new, k = name, 0
+            while new in taken:
+                k += 1
+                new = f"{name}~{k}"
+            taken.add(new)
+            if new != name:
+                mapping[name] = new
+        branch = rename_values(branch, mapping)
+        inits.update(branch.initializers)
+        nodes.extend(branch.nodes)
+        for out, vi in zip(n.outputs, branch.outputs):
+            if out:
+                nodes.append(Node("Identity", f"{n.name}/{out}", (vi.name,), (out,), {}, "", 1))
+    return replace(graph, nodes=nodes, initializers=inits), True
+
+
+def drop_identities(graph):
+    """Readers of an Identity's output read its input instead (kept where the
+    output is a graph output)."""
+    outputs = {o.name for o in graph.outputs}
+    alias = {}
+    nodes = []
+    for n in graph.nodes:
+        if n.op_type == "Identity" and n.outputs[0] not in outputs:
+            alias[n.outputs[0]] = alias.get(n.inputs[0], n.inputs[0])
+            continue
+        nodes.append(n)
+    if not alias:
+        return graph
+    g = replace(graph, nodes=nodes)
+    # only reads are renamed: the aliased names are no longer defined anywhere
+    return rename_values(g, alias)
+
+
+def fold(graph):
+    """Fold constants and splice constant Ifs until neither changes the graph."""
+    graph = fold_constants(graph)
+    changed = True
+    while changed:
+        graph, changed = inline_constant_ifs(graph)
+        if changed:
+            graph = fold_constants(graph)
+    return graph
+
+
+def simplify_subgraph(graph):
+    """The passes that are valid inside a branch or loop body."""
+    return drop_dead(drop_identities(fold(graph)))
+
+
 def simplify(graph):
     """All passes, in order."""
-    return fuse_y_transpose(drop_dead(drop_zero_states(fold_constants(graph))))
+    graph = drop_dead(drop_zero_states(drop_identities(fold(graph))))
+    return fuse_y_transpose(graph)
