@@ -41,8 +41,6 @@ __all__ = ["ctc_greedy", "ctc_beam_search", "greedy", "beam_search", "sample",
 
 _jit = dict(nogil=True, cache=config.NUMBA_CACHE, error_model=config.NUMBA_ERROR_MODEL)
 
-_NEG_INF = -np.inf
-
 
 # --------------------------------------------------------------------------- CTC
 

@@ -3,7 +3,6 @@ loop-carried state, scan outputs, outer-scope reads, Scan over several
 inputs with their own axes and directions, a Loop whose body holds an LSTM
 step, and the forms of every opset that has one."""
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
