@@ -39,7 +39,9 @@ from .errors import InvalidInput
 __all__ = ["ctc_greedy", "ctc_beam_search", "greedy", "beam_search", "sample",
            "session_step", "stream_step", "select_rows"]
 
-_jit = dict(nogil=True, cache=config.NUMBA_CACHE, error_model=config.NUMBA_ERROR_MODEL)
+#: the kernels' options, without fastmath: log-probabilities of -inf (impossible
+#: prefixes) must stay -inf through additions and comparisons
+_jit = config.jit_options(fastmath=set())
 
 
 # --------------------------------------------------------------------------- CTC
