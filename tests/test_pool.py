@@ -82,7 +82,8 @@ def test_silero_hundreds_of_streams_random_order_join_leave(silero):
         want, want_state = _silero_alone(silero, audio[s])
         np.testing.assert_allclose(np.concatenate(got[s]), np.concatenate(want), atol=1e-6,
                                    rtol=0)
-        np.testing.assert_allclose(finals[s], want_state, atol=1e-6, rtol=0)
+        # (the LSTM's c grows past 1: 1e-6 relative there)
+        np.testing.assert_allclose(finals[s], want_state, atol=1e-6, rtol=1e-6)
     pool.shutdown()
 
 
