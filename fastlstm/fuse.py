@@ -56,10 +56,10 @@ def kernel_source(n_inputs, scalar_inputs, body, result, n_const=0):
         "import math",
         "import numpy as np",
         "from numba import njit",
+        "from fastlstm import config",
         "from fastlstm.kernels.scalar import *  # noqa",
         "",
-        f"@njit(nogil=True, cache={bool(config.NUMBA_CACHE)}, "
-        f"error_model={config.NUMBA_ERROR_MODEL!r})",
+        "@njit(**config.jit_options())",
         f"def fused(out{args}):",
         "    o = out.reshape(-1)",
     ]

@@ -35,7 +35,6 @@ MAX_SPECIALISATIONS = 32
 #: A value of at most this many elements may be part of a signature.
 MAX_KEY_ELEMENTS = 16
 
-_RECURRENT = ("LSTM", "GRU", "RNN")
 
 #: Ops whose outputs depend on input values through a subgraph (a branch, a
 #: trip count or condition): never static, never fixed by a signature.  (The
@@ -116,7 +115,7 @@ def signature_values(graph, key_inputs=()):
             continue
         if n.op_type in _CONTROL:
             continue        # output shapes depend on the branch or trip count: not static
-        if n.op_type in _RECURRENT:
+        if n.layer is not None:        # a recurrent layer: Y's shape follows X's
             if n.inputs[0] in static:
                 static.update(outs)
             continue

@@ -18,8 +18,7 @@ _F0 = np.float32(0.0)
 _F1 = np.float32(1.0)
 _FH = np.float32(0.5)
 
-_opts = dict(cache=config.NUMBA_CACHE, nogil=True, inline="always",
-             error_model=config.NUMBA_ERROR_MODEL)
+_opts = config.jit_options(inline="always")
 
 
 @njit(**_opts)

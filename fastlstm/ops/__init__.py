@@ -9,6 +9,7 @@ so far; it returns the node's outputs in order.
 from . import control, elementwise, linear, reduce, shape  # noqa: F401  (declare the ops)
 from .basic import GlueRunner
 from .recurrent import RecurrentRunner
+from .recurrent_ops import RECURRENT_OPS
 from .table import OPS
 
 for _family in ("conv", "norm", "quantized"):
@@ -19,4 +20,4 @@ for _family in ("conv", "norm", "quantized"):
             raise
 
 RUNNERS = {name: (d.runner or GlueRunner) for name, d in OPS.items()}
-RUNNERS.update({"LSTM": RecurrentRunner, "GRU": RecurrentRunner, "RNN": RecurrentRunner})
+RUNNERS.update({op: RecurrentRunner for op in RECURRENT_OPS})

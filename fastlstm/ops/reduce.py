@@ -144,7 +144,7 @@ def topk_10(node, ins, n):
     return _topk(node, ins[0], int(np.asarray(ins[1]).reshape(-1)[0]))
 
 
-@njit(cache=config.NUMBA_CACHE, nogil=True)
+@njit(**config.jit_options())
 def _softmax_rows(x, out, log):
     """Softmax or log-softmax of each row of a 2-D array (one pass of numpy
     calls per row would cost more than the arithmetic for the small heads of
