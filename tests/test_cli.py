@@ -109,7 +109,6 @@ def test_bench_writes_ratios_and_floors(tmp_path):
     assert row["case"] == "stream" and row["threads"] == 1
     assert row["max_abs_err"] < 1e-5
     assert row["ratio"] == pytest.approx(row["onnxruntime_s"] / row["fastlstm_s"])
-    # the floor only counts reading the weights and the FMAs: below both engines
     # (the floor is an estimate from timings on a shared machine: comparing it
     # with the engines' times would be a timed assertion)
     assert row["floor_s"] > 0 and row["best_ratio"] > 0
