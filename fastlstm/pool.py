@@ -134,6 +134,11 @@ class _Stream:
 
 _callbacks_lock = threading.Lock()
 
+#: Futures of ``apush`` answered and not yet handed to their event loops: the
+#: worker hands each loop its batch's results in one ``call_soon_threadsafe``
+#: (one wake-up of the loop per batch, not one per chunk).
+_async_done = deque()
+
 
 class PoolFuture:
     """The result of one pushed chunk, to come (what ``submit`` returns).
@@ -144,7 +149,7 @@ class PoolFuture:
     and one lock.
     """
     __slots__ = ("stream", "chunk", "key", "t0", "t_done", "_lock", "_done", "_value",
-                 "_error", "_callbacks")
+                 "_error", "_callbacks", "_aloop", "_afut")
 
     def __init__(self, stream=None, chunk=None, key=None):
         self.stream, self.chunk, self.key = stream, chunk, key
@@ -154,6 +159,7 @@ class PoolFuture:
         self._done = False
         self._value = self._error = None
         self._callbacks = None
+        self._aloop = self._afut = None     # set by apush: its event loop and future
 
     def done(self):
         """Whether the result (or error) is there."""
@@ -197,6 +203,8 @@ class PoolFuture:
             self._done = True
             cbs, self._callbacks = self._callbacks, None
         self._lock.release()
+        if self._aloop is not None:
+            _async_done.append(self)
         for fn in cbs or ():
             try:
                 fn(self)
@@ -590,7 +598,7 @@ class StreamPool:
             return False
         return sig in self._fast
 
-    def submit(self, stream_id, chunk):
+    def submit(self, stream_id, chunk, _aloop=None, _afut=None):
         """Queue a chunk of a stream; returns a :class:`PoolFuture` of its result
         (a dict output name -> array).  A stream's chunks run in the order they
         were submitted."""
@@ -616,6 +624,8 @@ class StreamPool:
                 return fut
             st.submitted += 1
             fut = PoolFuture(st, arrays, key)
+            if _aloop is not None:
+                fut._aloop, fut._afut = _aloop, _afut
             q = self._queue
             q.append(fut)
             if len(q) == 1 or len(q) == self.max_batch:
@@ -627,16 +637,13 @@ class StreamPool:
         return self.submit(stream_id, chunk).result(timeout)
 
     async def apush(self, stream_id, chunk):
-        """``push`` for asyncio: awaits the result without blocking the loop."""
-        fut = self.submit(stream_id, chunk)
-        if fut.done():
-            return fut.result()
+        """``push`` for asyncio: awaits the result without blocking the loop.
+        (The worker wakes each loop once per batch, with all its results.)"""
         loop = asyncio.get_running_loop()
         done = loop.create_future()
-
-        def wake(f):
-            loop.call_soon_threadsafe(_settle, done, f)
-        fut.add_done_callback(wake)
+        fut = self.submit(stream_id, chunk, loop, done)
+        if fut._aloop is None:          # refused before it was queued
+            return fut.result()
         return await done
 
     def shutdown(self):
@@ -710,6 +717,8 @@ class StreamPool:
                             self._release(st)
             self.batches += 1
             self.chunks += len(live)
+            if _async_done:
+                _wake_loops()
             hook = self.on_batch
             if hook is not None and live:
                 hook(len(live), time.perf_counter() - t)
@@ -936,13 +945,31 @@ class StreamPool:
         return cand[0]
 
 
-def _settle(afut, fut):
-    if afut.cancelled():
-        return
-    if fut._error is not None:
-        afut.set_exception(fut._error)
-    else:
-        afut.set_result(fut._value)
+def _wake_loops():
+    """Hand the answered ``apush`` futures to their loops, one call per loop."""
+    by_loop = {}
+    while _async_done:
+        try:
+            f = _async_done.popleft()
+        except IndexError:
+            break
+        by_loop.setdefault(f._aloop, []).append(f)
+    for loop, futs in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle_all, futs)
+        except RuntimeError:        # the loop is closed: nobody waits any more
+            pass
+
+
+def _settle_all(futs):
+    for fut in futs:
+        afut = fut._afut
+        if afut.done():
+            continue
+        if fut._error is not None:
+            afut.set_exception(fut._error)
+        else:
+            afut.set_result(fut._value)
 
 
 def _np_dtype(type_str):
