@@ -612,3 +612,213 @@ def avg_pool(x, geo, y):
                     div = cpad if incl != 0 else cnt
                     y[k] = s / np.float32(div) if div > 0 else np.float32(np.nan)
                     k += 1
+
+
+# ---- Conv through the packed panel GEMM (``fastlstm.kernels.gemm``) ---------------
+#
+# For group == 1 the convolution is the product
+#     Y^T[rows, COUT] = A[rows, K] @ Wt[K, COUT],  K = taps * CIN,
+# rows = (n, od, oh, ow), A the im2col matrix whose columns run taps outer,
+# input channels inner: A[row, ((kd*KH + kh)*KW + kw)*CIN + c].  Wt is packed
+# once at load (``fastlstm.ops.conv``) in the 64-column panels of
+# ``fastlstm.pack.to_panels``, COUT zero-padded to a multiple of 16, then the
+# bias.  The register tiles of ``kernels.simd`` (4 rows x 64 columns in 16
+# vector registers) do the sums; rows are built per chunk of GEMM_ROWS into a
+# scratch buffer (per call, so threads never share it) sized to stay in L2
+# with the weights.  A one-channel 1-D conv that reads no padding (an STFT:
+# overlapping windows of X) is read in place, row r at X + r*stride.  The
+# output tile is written transposed into Y (channels first) with the bias and
+# the fused activation.
+
+from .gemm import _tile as _gemm_tile       # noqa: E402
+from .simd import PANEL as _GPANEL          # noqa: E402
+
+_F32P = types.CPointer(types.float32)
+#: floats of im2col rows a chunk holds (256 KB: stays in L2 beside the weights)
+GEMM_CHUNK = 65536
+#: rows of a chunk at most
+GEMM_ROWS = 256
+
+
+@intrinsic
+def _fptr(typingctx, arr):
+    """The data pointer of a float32 array (the panel GEMM takes pointers)."""
+    sig = _F32P(arr)
+
+    def codegen(context, builder, signature, args):
+        return context.make_array(signature.args[0])(context, builder, args[0]).data
+    return sig, codegen
+
+
+@njit(**_jit)
+def gemm_inplace(geo):
+    """Whether ``conv_gemm`` reads X in place (one channel, 1-D, no padding
+    read, unit dilation; one row of output, or rows long enough that the tiles
+    of a row are mostly full: else rows are copied, so that tiles run across
+    batch items)."""
+    CIN, W, OW, KD, KH, KW = geo[2], geo[8], geo[11], geo[12], geo[13], geo[14]
+    SW, DW, PD, PH, PW = geo[17], geo[20], geo[21], geo[22], geo[23]
+    N, OD, OH = geo[0], geo[9], geo[10]
+    return (CIN == 1 and KD == 1 and KH == 1 and DW == 1 and PD == 0 and PH == 0 and
+            PW == 0 and (OW - 1) * SW + KW <= W and (N * OD * OH == 1 or OW >= 24))
+
+
+#: The register tile on a host without AVX-512: ``kernels.simd``'s tiles are
+#: 16 floats per vector, which AVX2 splits in two ymm registers; its widest
+#: tile (4 x 64) then needs 32 of the 16 registers and spills, and even its
+#: 4 x 16 strip measured 19-20 GMAC/s here against 29-33 for this module's
+#: own 4-position tile and 35-38 for a 6-position one (12 ymm accumulators),
+#: on the same panels (1176 x 256 @ 256 x 272, 1176 x 387 @ 387 x 128, one
+#: thread, Zen 3/4 without AVX-512).  So there the panels are read 16 columns at
+#: a time by ``_t6`` (then ``_tile`` for the last rows); with AVX-512 by the
+#: panel GEMM's own tiles, 4 rows x a whole panel.
+GEMM_STRIPS = LANES < 16
+_t6 = _make_tile(6, 1)
+
+
+@njit(**_jit)
+def _gemm_panels(mb, K, Np, a, aoff, lda, w, o, acc):
+    """o[mb, Np] = a[mb rows lda apart from aoff, K] @ Wt[K, Np] (panels at the
+    start of w); ``acc`` is a tile's scratch (6*NC floats)."""
+    if not GEMM_STRIPS:
+        o[:mb * Np] = 0
+        ap, wp, op = _fptr(a), _fptr(w), _fptr(o)
+    for p in range((Np + _GPANEL - 1) // _GPANEL):
+        n0 = p * _GPANEL
+        width = min(_GPANEL, Np - n0)
+        nv = width // 16
+        if GEMM_STRIPS:
+            for v in range(nv):
+                c0 = n0 + 16 * v
+                wo = n0 * K + 16 * v
+                m = 0
+                while m < mb:
+                    mr = 6 if mb - m >= 6 else min(4, mb - m)
+                    parts = 1
+                    if mr == 6:
+                        _t6(1, 0, 0, 1, 0, 0, K, 1, width, a, aoff + m * lda, lda, 0, w, wo, 0,
+                            acc, 0)
+                    else:
+                        parts = _tile(mr, 1, 0, 0, 1, 0, 0, K, 1, width, a, aoff + m * lda, lda,
+                                      w, wo, acc, 0)
+                    for r in range(mr):
+                        ob = (m + r) * Np + c0
+                        for cc in range(16):
+                            o[ob + cc] = acc[r * NC + cc]
+                        for q in range(1, parts):
+                            aq = (q * mr + r) * NC
+                            for cc in range(16):
+                                o[ob + cc] += acc[aq + cc]
+                    m += mr
+        else:
+            m = 0
+            while m < mb:
+                mr = min(4, mb - m)
+                _gemm_tile(mr, nv, K, ap, aoff + m * lda, lda, wp, n0 * K, width, op,
+                           m * Np + n0, Np)
+                m += 4
+
+
+@njit(**_jit)
+def _gemm_store(o, mb, Np, COUT, ospace, yrow, w, BIAS, ACT, y):
+    """y[yrow[r] + c*ospace] = act(o[r, c] + bias[c]) for r < mb, c < COUT."""
+    for c in range(COUT):
+        b = w[BIAS + c]
+        yo = c * ospace
+        if ACT == ACT_RELU:
+            for r in range(mb):
+                v = o[r * Np + c] + b
+                y[yrow[r] + yo] = np.float32(0) if v < 0 else v
+        elif ACT == ACT_SIGMOID:
+            for r in range(mb):
+                y[yrow[r] + yo] = _sigmoid(o[r * Np + c] + b)
+        else:
+            for r in range(mb):
+                y[yrow[r] + yo] = o[r * Np + c] + b
+
+
+@_entry(_SIG_CONV)
+def conv_gemm(x, w, geo, y):
+    """Conv (group 1) as a product against Wt packed in panels (see above)."""
+    N, CIN, COUT = geo[0], geo[2], geo[4]
+    D, H, W, OD, OH, OW = geo[6], geo[7], geo[8], geo[9], geo[10], geo[11]
+    KD, KH, KW, SD, SH, SW = geo[12], geo[13], geo[14], geo[15], geo[16], geo[17]
+    DD, DH, DW, PD, PH, PW = geo[18], geo[19], geo[20], geo[21], geo[22], geo[23]
+    BIAS, ACT = geo[G_BIAS], geo[G_ACT]
+    taps = KD * KH * KW
+    K = taps * CIN
+    Np = (COUT + 15) // 16 * 16
+    ospace = OD * OH * OW
+    plane = D * H * W
+    acc = np.empty(6 * NC, np.float32)
+    if gemm_inplace(geo):
+        MB = min(GEMM_ROWS, OW)
+        o = np.empty(MB * Np, np.float32)
+        yrow = np.empty(MB, np.int64)
+        for n in range(N):
+            for od in range(OD):
+                for oh in range(OH):
+                    a0 = n * plane + (od * SD * H + oh * SH) * W
+                    pos0 = (od * OH + oh) * OW
+                    ow0 = 0
+                    while ow0 < OW:
+                        mb = min(MB, OW - ow0)
+                        _gemm_panels(mb, K, Np, x, a0 + ow0 * SW, SW, w, o, acc)
+                        for r in range(mb):
+                            yrow[r] = n * COUT * ospace + pos0 + ow0 + r
+                        _gemm_store(o, mb, Np, COUT, ospace, yrow, w, BIAS, ACT, y)
+                        ow0 += mb
+        return
+    M = N * ospace
+    MB = GEMM_CHUNK // K // 12 * 12
+    if MB < 12:
+        MB = 12
+    if MB > GEMM_ROWS:
+        MB = GEMM_ROWS
+    if MB > M:
+        MB = M
+    Dp, Hp, Wp = D + PD + geo[G_QD], H + PH + geo[G_QH], W + PW + geo[G_QW]
+    xt = np.empty(CIN * Dp * Hp * Wp, np.float32)
+    cur = -1
+    run = KW * CIN
+    a = np.empty(MB * K, np.float32)
+    o = np.empty(MB * Np, np.float32)
+    yrow = np.empty(MB, np.int64)
+    m0 = 0
+    while m0 < M:
+        mb = min(MB, M - m0)
+        # im2col rows m0 .. m0+mb-1: taps outer, channels inner, copied from a
+        # zero-padded channels-last copy of the row's batch item (made once per
+        # item: rows run in order), a run of KW*CIN floats per (kd, kh) tap
+        for r in range(mb):
+            m = m0 + r
+            n = m // ospace
+            pos = m - n * ospace
+            od = pos // (OH * OW)
+            oh = (pos // OW) % OH
+            ow = pos % OW
+            yrow[r] = n * COUT * ospace + pos
+            if n != cur:
+                _pad_copy_nhwc(x, n * CIN * plane, CIN, D, H, W, PD, PH, PW, Dp, Hp, Wp, xt)
+                cur = n
+            dst = r * K
+            for kd in range(KD):
+                iz = od * SD + kd * DD
+                for kh in range(KH):
+                    base = ((iz * Hp + oh * SH + kh * DH) * Wp + ow * SW) * CIN
+                    if DW == 1:
+                        av = a[dst:dst + run]
+                        sv = xt[base:base + run]
+                        for i in range(run):
+                            av[i] = sv[i]
+                        dst += run
+                    else:
+                        for kw in range(KW):
+                            av = a[dst:dst + CIN]
+                            sv = xt[base + kw * DW * CIN:base + kw * DW * CIN + CIN]
+                            for i in range(CIN):
+                                av[i] = sv[i]
+                            dst += CIN
+        _gemm_panels(mb, K, Np, a, 0, K, w, o, acc)
+        _gemm_store(o, mb, Np, COUT, ospace, yrow, w, BIAS, ACT, y)
+        m0 += mb

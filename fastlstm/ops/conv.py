@@ -168,13 +168,39 @@ def _geo(N, G, CIN, COUT, insz, outsz, ks, strides, dil, pb, pe, extra):
 # ---- Conv and ConvTranspose -----------------------------------------------------------
 
 class _Packed:
-    """Weights of one node in the kernel's layout, and what they imply."""
-    __slots__ = ("w", "kernel", "wshape", "cin", "cout", "bias_off", "np_", "panel")
+    """Weights of one node in the kernel's layout, and what they imply.
+    ``gemm`` is (weights, bias offset) for ``conv_gemm``, packed on first use
+    (shared by the runners ``fused`` makes); None until then and for nodes the
+    GEMM does not run (ConvTranspose, groups)."""
+    __slots__ = ("w", "kernel", "wshape", "cin", "cout", "bias_off", "np_", "panel", "gemm",
+                 "_W", "_B")
 
-    def __init__(self, w, kernel, wshape, cin, cout, bias_off, np_, panel):
+    def __init__(self, w, kernel, wshape, cin, cout, bias_off, np_, panel, W=None, B=None):
         self.w, self.kernel, self.wshape = w, kernel, wshape
         self.cin, self.cout, self.bias_off, self.np_, self.panel = \
             cin, cout, bias_off, np_, panel
+        self.gemm = None
+        self._W, self._B = W, B     # the node's weights while the GEMM packing may be needed
+
+    def gemm_weights(self):
+        """(flat weights, bias offset) for ``conv_gemm``: Wt[taps*CIN, COUT] (rows
+        taps outer, channels inner; columns zero-padded to a multiple of 16) in
+        the 64-column panels of ``fastlstm.pack.to_panels``, then the bias."""
+        g = self.gemm
+        if g is None:
+            from ..pack import to_panels
+            W, B = self._W, self._B
+            cout, cin = W.shape[0], W.shape[1]
+            taps = int(np.prod(W.shape[2:], dtype=np.int64))
+            npad = -(-cout // 16) * 16
+            wt = np.zeros((taps * cin, npad), np.float32)
+            wt[:, :cout] = W.reshape(cout, cin, taps).transpose(2, 1, 0).reshape(taps * cin, cout)
+            flat = to_panels(wt)
+            bias = B.reshape(-1) if B is not None else np.zeros(cout, np.float32)
+            g = (np.ascontiguousarray(np.concatenate([flat, bias]), np.float32), flat.size)
+            self.gemm = g
+            self._W = self._B = None
+        return g
 
 
 def _pack(node, W, B):
@@ -238,7 +264,9 @@ def _pack(node, W, B):
     bias_off = flat.size
     flat = np.concatenate([flat, B.reshape(-1) if B is not None else np.zeros(cout, np.float32)])
     flat = np.array(flat, np.float32, order="C")     # our own (writable) copy
-    return _Packed(flat, kernel, W.shape, cin, cout, bias_off, np_, panel)
+    gemm = not transpose and G == 1
+    return _Packed(flat, kernel, W.shape, cin, cout, bias_off, np_, panel,
+                   W if gemm else None, B if gemm else None)
 
 
 class ConvRunner:
@@ -372,7 +400,10 @@ class ConvRunner:
             limits.check_shape([packed.cin] + [a + b + c for a, b, c in zip(insz, pb, pe)],
                                _F32, node, "the padded input")
         geo = _geo(N, G, packed.cin, packed.cout, insz, outsz, ks, strides, dil, pb, pe, extra)
-        return (geo, (N, packed.cout, *outsz), packed.kernel)
+        if (packed.gemm is not None or packed._W is not None) and _use_gemm(geo):
+            geo[K.G_BIAS] = packed.gemm_weights()[1]
+            return (geo, (N, packed.cout, *outsz), K.kernel("conv_gemm"), True)
+        return (geo, (N, packed.cout, *outsz), packed.kernel, False)
 
     def _prepare(self, x, values):
         """The fast path's tuple (input shape, geo, output shape, kernel,
@@ -393,7 +424,7 @@ class ConvRunner:
             if len(self._plans) >= 16:
                 self._plans.clear()
             self._plans[key] = plan
-        fast = (shape,) + plan + (packed.w,)
+        fast = (shape,) + plan[:3] + (packed.gemm_weights()[0] if plan[3] else packed.w,)
         if self._packed is not None:    # constant weights: the next call may skip this
             self._fast = fast
         return fast
@@ -435,6 +466,36 @@ class ConvRunner:
         except TypeError:
             f[3](xf.copy(), f[4], f[1], y.ravel())
         return y
+
+
+#: Conv through the panel GEMM (``kernels.conv.conv_gemm``): None chooses per
+#: shape (``_use_gemm``), True / False force it on / off wherever it applies
+#: (group 1) for the shapes planned from then on (tests, benchmarks).
+GEMM = None
+
+
+def _use_gemm(geo):
+    """Whether ``conv_gemm`` runs the group-1 Conv of geometry ``geo`` (else
+    the panel or direct kernel), by the measurements in
+    benchmarks/conv_speed.py."""
+    if GEMM is not None:
+        return GEMM
+    K = _kernels()
+    N, COUT, OD, OH, OW = (int(geo[i]) for i in (K.G_N, K.G_COUT, K.G_OD, K.G_OH, K.G_OW))
+    rows = N * OD * OH * OW
+    if 2 * COUT < K.NC:
+        # the direct kernel's shapes (a one-channel head): it vectorizes along
+        # the output columns, the GEMM along 16 output channels; with few
+        # columns the GEMM wins (Silero's decoder: 1.2-1.5x at batch 1, 7x at
+        # batch 293)
+        return OW < 16
+    # the panel kernel tiles the positions of one output row 4 at a time: with
+    # rows of 1, 2 or 5 positions most of its tile is idle, where the GEMM's
+    # tiles take 6 rows across output rows and batch items (Silero's encoder
+    # at batch 293: 1.3-1.8x); with full tiles the panel kernel, which reads X
+    # without copying rows, is as fast or faster (0.85-1.0x)
+    used = OW / (4 * -(-OW // 4))
+    return used < 0.75 and rows >= 6
 
 
 def _recheck(node, strides, dil, pads, G):
