@@ -46,6 +46,9 @@ from .. import config
 
 F32P = types.CPointer(types.float32)
 _jit = config.jit_options()
+#: Quantizing keeps true division (onnxruntime divides; "arcp" would let LLVM
+#: multiply by a reciprocal, one ulp away, and flip roundings at .5)
+_jit_div = config.jit_options(fastmath=set(config.NUMBA_FASTMATH) - {"arcp"})
 _I = types.int64
 _F = types.float32
 VL = 8      # int32 lanes of one AVX2 register: 8 columns x 4 k
@@ -292,7 +295,7 @@ def qgemm(M, K, N, c0, c1, a, aoff, lda, w, out, ooff, ldo, bias):
 
 # ---------------------------------------------------------------- quantizing rows
 
-@njit(types.UniTuple(_F, 2)(_F, _F, _F), **_jit)
+@njit(types.UniTuple(_F, 2)(_F, _F, _F), **_jit_div)
 def qparams(lo, hi, qmax):
     """onnxruntime's (scale, zero point) for data in [lo, hi] quantized to
     0..qmax (255 as onnxruntime; 127 for fastlstm's own rows, see ``qdot``)."""
@@ -307,7 +310,7 @@ def qparams(lo, hi, qmax):
     return scale, np.float32(np.rint(z))
 
 
-@njit(**_jit)
+@njit(**_jit_div)
 def quantize_rows(x, K, per_row, qmax):
     """Quantize rows of float32 ``x`` ([..., K], C-contiguous) into a float32
     array [..., qrow_floats(K)]: one (scale, zp) per row, or one for all rows
@@ -338,7 +341,7 @@ def quantize_rows(x, K, per_row, qmax):
     return out
 
 
-@njit(**_jit)
+@njit(**_jit_div)
 def _quantize_flat(src, soff, K, scale, zp, qmax, dst, doff):
     KG = pad4(K) // 4
     rs = 0
@@ -390,23 +393,50 @@ def pack_weights(q, scale, zp):
 
 # ---------------------------------------------------------------- inside a step
 
-@njit(types.void(F32P, _I, _I, _F, _F, _F, F32P, _I), **_jit)
+@intrinsic
+def store_u8f(typingctx, base, byte_off, value):
+    """Store float32 ``value`` (a whole number in 0..255) as one byte at byte
+    ``byte_off`` of a float32 buffer (through int32: AVX2 converts 8 at once)."""
+    sig = types.void(F32P, _I, _F)
+
+    def codegen(context, builder, signature, args):
+        base, off, v = args
+        p = builder.gep(builder.bitcast(base, ir.IntType(8).as_pointer()), [off])
+        builder.store(builder.trunc(builder.fptosi(v, ir.IntType(32)), ir.IntType(8)), p)
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@intrinsic
+def load_u8(typingctx, base, byte_off):
+    """The byte at ``byte_off`` of a float32 buffer, as an unsigned int64."""
+    sig = _I(F32P, _I)
+
+    def codegen(context, builder, signature, args):
+        base, off = args
+        p = builder.gep(builder.bitcast(base, ir.IntType(8).as_pointer()), [off])
+        return builder.zext(builder.load(p), ir.IntType(64))
+    return sig, codegen
+
+
+@njit(types.void(F32P, _I, _I, _F, _F, _F, F32P, _I), **_jit_div)
 def quantize_into(src, soff, K, scale, zp, qmax, dst, doff):
     """Quantize src[soff:soff+K] with (scale, zp) to 0..qmax into the row at
-    float32 unit ``doff`` of ``dst`` (bytes, zero padding to Kp, the tail)."""
+    float32 unit ``doff`` of ``dst`` (bytes, zero padding to Kp, the tail).
+    Two passes that each vectorize: the bytes, then their sum."""
     KG = pad4(K) // 4
     base = doff * 4
-    rs = np.int64(0)
     lo = -zp
     hi = qmax - zp
     for k in range(K):
         v = src[soff + k] / scale
         v = min(max(v, lo), hi)
-        q = np.int64(np.rint(v) + zp)
-        rs += q
-        store_u8(dst, base + k, q)
+        store_u8f(dst, base + k, np.float32(np.rint(v)) + zp)
     for k in range(K, KG * 4):
         store_u8(dst, base + k, 0)
+    rs = np.int64(0)
+    for k in range(K):
+        rs += load_u8(dst, base + k)
     dst[doff + KG] = scale
     dst[doff + KG + 1] = zp
     dst[doff + KG + 2] = np.float32(rs)
