@@ -461,3 +461,139 @@ def test_outputs_over_the_size_limit_are_refused():
         sess = _sess(op, inputs, attrs, consts=("W",))
         with pytest.raises(InvalidInput, match="the_node.*over the limit"):
             sess.run(None, {"x": x})
+
+
+# ---- Conv through the panel GEMM (kernels.conv.conv_gemm) ---------------------------------
+
+# group-1 shapes run with the GEMM forced on: odd sizes, strides, pads, dilations (along W:
+# rows copied tap by tap), batch 1 and large batches (tiles across batch items), 2-D and 3-D,
+# one-channel windows read in place (a row of output, or rows of >= 24 positions)
+GEMM_CONV = [
+    ((1, 1, 640), (258, 1, 256), True, {"strides": [128]}),               # STFT, in place
+    ((293, 1, 640), (258, 1, 256), True, {"strides": [128]}),             # copied rows
+    ((2, 1, 3300), (130, 1, 128), True, {"strides": [64]}),               # 50 per row: in place
+    ((293, 129, 4), (128, 129, 3), True, {"pads": [1, 1]}),
+    ((293, 64, 2), (64, 64, 3), True, {"pads": [1, 1], "strides": [2]}),
+    ((37, 128, 1), (1, 128, 1), True, {}),
+    ((1, 64, 1), (128, 64, 3), True, {"pads": [1, 1]}),
+    ((3, 5, 13), (7, 5, 4), False, {"strides": [3], "pads": [2, 3], "dilations": [2]}),
+    ((5, 3, 17), (37, 3, 5), True, {"pads": [0, 4], "dilations": [3]}),
+    ((1, 1, 19), (23, 1, 4), True, {"pads": [2, 1], "strides": [2]}),     # one channel, padded
+    ((7, 3, 10), (20, 3, 4), True, {"auto_pad": "SAME_LOWER", "strides": [3]}),
+    ((1, 2, 3), (40, 2, 3), True, {"pads": [5, 5]}),                      # rows of padding only
+    ((2, 6, 9, 11), (20, 6, 3, 2), True,
+     {"strides": [2, 1], "pads": [1, 0, 2, 1], "dilations": [2, 2]}),
+    ((3, 16, 13, 15), (33, 16, 3, 3), True, {"pads": [1, 1, 1, 1]}),
+    ((2, 8, 5, 7), (24, 8, 1, 1), False, {}),
+    ((1, 1, 12, 40), (18, 1, 3, 5), True, {"strides": [1, 2]}),
+    ((2, 4, 5, 6, 7), (16, 4, 2, 3, 2), True, {"pads": [1, 0, 1, 0, 1, 1], "strides": [1, 2, 2]}),
+]
+
+
+@pytest.fixture
+def gemm_on(monkeypatch):
+    from fastlstm.ops import conv as conv_ops
+    monkeypatch.setattr(conv_ops, "GEMM", True)
+
+
+def _kernel_name(runner):
+    return runner._fast[3].py_func.__name__
+
+
+@pytest.mark.parametrize("xs,ws,bias,attrs", GEMM_CONV,
+                         ids=[f"{c[0]}x{c[1]}-{k}" for k, c in enumerate(GEMM_CONV)])
+def test_conv_gemm(xs, ws, bias, attrs, gemm_on):
+    inputs = [("x", _rand(*xs)), ("W", _rand(*ws)), ("B", _rand(ws[0]) if bias else None)]
+    _compare("Conv", inputs, attrs, 17)
+    x = inputs[0][1]
+    model = _model("Conv", inputs, attrs, 17, consts=("W", "B"))
+    sess = fastlstm.InferenceSession(model.SerializeToString())
+    (runner,) = sess._plan.runners
+    plain = runner.run1(x)
+    assert _kernel_name(runner) == "conv_gemm"
+    atol, rtol = _tol(inputs)
+    exp = run_ort(model, {"x": x})[0]
+    for act, ref in (("Relu", np.maximum(exp, 0)), ("Sigmoid", 1 / (1 + np.exp(-exp)))):
+        f = runner.fused(act)
+        got = f.run1(x)
+        assert _kernel_name(f) == "conv_gemm"
+        np.testing.assert_allclose(got, ref, atol=atol, rtol=rtol, err_msg=act)
+    np.testing.assert_array_equal(runner.run1(x), plain)     # the runner itself unchanged
+
+
+def test_conv_gemm_matches_the_panel_kernel_and_the_choice(monkeypatch):
+    """The GEMM and the panel kernel agree within rounding; the automatic
+    choice takes the GEMM for Silero's decoder (any batch) and for its
+    encoder's short rows at batch 293, the panel kernel for full tiles (the
+    STFT, the first encoder conv) and at batch 1."""
+    from fastlstm.ops import conv as conv_ops
+    cases = [((1, 1, 640), (258, 1, 256), {"strides": [128]}, False),
+             ((293, 1, 640), (258, 1, 256), {"strides": [128]}, False),
+             ((293, 129, 4), (128, 129, 3), {"pads": [1, 1]}, False),
+             ((1, 64, 2), (64, 64, 3), {"pads": [1, 1], "strides": [2]}, False),
+             ((293, 64, 2), (64, 64, 3), {"pads": [1, 1], "strides": [2]}, True),
+             ((293, 128, 4), (64, 128, 3), {"pads": [1, 1], "strides": [2]}, True),
+             ((293, 64, 1), (128, 64, 3), {"pads": [1, 1]}, True),
+             ((1, 128, 1), (1, 128, 1), {}, True),
+             ((293, 128, 1), (1, 128, 1), {}, True)]
+    for xs, ws, attrs, want_gemm in cases:
+        x = _rand(*xs)
+        inputs = [("x", x), ("W", _rand(*ws)), ("B", _rand(ws[0]))]
+        model = _model("Conv", inputs, attrs, 17, consts=("W", "B"))
+        got = {}
+        for policy in (None, True, False):
+            monkeypatch.setattr(conv_ops, "GEMM", policy)
+            (runner,) = fastlstm.InferenceSession(model.SerializeToString())._plan.runners
+            got[policy] = runner.run1(x)
+            if policy is None:
+                assert (_kernel_name(runner) == "conv_gemm") == want_gemm, (xs, ws)
+        atol, rtol = _tol(inputs)
+        np.testing.assert_allclose(got[True], got[False], atol=atol, rtol=rtol)
+        np.testing.assert_array_equal(got[None], got[want_gemm])
+
+
+def test_conv_gemm_fed_weights_threads_and_buffers(gemm_on):
+    """Weights fed as inputs (packed per call), shapes changing between calls,
+    threads sharing a runner, run1 into a buffer: all on the GEMM path."""
+    import threading
+    model = _model("Conv", [("x", _rand(2, 6, 9)), ("W", _rand(20, 6, 3)), ("B", _rand(20))],
+                   {"pads": [1, 1], "strides": [2]}, 17)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    model.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "T"
+    model.graph.input[1].type.tensor_type.shape.dim[0].dim_param = "M"
+    model.graph.input[2].type.tensor_type.shape.dim[0].dim_param = "M"
+    sess = fastlstm.InferenceSession(model.SerializeToString())
+    for N, T, M in [(2, 9, 20), (1, 4, 20), (5, 9, 3), (300, 2, 33), (2, 9, 20)]:
+        feed = {"x": _rand(N, 6, T), "W": _rand(M, 6, 3), "B": _rand(M)}
+        np.testing.assert_allclose(sess.run(None, feed)[0], run_ort(model, feed)[0],
+                                   atol=1e-4, rtol=1e-4)
+    inputs = [("x", _rand(1, 16, 9)), ("W", _rand(32, 16, 3)), ("B", _rand(32))]
+    model = _model("Conv", inputs, {"pads": [1, 1]}, 17, consts=("W", "B"))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    model.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "T"
+    runner = fastlstm.InferenceSession(model.SerializeToString())._plan.runners[0]
+    xs = {(N, T): _rand(N, 16, T) for N, T in ((1, 1), (3, 2), (64, 5), (1, 33), (9, 9))}
+    exp = {k: run_ort(model, {"x": x})[0] for k, x in xs.items()}
+    for k, x in xs.items():
+        buf = np.full(exp[k].shape, np.nan, np.float32)
+        assert runner.run1(x, out=buf) is buf
+        assert _kernel_name(runner) == "conv_gemm"
+        np.testing.assert_allclose(buf, exp[k], atol=1e-4, rtol=1e-4)
+        ro = x.copy()
+        ro.flags.writeable = False
+        np.testing.assert_array_equal(runner.run1(ro), buf)
+    errors = []
+
+    def work(k):
+        try:
+            for _ in range(100):
+                np.testing.assert_allclose(runner({"x": xs[k]})[0], exp[k], atol=1e-4,
+                                           rtol=1e-4)
+        except Exception as e:     # noqa: BLE001 - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=work, args=(k,)) for k in xs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
