@@ -239,3 +239,22 @@ def test_translate_reverses_digit_strings():
         if got == digits[::-1]:
             assert "".join(str(t) for t in toks[0]) == got + str(EOS)
     assert right >= 5, right
+
+
+def test_readme_section_runs_as_written():
+    """examples/README_tasks.md: its snippets, in order, from the checkout."""
+    import re
+    src = open(os.path.join(HERE, "..", "examples", "README_tasks.md")).read()
+    blocks = re.findall(r"```python\n(.*?)```", src, re.S)
+    assert len(blocks) == 3
+    ns = {"image": render_digits("123", 96, np.random.default_rng(0))[None]}
+    cwd = os.getcwd()
+    os.chdir(os.path.join(HERE, ".."))
+    try:
+        for b in blocks:
+            exec(compile(b, "README_tasks.md", "exec"), ns)
+    finally:
+        os.chdir(cwd)
+    assert ns["out"][0, :ns["n"][0]].tolist() == [3, 2, 1]
+    assert len(ns["beams"]) == 1 and ns["beams"][0][0].tolist() == [3, 2, 1]
+    assert len(ns["nbest"]) == 1 and len(ns["nbest"][0]) == 3
