@@ -636,15 +636,23 @@ class StreamPool:
         """Run a chunk of a stream (blocking, from any thread); returns its result."""
         return self.submit(stream_id, chunk).result(timeout)
 
-    async def apush(self, stream_id, chunk):
-        """``push`` for asyncio: awaits the result without blocking the loop.
-        (The worker wakes each loop once per batch, with all its results.)"""
+    def asubmit(self, stream_id, chunk):
+        """``submit`` for asyncio (call it from the event loop's thread): the
+        chunk is queued now; returns an asyncio future of its result.  (The
+        worker wakes each loop once per batch, with all its results.)"""
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         fut = self.submit(stream_id, chunk, loop, done)
         if fut._aloop is None:          # refused before it was queued
-            return fut.result()
-        return await done
+            if fut._error is not None:
+                done.set_exception(fut._error)
+            else:
+                done.set_result(fut._value)
+        return done
+
+    async def apush(self, stream_id, chunk):
+        """``push`` for asyncio: awaits the result without blocking the loop."""
+        return await self.asubmit(stream_id, chunk)
 
     def shutdown(self):
         """Answer every chunk already submitted, then stop the worker."""

@@ -82,9 +82,33 @@ def test_silero_hundreds_of_streams_random_order_join_leave(silero):
         want, want_state = _silero_alone(silero, audio[s])
         np.testing.assert_allclose(np.concatenate(got[s]), np.concatenate(want), atol=1e-6,
                                    rtol=0)
-        # (the LSTM's c grows past 1: 1e-6 relative there)
-        np.testing.assert_allclose(finals[s], want_state, atol=1e-6, rtol=1e-6)
+        # The convolutions pick their kernel by batch size (kernels.conv), so one
+        # step's state differs from batch 1's by up to 6e-7 and that carries
+        # over chunks (7e-6 after six); test_pool_state_handling_is_exact shows
+        # the pool's own gathering and scattering adds nothing.
+        np.testing.assert_allclose(finals[s], want_state, atol=2e-5, rtol=0)
     pool.shutdown()
+
+
+def test_pool_state_handling_is_exact(silero):
+    """With batches of one, the kernels compute as alone: streams interleaved in
+    random order through the pool give the same bits as each run alone."""
+    rng = np.random.default_rng(5)
+    S, T = 12, 4
+    audio = [(rng.standard_normal(T * 512) * 0.3).astype(np.float32) for _ in range(S)]
+    order = [(s, k) for s in range(S) for k in range(T)]
+    order.sort(key=lambda sk: (sk[1], rng.random()))
+    with StreamPool(silero, context={"input": 64}, constants={"sr": SR}, max_batch=1,
+                    max_wait_us=0) as pool:
+        ids = [pool.open() for _ in range(S)]
+        futs = {(s, k): pool.submit(ids[s], audio[s][k * 512:(k + 1) * 512])
+                for s, k in order}
+        got = {sk: f.result()["output"][0] for sk, f in futs.items()}
+        finals = [pool.get_state(i)["state"] for i in ids]
+    for s in range(S):
+        want, want_state = _silero_alone(silero, audio[s])
+        np.testing.assert_array_equal([got[s, k] for k in range(T)], np.concatenate(want))
+        np.testing.assert_array_equal(finals[s], want_state)
 
 
 def test_invalid_chunk_fails_alone_and_moves_no_state(silero):

@@ -83,7 +83,7 @@ class FastLSTMDeployment:
         self.session = fastlstm.InferenceSession(model, so)
         opts = dict(pool_options or {})
         opts.setdefault("max_batch", max_batch)
-        opts.setdefault("max_wait_us", 0)   # Ray's batching already waited
+        opts.setdefault("max_wait_us", 500)  # (Ray's batch arrives at once: little wait)
         self.pool = fastlstm.StreamPool(self.session, **opts)
         try:
             self.step.set_max_batch_size(max_batch)
@@ -106,29 +106,35 @@ class FastLSTMDeployment:
         return chunk, (_as_arrays(state) if state is not None else None)
 
     async def _batch(self, requests):
-        """Run requests of different streams as one pool batch."""
+        """Run requests of different streams as one pool batch: each gets a
+        stream for the call, with the state it carried."""
         pool = self.pool
-        sids, futs, out = [], [], [None] * len(requests)
+        out = [None] * len(requests)
+        sids = {}
         try:
-            for k, req in enumerate(requests):
+            chunks = {}
+            for k, req in enumerate(requests):      # every state in place first,
                 try:
                     chunk, state = self._one(req)
-                    sid = pool.open()
-                    sids.append(sid)
+                    sid = sids[k] = pool.open()
                     if state:
                         pool.set_state(sid, state)
-                    futs.append((k, sid, pool.submit(sid, chunk)))
+                    chunks[k] = chunk
                 except FastLSTMError as e:
                     out[k] = {"error": str(e), "type": type(e).__name__}
-            for k, sid, f in futs:
+            for k, chunk in chunks.items():         # then all queued at once: one batch
+                out[k] = pool.asubmit(sids[k], chunk)
+            for k in range(len(out)):
+                if not isinstance(out[k], asyncio.Future):
+                    continue
                 try:
-                    res = await asyncio.wrap_future(_concurrent(f))
+                    res = await out[k]
                 except FastLSTMError as e:
                     out[k] = {"error": str(e), "type": type(e).__name__}
                     continue
-                out[k] = {"outputs": res, "state": pool.get_state(sid)}
+                out[k] = {"outputs": res, "state": pool.get_state(sids[k])}
         finally:
-            for sid in sids:
+            for sid in sids.values():
                 pool.close(sid)
         return out
 
@@ -167,20 +173,6 @@ class FastLSTMDeployment:
 def _http_error(message, kind="InvalidRequest"):
     from starlette.responses import JSONResponse
     return JSONResponse({"error": message, "type": kind}, status_code=400)
-
-
-def _concurrent(pool_future):
-    """A concurrent.futures.Future that follows a PoolFuture (for asyncio.wrap_future)."""
-    from concurrent.futures import Future
-    f = Future()
-
-    def done(pf):
-        if pf._error is not None:
-            f.set_exception(pf._error)
-        else:
-            f.set_result(pf._value)
-    pool_future.add_done_callback(done)
-    return f
 
 
 def build_app(model, num_replicas=1, max_batch=64, batch_wait_timeout_s=0.002,
