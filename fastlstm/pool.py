@@ -146,7 +146,7 @@ class PoolFuture:
     A light ``concurrent.futures.Future``: ``result(timeout)``, ``exception``,
     ``done``, ``add_done_callback``; no cancelling (a queued chunk always
     runs).  It is also the pool's queue entry: a push allocates one object
-    and one lock.
+    (and a lock only if someone waits before the result is there).
     """
     __slots__ = ("stream", "chunk", "key", "t0", "t_done", "_lock", "_done", "_value",
                  "_error", "_callbacks", "_aloop", "_afut")
@@ -154,8 +154,7 @@ class PoolFuture:
     def __init__(self, stream=None, chunk=None, key=None):
         self.stream, self.chunk, self.key = stream, chunk, key
         self.t0 = time.perf_counter()
-        self._lock = _thread.allocate_lock()
-        self._lock.acquire()            # released when the result is set
+        self._lock = None               # made by the first waiter, released when done
         self._done = False
         self._value = self._error = None
         self._callbacks = None
@@ -168,9 +167,17 @@ class PoolFuture:
     def result(self, timeout=None):
         """The chunk's result (blocking); raises its error."""
         if not self._done:
-            if not self._lock.acquire(True, -1 if timeout is None else timeout):
-                raise TimeoutError(f"no result within {timeout} s")
-            self._lock.release()
+            with _callbacks_lock:
+                lock = None
+                if not self._done:
+                    lock = self._lock
+                    if lock is None:
+                        lock = self._lock = _thread.allocate_lock()
+                        lock.acquire()
+            if lock is not None:
+                if not lock.acquire(True, -1 if timeout is None else timeout):
+                    raise TimeoutError(f"no result within {timeout} s")
+                lock.release()          # (the next waiter's turn)
         if self._error is not None:
             raise self._error
         return self._value
@@ -202,7 +209,9 @@ class PoolFuture:
         with _callbacks_lock:
             self._done = True
             cbs, self._callbacks = self._callbacks, None
-        self._lock.release()
+            lock = self._lock
+        if lock is not None:
+            lock.release()
         if self._aloop is not None:
             _async_done.append(self)
         for fn in cbs or ():
