@@ -4,12 +4,19 @@ Each case is a one-node model (Conv with constant W and B, batch 1, NCW),
 run by onnxruntime (1 intra-op thread) and by fastlstm three ways:
 ``runner`` is the node's ConvRunner called directly (what the specialised
 executor pays per Conv), ``runner+relu`` the same with the Relu fused in,
-``session`` a whole ``InferenceSession.run``.  Rounds of each are interleaved
+``session`` a whole ``InferenceSession.run``, and the runner with its kernel
+forced: ``panel`` (the panel or direct kernel) and ``gemm`` (the packed panel
+GEMM, ``fastlstm.kernels.conv.conv_gemm``); ``kernel`` names the one the
+runner chose.  Rounds of each are interleaved
 (so a busy machine slows all of them alike); the medians of the rounds are
 reported in microseconds per call, with onnxruntime's time over the runner's,
 and the ratio of the fastest rounds (less disturbed by other processes).
 
-    python benchmarks/conv_speed.py [--rounds 15] [--inner 400]
+    python benchmarks/conv_speed.py [--rounds 15] [--inner 400] [--batch N] [--seq]
+
+``--batch N`` runs the cases with N items; ``--seq`` the convs of Silero's
+sequence variant (293 frames at once: the STFT over 832 samples per frame, the
+decoder over the frames as columns).  ``--inner`` is scaled down with the work.
 """
 import argparse
 import statistics
@@ -30,6 +37,16 @@ CASES = [
     ("decoder", (1, 128, 1), (1, 128, 1), {}),
     ("stft 8k", (1, 1, 320), (130, 1, 128), {"strides": [64]}),
     ("enc1 8k", (1, 65, 4), (128, 65, 3), {"pads": [1, 1]}),
+]
+
+# Silero VAD's sequence variant (tests/models/silero/silero_vad_16k_sequence.onnx)
+SEQ_CASES = [
+    ("stft seq", (293, 1, 832), (258, 1, 256), {"strides": [128]}),
+    ("enc1 seq", (293, 129, 4), (128, 129, 3), {"pads": [1, 1]}),
+    ("enc2 seq", (293, 128, 4), (64, 128, 3), {"pads": [1, 1], "strides": [2]}),
+    ("enc3 seq", (293, 64, 2), (64, 64, 3), {"pads": [1, 1], "strides": [2]}),
+    ("enc4 seq", (293, 64, 1), (128, 64, 3), {"pads": [1, 1]}),
+    ("out seq", (1, 128, 293), (1, 128, 1), {}),
 ]
 
 
@@ -60,6 +77,19 @@ def _round(fn, inner):
     return (time.perf_counter() - t0) / inner * 1e6
 
 
+def _forced(model, x, policy):
+    """The node's runner with ``fastlstm.ops.conv.GEMM`` = policy while it plans."""
+    from fastlstm.ops import conv
+    old = conv.GEMM
+    conv.GEMM = policy
+    try:
+        r = fastlstm.InferenceSession(model.SerializeToString())._plan.runners[0]
+        r.run1(x)
+    finally:
+        conv.GEMM = old
+    return r
+
+
 def measure(xs, ws, attrs, rounds, inner):
     model = _model(xs, ws, attrs)
     x = np.random.default_rng(1).standard_normal(xs).astype(np.float32)
@@ -68,13 +98,18 @@ def measure(xs, ws, attrs, rounds, inner):
     runner = fs._plan.runners[0]
     fused = fastlstm.InferenceSession(model.SerializeToString())._plan.runners[0]
     fused.fuse_activation("Relu")
+    panel, gemm = _forced(model, x, False), _forced(model, x, True)
     feed = {"x": x}
     want = so.run(None, feed)[0]
     got = runner(feed)[0]
     err = float(np.abs(got - want).max())
-    assert np.allclose(fused(feed)[0], np.maximum(want, 0), atol=1e-4, rtol=1e-4)
+    tol = 1e-5 * max(1.0, np.sqrt(np.prod(ws[1:])))
+    assert np.allclose(fused(feed)[0], np.maximum(want, 0), atol=tol, rtol=1e-4)
+    for r in (panel, gemm):
+        assert np.allclose(r.run1(x), want, atol=tol, rtol=1e-4)
     fns = {"onnxruntime": lambda: so.run(None, feed), "runner": lambda: runner(feed),
-           "runner+relu": lambda: fused(feed), "session": lambda: fs.run(None, feed)}
+           "runner+relu": lambda: fused(feed), "session": lambda: fs.run(None, feed),
+           "panel": lambda: panel.run1(x), "gemm": lambda: gemm.run1(x)}
     samples = {k: [] for k in fns}
     for f in fns.values():      # warm up
         _round(f, max(1, inner // 10))
@@ -82,39 +117,46 @@ def measure(xs, ws, attrs, rounds, inner):
         for k, f in fns.items():
             samples[k].append(_round(f, inner))
     return ({k: statistics.median(v) for k, v in samples.items()},
-            {k: min(v) for k, v in samples.items()}, err)
+            {k: min(v) for k, v in samples.items()}, err,
+            runner._fast[3].py_func.__name__.replace("conv_", ""))
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--inner", type=int, default=400)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--seq", action="store_true")
     args = ap.parse_args(argv)
-    head = (f"{'case':9s} {'X':>12s} {'W':>14s} {'MACs':>6s} {'ort':>7s} {'runner':>7s} "
+    cases = SEQ_CASES if args.seq else [(n, (args.batch,) + tuple(xs[1:]), ws, a)
+                                        for n, xs, ws, a in CASES]
+    head = (f"{'case':9s} {'X':>14s} {'W':>14s} {'MACs':>9s} {'ort':>7s} {'runner':>7s} "
             f"{'+relu':>7s} {'session':>7s} {'ratio':>6s} {'ort min':>7s} {'run min':>7s} "
-            f"{'ratio':>6s} {'max err':>7s}")
+            f"{'ratio':>6s} {'max err':>7s} {'panel':>7s} {'gemm':>7s} {'kernel':>6s}")
     print("us per call, medians (min: fastest round); ratio = onnxruntime / runner")
     print(head)
     print("-" * len(head))
     chain = {k: 0.0 for k in ("onnxruntime", "runner", "runner+relu", "session")}
     cmin = {"onnxruntime": 0.0, "runner": 0.0}
-    for k, (name, xs, ws, attrs) in enumerate(CASES):
-        m, lo, err = measure(xs, ws, attrs, args.rounds, args.inner)
+    for k, (name, xs, ws, attrs) in enumerate(cases):
         s = attrs.get("strides", [1])[0]
         p = sum(attrs.get("pads", [0, 0]))
         lout = (xs[2] + p - ws[2]) // s + 1
-        macs = int(np.prod(ws)) * lout
-        if k < 6:       # the six convs of one 16 kHz chunk
+        macs = int(np.prod(ws)) * lout * xs[0]
+        inner = max(2, min(args.inner, int(args.inner * 3e5 / macs)))
+        m, lo, err, kern = measure(xs, ws, attrs, args.rounds, inner)
+        if k < 6:       # the six convs of one 16 kHz chunk (or of the sequence)
             for key in chain:
                 chain[key] += m[key]
             for key in cmin:
                 cmin[key] += lo[key]
-        print(f"{name:9s} {str(list(xs)):>12s} {str(list(ws)):>14s} {macs:6d} "
+        print(f"{name:9s} {str(list(xs)):>14s} {str(list(ws)):>14s} {macs:9d} "
               f"{m['onnxruntime']:7.2f} {m['runner']:7.2f} {m['runner+relu']:7.2f} "
               f"{m['session']:7.2f} {m['onnxruntime'] / m['runner']:5.1f}x "
               f"{lo['onnxruntime']:7.2f} {lo['runner']:7.2f} "
-              f"{lo['onnxruntime'] / lo['runner']:5.1f}x {err:7.1e}")
-    print(f"{'16k sum':9s} {'(the six convs of a chunk)':>34s} {chain['onnxruntime']:7.2f} "
+              f"{lo['onnxruntime'] / lo['runner']:5.1f}x {err:7.1e} {m['panel']:7.2f} "
+              f"{m['gemm']:7.2f} {kern:>6s}")
+    print(f"{'16k sum':9s} {'(the six convs of a chunk)':>39s} {chain['onnxruntime']:7.2f} "
           f"{chain['runner']:7.2f} {chain['runner+relu']:7.2f} {chain['session']:7.2f} "
           f"{chain['onnxruntime'] / chain['runner']:5.1f}x {cmin['onnxruntime']:7.2f} "
           f"{cmin['runner']:7.2f} {cmin['onnxruntime'] / cmin['runner']:5.1f}x")
