@@ -711,9 +711,13 @@ class StreamPool:
             t = time.perf_counter()
             try:
                 if live:
-                    groups = {}
-                    for r in live:
-                        groups.setdefault(r.key, []).append(r)
+                    key = live[0].key
+                    if all(r.key == key for r in live):
+                        groups = {key: live}
+                    else:
+                        groups = {}
+                        for r in live:
+                            groups.setdefault(r.key, []).append(r)
                     with self._store:
                         self._apply_resets()
                         self._grow(self._next_slot)
@@ -755,9 +759,7 @@ class StreamPool:
                 else:
                     r.set_result(res[0])
             return
-        t = time.perf_counter()
-        for r, res in zip(reqs, results):
-            r._finish(res, None, t)
+        _finish_many(reqs, results, time.perf_counter())
 
     def _state_axis(self, name):
         return self._axis[name] if name in self.pairs else 1
@@ -960,6 +962,31 @@ class StreamPool:
         if len(cand) == 1 and (nb > 1 or self.max_batch == 1):
             self._out_axis[name] = cand[0]
         return cand[0]
+
+
+def _finish_many(futs, values, t_done):
+    """``PoolFuture._finish`` for a whole batch: one round of the callbacks lock."""
+    wake, later, aloops = [], [], []
+    with _callbacks_lock:
+        for f, v in zip(futs, values):
+            f.t_done, f._value, f.chunk, f._done = t_done, v, None, True
+            if f._lock is not None:
+                wake.append(f._lock)
+            if f._callbacks is not None:
+                later.append(f)
+            if f._aloop is not None:
+                aloops.append(f)
+    for lock in wake:
+        lock.release()
+    if aloops:
+        _async_done.extend(aloops)
+    for f in later:
+        cbs, f._callbacks = f._callbacks, None
+        for fn in cbs:
+            try:
+                fn(f)
+            except Exception:
+                pass
 
 
 def _wake_loops():
