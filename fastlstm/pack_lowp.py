@@ -70,15 +70,21 @@ class LowpLayer:
     def quantized_x(self):
         return self.mode in ("int8", "ort-int8")
 
+    def __post_init__(self):
+        # what prepare_x needs on every call, worked out once (it runs per stream step)
+        self._q = (self.input_size + 3) // 4 + 4      # int8.qrow_floats
+        self._per_row = self.mode == "int8"
+        self._qmax = np.float32(127.0 if self.mode == "int8" else 255.0)
+        self._quantize = int8.quantize_rows
+        if self.mode == "bf16":
+            self.prepare_x = None       # X goes to the front end as it is
+
     def prepare_x(self, x):
-        """X as the front end takes it for this layer: quantized rows for int8."""
-        if not self.quantized_x:
-            return x
+        """X as the front end takes it for this layer: quantized rows (int8 modes)."""
         if not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)
-        q = int8.quantize_rows(x, self.input_size, self.mode == "int8",
-                               np.float32(127.0 if self.mode == "int8" else 255.0))
-        return q.reshape(x.shape[:-1] + (int8.qrow_floats(self.input_size),))
+        q = self._quantize(x, self.input_size, self._per_row, self._qmax)
+        return q.reshape(x.shape[:-1] + (self._q,))
 
     def kernels(self):
         """(step, gemm, ws_floats) of this layer's kernels."""
