@@ -151,8 +151,18 @@ def _int8_blob(wt):
     return int8.pack_weights(q, scale, np.zeros(wt.shape[1], np.float32))
 
 
+#: Order of the 16 bf16 weights of each 16-column run in a panel: the kernel's
+#: interleave with zeros (kernels.lowp) turns positions 0-3 and 8-11 into the
+#: first 8 float32 columns and 4-7, 12-15 into the next 8.
+BF16_ORDER = np.array([0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15])
+
+
 def _bf16_panels(wt):
-    return to_bf16(pack.to_panels(wt))
+    """``wt[K, N]`` (N a multiple of 16) as bf16 panels, each 16-column run in
+    BF16_ORDER (panel layout as ``pack.to_panels``)."""
+    K, N = wt.shape
+    perm = (np.arange(N).reshape(-1, 16)[:, BF16_ORDER]).reshape(-1)
+    return to_bf16(pack.to_panels(np.ascontiguousarray(wt[:, perm])))
 
 
 def from_panels(flat, K, N):

@@ -212,7 +212,7 @@ def _make_bf16_tile(MR, NV):
             undef = ir.Constant(vty, ir.Undefined)
             zero32 = ir.Constant(i32, 0)
             splat = ir.Constant(ir.VectorType(i32, LANES), [0] * LANES)
-            sixteen = ir.Constant(ity, [16] * LANES)
+            zero16 = ir.Constant(hty, [0] * LANES)
             wh = builder.bitcast(w, i16.as_pointer())
 
             def vptr(base, off):
@@ -239,8 +239,21 @@ def _make_bf16_tile(MR, NV):
                 for v in range(NV):
                     p = builder.gep(wh, [builder.add(wrow, const(LANES * v))], inbounds=True)
                     h = builder.load(builder.bitcast(p, hty.as_pointer()), align=2)
-                    wide = builder.shl(builder.zext(h, ity), sixteen)
-                    wv.append(builder.bitcast(wide, vty))
+                    # bf16 -> float32 is the bf16 bits above 16 zero bits: one
+                    # interleave with zeros (vpunpcklwd / vpunpckhwd) per 8 weights;
+                    # the panels hold each 16 in the order that makes the two
+                    # halves columns 0-7 and 8-15 (pack_lowp.BF16_ORDER)
+                    lo = builder.shuffle_vector(zero16, h, ir.Constant(
+                        ir.VectorType(i32, 16), [x for j in (0, 1, 2, 3, 8, 9, 10, 11)
+                                                 for x in (0, 16 + j)]))
+                    hi = builder.shuffle_vector(zero16, h, ir.Constant(
+                        ir.VectorType(i32, 16), [x for j in (4, 5, 6, 7, 12, 13, 14, 15)
+                                                 for x in (0, 16 + j)]))
+                    f8 = ir.VectorType(f32, 8)
+                    wv.append(builder.shuffle_vector(builder.bitcast(lo, f8),
+                                                     builder.bitcast(hi, f8),
+                                                     ir.Constant(ir.VectorType(i32, 16),
+                                                                 list(range(16)))))
                 for r in range(MR):
                     aidx = builder.add(builder.add(aoff, builder.mul(const(r), lda)), k)
                     av = builder.load(builder.gep(a, [aidx], inbounds=True))
