@@ -26,6 +26,9 @@ from . import pack
 from .kernels import common, int8
 
 MODES = ("float32", "bf16", "int8")
+#: Version of the int8 blob and bf16 panel layouts (kernels.int8, BF16_ORDER),
+#: recorded in .fastlstm files with the weights
+LAYOUT = 1
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
 
@@ -351,7 +354,8 @@ def check_layer(layer, spec):
 def encode(layer, add):
     """JSON-able form of a LowpLayer for the file format (``add(array)`` stores one)."""
     view = (lambda a: a.view(np.int16)) if layer.mode == "bf16" else (lambda a: a)
-    return {"kind": "lowp", "mode": layer.mode, "op": layer.op, "W": add(view(layer.W)),
+    return {"kind": "lowp", "layout": LAYOUT, "mode": layer.mode, "op": layer.op,
+            "W": add(view(layer.W)),
             "bias": add(layer.bias), "hidden": layer.hidden, "input_size": layer.input_size,
             "dirs": [{"R": add(view(d.R)), "rb": add(d.rb), "P": add(d.P), "ip": add(d.ip),
                       "fp": add(d.fp)} for d in layer.dirs]}
@@ -362,6 +366,9 @@ def decode(p, get):
     mode = p["mode"]
     if mode not in ("int8", "bf16"):
         raise ValueError(f"weights mode {mode!r}")
+    if p.get("layout") != LAYOUT:
+        raise ValueError(f"reduced-precision weights of layout {p.get('layout')!r}; this "
+                         f"fastlstm reads layout {LAYOUT}: convert the model again")
     view = (lambda a: a.view(np.uint16)) if mode == "bf16" else (lambda a: a)
     return LowpLayer(mode=mode, op=p["op"], W=view(get(p["W"])), bias=get(p["bias"]),
                      dirs=[LowpDirection(R=view(get(d["R"])), rb=get(d["rb"]), P=get(d["P"]),
