@@ -337,30 +337,8 @@ def quantize_rows(x, K, per_row, qmax):
                 lo = min(lo, v)
                 hi = max(hi, v)
             s, z = qparams(lo, hi, qmax)
-        _quantize_flat(flat, r * K, K, s, z, qmax, out, r * Q)
+        quantize_into(flat.ctypes, r * K, K, s, z, qmax, out.ctypes, r * Q)
     return out
-
-
-@njit(**_jit_div)
-def _quantize_flat(src, soff, K, scale, zp, qmax, dst, doff):
-    KG = pad4(K) // 4
-    rs = 0
-    lo = -zp
-    hi = qmax - zp
-    d8 = dst.view(np.uint8)
-    base = doff * 4
-    for k in range(K):
-        v = src[soff + k] / scale
-        v = min(max(v, lo), hi)
-        q = np.int64(np.rint(v) + zp)
-        rs += q
-        d8[base + k] = q
-    for k in range(K, KG * 4):
-        d8[base + k] = 0
-    dst[doff + KG] = scale
-    dst[doff + KG + 1] = zp
-    dst[doff + KG + 2] = np.float32(rs)
-    dst[doff + KG + 3] = 0.0
 
 
 # ---------------------------------------------------------------- packing
