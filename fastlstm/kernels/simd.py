@@ -97,3 +97,7 @@ t1_1, t1_2, t1_3, t1_4 = (TILES[(1, v)] for v in range(1, 5))
 t2_1, t2_2, t2_3, t2_4 = (TILES[(2, v)] for v in range(1, 5))
 t3_1, t3_2, t3_3, t3_4 = (TILES[(3, v)] for v in range(1, 5))
 t4_1, t4_2, t4_3, t4_4 = (TILES[(4, v)] for v in range(1, 5))
+
+#: 6 rows x one vector: on an AVX2 host (a 16-float vector is two registers)
+#: 12 accumulators, each weight load feeding 6 FMAs (see gemm.TILE_ROWS).
+t6_1 = _make_tile(6, 1)
