@@ -211,12 +211,10 @@ def translate(enc, dec, digits, beam_width=None):
 
 
 def test_translate_reverses_digit_strings():
-    """The committed model was trained for minutes on a machine shared by many
-    jobs (a few hundred steps): it reverses short strings and about a third of
-    random strings of 3-8 digits exactly (repeated digits trip it).  Asserted:
-    the strings below, which it gets right; 5 of 20 random ones; the same
-    tokens as onnxruntime everywhere; and the scripted Loop graph decodes as
-    the step graphs do."""
+    """The committed model (trained for 10 minutes on random strings of 3-8
+    digits) reverses most of them: the strings below and 15 of 20 random ones
+    (the rest are off by a digit); the same tokens as onnxruntime everywhere;
+    and the scripted Loop graph decodes as the step graphs do."""
     enc = fastlstm.InferenceSession(_path("s2s_encoder"))
     dec = fastlstm.InferenceSession(_path("s2s_decoder_step"))
     renc = ort.InferenceSession(_path("s2s_encoder"), providers=["CPUExecutionProvider"])
@@ -225,7 +223,7 @@ def test_translate_reverses_digit_strings():
     rloop = ort.InferenceSession(_path("s2s_greedy_loop"), providers=["CPUExecutionProvider"])
     assert translate(enc, dec, "123") == "321"
     known = ["123", "90210", "8675309", "5550", "246", "97531", "1029384", "592860", "953",
-             "038", "7054", "19065829"]
+             "038", "7054", "19065829", "4711", "31415926", "77788899"]
     rng = np.random.default_rng(0)
     randoms = ["".join(map(str, rng.integers(0, 10, rng.integers(3, 9)))) for _ in range(20)]
     right = 0
@@ -245,7 +243,7 @@ def test_translate_reverses_digit_strings():
         assert np.array_equal(toks, rloop.run(None, {"src": src, "max_len": max_len})[0])
         if got == digits[::-1]:
             assert "".join(str(t) for t in toks[0]) == got + str(EOS)
-    assert right >= 5, right
+    assert right >= 15, right
 
 
 def test_readme_section_runs_as_written():
