@@ -132,9 +132,7 @@ def _fusable(node, rec, consts):
         ins = [node.inputs[0]]
     else:
         ins = [i for i in node.inputs if i]
-        attrs = {k: f"np.float32({float(node.attrs.get(k, d))!r})"
-                 for k, d in decl.scalar_attrs}
-        tmpl = decl.scalar.format(*[f"{{{k}}}" for k in range(len(ins))], **attrs)
+        tmpl = fuse.scalar_expr(decl, node, [f"{{{k}}}" for k in range(len(ins))])
     for i in ins:
         a = rec.get(i)
         if a is None or a.dtype != np.float32:
@@ -190,6 +188,13 @@ def _bind(n, consts, rec):
         return decl.bind(n, consts, rec)
     except Exception:
         return None
+
+
+def _runner_call(N, n, r, outs, rec, consts):
+    """A line calling runner ``r`` the general way: a dict of its inputs and ctx."""
+    args = ", ".join(f"{i!r}: {N.v(i)}" for i in n.inputs
+                     if i and (i in N.var) and (i in rec or i in consts))
+    return f"    {', '.join(outs)}, = {N.g(r, 'r')}({{{args}}}, ctx)"
 
 
 def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
@@ -257,23 +262,17 @@ def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
             c0 = n.input(6) if len(n.inputs) > 6 and n.input(6) in rec else ""
             args = ", ".join([N.v(n.inputs[0]), N.v(h0) if h0 else "None",
                               N.v(c0) if c0 else "None"])
-            run = N.g(r, "r")
-            dargs = ", ".join(f"{i!r}: {N.v(i)}" for i in n.inputs
-                              if i and (i in N.var) and (i in rec or i in consts))
             lines.append("    if ctx is None:")
             lines.append(f"        {', '.join(outs)}, = {N.g(direct, 'd')}({args})")
-            lines.append("    else:")
-            lines.append(f"        {', '.join(outs)}, = {run}({{{dargs}}}, ctx)")
+            lines.append("    else:")         # a stream: its state comes in ctx
+            lines.append("    " + _runner_call(N, n, r, outs, rec, consts))
         elif type(r) is GlueRunner:
             fn = N.g(form_of(n).fn, "f")
             node = N.g(n, "n")
             lines.append(f"    {', '.join(outs)}, = {fn}({node}, [{', '.join(ins)}], "
                          f"{len(n.outputs)})")
         else:
-            run = N.g(r, "r")
-            args = ", ".join(f"{i!r}: {N.v(i)}" for i in n.inputs
-                             if i and (i in N.var) and (i in rec or i in consts))
-            lines.append(f"    {', '.join(outs)}, = {run}({{{args}}}, ctx)")
+            lines.append(_runner_call(N, n, r, outs, rec, consts))
     lines.append(f"    return [{', '.join(N.v(o) for o in outputs)}]")
     src = "\n".join(lines) + "\n"
     ns = dict(N.globals)

@@ -125,15 +125,3 @@ def scalar_expr(decl, node, args):
         v = float(node.attrs.get(key, default))
         attrs[key] = f"np.float32({v!r})"
     return decl.scalar.format(*args, **attrs)
-
-
-def is_fusable_node(decl, node, in_shapes, in_dtypes, out_shape, out_dtype):
-    """Whether ``node`` can be part of a fused loop for these shapes."""
-    if decl is None or decl.scalar is None or out_dtype != np.float32:
-        return False
-    if node.op_type == "Pow":
-        return False    # handled by the caller (constant exponents only)
-    for s, d in zip(in_shapes, in_dtypes):
-        if d != np.float32:
-            return False
-    return True

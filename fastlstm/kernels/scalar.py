@@ -15,8 +15,6 @@ from .. import config
 from .activations import fexp, fsigmoid, ftanh
 
 _F0 = np.float32(0.0)
-_F1 = np.float32(1.0)
-_FH = np.float32(0.5)
 
 _opts = config.jit_options(inline="always")
 
@@ -30,25 +28,12 @@ def relu(x):
 # tanh, sigmoid and exp are the recurrent kernels' float32 arithmetic forms
 # (``kernels.activations``: errors measured there, <= 3.4e-7): a libm call per
 # element would keep the loop scalar.
-
-@njit(**_opts)
-def sigmoid(x):
-    return fsigmoid(x)
-
-
-@njit(**_opts)
-def tanh(x):
-    return ftanh(x)
+sigmoid, tanh, exp = fsigmoid, ftanh, fexp
 
 
 @njit(**_opts)
 def sqrt(x):
     return np.float32(math.sqrt(x)) if x >= _F0 else np.float32(np.nan)
-
-
-@njit(**_opts)
-def exp(x):
-    return fexp(x)
 
 
 @njit(**_opts)

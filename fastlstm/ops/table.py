@@ -106,11 +106,6 @@ def op(name, since=1, attrs=(), inputs=(1, 1), outputs=(1, 1), shape_params=(),
     return deco
 
 
-def decl_of(node):
-    """The OpDecl of a node (KeyError when it is not a table op)."""
-    return OPS[node.op_type]
-
-
 def form_of(node):
     """The Form that runs ``node`` (chosen by its since_version)."""
     from ..errors import InvalidModel
@@ -119,12 +114,6 @@ def form_of(node):
     if f is None:
         raise InvalidModel(f"{node.describe()}: no implementation of this op version")
     return f
-
-
-def compute(node, ins, n_out=None):
-    """Run ``node``'s form on a list of input arrays (None for absent inputs)."""
-    f = form_of(node)
-    return f.fn(node, ins, len(node.outputs) if n_out is None else n_out)
 
 
 def attr(node, name, default=None):
