@@ -133,6 +133,8 @@ def _fusable(node, rec, consts):
     else:
         ins = [i for i in node.inputs if i]
         tmpl = fuse.scalar_expr(decl, node, [f"{{{k}}}" for k in range(len(ins))])
+        if tmpl is None:
+            return None
     for i in ins:
         a = rec.get(i)
         if a is None or a.dtype != np.float32:

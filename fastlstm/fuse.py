@@ -119,7 +119,12 @@ def compile_kernel(source):
 
 
 def scalar_expr(decl, node, args):
-    """The per-element expression of ``node`` over argument expressions."""
+    """The per-element expression of ``node`` over argument expressions (its
+    present inputs, in order), or None when this node cannot be fused.  An op
+    whose forms differ (Clip's bounds are attributes, then optional inputs)
+    declares ``scalar`` as a function ``(node, args) -> expression or None``."""
+    if callable(decl.scalar):
+        return decl.scalar(node, args)
     attrs = {}
     for key, default in decl.scalar_attrs:
         v = float(node.attrs.get(key, default))

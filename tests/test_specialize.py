@@ -129,3 +129,45 @@ def test_split_and_gemm_binds():
              helper.make_node("Sigmoid", ["b"], ["sb"])]
     m = _model(nodes, [_fin("x", [3, 6])], ["a", "sb", "c", "g"], inits)
     _check(m, [{"x": R.standard_normal((3, 6)).astype(np.float32)}], rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("opset,bounds", [
+    (13, ("lo", "hi")), (13, ("", "hi")), (11, ("lo",)), (13, ()),
+    (10, {"min": -0.5, "max": 0.7}), (7, {"max": 0.3})])
+def test_clip_joins_the_fused_loop(opset, bounds):
+    """Clip in every form (attribute bounds, input bounds, either absent)
+    fused between two other ops; NaN passes through as in onnxruntime."""
+    if isinstance(bounds, dict):
+        clip = helper.make_node("Clip", ["m"], ["c"], **bounds)
+    else:
+        clip = helper.make_node("Clip", ["m", *bounds], ["c"])
+    nodes = [helper.make_node("Mul", ["x", "two"], ["m"]), clip,
+             helper.make_node("Sigmoid", ["c"], ["y"])]
+    inits = [("two", np.array(2, np.float32)), ("lo", np.array(-0.5, np.float32)),
+             ("hi", np.array(0.7, np.float32))]
+    inits = [(n, a) for n, a in inits if n == "two" or n in bounds]
+    m = _model(nodes, [_fin("x", [3, 50])], ["y"], inits, opset=opset)
+    x = R.standard_normal((3, 50)).astype(np.float32)
+    x[0, 3] = np.nan
+    sess = _check(m, [{"x": x}])
+    fn = next(iter(sess._plan._specialiser._built.values()))
+    body = [line.strip() for line in fn.source.splitlines()[1:]]
+    # feed read, output allocated, one fused loop, return
+    assert len(body) == 4 and body[1].endswith("np.float32)"), fn.source
+
+
+def test_matmul_with_constant_weights_is_one_product():
+    """A [T, 1, K] @ [K, N] head (exported dense layer) as one product."""
+    w = R.standard_normal((64, 29)).astype(np.float32)
+    m = _model([helper.make_node("MatMul", ["x", "w"], ["y"])], [_fin("x", [None, 1, 64])],
+               ["y"], [("w", w)])
+    _check(m, [{"x": R.standard_normal((t, 1, 64)).astype(np.float32)} for t in (1, 7, 250)],
+           rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+def test_softmax_rows_match_onnxruntime(op):
+    m = _model([helper.make_node(op, ["x"], ["y"], axis=-1)], [_fin("x", [None, 29])], ["y"])
+    x = R.standard_normal((250, 29)).astype(np.float32) * 8
+    x[3, 5] = 80.0          # one dominant logit: the others underflow
+    _check(m, [{"x": x}], rtol=2e-6, atol=2e-6)

@@ -73,3 +73,11 @@ def power(a, b):
 @njit(**_opts)
 def square(a):
     return a * a
+
+
+@njit(**_opts)
+def clip(x, lo, hi):
+    # as the op: x < lo ? lo : x, then > hi ? hi : x (NaN x stays NaN; a NaN
+    # bound leaves x as it is)
+    y = lo if x < lo else x
+    return hi if y > hi else y

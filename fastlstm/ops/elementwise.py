@@ -134,15 +134,35 @@ def _erf(x):
     return np.vectorize(erf, otypes=[x.dtype])(x) if x.size else x.copy()
 
 
-@op("Clip", since=6, attrs=["min", "max"])
+_F32_MAX = 3.4028234663852886e38
+
+
+def _clip_scalar(node, args):
+    """Clip's per-element expression over its present inputs (``args``): the
+    bounds are attributes before opset 11, optional inputs from it on (an
+    absent one is the float32 extreme, as in the numpy form)."""
+    lo, hi = f"np.float32({-_F32_MAX!r})", f"np.float32({_F32_MAX!r})"
+    if node.since_version < 11:
+        lo = f"np.float32({float(attr(node, 'min', -_F32_MAX))!r})"
+        hi = f"np.float32({float(attr(node, 'max', _F32_MAX))!r})"
+        return f"clip({args[0]}, {lo}, {hi})"
+    k = 1
+    if node.input(1):
+        lo, k = args[k], k + 1
+    if node.input(2):
+        hi = args[k]
+    return f"clip({args[0]}, {lo}, {hi})"
+
+
+@op("Clip", since=6, attrs=["min", "max"], scalar=_clip_scalar)
 def clip_6(node, ins, n):
     """Clip with min/max as attributes (opset 6-10)."""
     x = ins[0]
-    lo, hi = attr(node, "min", -3.4028234663852886e38), attr(node, "max", 3.4028234663852886e38)
+    lo, hi = attr(node, "min", -_F32_MAX), attr(node, "max", _F32_MAX)
     return [np.minimum(np.maximum(x, _c(lo, x)), _c(hi, x))]
 
 
-@op("Clip", since=11, inputs=(1, 3))
+@op("Clip", since=11, inputs=(1, 3), scalar=_clip_scalar)
 def clip_11(node, ins, n):
     """Clip with optional min/max inputs (opset 11 on)."""
     x = ins[0]

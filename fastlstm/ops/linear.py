@@ -5,7 +5,24 @@ from .. import limits
 from .table import attr, op
 
 
-@op("MatMul", since=1, inputs=(2, 2))
+def _bind_matmul(node, consts, rec):
+    """Constant 2-D B (a dense layer's weights) and A of rank >= 2: one
+    [rows, K] @ [K, N] product.  numpy's matmul treats A [T, 1, K] as T
+    products of one row each (measured: 293 us for the speech model's head,
+    [250, 1, 256] @ [256, 29], against 18 us as one product)."""
+    b = consts.get(node.inputs[1])
+    a = rec.get(node.inputs[0])
+    if b is None or a is None or b.ndim != 2 or a.ndim < 2:
+        return None
+    if a.dtype != np.float32 or b.dtype != np.float32 or a.shape[-1] != b.shape[0]:
+        return None
+    b = np.ascontiguousarray(b)
+    K = b.shape[0]
+    shape = a.shape[:-1] + (b.shape[1],)
+    return lambda x, *rest: np.dot(x.reshape(-1, K), b).reshape(shape)
+
+
+@op("MatMul", since=1, inputs=(2, 2), bind=_bind_matmul)
 def matmul(node, ins, n):
     """Matrix product with numpy's batching rules."""
     limits.check_matmul(ins[0], ins[1], node)      # ([N, 1] @ [1, N] is N*N)

@@ -4,6 +4,7 @@ from numba import njit
 
 from .. import config
 from ..errors import InvalidInput
+from ..kernels.activations import fexp
 from .shape import axes_attr, axes_input, norm_axes
 from .table import attr, op
 
@@ -146,23 +147,29 @@ def topk_10(node, ins, n):
 
 @njit(**config.jit_options())
 def _softmax_rows(x, out, log):
-    """Softmax or log-softmax of each row of a 2-D array (one pass of numpy
-    calls per row would cost more than the arithmetic for the small heads of
-    exported models)."""
+    """Softmax or log-softmax of each row of a 2-D float32 array, in float32
+    (as onnxruntime).  The exponentials are the kernels' vectorizable
+    ``fexp`` (relative error <= 3.4e-7), computed into ``out`` first so the
+    loop vectorizes; a libm exp per element cost 84 us on the speech model's
+    [250, 29] head."""
+    n = x.shape[1]
     for i in range(x.shape[0]):
         m = x[i, 0]
-        for j in range(1, x.shape[1]):
+        for j in range(1, n):
             m = max(m, x[i, j])
-        s = 0.0
-        for j in range(x.shape[1]):
-            s += np.exp(np.float64(x[i, j] - m))
+        for j in range(n):
+            out[i, j] = fexp(x[i, j] - m)
+        s = np.float32(0)
+        for j in range(n):
+            s += out[i, j]
         if log:
-            ls = np.log(s)
-            for j in range(x.shape[1]):
+            ls = np.float32(np.log(s))
+            for j in range(n):
                 out[i, j] = x[i, j] - m - ls
         else:
-            for j in range(x.shape[1]):
-                out[i, j] = np.exp(np.float64(x[i, j] - m)) / s
+            r = np.float32(1) / s
+            for j in range(n):
+                out[i, j] = out[i, j] * r
 
 
 def softmax_axis(x, axis, log):

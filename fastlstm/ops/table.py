@@ -27,7 +27,9 @@ Per op (the same on every form):
   scalar           for elementwise float ops, the per-element expression, a
                    format string over the inputs ``{0}``, ``{1}``, ... and the
                    node's attributes ``{alpha}`` ...: the executor fuses chains
-                   of such ops into one compiled loop (see ``fastlstm.fuse``).
+                   of such ops into one compiled loop (see ``fastlstm.fuse``);
+                   or a function ``(node, input expressions) -> expression or
+                   None`` where the forms differ (Clip);
   bind           optional ``bind(node, consts, rec) -> callable(*ins) or None``:
                  for one input signature (``rec``: a recorded run's values,
                  ``consts``: the constants), a faster form of the op that
@@ -65,7 +67,7 @@ class OpDecl:
     zero_preserving: bool = False
     foldable: bool = True
     runner: Optional[type] = None
-    scalar: Optional[str] = None
+    scalar: Optional[object] = None     # str, or callable (see above)
     scalar_attrs: Tuple[Tuple[str, float], ...] = ()
     bind: Optional[Callable] = None
     moves: bool = False
