@@ -202,11 +202,20 @@ def _softmax(name, log):
     def axis(node, ins, n):
         return [softmax_axis(ins[0], int(attr(node, "axis", -1)), log)]
 
+    def bind(node, consts, rec):
+        x = rec.get(node.inputs[0])
+        if not isinstance(x, np.ndarray):
+            return None
+        if node.since_version < 13:
+            return lambda x: _softmax_2d(node, x, log)
+        ax = int(attr(node, "axis", -1))
+        return lambda x: softmax_axis(x, ax, log)
+
     coerced.__doc__ = f"{name} over the input flattened to 2-D at axis (before opset 13)."
     axis.__doc__ = f"{name} along one axis."
     coerced.__module__ = axis.__module__ = __name__
-    op(name, since=1, attrs=["axis"])(coerced)
-    op(name, since=13, attrs=["axis"])(axis)
+    op(name, since=1, attrs=["axis"], bind=bind)(coerced)
+    op(name, since=13, attrs=["axis"], bind=bind)(axis)
 
 
 _softmax("Softmax", False)

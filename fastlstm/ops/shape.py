@@ -33,7 +33,28 @@ def norm_axes(axes, rank, node):
     return out
 
 
-@op("Gather", since=1, attrs=["axis"], inputs=(2, 2), zero_preserving=True, moves=True)
+def _take(node, data, idx, axis):
+    try:    # np.take checks the range itself (and counts negatives from the end, as ONNX)
+        return np.take(data, idx, axis=axis)
+    except (IndexError, TypeError):
+        size = data.shape[axis] if -data.ndim <= axis < data.ndim else "?"
+        raise InvalidInput(f"{node.describe()}: index out of range [-{size}, {size}) "
+                           f"or not an integer tensor") from None
+
+
+def _bind_gather(node, consts, rec):
+    """Shapes fixed by the signature (the size check passed when it was
+    recorded): the take alone, its range still checked (an embedding lookup
+    of a token id, per step of a generator)."""
+    data, idx = rec.get(node.inputs[0]), rec.get(node.inputs[1])
+    if not isinstance(data, np.ndarray) or not isinstance(idx, np.ndarray):
+        return None
+    axis = int(attr(node, "axis", 0))
+    return lambda d, i: _take(node, d, i, axis)
+
+
+@op("Gather", since=1, attrs=["axis"], inputs=(2, 2), zero_preserving=True, moves=True,
+    bind=_bind_gather)
 def gather(node, ins, n):
     """Take slices along an axis by index (negative indices count from the end)."""
     data, idx = ins
@@ -43,12 +64,7 @@ def gather(node, ins, n):
         a = axis % data.ndim
         limits.check_shape(data.shape[:a] + np.shape(idx) + data.shape[a + 1:], data.dtype,
                            node)
-    try:    # np.take checks the range itself (and counts negatives from the end, as ONNX)
-        return [np.take(data, idx, axis=axis)]
-    except (IndexError, TypeError):
-        size = data.shape[axis] if -data.ndim <= axis < data.ndim else "?"
-        raise InvalidInput(f"{node.describe()}: index out of range [-{size}, {size}) "
-                           f"or not an integer tensor") from None
+    return [_take(node, data, idx, axis)]
 
 
 @op("GatherElements", since=11, attrs=["axis"], inputs=(2, 2), moves=True)
