@@ -244,7 +244,11 @@ def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
         elif (idx := _movement_map(n, rec, consts)) is not None:
             lines.append(f"    {outs[0]} = {ins[0]}.reshape(-1).take({N.g(idx, 'm')})")
         elif (b := _bind(n, consts, rec)) is not None:
-            if len(n.outputs) == 1:
+            if getattr(b, "inline", None) is not None and len(n.outputs) == 1:
+                expr, values = b.inline
+                names = {k: N.g(v, "x") for k, v in values.items()}
+                lines.append(f"    {outs[0]} = {expr.format(*ins, **names)}")
+            elif len(n.outputs) == 1:
                 lines.append(f"    {outs[0]} = {N.g(b, 'b')}({', '.join(ins)})")
             else:       # a bind of a several-output op returns a tuple
                 lines.append(f"    {', '.join(outs)}, = {N.g(b, 'b')}({', '.join(ins)})")

@@ -12,7 +12,7 @@ import numpy as np
 from .. import limits
 from ..errors import InvalidInput, UnsupportedOp
 from ..ir import ELEM_TYPES
-from .table import attr, op
+from .table import attr, inline, op
 
 
 def _c(value, x):
@@ -197,7 +197,14 @@ def where(node, ins, n):
 
 def _bind_cast(node, consts, rec):
     to = ELEM_TYPES.get(int(attr(node, "to")), (None,))[0]
-    return None if to is None else (lambda x: x.astype(to))
+    if to is None:
+        return None
+    x = rec.get(node.inputs[0])
+    if isinstance(x, np.ndarray) and x.dtype == to:
+        # a cast to its own type: no copy, but C order as the op's result
+        # (the recorded run, which later steps are compiled for, had one)
+        return inline(np.ascontiguousarray, "np.ascontiguousarray({0})")
+    return inline(lambda x: x.astype(to), "{0}.astype({to})", to=to)
 
 
 @op("Cast", since=6, attrs=["to", "saturate", "round_mode"], zero_preserving=True,

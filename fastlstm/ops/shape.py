@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import limits
 from ..errors import InvalidInput
-from .table import attr, op
+from .table import attr, inline, op
 
 
 def axes_input(ins, pos):
@@ -97,7 +97,7 @@ def scatter_elements(node, ins, n):
 def _bind_transpose(node, consts, rec):
     perm = attr(node, "perm")
     perm = None if perm is None else tuple(int(p) for p in perm)
-    return lambda x: x.transpose(perm)
+    return inline(lambda x: x.transpose(perm), "{0}.transpose({perm})", perm=perm)
 
 
 @op("Transpose", since=1, attrs=["perm"], zero_preserving=True, bind=_bind_transpose)
@@ -184,7 +184,9 @@ def unsqueeze_13(node, ins, n):
 
 def _bind_concat(node, consts, rec):
     axis = int(attr(node, "axis", 0))
-    return lambda *xs: np.concatenate(xs, axis=axis)
+    args = ", ".join(f"{{{k}}}" for k in range(len(node.inputs)))
+    return inline(lambda *xs: np.concatenate(xs, axis=axis),
+                  f"np.concatenate(({args},), axis={{axis}})", axis=axis)
 
 
 @op("Concat", since=4, attrs=["axis"], inputs=(1, 1 << 20), bind=_bind_concat)
@@ -235,7 +237,7 @@ def _bind_slice(node, consts, rec):
     if any(i and i not in consts for i in node.inputs[1:]):
         return None
     index = _slice_index(node, rec[node.inputs[0]].shape, *_slice_args(node, ins))
-    return lambda x, *rest: x[index]
+    return inline(lambda x, *rest: x[index], "{0}[{index}]", index=index)
 
 
 @op("Slice", since=1, attrs=["starts", "ends", "axes"], zero_preserving=True,
