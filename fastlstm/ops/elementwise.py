@@ -203,7 +203,7 @@ def _bind_cast(node, consts, rec):
     if isinstance(x, np.ndarray) and x.dtype == to:
         # a cast to its own type: no copy, but C order as the op's result
         # (the recorded run, which later steps are compiled for, had one)
-        return inline(np.ascontiguousarray, "np.ascontiguousarray({0})")
+        return inline(lambda x: np.ascontiguousarray(x), "np.ascontiguousarray({0})")
     return inline(lambda x: x.astype(to), "{0}.astype({to})", to=to)
 
 
