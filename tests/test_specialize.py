@@ -171,3 +171,22 @@ def test_softmax_rows_match_onnxruntime(op):
     x = R.standard_normal((250, 29)).astype(np.float32) * 8
     x[3, 5] = 80.0          # one dominant logit: the others underflow
     _check(m, [{"x": x}], rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("c_shape", [None, (40,), (1, 40), (5, 1), (1,), (5, 40)])
+@pytest.mark.parametrize("trans", [(0, 0), (1, 1)])
+def test_gemm_bind_forms(c_shape, trans):
+    """Gemm with constant B and C in each broadcast form of C, transposes,
+    alpha and beta: the packed product (bias rows) or numpy (other C)."""
+    ta, tb = trans
+    b = R.standard_normal((40, 24) if tb else (24, 40)).astype(np.float32)
+    inits = [("b", b)]
+    ins = ["a", "b"]
+    if c_shape is not None:
+        inits.append(("c", R.standard_normal(c_shape).astype(np.float32)))
+        ins.append("c")
+    m = _model([helper.make_node("Gemm", ins, ["y"], transA=ta, transB=tb, alpha=0.5,
+                                 beta=2.0)],
+               [_fin("a", [24, 5] if ta else [5, 24])], ["y"], inits, opset=13)
+    a = R.standard_normal((24, 5) if ta else (5, 24)).astype(np.float32)
+    _check(m, [{"a": a}], rtol=1e-5, atol=1e-5)
