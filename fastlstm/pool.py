@@ -53,6 +53,8 @@ from .plan import RunContext
 
 __all__ = ["StreamPool"]
 
+_perf_counter = time.perf_counter
+
 _PAIR_SUFFIXES = ("n", "_n", "out", "_out", "new", "_new", "next", "_next", "_1")
 #: Rows of the first batches, until each output's batch axis is known.
 _LEARN = 4
@@ -118,6 +120,19 @@ def _bucket(n, max_batch):
     return max(n, min(b, max_batch))
 
 
+def _floor_bucket(n, max_batch):
+    """The largest bucket of ``_bucket`` not above n (n >= 1)."""
+    if n >= max_batch:
+        return max_batch
+    if n <= 8:
+        b = 1
+        while b * 2 <= n:
+            b *= 2
+        return b
+    step = 8 if n <= 64 else 16 if n <= 128 else 32 if n <= 256 else 64
+    return n // step * step
+
+
 class _Stream:
     """A stream's bookkeeping: its slot, chunks submitted and answered (each
     counter written by one side only: ``submitted`` under the pool's lock by
@@ -152,13 +167,14 @@ class PoolFuture:
                  "_error", "_callbacks", "_aloop", "_afut")
 
     def __init__(self, stream=None, chunk=None, key=None):
+        # (only what is read before the result is there: ``_value`` and
+        # ``t_done`` are set when it is, ``_afut`` with ``_aloop``)
         self.stream, self.chunk, self.key = stream, chunk, key
-        self.t0 = time.perf_counter()
+        self.t0 = _perf_counter()
         self._lock = None               # made by the first waiter, released when done
         self._done = False
-        self._value = self._error = None
-        self._callbacks = None
-        self._aloop = self._afut = None     # set by apush: its event loop and future
+        self._error = self._callbacks = None
+        self._aloop = None              # set by apush with _afut: its event loop and future
 
     def done(self):
         """Whether the result (or error) is there."""
@@ -411,6 +427,9 @@ class StreamPool:
         self._queue = deque()
         self._bufs = {}                 # (input, batch, shape, dtype) -> kept input buffer
         self._fast = set()              # (dtype, shape) of single-input chunks found valid
+        # the last of them: a tuple compare and an identity test instead of
+        # hashing a dtype (the set lookup costs 3x more)
+        self._fast_shape = self._fast_dtype = None
         self._lock = threading.Lock()   # the queue and the stream table
         self._cv = threading.Condition(self._lock)
         self._store = threading.RLock()   # held by the worker around gather .. scatter
@@ -594,6 +613,8 @@ class StreamPool:
             with self._lock:
                 if len(self._fast) < 64:
                     self._fast.add(sig)
+                if len(arrays) == 1:
+                    self._fast_shape, self._fast_dtype = key[0], arrays[0].dtype
         return arrays, key
 
     def _fast_dict(self, chunk):
@@ -611,7 +632,10 @@ class StreamPool:
         """Queue a chunk of a stream; returns a :class:`PoolFuture` of its result
         (a dict output name -> array).  A stream's chunks run in the order they
         were submitted."""
-        if type(chunk) is np.ndarray and (chunk.dtype, chunk.shape) in self._fast:
+        if type(chunk) is np.ndarray and chunk.shape == self._fast_shape \
+                and chunk.dtype is self._fast_dtype:    # the last shape and dtype found valid
+            arrays, key = (chunk,), (chunk.shape,)
+        elif type(chunk) is np.ndarray and (chunk.dtype, chunk.shape) in self._fast:
             arrays, key = (chunk,), (chunk.shape,)      # a shape and dtype seen valid
         elif type(chunk) is dict and self._fast_dict(chunk):
             arrays = tuple([chunk[n] for n in self.data_inputs])
@@ -689,17 +713,39 @@ class StreamPool:
                 if left <= 0:
                     break
                 self._cv.wait(left)
-            batch, seen, rest = [], set(), deque()
             q = self._queue
-            while q and len(batch) < self.max_batch:
-                r = q.popleft()
-                if r.stream.id in seen:   # its earlier chunk runs first
-                    rest.append(r)
+            batch = None
+            if len(q) <= self.max_batch:
+                # the usual case: every queued chunk, from as many streams
+                # (one C-level set build checks it, instead of a Python loop)
+                batch = list(q)
+                if len({r.stream for r in batch}) == len(batch):
+                    q.clear()
                 else:
-                    seen.add(r.stream.id)
-                    batch.append(r)
-            rest.extend(q)
-            self._queue = rest
+                    batch = None
+            if batch is None:
+                batch, seen, rest = [], set(), deque()
+                while q and len(batch) < self.max_batch:
+                    r = q.popleft()
+                    if r.stream in seen:      # its earlier chunk runs first
+                        rest.append(r)
+                    else:
+                        seen.add(r.stream)
+                        batch.append(r)
+                rest.extend(q)
+                q = self._queue = rest
+            # Run a bucket's worth exactly; the newest chunks beyond it go back
+            # to the front of the queue and lead the next batch.  Padding rows
+            # cost as much as real ones: at the batches of a loaded Silero
+            # pool (p50 84 chunks, padded to 96) they were 14% of the graph's
+            # work.  Under load the next batch runs at once, so a chunk put
+            # back waits as long as one arriving just after this batch began.
+            n = len(batch)
+            if n > 8:
+                k = _floor_bucket(n, self.max_batch)
+                if k < n:
+                    q.extendleft(reversed(batch[k:]))
+                    del batch[k:]
             return batch
 
     def _loop(self):
@@ -842,6 +888,22 @@ class StreamPool:
         """One batched call for requests whose chunks have the same shapes; returns
         each one's result dict.  State and context are scattered back only
         when the call succeeded."""
+        job = self._gather(reqs)
+        return self._scatter(job, self._call(job))
+
+    def _kept(self, key, shape, dtype):
+        """An input buffer kept between batches (a fresh one of this size costs
+        page faults)."""
+        buf = self._bufs.get(key)
+        if buf is None:
+            if len(self._bufs) > 64:
+                self._bufs.clear()
+            buf = self._bufs[key] = np.zeros(shape, dtype)
+        return buf
+
+    def _gather(self, reqs):
+        """A batch's feed: chunks (after their context) and state rows of its
+        streams, padded to the bucket's size with rows of slot 0."""
         n = len(reqs)
         nb = _bucket(n, self.max_batch)
         if len(self._out_axis) < len(self.outputs):
@@ -861,13 +923,8 @@ class StreamPool:
                 per_shape = list(first.shape)
                 per_shape[c_ax] += c_n
                 per_shape = tuple(per_shape)
-            bkey = (name, nb, per_shape, first.dtype)
-            buf = self._bufs.get(bkey)
-            if buf is None:       # kept: a fresh buffer of this size costs page faults
-                if len(self._bufs) > 64:
-                    self._bufs.clear()
-                buf = self._bufs[bkey] = np.zeros((nb,) + per_shape, first.dtype)
-            elif nb > n:
+            buf = self._kept((name, nb, per_shape, first.dtype), (nb,) + per_shape, first.dtype)
+            if nb > n:
                 buf[n:] = 0
             chunks = [r.chunk[j] for r in reqs]
             if ctx is None:
@@ -898,16 +955,23 @@ class StreamPool:
                     if node.layer.desc.has_cell else None
                 state[node.name] = (h, c)
             run_ctx = RunContext(state=state)
+        return n, nb, slots, feed, new_ctx, bufs, run_ctx
+
+    def _call(self, job):
+        """The session's batched call: a list of ``_run_outputs``."""
+        feed, run_ctx = job[3], job[6]
         if run_ctx is None:
-            got = self.session.run(self._run_outputs, feed)
-        else:
-            got = self.session._run_with(self._run_outputs, feed, run_ctx,
-                                         optional=self._optional, run_all=True)
+            return self.session.run(self._run_outputs, feed)
+        return self.session._run_with(self._run_outputs, feed, run_ctx,
+                                      optional=self._optional, run_all=True)
+
+    def _scatter(self, job, got):
+        """State and context rows back to their slots; each stream's outputs."""
+        n, nb, slots, feed, new_ctx, bufs, run_ctx = job
         values = dict(zip(self._run_outputs, got))
         for o, v in values.items():   # an output that is a view of a kept buffer: copy it
             if any(np.may_share_memory(v, b) for b in bufs):
                 values[o] = v.copy()
-        # the call succeeded: scatter state and context back
         live = slots[:n]
         for i, o in self.pairs.items():
             new, store, ax = values[o], self._states[i], self._axis[i]
@@ -940,7 +1004,7 @@ class StreamPool:
         if len(names) == 1:
             name = names[0]
             return [{name: v} for v in per[0]]
-        return [dict(zip(names, row)) for row in zip(*per)] if per else [{} for _ in reqs]
+        return [dict(zip(names, row)) for row in zip(*per)] if per else [{} for _ in range(n)]
 
     def _output_axis(self, name, arr, nb):
         """The batch axis of an output: the dim of the batch's size (preferring
