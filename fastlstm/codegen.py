@@ -290,7 +290,7 @@ def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
 
 def _emit_group(N, nodes, fus, rec, consts):
     """Lines that run one fused group (its root's output allocated here)."""
-    ext, scalar, cblock = [], set(), []
+    ext, scalar, cblock, strided = [], set(), [], set()
     local, body = {}, []
     slots = {}
     out = rec[nodes[-1].outputs[0]]
@@ -312,9 +312,12 @@ def _emit_group(N, nodes, fus, rec, consts):
                     pos = len(ext)
                     if not isinstance(a, np.ndarray):   # a numpy scalar (numpy's
                         ext.append(f"np.asarray({N.v(i)})")     # result for rank-0 inputs)
-                    else:
+                    elif a.flags.c_contiguous or a.size == 1:
                         ext.append(N.v(i) if a.flags.c_contiguous else
                                    f"np.ascontiguousarray({N.v(i)})")
+                    else:       # a view of other strides (of the output's shape)
+                        ext.append(N.v(i))
+                        strided.add(pos)
                     if a.size == 1 and out.size != 1:
                         scalar.add(pos)
                     slots[i] = f"a{pos}"
@@ -323,7 +326,7 @@ def _emit_group(N, nodes, fus, rec, consts):
         body.append(f"{t} = {tmpl.format(*args)}")
         local[n.outputs[0]] = t
     src = fuse.kernel_source(len(ext), scalar, body[:-1], body[-1].split(" = ", 1)[1],
-                             len(cblock))
+                             len(cblock), strided, out.ndim)
     kern = N.g(fuse.compile_kernel(src), "k")
     dst = N.v(nodes[-1].outputs[0])
     shape = N.g(tuple(out.shape), "s")

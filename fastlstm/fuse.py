@@ -41,7 +41,7 @@ def _helpers_digest():
 _HELPERS = _helpers_digest()
 
 
-def kernel_source(n_inputs, scalar_inputs, body, result, n_const=0):
+def kernel_source(n_inputs, scalar_inputs, body, result, n_const=0, strided=(), rank=1):
     """Python source of a fused loop ``fused(out, x0, .., C)``.
 
     n_inputs: how many input arrays ``x0``..; scalar_inputs: the positions
@@ -49,7 +49,14 @@ def kernel_source(n_inputs, scalar_inputs, body, result, n_const=0):
     constant of the output's size, read as ``c0``.. at the current element);
     body: lines computing temporaries from ``a0``.. and ``c0``..; result: the
     expression stored in ``out``.  Constants of one element are literals in
-    the body: every array argument costs dispatch time on each call."""
+    the body: every array argument costs dispatch time on each call.
+
+    strided: positions of inputs that are views of other strides (the real
+    and imaginary halves of an STFT sliced out of one conv output, say),
+    read in place by their ``rank`` indices: the loop then nests one level
+    per axis of ``out``.  (A copy of each to C order first cost more than
+    the fused loop: Silero's sequence variant, two [293, 129, 4] slices of
+    a [293, 258, 5] tensor.)"""
     args = "".join(f", x{k}" for k in range(n_inputs)) + (", C" if n_const else "")
     lines = [
         f"# fastlstm fused elementwise loop; helpers {_HELPERS}",
@@ -66,17 +73,30 @@ def kernel_source(n_inputs, scalar_inputs, body, result, n_const=0):
     for k in range(n_inputs):
         if k in scalar_inputs:
             lines.append(f"    a{k} = x{k}.reshape(-1)[0]")
-        else:
+        elif k not in strided:
             lines.append(f"    v{k} = x{k}.reshape(-1)")
-    lines.append("    for i in range(o.size):")
+    if strided:
+        pad = "    "
+        lines.append("    i = 0")
+        for d in range(rank):
+            lines.append(f"{pad}for j{d} in range(out.shape[{d}]):")
+            pad += "    "
+        at = ", ".join(f"j{d}" for d in range(rank))
+    else:
+        pad = "        "
+        lines.append("    for i in range(o.size):")
     for k in range(n_inputs):
-        if k not in scalar_inputs:
-            lines.append(f"        a{k} = v{k}[i]")
+        if k in strided:
+            lines.append(f"{pad}a{k} = x{k}[{at}]")
+        elif k not in scalar_inputs:
+            lines.append(f"{pad}a{k} = v{k}[i]")
     for k in range(n_const):
-        lines.append(f"        c{k} = C[{k}, i]")
+        lines.append(f"{pad}c{k} = C[{k}, i]")
     for line in body:
-        lines.append(f"        {line}")
-    lines.append(f"        o[i] = {result}")
+        lines.append(f"{pad}{line}")
+    lines.append(f"{pad}o[i] = {result}")
+    if strided:
+        lines.append(f"{pad}i += 1")
     return "\n".join(lines) + "\n"
 
 

@@ -190,3 +190,22 @@ def test_gemm_bind_forms(c_shape, trans):
                [_fin("a", [24, 5] if ta else [5, 24])], ["y"], inits, opset=13)
     a = R.standard_normal((24, 5) if ta else (5, 24)).astype(np.float32)
     _check(m, [{"a": a}], rtol=1e-5, atol=1e-5)
+
+
+def test_fused_loop_reads_strided_slices_in_place():
+    """An STFT magnitude: two slices of one conv-like output (other strides
+    on two axes) squared, added and rooted in one loop, read in place."""
+    starts = [("s0", np.array([0, 0], np.int64)), ("e0", np.array([5, 4], np.int64)),
+              ("s1", np.array([5, 1], np.int64)), ("e1", np.array([10, 5], np.int64)),
+              ("ax", np.array([1, 2], np.int64)), ("two", np.array(2, np.float32))]
+    nodes = [helper.make_node("Slice", ["x", "s0", "e0", "ax"], ["re"]),
+             helper.make_node("Slice", ["x", "s1", "e1", "ax"], ["im"]),
+             helper.make_node("Pow", ["re", "two"], ["r2"]),
+             helper.make_node("Pow", ["im", "two"], ["i2"]),
+             helper.make_node("Add", ["r2", "i2"], ["s"]),
+             helper.make_node("Sqrt", ["s"], ["y"])]
+    m = _model(nodes, [_fin("x", [None, 10, 5])], ["y"], starts)
+    sess = _check(m, [{"x": R.standard_normal((n, 10, 5)).astype(np.float32)}
+                      for n in (1, 7)])
+    for fn in sess._plan._specialiser._built.values():
+        assert "ascontiguousarray" not in fn.source and fn.source.count("np.empty") == 1
