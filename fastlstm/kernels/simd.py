@@ -101,3 +101,8 @@ t4_1, t4_2, t4_3, t4_4 = (TILES[(4, v)] for v in range(1, 5))
 #: 6 rows x one vector: on an AVX2 host (a 16-float vector is two registers)
 #: 12 accumulators, each weight load feeding 6 FMAs (see gemm.TILE_ROWS).
 t6_1 = _make_tile(6, 1)
+#: 5 rows x one vector (10 accumulators): the last 5 rows of a product on an
+#: AVX2 host, which 4 + 1 rows did with tiles of 8 and 2 accumulators (an FMA
+#: has 4 cycles of latency and 2 issue per cycle, so a tile needs 8
+#: independent accumulators to keep both FMA units busy; see gemm.panel_gemm).
+t5_1 = _make_tile(5, 1)
