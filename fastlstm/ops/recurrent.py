@@ -170,6 +170,9 @@ class RecurrentRunner:
             return s if s.flags.c_contiguous else np.ascontiguousarray(s)
 
         prep = self._prep
+        if prep is None and hasattr(layer, "direct"):
+            layer.set_direct(layout, want[0], want[1], want[2], min_work, n_out)
+            return layer.direct
 
         def run(x, h0=None, c0=None):
             if prep is not None:
