@@ -45,7 +45,7 @@ def _movement_map(n, rec, consts):
         return None
     if any(i and i not in consts for i in n.inputs[1:]):
         return None
-    if n.op_type == "Pad" and n.attrs.get("mode", "constant") == "constant":
+    if n.op_type == "Pad":      # its bind copies slices: cheaper than a gather by a map
         return None
     x = rec.get(n.inputs[0])
     out = rec.get(n.outputs[0])
