@@ -13,10 +13,14 @@ reported in microseconds per call, with onnxruntime's time over the runner's,
 and the ratio of the fastest rounds (less disturbed by other processes).
 
     python benchmarks/conv_speed.py [--rounds 15] [--inner 400] [--batch N] [--seq]
+    python benchmarks/conv_speed.py --pools [--rounds 15] [--inner 400]
 
 ``--batch N`` runs the cases with N items; ``--seq`` the convs of Silero's
 sequence variant (293 frames at once: the STFT over 832 samples per frame, the
 decoder over the frames as columns).  ``--inner`` is scaled down with the work.
+``--pools`` instead times the four MaxPools of the CRNN text reader
+(tests/models/tasks/crnn.onnx at width 100) as one-node sessions, onnxruntime
+against the function the specialised executor calls (the op's ``bind``).
 """
 import argparse
 import statistics
@@ -121,13 +125,61 @@ def measure(xs, ws, attrs, rounds, inner):
             runner._fast[3].py_func.__name__.replace("conv_", ""))
 
 
+# CRNN's MaxPools at width 100: X shape, kernel, strides
+POOL_CASES = [((1, 32, 32, 100), [2, 2], [2, 2]), ((1, 64, 16, 50), [2, 2], [2, 2]),
+              ((1, 96, 8, 25), [2, 1], [2, 1]), ((1, 128, 4, 25), [4, 1], [4, 1])]
+
+
+def pools(rounds, inner):
+    from fastlstm.ops import conv
+    print("us per call, medians (min: fastest round); ratio = onnxruntime / fastlstm")
+    head = (f"{'X':>18s} {'kernel':>7s} {'stride':>7s} {'ort':>7s} {'ours':>7s} {'ratio':>6s} "
+            f"{'ort min':>7s} {'min':>7s} {'ratio':>6s}")
+    print(head)
+    print("-" * len(head))
+    tot = {"ort": 0.0, "ours": 0.0, "ort min": 0.0, "min": 0.0}
+    for xs, k, st in POOL_CASES:
+        node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=k, strides=st)
+        g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", 1, list(xs))],
+                              [helper.make_tensor_value_info("y", 1, None)])
+        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        x = np.random.default_rng(1).standard_normal(xs).astype(np.float32)
+        so = _ort(model)
+        sess = fastlstm.InferenceSession(model.SerializeToString())
+        run = conv._bind_pool(sess._graph.nodes[0], {}, {"x": x})
+        assert np.array_equal(run(x), so.run(None, {"x": x})[0])
+        fns = {"ort": lambda: so.run(None, {"x": x}), "ours": lambda: run(x)}
+        samples = {n: [] for n in fns}
+        for f in fns.values():
+            _round(f, max(1, inner // 10))
+        for _ in range(rounds):
+            for n, f in fns.items():
+                samples[n].append(_round(f, inner))
+        m = {n: statistics.median(v) for n, v in samples.items()}
+        lo = {n: min(v) for n, v in samples.items()}
+        tot["ort"] += m["ort"]
+        tot["ours"] += m["ours"]
+        tot["ort min"] += lo["ort"]
+        tot["min"] += lo["ours"]
+        print(f"{str(list(xs)):>18s} {str(k):>7s} {str(st):>7s} {m['ort']:7.1f} "
+              f"{m['ours']:7.1f} {m['ort'] / m['ours']:5.2f}x {lo['ort']:7.1f} "
+              f"{lo['ours']:7.1f} {lo['ort'] / lo['ours']:5.2f}x")
+    print(f"{'the four':>18s} {'':>7s} {'':>7s} {tot['ort']:7.1f} {tot['ours']:7.1f} "
+          f"{tot['ort'] / tot['ours']:5.2f}x {tot['ort min']:7.1f} {tot['min']:7.1f} "
+          f"{tot['ort min'] / tot['min']:5.2f}x")
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--inner", type=int, default=400)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--seq", action="store_true")
+    ap.add_argument("--pools", action="store_true")
     args = ap.parse_args(argv)
+    if args.pools:
+        return pools(args.rounds, min(args.inner, 100))
     cases = SEQ_CASES if args.seq else [(n, (args.batch,) + tuple(xs[1:]), ws, a)
                                         for n, xs, ws, a in CASES]
     head = (f"{'case':9s} {'X':>14s} {'W':>14s} {'MACs':>9s} {'ort':>7s} {'runner':>7s} "

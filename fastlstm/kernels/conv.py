@@ -1,4 +1,4 @@
-"""Convolution and pooling kernels (float32, N, C and 1 to 3 spatial axes).
+"""Convolution kernels (float32, N, C and 1 to 3 spatial axes).
 
 Every kernel sees its tensors as ``[N, C, D, H, W]`` (1-D and 2-D inputs get
 leading spatial axes of size 1), flat, and reads the geometry from one int64
@@ -35,7 +35,7 @@ loops over output rows, the innermost along W (vectorized for stride 1).
 ConvTranspose (``conv_transpose``) adds each input element times its packed
 weight row ``[co]`` into a channels-last accumulator, then writes Y.
 
-Pools (``max_pool``, ``avg_pool``) loop over windows, skipping padding.
+The pools are in ``fastlstm.kernels.pool`` (same ``geo`` block).
 
 The float32 sums run in a fixed order for a given shape (results do not
 depend on the call), in an order other than onnxruntime's (differences are
@@ -81,13 +81,11 @@ ACC = 4 * NC
 _F = types.float32[::1]
 _L = types.int64[::1]
 _SIG_CONV = types.void(_F, _F, _L, _F)
-_SIG_MAXPOOL = types.void(_F, _L, _F, _L)
-_SIG_AVGPOOL = types.void(_F, _L, _F)
 
 
 def _entry(sig):
     """An entry point compiled for ``sig`` alone, on first use (``kernel``):
-    a model without pools does not compile the pools."""
+    a model without ConvTranspose does not compile it."""
     def deco(fn):
         d = njit(**_jit)(fn)
         d._fastlstm_sig = sig
@@ -524,94 +522,6 @@ def conv_transpose(x, w, geo, y):
                     elif ACT == ACT_SIGMOID:
                         v = _sigmoid(v)
                     y[ybase + i] = v
-
-
-@_entry(_SIG_MAXPOOL)
-def max_pool(x, geo, y, idx):
-    """MaxPool over [N*C] planes (geo[G_N]); Indices into ``idx`` when it is
-    not empty (storage order geo[G_COUNT_PAD]: 0 row-major, 1 column-major
-    within the plane, as ONNX counts them).  Padding never wins; NaN does."""
-    NC_, D, H, W, OD, OH, OW = geo[0], geo[6], geo[7], geo[8], geo[9], geo[10], geo[11]
-    KD, KH, KW, SD, SH, SW = geo[12], geo[13], geo[14], geo[15], geo[16], geo[17]
-    DD, DH, DW, PD, PH, PW = geo[18], geo[19], geo[20], geo[21], geo[22], geo[23]
-    colmajor = geo[G_COUNT_PAD]
-    want = idx.size > 0
-    ispace = D * H * W
-    ninf = np.float32(-np.inf)
-    k = 0
-    for p in range(NC_):
-        xb = p * ispace
-        for od in range(OD):
-            for oh in range(OH):
-                for ow in range(OW):
-                    best = ninf
-                    bi = -1
-                    for kd in range(KD):
-                        iz = od * SD + kd * DD - PD
-                        if iz < 0 or iz >= D:
-                            continue
-                        for kh in range(KH):
-                            iy = oh * SH + kh * DH - PH
-                            if iy < 0 or iy >= H:
-                                continue
-                            for kw in range(KW):
-                                ix = ow * SW + kw * DW - PW
-                                if ix < 0 or ix >= W:
-                                    continue
-                                v = x[xb + (iz * H + iy) * W + ix]
-                                if bi < 0 or (best == best and not v <= best):
-                                    best = v
-                                    if colmajor != 0:
-                                        bi = (ix * H + iy) * D + iz
-                                    else:
-                                        bi = (iz * H + iy) * W + ix
-                    y[k] = best
-                    if want:
-                        idx[k] = xb + bi if bi >= 0 else 0
-                    k += 1
-
-
-@_entry(_SIG_AVGPOOL)
-def avg_pool(x, geo, y):
-    """AveragePool over [N*C] planes.  The divisor counts the taps inside the
-    input, or with count_include_pad (geo[G_COUNT_PAD]) the taps inside the
-    padded input [-pad_begin, size + pad_end), as onnxruntime does."""
-    NC_, D, H, W, OD, OH, OW = geo[0], geo[6], geo[7], geo[8], geo[9], geo[10], geo[11]
-    KD, KH, KW, SD, SH, SW = geo[12], geo[13], geo[14], geo[15], geo[16], geo[17]
-    DD, DH, DW, PD, PH, PW = geo[18], geo[19], geo[20], geo[21], geo[22], geo[23]
-    QD, QH, QW = geo[G_QD], geo[G_QH], geo[G_QW]
-    incl = geo[G_COUNT_PAD]
-    ispace = D * H * W
-    k = 0
-    for p in range(NC_):
-        xb = p * ispace
-        for od in range(OD):
-            for oh in range(OH):
-                for ow in range(OW):
-                    s = np.float32(0)
-                    cnt = 0
-                    cpad = 0
-                    for kd in range(KD):
-                        iz = od * SD + kd * DD - PD
-                        if iz < -PD or iz >= D + QD:
-                            continue
-                        zin = 0 <= iz < D
-                        for kh in range(KH):
-                            iy = oh * SH + kh * DH - PH
-                            if iy < -PH or iy >= H + QH:
-                                continue
-                            yin = zin and 0 <= iy < H
-                            for kw in range(KW):
-                                ix = ow * SW + kw * DW - PW
-                                if ix < -PW or ix >= W + QW:
-                                    continue
-                                cpad += 1
-                                if yin and 0 <= ix < W:
-                                    s += x[xb + (iz * H + iy) * W + ix]
-                                    cnt += 1
-                    div = cpad if incl != 0 else cnt
-                    y[k] = s / np.float32(div) if div > 0 else np.float32(np.nan)
-                    k += 1
 
 
 # ---- Conv through the packed panel GEMM (``fastlstm.kernels.gemm``) ---------------

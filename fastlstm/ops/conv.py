@@ -3,9 +3,11 @@ GlobalAveragePool, GlobalMaxPool (float32, 1 to 3 spatial axes).
 
 Conv and ConvTranspose run through :class:`ConvRunner`, which packs constant
 weights once at load; their table functions (used to fold constants) run the
-same kernels.  The pools call their kernel directly.  Geometry (output size,
-padding from ``auto_pad``, ``ceil_mode``) is worked out here, once per input
-shape, into the int64 block the kernels read (``fastlstm.kernels.conv``).
+same kernels.  The pools call their kernels (``fastlstm.kernels.pool``)
+directly; for the specialised executor their ``bind`` works the geometry out
+once for the recorded shape.  Geometry (output size, padding from
+``auto_pad``, ``ceil_mode``) is worked out here, once per input shape, into
+the int64 block the kernels read (``fastlstm.kernels.conv``).
 """
 import copy
 
@@ -644,71 +646,115 @@ def _pool_geo(node, x, dilated, ceil):
     return geo, (x.shape[0], x.shape[1], *outsz)
 
 
-def _max_pool(node, ins, n, dilated, ceil):
+def _pool_kernels():
+    from ..kernels import pool
+    return pool
+
+
+def _pool_plan(node, x, is_max):
+    """(geo, output shape, kernel) of a pool node for input x."""
     K = _kernels()
-    x = _pool_x(node, ins[0])
+    since = node.since_version
+    if is_max:
+        dilated, ceil = since >= 10, since >= 10
+    else:
+        dilated, ceil = since >= 19, since >= 10
     geo, shape = _pool_geo(node, x, dilated, ceil)
-    geo[K.G_COUNT_PAD] = int(attr(node, "storage_order", 0))
+    geo[K.G_COUNT_PAD] = int(attr(node, "storage_order" if is_max else "count_include_pad", 0))
+    return geo, shape, _pool_kernels().kernel("max_pool" if is_max else "avg_pool")
+
+
+def _max_pool(node, ins, n):
+    x = _pool_x(node, ins[0])
+    geo, shape, kern = _pool_plan(node, x, True)
     y = np.empty(shape, _F32)
     idx = np.empty(shape if n > 1 else 0, np.int64)
-    K.kernel("max_pool")(_writable(x.ravel()), geo, y.ravel(), idx.ravel())
+    kern(_writable(x.ravel()), geo, y.ravel(), idx.ravel())
     return [y, idx][:n]
+
+
+_NO_IDX = np.empty(0, np.int64)
+
+
+def _bind_pool(node, consts, rec):
+    """For the specialised executor: the geometry worked out once for the
+    recorded input shape (a Python plan per call costs more than CRNN's
+    pooling itself); another shape takes the general path."""
+    x0 = rec.get(node.inputs[0])
+    if len(node.outputs) != 1 or not isinstance(x0, np.ndarray) or x0.dtype != _F32:
+        return None
+    is_max = node.op_type == "MaxPool"
+    geo, shape, kern = _pool_plan(node, x0, is_max)
+    xshape = x0.shape
+    fn = _max_pool if is_max else _avg_pool
+
+    def run(x):
+        if type(x) is not np.ndarray or x.shape != xshape or x.dtype is not _F32:
+            return fn(node, [x], 1)[0]
+        y = np.empty(shape, _F32)
+        xf = x.ravel()
+        if not xf.flags.writeable:
+            xf = xf.copy()
+        if is_max:
+            kern(xf, geo, y.ravel(), _NO_IDX)
+        else:
+            kern(xf, geo, y.ravel())
+        return y
+    return run
 
 
 _POOL = ("auto_pad", "kernel_shape", "pads", "strides")
 
 
-@op("MaxPool", since=1, attrs=_POOL)
+@op("MaxPool", since=1, attrs=_POOL, bind=_bind_pool)
 def max_pool_1(node, ins, n):
     """Max over sliding windows (padding never wins)."""
-    return _max_pool(node, ins, n, False, False)
+    return _max_pool(node, ins, n)
 
 
 @op("MaxPool", since=8, attrs=_POOL + ("storage_order",), outputs=(1, 2))
 def max_pool_8(node, ins, n):
     """Max over sliding windows, with the optional Indices output."""
-    return _max_pool(node, ins, n, False, False)
+    return _max_pool(node, ins, n)
 
 
 @op("MaxPool", since=10, attrs=_POOL + ("storage_order", "ceil_mode", "dilations"),
     outputs=(1, 2))
 def max_pool_10(node, ins, n):
     """Max over sliding windows (ceil_mode, dilations, Indices)."""
-    return _max_pool(node, ins, n, True, True)
+    return _max_pool(node, ins, n)
 
 
-def _avg_pool(node, ins, n, dilated, ceil):
-    K = _kernels()
+def _avg_pool(node, ins, n):
     x = _pool_x(node, ins[0])
-    geo, shape = _pool_geo(node, x, dilated, ceil)
-    geo[K.G_COUNT_PAD] = int(attr(node, "count_include_pad", 0))
+    geo, shape, kern = _pool_plan(node, x, False)
     y = np.empty(shape, _F32)
-    K.kernel("avg_pool")(_writable(x.ravel()), geo, y.ravel())
+    kern(_writable(x.ravel()), geo, y.ravel())
     return [y]
 
 
-@op("AveragePool", since=1, attrs=_POOL)
+@op("AveragePool", since=1, attrs=_POOL, bind=_bind_pool)
 def avg_pool_1(node, ins, n):
     """Mean over sliding windows, padding not counted."""
-    return _avg_pool(node, ins, n, False, False)
+    return _avg_pool(node, ins, n)
 
 
 @op("AveragePool", since=7, attrs=_POOL + ("count_include_pad",))
 def avg_pool_7(node, ins, n):
     """Mean over sliding windows (count_include_pad)."""
-    return _avg_pool(node, ins, n, False, False)
+    return _avg_pool(node, ins, n)
 
 
 @op("AveragePool", since=10, attrs=_POOL + ("count_include_pad", "ceil_mode"))
 def avg_pool_10(node, ins, n):
     """Mean over sliding windows (count_include_pad, ceil_mode)."""
-    return _avg_pool(node, ins, n, False, True)
+    return _avg_pool(node, ins, n)
 
 
 @op("AveragePool", since=19, attrs=_POOL + ("count_include_pad", "ceil_mode", "dilations"))
 def avg_pool_19(node, ins, n):
     """Mean over sliding windows (count_include_pad, ceil_mode, dilations)."""
-    return _avg_pool(node, ins, n, True, True)
+    return _avg_pool(node, ins, n)
 
 
 for _f in (max_pool_1, max_pool_8, max_pool_10, avg_pool_1, avg_pool_7, avg_pool_10,
