@@ -33,7 +33,7 @@ _UNARY = {"Relu": "np.maximum({}, np.float32(0))", "Tanh": "np.tanh({})",
 #: Elementwise ops one numpy call computes: alone, they are not worth a
 #: compiled loop of their own (the others, Sigmoid say, take several calls).
 _CHEAP_ALONE = {"Add", "Sub", "Mul", "Div", "Relu", "Tanh", "Sqrt", "Exp", "Log", "Abs",
-                "Neg", "Reciprocal", "Pow"}
+                "Neg", "Reciprocal", "Pow", "Cast"}
 
 
 def _movement_map(n, rec, consts):
@@ -63,7 +63,8 @@ def _movement_map(n, rec, consts):
 
 
 def _fuse_conv_activation(nodes, runners, outputs):
-    """Convs whose only reader is a Relu or Sigmoid apply it themselves.
+    """Convs whose only reader is a Relu, a Sigmoid, or a Clip with constant
+    bounds (as its data input) apply it themselves.
 
     Returns {activation node index: conv output name} and, per node, the
     runner to call (a fused copy of the conv's, so the general path, which
@@ -80,11 +81,21 @@ def _fuse_conv_activation(nodes, runners, outputs):
         if make is None or not n.outputs or n.outputs[0] in outputs:
             continue
         rs = readers.get(n.outputs[0], [])
-        if len(rs) == 1 and nodes[rs[0]].op_type in ("Relu", "Sigmoid"):
-            new = make(nodes[rs[0]].op_type)
-            if new is not None:
-                runners[k] = new
-                alias[rs[0]] = n.outputs[0]
+        if len(rs) != 1:
+            continue
+        act = nodes[rs[0]]
+        new = None
+        if act.op_type in ("Relu", "Sigmoid"):
+            new = make(act.op_type)
+        elif (act.op_type == "Clip" and act.inputs[0] == n.outputs[0]
+              and n.outputs[0] not in act.inputs[1:]
+              and hasattr(r, "clip_bounds_from")):
+            bounds = r.clip_bounds_from(act)
+            if bounds is not None:
+                new = make("Clip", bounds)
+        if new is not None:
+            runners[k] = new
+            alias[rs[0]] = n.outputs[0]
     return alias, runners
 
 
@@ -228,7 +239,7 @@ def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
         if k in inner:
             continue
         if k in relu_alias:
-            lines.append(f"    {N.v(n.outputs[0])} = {N.v(relu_alias[k])}")
+            N.var[n.outputs[0]] = N.v(relu_alias[k])     # the same array: no line
             continue
         outs = [N.v(o) if o else "_" for o in n.outputs]
         if k in groups:
@@ -240,7 +251,7 @@ def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
             shape = N.g(tuple(rec[n.outputs[0]].shape), "s")
             lines.append(f"    {outs[0]} = {ins[0]}.reshape({shape})")
         elif n.op_type == "Identity":
-            lines.append(f"    {outs[0]} = {ins[0]}")
+            N.var[n.outputs[0]] = ins[0]                # the same array: no line
         elif (idx := _movement_map(n, rec, consts)) is not None:
             lines.append(f"    {outs[0]} = {ins[0]}.reshape(-1).take({N.g(idx, 'm')})")
         elif (b := _bind(n, consts, rec)) is not None:

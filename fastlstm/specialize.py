@@ -140,10 +140,14 @@ class Specialiser:
 
     def key(self, feed, outputs, optional, run_all):
         """The signature of a feed (None: not specialisable).  It holds each
-        input's type, shape and dtype, so a feed whose key has been seen
-        passed the input checks before and needs none now."""
+        input's type, shape, dtype and whether it is C-contiguous (the
+        generated code reads arrays as laid out in the recorded run: a
+        strided feed under a contiguous one's key failed in a fused loop), so
+        a feed whose key has been seen passed the input checks before and
+        needs none now."""
         try:
-            parts = tuple([(n, type(a), a.shape, a.dtype) for n, a in feed.items()])
+            parts = tuple([(n, type(a), a.shape, a.dtype, a.flags.c_contiguous)
+                           for n, a in feed.items()])
         except AttributeError:
             return None
         if not self.key_inputs:

@@ -209,3 +209,17 @@ def test_fused_loop_reads_strided_slices_in_place():
                       for n in (1, 7)])
     for fn in sess._plan._specialiser._built.values():
         assert "ascontiguousarray" not in fn.source and fn.source.count("np.empty") == 1
+
+
+def test_a_strided_feed_gets_a_run_of_its_own():
+    """A feed of the same shape and dtype that is a strided view (every
+    second column of a wider array) is a different signature: the code
+    written for a C-contiguous feed would read it wrongly."""
+    nodes, inits, prev = [], [], "x"
+    for k in range(4):
+        inits.append((f"c{k}", R.standard_normal((1, 16)).astype(np.float32)))
+        nodes.append(helper.make_node("Add", [prev, f"c{k}"], [f"y{k}"]))
+        prev = f"y{k}"
+    m = _model(nodes, [_fin("x", [1, 16])], [prev], inits)
+    wide = R.standard_normal((1, 32)).astype(np.float32)
+    _check(m, [{"x": np.ascontiguousarray(wide[:, ::2])}, {"x": wide[:, ::2]}])

@@ -207,8 +207,13 @@ def _bind_cast(node, consts, rec):
     return inline(lambda x: x.astype(to), "{0}.astype({to})", to=to)
 
 
+def _cast_scalar(node, args):
+    # float32 to float32 (the executor fuses float32 ops only): the value itself
+    return args[0] if int(attr(node, "to")) == 1 else None
+
+
 @op("Cast", since=6, attrs=["to", "saturate", "round_mode"], zero_preserving=True,
-    bind=_bind_cast)
+    bind=_bind_cast, scalar=_cast_scalar)
 def cast(node, ins, n):
     """Convert to another element type."""
     to = int(attr(node, "to"))
