@@ -99,6 +99,41 @@ def _fuse_conv_activation(nodes, runners, outputs):
     return alias, runners
 
 
+def _dense_with_bias(nodes, rec, consts, outputs):
+    """A MatMul by a constant 2-D float32 matrix whose only reader is an Add
+    of a constant bias row (PyTorch's Linear on a 3-D input exports as the
+    two): {MatMul index: (Add index, one packed product with the bias)}."""
+    from .kernels.dense import Dense
+    readers = {}
+    for k, n in enumerate(nodes):
+        for i in n.inputs:
+            if i:
+                readers.setdefault(i, []).append(k)
+    found = {}
+    for k, n in enumerate(nodes):
+        if n.op_type != "MatMul" or n.inputs[1] not in consts:
+            continue
+        w, x, y = consts[n.inputs[1]], rec.get(n.inputs[0]), rec.get(n.outputs[0])
+        if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray) or \
+                w.ndim != 2 or x.ndim < 2 or x.dtype != np.float32 or \
+                w.dtype != np.float32 or n.outputs[0] in outputs:
+            continue
+        rs = readers.get(n.outputs[0], [])
+        if len(rs) != 1 or nodes[rs[0]].op_type != "Add":
+            continue
+        add = nodes[rs[0]]
+        other = [i for i in add.inputs if i != n.outputs[0]]
+        if len(other) != 1 or other[0] not in consts:
+            continue
+        b, out = consts[other[0]], rec.get(add.outputs[0])
+        N = w.shape[1]
+        if b.dtype != np.float32 or b.size != N or b.shape[-1] != N or \
+                not isinstance(out, np.ndarray) or out.shape != y.shape:
+            continue
+        found[k] = (rs[0], Dense(w, b.reshape(-1)))
+    return found
+
+
 class _Names:
     def __init__(self):
         self.var = {}
@@ -230,13 +265,19 @@ def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
     for name, a in consts.items():
         N.var[name] = N.g(a, "c")
     relu_alias, runners = _fuse_conv_activation(nodes, runners, set(outputs))
-    keep = [k for k in range(len(nodes)) if k not in relu_alias]
+    dense = _dense_with_bias(nodes, rec, consts, set(outputs))
+    dense_adds = {a for a, _ in dense.values()}
+    keep = [k for k in range(len(nodes)) if k not in relu_alias and k not in dense_adds]
     groups, inner, fusable = _groups([nodes[k] for k in keep], rec, consts, set(outputs))
     groups = {keep[k]: [keep[m] for m in ms] for k, ms in groups.items()}
     inner = {keep[k] for k in inner}
     fusable = {keep[k]: f for k, f in fusable.items()}
     for k, (n, r) in enumerate(zip(nodes, runners)):
-        if k in inner:
+        if k in inner or k in dense_adds:
+            continue
+        if k in dense:          # MatMul + bias Add: one product, written to the Add's output
+            a, fn = dense[k]
+            lines.append(f"    {N.v(nodes[a].outputs[0])} = {N.g(fn, 'b')}({N.v(n.inputs[0])})")
             continue
         if k in relu_alias:
             N.var[n.outputs[0]] = N.v(relu_alias[k])     # the same array: no line

@@ -223,3 +223,20 @@ def test_a_strided_feed_gets_a_run_of_its_own():
     m = _model(nodes, [_fin("x", [1, 16])], [prev], inits)
     wide = R.standard_normal((1, 32)).astype(np.float32)
     _check(m, [{"x": np.ascontiguousarray(wide[:, ::2])}, {"x": wide[:, ::2]}])
+
+
+@pytest.mark.parametrize("bias_first", [False, True])
+def test_matmul_then_bias_add_is_one_product(bias_first):
+    """PyTorch's Linear on [T, B, K] exports as MatMul + Add: one packed
+    product with the bias (an N that is not a multiple of 16, as 29 classes)."""
+    w = R.standard_normal((64, 29)).astype(np.float32)
+    b = R.standard_normal(29).astype(np.float32)
+    add = ["b", "mm"] if bias_first else ["mm", "b"]
+    m = _model([helper.make_node("MatMul", ["x", "w"], ["mm"]),
+                helper.make_node("Add", add, ["y"])],
+               [_fin("x", [None, 1, 64])], ["y"], [("w", w), ("b", b)])
+    sess = _check(m, [{"x": R.standard_normal((t, 1, 64)).astype(np.float32)}
+                      for t in (1, 250)], rtol=1e-5, atol=1e-5)
+    for fn in sess._plan._specialiser._built.values():
+        body = [line.strip() for line in fn.source.splitlines()[1:]]
+        assert len(body) == 3, fn.source        # feed, one product, return
