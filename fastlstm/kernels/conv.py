@@ -26,7 +26,8 @@ every position of a tile are skipped (a 3-tap conv at one position reads a
 third of its weights).  A tile of one or two positions splits its innermost
 sum in 4 or 2 parts with their own accumulators, so that 8 FMA chains hide
 the FMA latency; the parts are added when the tile is written, with the bias
-and the optional fused activation (Relu or Sigmoid).
+and the optional fused activation (Relu, Sigmoid, or Clip with constant
+bounds).
 
 Conv, the direct kernel (``conv_direct``) runs convolutions with few output
 channels per group (depthwise, a one-channel head), W in its ONNX layout:
@@ -109,10 +110,26 @@ def kernel(name):
  G_D, G_H, G_W, G_OD, G_OH, G_OW,
  G_KD, G_KH, G_KW, G_SD, G_SH, G_SW, G_DD, G_DH, G_DW,
  G_PD, G_PH, G_PW, G_QD, G_QH, G_QW,
- G_NP, G_BIAS, G_ACT, G_PADCOPY, G_COUNT_PAD) = range(32)
-#: geo[G_ACT]: the activation fused into a Conv's output
-ACT_NONE, ACT_RELU, ACT_SIGMOID = 0, 1, 2
-GEO_SIZE = 32
+ G_NP, G_BIAS, G_ACT, G_PADCOPY, G_COUNT_PAD, G_CLIP) = range(33)
+#: geo[G_ACT]: the activation fused into a Conv's output; ACT_CLIP's bounds are
+#: two float32 in the bits of geo[G_CLIP] (``clip_bounds``)
+ACT_NONE, ACT_RELU, ACT_SIGMOID, ACT_CLIP = 0, 1, 2, 3
+GEO_SIZE = 33
+
+
+@njit(**_jit)
+def clip_bounds(geo):
+    """(lo, hi) of a fused Clip: the two float32 stored in geo[G_CLIP]."""
+    b = geo[G_CLIP:G_CLIP + 1].view(np.float32)
+    return b[0], b[1]
+
+
+@njit(**_jit)
+def _clip(v, lo, hi):
+    """As the Clip op: v < lo ? lo : v, then > hi ? hi : v (NaN v stays NaN;
+    a NaN bound leaves v as it is)."""
+    v = lo if v < lo else v
+    return hi if v > hi else v
 
 
 def _make_tile(P, S):
@@ -317,6 +334,7 @@ def conv_panel(x, w, geo, y):
     KD, KH, KW, SD, SH, SW = geo[12], geo[13], geo[14], geo[15], geo[16], geo[17]
     DD, DH, DW, PD, PH, PW = geo[18], geo[19], geo[20], geo[21], geo[22], geo[23]
     NP, BIAS, ACT, PADCOPY = geo[G_NP], geo[G_BIAS], geo[G_ACT], geo[G_PADCOPY]
+    clo, chi = clip_bounds(geo)
     if PADCOPY != 0:
         Dp, Hp, Wp = D + PD + geo[G_QD], H + PH + geo[G_QH], W + PW + geo[G_QW]
     else:
@@ -398,6 +416,10 @@ def conv_panel(x, w, geo, y):
                                 elif ACT == ACT_SIGMOID:
                                     for cc in range(nvalid):
                                         y[o + cc * ospace] = _sigmoid(acc[ar + cc] + w[bb + cc])
+                                elif ACT == ACT_CLIP:
+                                    for cc in range(nvalid):
+                                        y[o + cc * ospace] = _clip(acc[ar + cc] + w[bb + cc],
+                                                                   clo, chi)
                                 else:
                                     for cc in range(nvalid):
                                         y[o + cc * ospace] = acc[ar + cc] + w[bb + cc]
@@ -466,6 +488,10 @@ def conv_direct(x, w, geo, y):
             elif ACT == ACT_SIGMOID:
                 for i in range(ospace):
                     y[ybase + i] = _sigmoid(y[ybase + i])
+            elif ACT == ACT_CLIP:
+                clo, chi = clip_bounds(geo)
+                for i in range(ospace):
+                    y[ybase + i] = _clip(y[ybase + i], clo, chi)
 
 
 @_entry(_SIG_CONV)
@@ -479,6 +505,7 @@ def conv_transpose(x, w, geo, y):
     KD, KH, KW, SD, SH, SW = geo[12], geo[13], geo[14], geo[15], geo[16], geo[17]
     DD, DH, DW, PD, PH, PW = geo[18], geo[19], geo[20], geo[21], geo[22], geo[23]
     BIAS, ACT = geo[G_BIAS], geo[G_ACT]
+    clo, chi = clip_bounds(geo)
     ispace = D * H * W
     ospace = OD * OH * OW
     taps = KD * KH * KW
@@ -521,6 +548,8 @@ def conv_transpose(x, w, geo, y):
                         v = np.float32(0)
                     elif ACT == ACT_SIGMOID:
                         v = _sigmoid(v)
+                    elif ACT == ACT_CLIP:
+                        v = _clip(v, clo, chi)
                     y[ybase + i] = v
 
 
@@ -631,7 +660,7 @@ def _gemm_panels(mb, K, Np, a, aoff, lda, w, o, acc):
 
 
 @njit(**_jit)
-def _gemm_store(o, mb, Np, COUT, ospace, yrow, w, BIAS, ACT, y):
+def _gemm_store(o, mb, Np, COUT, ospace, yrow, w, BIAS, ACT, clo, chi, y):
     """y[yrow[r] + c*ospace] = act(o[r, c] + bias[c]) for r < mb, c < COUT."""
     for c in range(COUT):
         b = w[BIAS + c]
@@ -643,6 +672,9 @@ def _gemm_store(o, mb, Np, COUT, ospace, yrow, w, BIAS, ACT, y):
         elif ACT == ACT_SIGMOID:
             for r in range(mb):
                 y[yrow[r] + yo] = _sigmoid(o[r * Np + c] + b)
+        elif ACT == ACT_CLIP:
+            for r in range(mb):
+                y[yrow[r] + yo] = _clip(o[r * Np + c] + b, clo, chi)
         else:
             for r in range(mb):
                 y[yrow[r] + yo] = o[r * Np + c] + b
@@ -651,6 +683,7 @@ def _gemm_store(o, mb, Np, COUT, ospace, yrow, w, BIAS, ACT, y):
 @_entry(_SIG_CONV)
 def conv_gemm(x, w, geo, y):
     """Conv (group 1) as a product against Wt packed in panels (see above)."""
+    clo, chi = clip_bounds(geo)
     N, CIN, COUT = geo[0], geo[2], geo[4]
     D, H, W, OD, OH, OW = geo[6], geo[7], geo[8], geo[9], geo[10], geo[11]
     KD, KH, KW, SD, SH, SW = geo[12], geo[13], geo[14], geo[15], geo[16], geo[17]
@@ -677,7 +710,7 @@ def conv_gemm(x, w, geo, y):
                         _gemm_panels(mb, K, Np, x, a0 + ow0 * SW, SW, w, o, acc)
                         for r in range(mb):
                             yrow[r] = n * COUT * ospace + pos0 + ow0 + r
-                        _gemm_store(o, mb, Np, COUT, ospace, yrow, w, BIAS, ACT, y)
+                        _gemm_store(o, mb, Np, COUT, ospace, yrow, w, BIAS, ACT, clo, chi, y)
                         ow0 += mb
         return
     M = N * ospace
@@ -731,5 +764,5 @@ def conv_gemm(x, w, geo, y):
                                 av[i] = sv[i]
                             dst += CIN
         _gemm_panels(mb, K, Np, a, 0, K, w, o, acc)
-        _gemm_store(o, mb, Np, COUT, ospace, yrow, w, BIAS, ACT, y)
+        _gemm_store(o, mb, Np, COUT, ospace, yrow, w, BIAS, ACT, clo, chi, y)
         m0 += mb

@@ -281,7 +281,8 @@ class ConvRunner:
 
     Hooks for the executor:
 
-    - ``runner.fuse_activation("Relu")`` (or ``"Sigmoid"``) makes the runner
+    - ``runner.fuse_activation("Relu")`` (or ``"Sigmoid"``, or ``"Clip"``
+      with ``bounds=(min, max)``) makes the runner
       apply that activation to its output, inside the kernel (returns True;
       False for another op or when one is already fused, and then nothing
       changes).  ``runner.fuse_relu = True/False`` switches Relu alone;
@@ -291,7 +292,8 @@ class ConvRunner:
       activation (weights shared), leaving this one as it was: for a
       specialised run while the general path still runs the activation node.
       A fused Sigmoid computes as the elementwise Sigmoid's scalar form
-      (``fastlstm.kernels.scalar.sigmoid``), so results are the same.
+      (``fastlstm.kernels.scalar.sigmoid``), a fused Clip as the op (x < min ?
+      min : x, then > max ? max : x), so results are the same.
     - ``runner.run1(x, out=None)`` returns Y for X without the dict and list
       of ``__call__`` (constant weights only); ``out`` reuses a buffer.
 
@@ -305,22 +307,29 @@ class ConvRunner:
         self._x = node.input(0)
         self._wn, self._bn = node.input(1), node.input(2)
         self._act = 0           # fused activation, a kernels.conv.ACT_* code
+        self._clip = None       # a fused Clip's (lo, hi), float32
         self._plans = {}
         self._fast = (None,)    # see _prepare
+        self._consts = constants    # the plan's constants (a fused Clip's bounds)
         w, b = constants.get(self._wn), constants.get(self._bn) if self._bn else None
         self._fixed = w is not None and (not self._bn or b is not None)
         self._packed = _pack(node, w, b) if self._fixed else None
 
     # -- fusion hook
-    _ACTS = {"Relu": 1, "Sigmoid": 2}        # fastlstm.kernels.conv.ACT_*
+    _ACTS = {"Relu": 1, "Sigmoid": 2, "Clip": 3}        # fastlstm.kernels.conv.ACT_*
 
     @property
     def fused_activation(self):
-        """The activation applied to the output ("Relu", "Sigmoid" or None)."""
+        """The activation applied to the output ("Relu", "Sigmoid", "Clip" or None)."""
         for name, code in self._ACTS.items():
             if code == self._act:
                 return name
         return None
+
+    @property
+    def clip_bounds(self):
+        """(lo, hi) of a fused Clip (float32), else None."""
+        return self._clip if self._act == 3 else None
 
     @property
     def fuse_relu(self):
@@ -331,32 +340,71 @@ class ConvRunner:
     def fuse_relu(self, on):
         self._set_act(1 if on else 0)
 
-    def fuse_activation(self, op_type):
-        """Apply activation ``op_type`` ("Relu" or "Sigmoid") to the output from
-        the next call on.  Returns False, changing nothing, for another op or
-        when an activation is already fused (the two would not compose)."""
+    @staticmethod
+    def _clip_pair(bounds):
+        """Clip's (lo, hi) as float32, an absent (None) bound the float32 extreme
+        (as the op takes it); None when ``bounds`` is not two numbers."""
+        try:
+            lo, hi = bounds
+            f = np.finfo(np.float32)
+            lo = np.float32(f.min if lo is None else lo)
+            hi = np.float32(f.max if hi is None else hi)
+        except (TypeError, ValueError):
+            return None
+        return lo, hi
+
+    def clip_bounds_from(self, node):
+        """(min, max) of Clip node ``node`` for ``fused("Clip", ...)`` (None for
+        an absent bound): attributes before opset 11, then inputs that must be
+        float32 constants of one element; None when they are not."""
+        if node.op_type != "Clip":
+            return None
+        if node.since_version < 11:
+            return attr(node, "min"), attr(node, "max")
+        out = []
+        for i in (1, 2):
+            name = node.input(i) if len(node.inputs) > i else ""
+            if not name:
+                out.append(None)
+                continue
+            v = self._consts.get(name)
+            if not isinstance(v, np.ndarray) or v.dtype != _F32 or v.size != 1:
+                return None
+            out.append(float(v.reshape(-1)[0]))
+        return tuple(out)
+
+    def fuse_activation(self, op_type, bounds=None):
+        """Apply activation ``op_type`` ("Relu", "Sigmoid", or "Clip" with
+        ``bounds`` = (min, max), None for an absent one) to the output from
+        the next call on.  Returns False, changing nothing, for another op,
+        a Clip without bounds, or when an activation is already fused (the
+        two would not compose)."""
         code = self._ACTS.get(op_type)
-        if code is None or self._act != 0:
+        clip = self._clip_pair(bounds) if code == 3 else None
+        if code is None or self._act != 0 or (code == 3 and clip is None):
             return False
-        self._set_act(code)
+        self._set_act(code, clip)
         return True
 
-    def fused(self, op_type):
-        """A new runner for this node that applies ``op_type`` ("Relu" or
-        "Sigmoid") to its output, sharing the packed weights; None if it
-        cannot.  Unlike ``fuse_activation`` this runner is left unchanged, so
-        a path that still runs the activation node keeps its results (Sigmoid
-        is not idempotent as Relu is)."""
+    def fused(self, op_type, bounds=None):
+        """A new runner for this node that applies ``op_type`` ("Relu",
+        "Sigmoid", or "Clip" with ``bounds`` as for ``fuse_activation``) to its
+        output, sharing the packed weights; None if it cannot.  Unlike
+        ``fuse_activation`` this runner is left unchanged, so a path that
+        still runs the activation node keeps its results (Sigmoid is not
+        idempotent as Relu is)."""
         code = self._ACTS.get(op_type)
-        if code is None or self._act != 0:
+        clip = self._clip_pair(bounds) if code == 3 else None
+        if code is None or self._act != 0 or (code == 3 and clip is None):
             return None
         new = copy.copy(self)
         new._plans = {}
-        new._set_act(code)
+        new._set_act(code, clip)
         return new
 
-    def _set_act(self, code):
+    def _set_act(self, code, clip=None):
         self._act = code
+        self._clip = clip
         self._plans.clear()
         self._fast = (None,)
 
@@ -388,6 +436,8 @@ class ConvRunner:
         G = int(attr(node, "group", 1))
         _recheck(node, strides, dil, pads, G)
         extra = {K.G_BIAS: packed.bias_off, K.G_ACT: self._act, K.G_NP: packed.np_}
+        if self._act == K.ACT_CLIP:     # the two float32 bounds in one int64 field
+            extra[K.G_CLIP] = int(np.array(self._clip, np.float32).view(np.int64)[0])
         if node.op_type == "ConvTranspose":
             outsz, pb, pe = _transpose_out(node, insz, ks, strides, dil, pads)
         else:
