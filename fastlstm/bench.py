@@ -180,29 +180,37 @@ def l2_stream_seconds(nbytes=1 << 20):
 
 
 def peak_flops():
-    """Multiply-add rate (FLOP/s) of one core: fastlstm's register tiles on a
-    product that sits in L1, which run at one 16-wide FMA per cycle on AVX-512
-    hardware that retires one (Zen 4)."""
+    """Multiply-add rate (FLOP/s) of one core at its FMA peak: fastlstm's
+    widest register tile (``kernels.gemm.TILE_ROWS`` rows: 12 accumulators on
+    AVX2, 16 on AVX-512) over a long K whose operands sit in L1 (one row of
+    A and one row of weights, read again for every k), so that nothing but
+    the FMA units limits it.  (It used a small panel GEMM before, which also
+    counted loads and stores of the output and read 60-65 GFLOP/s on the
+    AVX2 host where this probe reads more.)"""
     from numba import njit
     from . import config
-    from .kernels.gemm import panel_gemm
-    from .pack import to_panels
+    from .kernels import gemm
+
+    mr, nv = gemm.TILE_ROWS, gemm.TILE_VECS
+    K = 2048
 
     @njit(**config.jit_options(cache=False))
-    def _loop(reps, a, wp, out):
+    def _loop(reps, a, w, out):
         for _ in range(reps):
-            panel_gemm(64, 64, 64, 0, 64, a.ctypes, 0, 64, wp.ctypes, 0, out.ctypes, 0, 64, 0)
+            # lda = ldw = 0: every row reads the same K floats of ``a``, every
+            # k the same weight vectors
+            gemm._tile(mr, nv, K, a.ctypes, 0, 0, w.ctypes, 0, 0, out.ctypes, 0, 16 * nv)
 
-    a = np.ones((64, 64), np.float32) * np.float32(1e-3)
-    wp = to_panels(np.ones((64, 64), np.float32) * np.float32(1e-3))
-    out = np.zeros((64, 64), np.float32)
-    _loop(1, a, wp, out)
+    a = np.full(K, 1e-6, np.float32)
+    w = np.full(16 * nv, 1e-6, np.float32)
+    out = np.zeros((mr, 16 * nv), np.float32)
+    _loop(1, a, w, out)
     best = []
     for _ in range(7):
         t0 = time.perf_counter()
-        _loop(200, a, wp, out)
-        best.append((time.perf_counter() - t0) / 200)
-    return 2.0 * 64 ** 3 / min(best)
+        _loop(100, a, w, out)
+        best.append((time.perf_counter() - t0) / 100)
+    return 2.0 * mr * 16 * nv * K / min(best)
 
 
 def floor_seconds(case, threads, peak, read_seconds):
