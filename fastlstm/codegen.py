@@ -62,6 +62,16 @@ def _movement_map(n, rec, consts):
     return np.ascontiguousarray(got)
 
 
+def _readers(nodes):
+    """{value name: indices of the nodes that read it}"""
+    readers = {}
+    for k, n in enumerate(nodes):
+        for i in n.inputs:
+            if i:
+                readers.setdefault(i, []).append(k)
+    return readers
+
+
 def _fuse_conv_activation(nodes, runners, outputs):
     """Convs whose only reader is a Relu, a Sigmoid, or a Clip with constant
     bounds (as its data input) apply it themselves.
@@ -69,11 +79,7 @@ def _fuse_conv_activation(nodes, runners, outputs):
     Returns {activation node index: conv output name} and, per node, the
     runner to call (a fused copy of the conv's, so the general path, which
     still runs the activation node, is left as it was)."""
-    readers = {}
-    for k, n in enumerate(nodes):
-        for i in n.inputs:
-            if i:
-                readers.setdefault(i, []).append(k)
+    readers = _readers(nodes)
     alias = {}
     runners = list(runners)
     for k, (n, r) in enumerate(zip(nodes, runners)):
@@ -104,11 +110,7 @@ def _dense_with_bias(nodes, rec, consts, outputs):
     of a constant bias row (PyTorch's Linear on a 3-D input exports as the
     two): {MatMul index: (Add index, one packed product with the bias)}."""
     from .kernels.dense import Dense
-    readers = {}
-    for k, n in enumerate(nodes):
-        for i in n.inputs:
-            if i:
-                readers.setdefault(i, []).append(k)
+    readers = _readers(nodes)
     found = {}
     for k, n in enumerate(nodes):
         if n.op_type != "MatMul" or n.inputs[1] not in consts:

@@ -35,13 +35,18 @@ def _check(m, feeds, rtol=1e-6, atol=1e-6, runs=3):
     return sess
 
 
-def test_add_chain_is_one_fused_loop():
+def _add_chain(n, width):
+    """x + c0 + c1 + ... (n Add nodes, constants [1, width])."""
     nodes, inits, prev = [], [], "x"
-    for k in range(50):
-        inits.append((f"c{k}", R.standard_normal((1, 128)).astype(np.float32)))
+    for k in range(n):
+        inits.append((f"c{k}", R.standard_normal((1, width)).astype(np.float32)))
         nodes.append(helper.make_node("Add", [prev, f"c{k}"], [f"y{k}"]))
         prev = f"y{k}"
-    m = _model(nodes, [_fin("x", [1, 128])], [prev], inits)
+    return _model(nodes, [_fin("x", [1, width])], [prev], inits)
+
+
+def test_add_chain_is_one_fused_loop():
+    m = _add_chain(50, 128)
     sess = _check(m, [{"x": R.standard_normal((1, 128)).astype(np.float32)}], rtol=0, atol=0)
     fn = next(iter(sess._plan._specialiser._built.values()))
     src = fn.source
@@ -215,12 +220,7 @@ def test_a_strided_feed_gets_a_run_of_its_own():
     """A feed of the same shape and dtype that is a strided view (every
     second column of a wider array) is a different signature: the code
     written for a C-contiguous feed would read it wrongly."""
-    nodes, inits, prev = [], [], "x"
-    for k in range(4):
-        inits.append((f"c{k}", R.standard_normal((1, 16)).astype(np.float32)))
-        nodes.append(helper.make_node("Add", [prev, f"c{k}"], [f"y{k}"]))
-        prev = f"y{k}"
-    m = _model(nodes, [_fin("x", [1, 16])], [prev], inits)
+    m = _add_chain(4, 16)
     wide = R.standard_normal((1, 32)).astype(np.float32)
     _check(m, [{"x": np.ascontiguousarray(wide[:, ::2])}, {"x": wide[:, ::2]}])
 
