@@ -115,7 +115,7 @@ def _verdict(lat, total, answered, p99_limit):
 
 
 class FastlstmEngine:
-    def __init__(self, spec, max_batch, max_wait_us):
+    def __init__(self, spec, max_batch, max_wait_us, warm=True):
         import fastlstm
         self.sess = fastlstm.InferenceSession(spec["model"])
         self.spec = spec
@@ -129,7 +129,8 @@ class FastlstmEngine:
                                 **{k: v[2] for k, v in spec["states"].items()}}
         self.kw = kw
         self.pool = fastlstm.StreamPool(self.sess, **kw)
-        self._warm(max_batch)
+        if warm:
+            self._warm(max_batch)
 
     def _warm(self, max_batch):
         """Run every batch size once twice (specialisations built before timing)."""
@@ -363,6 +364,145 @@ class OrtBatched(OrtBase):
         return dict(pool_bytes=per + 4 * sp["context"], mem_bytes=None)
 
 
+def breakdown(case="silero", sizes=(64, 256), repeats=15, silero=None, lines=12, cpu=None):
+    """Where a batched pool call's time goes: CPU microseconds per chunk of each
+    part at batch B, the pool driven by hand (no worker thread, so no waits):
+    ``submit`` (validation, future, queue), ``take`` (batch formation),
+    ``gather`` (chunks behind their context, state rows), ``graph`` (the
+    session's call), ``scatter`` (state and context back, outputs split by
+    stream), ``finish`` (results handed to their futures).  Medians of
+    ``repeats`` batches of random streams out of 2048.  Then the graph's
+    heaviest lines at each batch size (the specialised run, per line), when
+    the session runs specialised."""
+    import fastlstm
+    from .pool import _finish_many
+    if cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {cpu})
+    os.environ.setdefault("FASTLSTM_NUM_THREADS", "1")
+    spec = case_spec(case, silero)
+    eng = FastlstmEngine(spec, max(sizes), 2000, warm=False)
+    pool = eng.pool
+    pool.shutdown()                    # driven by hand from here
+    pool._closed = False
+    pool.max_wait = 0.0                # (_take does not wait for more chunks)
+    rng = np.random.default_rng(0)
+    chunks = [spec["chunk"](rng) for _ in range(64)]
+    ids = [pool.open() for _ in range(2048)]
+    clock = time.thread_time
+    rows = []
+    for B in sizes:
+        parts = {k: [] for k in ("submit", "take", "gather", "graph", "scatter", "finish")}
+        for rep in range(repeats + 3):
+            sel = rng.choice(len(ids), B, replace=False)
+            t0 = clock()
+            futs = [pool.submit(ids[s], chunks[k & 63]) for k, s in enumerate(sel)]
+            t1 = clock()
+            batch = pool._take()
+            t2 = clock()
+            with pool._store:
+                pool._apply_resets()
+                pool._grow(pool._next_slot)
+                t2 = clock()
+                job = pool._gather(batch)
+                t3 = clock()
+                got = pool._call(job)
+                t4 = clock()
+                res = pool._scatter(job, got)
+                t5 = clock()
+            _finish_many(batch, res, time.perf_counter())
+            now = time.monotonic()
+            for r in batch:
+                st = r.stream
+                st.answered += 1
+                st.last_used = now
+            t6 = clock()
+            assert len(batch) == B and all(f.done() for f in futs)
+            if rep >= 3:               # (the first build the specialisation)
+                for k, a, b in (("submit", t0, t1), ("take", t1, t2), ("gather", t2, t3),
+                                ("graph", t3, t4), ("scatter", t4, t5), ("finish", t5, t6)):
+                    parts[k].append((b - a) / B * 1e6)
+        med = {k: float(np.median(v)) for k, v in parts.items()}
+        med["total"] = sum(med.values())
+        med["B"] = B
+        with pool._store:           # (the last batch's feed again)
+            med["graph_lines"] = _graph_lines(pool, job, lines) if lines else []
+        rows.append(med)
+    return dict(case=case, macs=spec["macs"], rows=rows)
+
+
+def format_breakdown(res):
+    macs = res["macs"]
+    out = [f"{res['case']}: CPU us per chunk of a batched pool call (thread time, medians)",
+           "", "| batch | submit | take | gather | graph | scatter+split | finish | total | "
+           "graph % of FMA peak |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    from .bench import peak_flops
+    peak = peak_flops()
+    for r in res["rows"]:
+        frac = 2 * macs / (r["graph"] * 1e-6) / peak
+        out.append(f"| {r['B']} | {r['submit']:.2f} | {r['take']:.2f} | {r['gather']:.2f} | "
+                   f"{r['graph']:.2f} | {r['scatter']:.2f} | {r['finish']:.2f} | "
+                   f"{r['total']:.2f} | {100 * frac:.0f}% |")
+    out.append(f"(FMA peak {peak / 1e9:.0f} GFLOP/s; a chunk {macs / 1e6:.2f} M multiply-adds; "
+               f"1500 streams/core leave {1e6 / (1500 * 31.25):.1f} us per chunk, all included)")
+    for r in res["rows"]:
+        if r["graph_lines"]:
+            out += ["", f"graph at batch {r['B']}, heaviest lines of the specialised run "
+                        f"(us per chunk):"]
+            out += [f"  {t:7.2f}  {line[:120]}" for t, line in r["graph_lines"]]
+    return "\n".join(out)
+
+
+def _callee(names, code):
+    """What a line of a specialised run calls: '  [Conv stft/Conv]' for a runner
+    bound to a node, the function's name else ('' when nothing is called)."""
+    rhs = code.split("=", 1)[-1].strip()
+    name = rhs.split("(", 1)[0]
+    obj = names.get(name) if "(" in rhs and name.isidentifier() else None
+    if obj is None:
+        return ""
+    node = getattr(getattr(obj, "__self__", None), "node", None)
+    if node is not None:
+        return f"  [{node.op_type} {node.name.split('__Inline_0__')[-1]}]"
+    qual = getattr(obj, "__qualname__", None) or getattr(getattr(obj, "py_func", None),
+                                                          "__qualname__", "")
+    return f"  [{qual}]" if qual else ""
+
+
+def _graph_lines(pool, job, lines, repeats=10):
+    """The heaviest lines (us per chunk, CPU) of the session's specialised run
+    of a batch's feed: its generated source run with a clock read after each
+    line.  Empty when that run is not specialised (or fastlstm's internals
+    changed: this reads them)."""
+    try:
+        n, feed = job[0], job[3]
+        plan = pool.session._plan
+        sp = plan._specialiser
+        fn = sp.lookup(sp.key(feed, tuple(pool._run_outputs), frozenset(), False))
+        src = fn.source.splitlines()
+        out, labels = [src[0], "    _T = _pc()"], []
+        for line in src[1:]:
+            code = line.strip()
+            out.append(line)
+            if code.startswith(("if ", "else", "elif ", "for ", "while ", "return")) \
+                    or code.endswith(":"):
+                continue
+            labels.append(code + _callee(fn.__globals__, code))
+            indent = line[:len(line) - len(code)]
+            out.append(f"{indent}_t = _pc(); _acc[{len(labels) - 1}] += _t - _T; _T = _t")
+        acc = np.zeros(len(labels))
+        ns = dict(fn.__globals__, _acc=acc, _pc=time.thread_time)
+        exec("\n".join(out) + "\n", ns)
+        run = ns[fn.__name__]
+        run(feed, None)
+        acc[:] = 0
+        for _ in range(repeats):
+            run(feed, None)
+    except Exception:
+        return []
+    order = np.argsort(-acc)[:lines]
+    return [(float(acc[k] / repeats / n * 1e6), labels[k]) for k in order]
+
+
 def _engine(name, spec, max_batch, max_wait_us):
     cls = {"fastlstm": FastlstmEngine, "ort-per-stream": OrtPerStream,
            "ort-batched": OrtBatched}[name]
@@ -510,12 +650,26 @@ def main(argv=None):
     p.add_argument("--start", type=int, default=None)
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--verbose", action="store_true", help="print every trial")
+    p.add_argument("--breakdown", type=int, nargs="*", default=None, metavar="BATCH",
+                   help="instead: CPU per chunk of each part of a batched pool call at "
+                        "these batch sizes (default 64 256), and the graph's heaviest lines")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         args.case, args.engine = args.case[0] if isinstance(args.case, list) else args.case, \
             args.engine[0] if isinstance(args.engine, list) else args.engine
         return child(args)
+    if args.breakdown is not None:
+        if args.cpu is None and hasattr(os, "sched_getaffinity"):
+            args.cpu = max(os.sched_getaffinity(0))
+        for case in args.case:
+            res = breakdown(case, tuple(args.breakdown) or (64, 256), silero=args.silero,
+                            cpu=args.cpu)
+            print(format_breakdown(res))
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump(res, f, indent=1)
+        return
     run_all(args.case, args.engine, args.seconds, args.p99_ms, args.max_batch,
             args.max_wait_us, args.cpu, args.silero, args.limit, args.verbose, args.json)
 
