@@ -429,7 +429,7 @@ class StreamPool:
         self._fast = set()              # (dtype, shape) of single-input chunks found valid
         # the last of them: a tuple compare and an identity test instead of
         # hashing a dtype (the set lookup costs 3x more)
-        self._fast_shape = self._fast_dtype = None
+        self._fast_shape = self._fast_dtype = self._fast_key = None
         self._lock = threading.Lock()   # the queue and the stream table
         self._cv = threading.Condition(self._lock)
         self._store = threading.RLock()   # held by the worker around gather .. scatter
@@ -615,6 +615,7 @@ class StreamPool:
                     self._fast.add(sig)
                 if len(arrays) == 1:
                     self._fast_shape, self._fast_dtype = key[0], arrays[0].dtype
+                    self._fast_key = key
         return arrays, key
 
     def _fast_dict(self, chunk):
@@ -634,7 +635,7 @@ class StreamPool:
         were submitted."""
         if type(chunk) is np.ndarray and chunk.shape == self._fast_shape \
                 and chunk.dtype is self._fast_dtype:    # the last shape and dtype found valid
-            arrays, key = (chunk,), (chunk.shape,)
+            arrays, key = (chunk,), self._fast_key      # (one key object: grouping by identity)
         elif type(chunk) is np.ndarray and (chunk.dtype, chunk.shape) in self._fast:
             arrays, key = (chunk,), (chunk.shape,)      # a shape and dtype seen valid
         elif type(chunk) is dict and self._fast_dict(chunk):
@@ -758,7 +759,8 @@ class StreamPool:
             try:
                 if live:
                     key = live[0].key
-                    if all(r.key == key for r in live):
+                    keys = [r.key for r in live]
+                    if keys.count(key) == len(keys):    # (identity first: C speed)
                         groups = {key: live}
                     else:
                         groups = {}
