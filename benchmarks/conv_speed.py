@@ -18,7 +18,9 @@ and the ratio of the fastest rounds (less disturbed by other processes).
 ``--batch N`` runs the cases with N items; ``--seq`` the convs of Silero's
 sequence variant (293 frames at once: the STFT over 832 samples per frame, the
 decoder over the frames as columns).  ``--inner`` is scaled down with the work.
-``--pools`` instead times the four MaxPools of the CRNN text reader
+``--rows`` times convs with few output channels or one input channel
+(``kernels.conv.conv_rows`` forced on, forced off, and as the runner
+chooses).  ``--pools`` instead times the four MaxPools of the CRNN text reader
 (tests/models/tasks/crnn.onnx at width 100) as one-node sessions, onnxruntime
 against the function the specialised executor calls (the op's ``bind``).
 """
@@ -170,6 +172,72 @@ def pools(rounds, inner):
     return 0
 
 
+# convs with few output channels or one input channel (``--rows``): the
+# speech model's two (tests/models/tasks/speech.onnx, 5 s), CRNN's first two
+# (tests/models/tasks/crnn.onnx, width 100), a depthwise one
+ROWS_CASES = [
+    ("speech1", (1, 1, 64, 500), (8, 1, 11, 5), {"pads": [5, 2, 5, 2], "strides": [2, 2]}),
+    ("speech2", (1, 8, 32, 250), (8, 8, 11, 5), {"pads": [5, 2, 5, 2], "strides": [2, 1]}),
+    ("crnn1", (1, 1, 32, 100), (32, 1, 3, 3), {"pads": [1, 1, 1, 1]}),
+    ("crnn2", (1, 32, 16, 50), (64, 32, 3, 3), {"pads": [1, 1, 1, 1]}),
+    ("dw", (1, 32, 16, 50), (32, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 32}),
+    ("1d few", (1, 16, 400), (4, 16, 5), {"pads": [2, 2]}),
+    ("head", (1, 128, 293), (1, 128, 1), {}),
+    ("s3 few", (1, 4, 20, 90), (6, 4, 3, 5), {"strides": [1, 3], "pads": [1, 2, 1, 2]}),
+]
+
+
+def _forced_rows(model, x, policy):
+    from fastlstm.ops import conv
+    old = conv.ROWS
+    conv.ROWS = policy
+    try:
+        r = fastlstm.InferenceSession(model.SerializeToString())._plan.runners[0]
+        r.run1(x)
+    finally:
+        conv.ROWS = old
+    return r
+
+
+def rows(rounds, inner):
+    print("us per call, medians (min: fastest round); ratio = onnxruntime / runner "
+          "(as it chooses)")
+    head = (f"{'case':8s} {'X':>16s} {'W':>14s} {'MMACs':>6s} {'ort':>7s} {'rows':>7s} "
+            f"{'other':>7s} {'runner':>7s} {'ratio':>6s} {'ort min':>7s} {'rows min':>8s} "
+            f"{'oth min':>7s} {'kernel':>7s} {'GMAC/s':>6s}")
+    print(head)
+    print("-" * len(head))
+    for name, xs, ws, attrs in ROWS_CASES:
+        model = _model(xs, ws, attrs)
+        x = np.random.default_rng(1).standard_normal(xs).astype(np.float32)
+        so = _ort(model)
+        want = so.run(None, {"x": x})[0]
+        on, off = _forced_rows(model, x, True), _forced_rows(model, x, False)
+        runner = fastlstm.InferenceSession(model.SerializeToString())._plan.runners[0]
+        runner.run1(x)
+        tol = 1e-5 * max(1.0, np.sqrt(np.prod(ws[1:])))
+        for r in (on, off, runner):
+            assert np.allclose(r.run1(x), want, atol=tol, rtol=1e-4)
+        macs = int(np.prod(ws[1:])) * want.size
+        n = max(2, min(inner, int(inner * 3e6 / macs)))
+        fns = {"ort": lambda: so.run(None, {"x": x}), "rows": lambda: on.run1(x),
+               "other": lambda: off.run1(x), "runner": lambda: runner.run1(x)}
+        samples = {k: [] for k in fns}
+        for f in fns.values():
+            _round(f, max(1, n // 10))
+        for _ in range(rounds):
+            for k, f in fns.items():
+                samples[k].append(_round(f, n))
+        m = {k: statistics.median(v) for k, v in samples.items()}
+        lo = {k: min(v) for k, v in samples.items()}
+        kern = runner._fast[3].py_func.__name__.replace("conv_", "")
+        print(f"{name:8s} {str(list(xs)):>16s} {str(list(ws)):>14s} {macs / 1e6:6.2f} "
+              f"{m['ort']:7.1f} {m['rows']:7.1f} {m['other']:7.1f} {m['runner']:7.1f} "
+              f"{m['ort'] / m['runner']:5.2f}x {lo['ort']:7.1f} {lo['rows']:8.1f} "
+              f"{lo['other']:7.1f} {kern:>7s} {macs / lo['runner'] / 1e3:6.1f}")
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=15)
@@ -177,7 +245,10 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--seq", action="store_true")
     ap.add_argument("--pools", action="store_true")
+    ap.add_argument("--rows", action="store_true")
     args = ap.parse_args(argv)
+    if args.rows:
+        return rows(args.rounds, min(args.inner, 50))
     if args.pools:
         return pools(args.rounds, min(args.inner, 100))
     cases = SEQ_CASES if args.seq else [(n, (args.batch,) + tuple(xs[1:]), ws, a)

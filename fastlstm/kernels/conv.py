@@ -29,6 +29,13 @@ the FMA latency; the parts are added when the tile is written, with the bias
 and the optional fused activation (Relu, Sigmoid, or Clip with constant
 bounds).
 
+Conv, the rows kernel (``conv_rows``) runs convolutions with 4 to 8 output
+channels per group, or one input channel, on rows of at least NC output
+columns (the speech model's, CRNN's first), W in its ONNX layout: the same
+register tile with the roles swapped, 4 output channels x NC consecutive
+output columns, each weight broadcast, the input columns loaded as vectors
+from a padded copy whose rows are split in stride phases.
+
 Conv, the direct kernel (``conv_direct``) runs convolutions with few output
 channels per group (depthwise, a one-channel head), W in its ONNX layout:
 loops over output rows, the innermost along W (vectorized for stride 1).
@@ -492,6 +499,170 @@ def conv_direct(x, w, geo, y):
                 clo, chi = clip_bounds(geo)
                 for i in range(ospace):
                     y[ybase + i] = _clip(y[ybase + i], clo, chi)
+
+
+@intrinsic
+def _store_nc(typingctx, y, yoff, acc, aoff, b, act, lo, hi):
+    """y[yoff + c] = act(acc[aoff + c] + b) for c < NC, in vectors: act a
+    kernels.conv.ACT_* code other than Sigmoid (the caller's scalar loop)."""
+    f32, i64 = types.float32, types.int64
+    sig = types.void(y, i64, acc, i64, f32, i64, f32, f32)
+
+    def codegen(context, builder, signature, args):
+        y, yoff, acc, aoff, b, act, lo, hi = args
+        yp = context.make_array(signature.args[0])(context, builder, y).data
+        ap = context.make_array(signature.args[2])(context, builder, acc).data
+        vty = ir.VectorType(ir.FloatType(), LANES)
+        i32 = ir.IntType(32)
+        ll64 = ir.IntType(64)
+
+        def splat(v):
+            e = builder.insert_element(ir.Constant(vty, ir.Undefined), v, ir.Constant(i32, 0))
+            return builder.shuffle_vector(e, ir.Constant(vty, ir.Undefined),
+                                          ir.Constant(ir.VectorType(i32, LANES), [0] * LANES))
+
+        bv, lov, hiv = splat(b), splat(lo), splat(hi)
+        zero = ir.Constant(vty, [0.0] * LANES)
+        is_relu = builder.icmp_signed("==", act, ir.Constant(ll64, ACT_RELU))
+        is_clip = builder.icmp_signed("==", act, ir.Constant(ll64, ACT_CLIP))
+        for v in range(NV):
+            off = ir.Constant(ll64, v * LANES)
+            src = builder.bitcast(builder.gep(ap, [builder.add(aoff, off)], inbounds=True),
+                                  vty.as_pointer())
+            r = builder.fadd(builder.load(src, align=4), bv)
+            # Relu: v < 0 ? 0 : v; Clip: v < lo ? lo : v, then > hi ? hi : v
+            relu = builder.select(builder.fcmp_ordered("<", r, zero), zero, r)
+            c1 = builder.select(builder.fcmp_ordered("<", r, lov), lov, r)
+            clip = builder.select(builder.fcmp_ordered(">", c1, hiv), hiv, c1)
+            r = builder.select(is_relu, relu, builder.select(is_clip, clip, r))
+            dst = builder.bitcast(builder.gep(yp, [builder.add(yoff, off)], inbounds=True),
+                                  vty.as_pointer())
+            builder.store(r, dst, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(**_jit)
+def _phase_copy(x, xoff, C, D, H, W, pd, ph, pw, Dp, Hp, S, Wq, dst):
+    """dst[C, Dp, Hp, S, Wq]: X[xoff: C*D*H*W] placed at (pd, ph, pw) in a
+    zero-padded copy whose rows are split in S phases: dst[c, z, r, q, j] =
+    padded X[c, z, r, j*S + q] (S = 1: a plain padded copy)."""
+    RW = S * Wq
+    dst[:C * Dp * Hp * RW] = 0
+    for ch in range(C):
+        for z in range(D):
+            for r in range(H):
+                src = xoff + ((ch * D + z) * H + r) * W
+                row = ((ch * Dp + z + pd) * Hp + r + ph) * RW
+                if S == 1:
+                    dv = dst[row + pw:row + pw + W]
+                    sv = x[src:src + W]
+                    for i in range(W):
+                        dv[i] = sv[i]
+                else:
+                    for i in range(W):
+                        c = i + pw
+                        dst[row + (c % S) * Wq + c // S] = x[src + i]
+
+
+@_entry(_SIG_CONV)
+def conv_rows(x, w, geo, y):
+    """Conv with W in its ONNX layout ``[COUT, CGI, KD, KH, KW]`` (bias after
+    it at geo[G_BIAS]), vectors along the output columns: a tile (``_tile``
+    with the roles swapped) keeps 4 output channels x NC consecutive output
+    columns of one output row in registers; per tap it broadcasts one weight
+    per channel and loads the NC input columns the tile reads through that
+    tap.  Those are consecutive in a padded copy of X whose rows are split
+    in SW phases (phase q holds columns q, q + SW, ...), so the taps of one
+    phase are one of the tile's loops (kernel columns q, q + SW, ...; unit
+    dilation when SW > 1).  For convs with few output channels (the panel
+    kernel's 16-channel panels would be half empty) or one input channel
+    (a tap count too short for the panel tile), on rows of many columns.
+    Y is written a row of NC columns at a time, contiguous."""
+    N, G, CIN, CGI, COUT, CGO = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5]
+    D, H, W, OD, OH, OW = geo[6], geo[7], geo[8], geo[9], geo[10], geo[11]
+    KD, KH, KW, SD, SH, SW = geo[12], geo[13], geo[14], geo[15], geo[16], geo[17]
+    DD, DH, DW, PD, PH, PW = geo[18], geo[19], geo[20], geo[21], geo[22], geo[23]
+    BIAS, ACT = geo[G_BIAS], geo[G_ACT]
+    clo, chi = clip_bounds(geo)
+    Dp, Hp, Wp = D + PD + geo[G_QD], H + PH + geo[G_QH], W + PW + geo[G_QW]
+    Wq = -(-Wp // SW)
+    RW = SW * Wq                # floats per padded row (its SW phases)
+    cs = Dp * Hp * RW           # per channel
+    taps = KD * KH * KW
+    ospace = OD * OH * OW
+    # the tile reads up to NC columns past a row's last output (lanes not
+    # stored): slack after the copy keeps those reads inside the buffer
+    scratch = np.empty(CIN * cs + NC + KW * DW + ACC, np.float32)
+    acc = scratch[CIN * cs + NC + KW * DW:]
+    nph = SW if SW < KW else KW     # phases that hold taps (unit dilation when SW > 1)
+    if SW == 1:
+        nph = 1
+    for n in range(N):
+        _phase_copy(x, n * CIN * D * H * W, CIN, D, H, W, PD, PH, PW, Dp, Hp, SW, Wq,
+                    scratch)
+        for g in range(G):
+            c0 = 0
+            while c0 < CGO:
+                mr = min(MR, CGO - c0)
+                co0 = g * CGO + c0
+                for od in range(OD):
+                    for oh in range(OH):
+                        ybase = ((n * COUT + co0) * OD + od) * OH * OW + oh * OW
+                        for ow0 in range(0, OW, NC):
+                            nv = min(NC, OW - ow0)
+                            parts = 1
+                            first = 1
+                            for kd in range(KD):
+                                rbase = ((g * CGI * Dp + od * SD + kd * DD) * Hp + oh * SH) * RW
+                                for q in range(nph):
+                                    if SW == 1:
+                                        nk, ws2, as2 = KW, DW, 1
+                                    else:
+                                        nk, ws2, as2 = (KW - q + SW - 1) // SW, 1, SW
+                                    # the longest of the three loops innermost (a
+                                    # loop of one or two trips there costs more
+                                    # than its FMAs: 8 us -> see --rows)
+                                    l1, l2, l3 = (KH, KW, DH * RW), (nk, as2, ws2), \
+                                        (CGI, taps, cs)
+                                    if l1[0] > l3[0]:
+                                        l1, l3 = l3, l1
+                                    if l2[0] > l3[0]:
+                                        l2, l3 = l3, l2
+                                    parts = _tile(mr, l1[0], l1[1], l1[2], l2[0], l2[1], l2[2],
+                                                  l3[0], l3[1], l3[2], w,
+                                                  (co0 * CGI * KD + kd) * KH * KW + q,
+                                                  CGI * taps, scratch,
+                                                  rbase + q * Wq + ow0, acc, 1 - first)
+                                    first = 0
+                            for r in range(mr):
+                                ar = r * NC
+                                for p in range(1, parts):
+                                    aq = (p * mr + r) * NC
+                                    for cc in range(NC):
+                                        acc[ar + cc] += acc[aq + cc]
+                                b = w[BIAS + co0 + r]
+                                o = ybase + r * ospace + ow0
+                                if nv == NC and ACT != ACT_SIGMOID:
+                                    _store_nc(y, o, acc, ar, b, ACT, clo, chi)
+                                    continue
+                                yv = y[o:o + nv]
+                                av = acc[ar:ar + nv]
+                                if ACT == ACT_RELU:
+                                    for cc in range(nv):
+                                        v = av[cc] + b
+                                        yv[cc] = np.float32(0) if v < 0 else v
+                                elif ACT == ACT_SIGMOID:
+                                    for cc in range(nv):
+                                        yv[cc] = _sigmoid(av[cc] + b)
+                                elif ACT == ACT_CLIP:
+                                    for cc in range(nv):
+                                        yv[cc] = _clip(av[cc] + b, clo, chi)
+                                else:
+                                    for cc in range(nv):
+                                        yv[cc] = av[cc] + b
+                c0 += mr
 
 
 @_entry(_SIG_CONV)

@@ -175,14 +175,16 @@ class _Packed:
     (shared by the runners ``fused`` makes); None until then and for nodes the
     GEMM does not run (ConvTranspose, groups)."""
     __slots__ = ("w", "kernel", "wshape", "cin", "cout", "bias_off", "np_", "panel", "gemm",
-                 "_W", "_B")
+                 "rows", "_W", "_B")
 
     def __init__(self, w, kernel, wshape, cin, cout, bias_off, np_, panel, W=None, B=None):
         self.w, self.kernel, self.wshape = w, kernel, wshape
         self.cin, self.cout, self.bias_off, self.np_, self.panel = \
             cin, cout, bias_off, np_, panel
-        self.gemm = None
+        self.gemm = self.rows = None
         self._W, self._B = W, B     # the node's weights while the GEMM packing may be needed
+        if kernel.py_func.__name__ == "conv_direct":    # the same layout as conv_rows
+            self.rows = (w, bias_off)
 
     def gemm_weights(self):
         """(flat weights, bias offset) for ``conv_gemm``: Wt[taps*CIN, COUT] (rows
@@ -201,8 +203,25 @@ class _Packed:
             bias = B.reshape(-1) if B is not None else np.zeros(cout, np.float32)
             g = (np.ascontiguousarray(np.concatenate([flat, bias]), np.float32), flat.size)
             self.gemm = g
-            self._W = self._B = None
+            if self.rows is not None:
+                self._W = self._B = None
         return g
+
+    def rows_weights(self):
+        """(flat weights, bias offset) for ``conv_rows``: W in its ONNX layout,
+        then the bias (the direct kernel's own packing)."""
+        r = self.rows
+        if r is None:
+            W, B = self._W, self._B
+            bias = B.reshape(-1) if B is not None else np.zeros(W.shape[0], np.float32)
+            flat = np.ascontiguousarray(np.concatenate([W.reshape(-1), bias]), np.float32)
+            r = self.rows = (flat, W.size)
+            if self.gemm is not None:
+                self._W = self._B = None
+        return r
+
+    def can_rows(self):
+        return self.rows is not None or self._W is not None
 
 
 def _pack(node, W, B):
@@ -452,6 +471,9 @@ class ConvRunner:
             limits.check_shape([packed.cin] + [a + b + c for a, b, c in zip(insz, pb, pe)],
                                _F32, node, "the padded input")
         geo = _geo(N, G, packed.cin, packed.cout, insz, outsz, ks, strides, dil, pb, pe, extra)
+        if node.op_type == "Conv" and packed.can_rows() and _use_rows(geo):
+            geo[K.G_BIAS] = packed.rows_weights()[1]
+            return (geo, (N, packed.cout, *outsz), K.kernel("conv_rows"), "rows")
         if (packed.gemm is not None or packed._W is not None) and _use_gemm(geo):
             geo[K.G_BIAS] = packed.gemm_weights()[1]
             return (geo, (N, packed.cout, *outsz), K.kernel("conv_gemm"), True)
@@ -476,7 +498,9 @@ class ConvRunner:
             if len(self._plans) >= 16:
                 self._plans.clear()
             self._plans[key] = plan
-        fast = (shape,) + plan[:3] + (packed.gemm_weights()[0] if plan[3] else packed.w,)
+        wts = (packed.rows_weights()[0] if plan[3] == "rows" else
+               packed.gemm_weights()[0] if plan[3] else packed.w)
+        fast = (shape,) + plan[:3] + (wts,)
         if self._packed is not None:    # constant weights: the next call may skip this
             self._fast = fast
         return fast
@@ -548,6 +572,35 @@ def _use_gemm(geo):
     # without copying rows, is as fast or faster (0.85-1.0x)
     used = OW / (4 * -(-OW // 4))
     return used < 0.75 and rows >= 6
+
+
+#: Conv through ``kernels.conv.conv_rows``: None chooses per shape
+#: (``_use_rows``), True / False force it on / off wherever it applies.
+ROWS = None
+
+
+def _use_rows(geo):
+    """Whether ``conv_rows`` (vectors along output columns) runs the Conv of
+    geometry ``geo``: rows of at least NC output columns, unit dilation along
+    W when its stride is not 1, and few output channels per group or one
+    input channel (measured in benchmarks/conv_speed.py --rows)."""
+    K = _kernels()
+    CGI, CGO, OW, SW, DW = (int(geo[i]) for i in (K.G_CGI, K.G_CGO, K.G_OW, K.G_SW, K.G_DW))
+    if SW > 1 and DW > 1:
+        return False
+    if ROWS is not None:
+        return ROWS
+    if GEMM:            # forced on
+        return False
+    if SW > 4:          # a tile call per phase, each over a few taps (an STFT's
+        return False    # windows: the GEMM reads them in place)
+    # fewer than 4 output channels per group (depthwise, a one-channel head):
+    # the direct kernel's rows beat a tile of 1-3 channels (--rows, fastest
+    # rounds: dw 99 us against 168, head 8.5 against 17); up to 8 the panel
+    # kernel's 16-channel panels are half empty (speech2 413 against 766,
+    # speech1 279 against 447), with one input channel its tile's sum is a
+    # few taps (crnn1 147 against 238)
+    return OW >= K.NC and CGO >= 4 and (CGO <= 8 or CGI == 1)
 
 
 def _recheck(node, strides, dil, pads, G):
