@@ -33,12 +33,10 @@ its batch axis indexed by the stream's slot: a batch gathers its rows with
 one ``np.take`` and scatters the new state back with one indexed assignment,
 and only after the batched call succeeded, so a failing call moves no state.
 
-Batches have a few sizes, buckets (1, 2, 4, 8, then multiples of 8, 16, 32
-as batches grow; see ``_bucket``), so the session sees few distinct input
-signatures and each runs specialised (``fastlstm.specialize`` keeps 32).  Of
-more than 8 queued chunks a batch takes the largest bucket's worth (the rest
-lead the next batch); a smaller batch is padded up to its bucket with rows of
-a reserved slot that holds the initial state.
+Batch sizes are rounded up to a few buckets (1, 2, 4, 8, then multiples of 4,
+8, 16, 32 as batches grow; see ``_bucket``) with rows of a reserved slot that
+holds the initial state, so the session sees few distinct input signatures
+and each runs specialised (``fastlstm.specialize`` keeps 32).
 """
 import asyncio
 import re
@@ -108,31 +106,21 @@ def find_state_pairs(inputs, outputs, exclude=()):
 
 def _bucket(n, max_batch):
     """Batch size n rounded up to a bucket (at most max_batch): 1, 2, 4, 8, then
-    multiples of 8 to 64, of 16 to 128, of 32 to 256, of 64 beyond; so a pool
-    of max_batch 256 runs at most 19 batch sizes (each one specialisation of
-    the session: ``specialize.MAX_SPECIALISATIONS`` keeps 32), with padding
-    under 1/8 of a batch above 8 rows."""
+    multiples of 4 to 32, of 8 to 64, of 16 to 128, of 32 to 256, of 64
+    beyond; so a pool of max_batch 256 runs at most 22 batch sizes (each one
+    specialisation of the session: ``specialize.MAX_SPECIALISATIONS`` keeps
+    32), padded by at most 3 rows to 32, 7 to 64, 15 to 128, 31 to 256
+    (under a quarter of a batch above 12 rows).  (Padding rows cost as much
+    as real ones: with multiples of 8 from 8 they were 4-8% of the rows run
+    at 300 Silero streams, whose batches were 25-128 chunks.)"""
     if n <= 8:
         b = 1
         while b < n:
             b *= 2
     else:
-        step = 8 if n <= 64 else 16 if n <= 128 else 32 if n <= 256 else 64
+        step = 4 if n <= 32 else 8 if n <= 64 else 16 if n <= 128 else 32 if n <= 256 else 64
         b = -(-n // step) * step
     return max(n, min(b, max_batch))
-
-
-def _floor_bucket(n, max_batch):
-    """The largest bucket of ``_bucket`` not above n (n >= 1)."""
-    if n >= max_batch:
-        return max_batch
-    if n <= 8:
-        b = 1
-        while b * 2 <= n:
-            b *= 2
-        return b
-    step = 8 if n <= 64 else 16 if n <= 128 else 32 if n <= 256 else 64
-    return n // step * step
 
 
 class _Stream:
@@ -737,19 +725,11 @@ class StreamPool:
                         batch.append(r)
                 rest.extend(q)
                 q = self._queue = rest
-            # Run a bucket's worth exactly; the newest chunks beyond it go back
-            # to the front of the queue and lead the next batch.  Padding rows
-            # cost as much as real ones: in a loaded Silero trial (350
-            # streams, batches of 30-128) they were 4% of the rows run, 12 of
-            # 96 at a batch of 84.  Under load the next batch runs at once, so
-            # a chunk put back waits as long as one arriving just after this
-            # batch began.
-            n = len(batch)
-            if n > 8:
-                k = _floor_bucket(n, self.max_batch)
-                if k < n:
-                    q.extendleft(reversed(batch[k:]))
-                    del batch[k:]
+            # (Running a bucket's worth exactly and putting the rest back to
+            # lead the next batch saved the padding rows, 4-8% of the rows run
+            # at 300 Silero streams, but the rest, already old, started the
+            # next batch at once: batches of 16 instead of 64, and the CPU per
+            # chunk came out the same.  Finer buckets below 32 instead.)
             return batch
 
     def _loop(self):
