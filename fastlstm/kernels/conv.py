@@ -32,7 +32,7 @@ bounds).
 Conv, the rows kernel (``conv_rows``) runs convolutions with 4 to 8 output
 channels per group, or one input channel, on rows of at least NC output
 columns (the speech model's, CRNN's first), W in its ONNX layout: the same
-register tile with the roles swapped, 4 output channels x NC consecutive
+register tile with the roles swapped, 4 or 6 output channels x NC consecutive
 output columns, each weight broadcast, the input columns loaded as vectors
 from a padded copy whose rows are split in stride phases.
 
@@ -573,9 +573,18 @@ def _phase_copy(x, xoff, C, D, H, W, pd, ph, pw, Dp, Hp, S, Wq, dst):
                     for i in range(W):
                         dv[i] = sv[i]
                 else:
-                    for i in range(W):
-                        c = i + pw
-                        dst[row + (c % S) * Wq + c // S] = x[src + i]
+                    # phase q holds padded columns j*S + q, X's columns j*S + q - pw
+                    # (a loop per phase: no division per float, which cost the
+                    # speech model's first conv ~100 us)
+                    for q in range(S):
+                        j0 = (pw - q + S - 1) // S if pw > q else 0
+                        j1 = (W - 1 + pw - q) // S + 1
+                        if j1 <= j0:
+                            continue
+                        dv = dst[row + q * Wq + j0:row + q * Wq + j1]
+                        s0 = src + j0 * S + q - pw
+                        for j in range(j1 - j0):
+                            dv[j] = x[s0 + j * S]
 
 
 @_entry(_SIG_CONV)
@@ -583,7 +592,8 @@ def conv_rows(x, w, geo, y):
     """Conv with W in its ONNX layout ``[COUT, CGI, KD, KH, KW]`` (bias after
     it at geo[G_BIAS]), vectors along the output columns: a tile (``_tile``
     with the roles swapped) keeps 4 output channels x NC consecutive output
-    columns of one output row in registers; per tap it broadcasts one weight
+    columns of one output row in registers (6 channels where 6 or 10 or more
+    are left: CRNN's first conv 147 -> 123 us); per tap it broadcasts one weight
     per channel and loads the NC input columns the tile reads through that
     tap.  Those are consecutive in a padded copy of X whose rows are split
     in SW phases (phase q holds columns q, q + SW, ...), so the taps of one
@@ -617,7 +627,9 @@ def conv_rows(x, w, geo, y):
         for g in range(G):
             c0 = 0
             while c0 < CGO:
-                mr = min(MR, CGO - c0)
+                # 6 channels where 6 or 10+ are left (12 accumulators), else 4
+                rem = CGO - c0
+                mr = MRP if rem >= 10 or rem == MRP else min(MR, rem)
                 co0 = g * CGO + c0
                 for od in range(OD):
                     for oh in range(OH):
