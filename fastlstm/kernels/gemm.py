@@ -9,6 +9,10 @@ the whole of K, so every weight vector loaded feeds four FMAs and the output is
 loaded and stored once.  Measured single-thread on the development machine (AMD
 EPYC, Zen 4, AVX-512): about 105 GFLOP/s for 100x256 @ 256x1024 and 64x256 @
 256x1024, and 60-85 GB/s of weights streamed at one row (the batch-1 step).
+On an AVX2 host (16 registers of 8 floats) the tiles are smaller: blocks of 6
+rows x 16 columns, K in blocks of ``KC`` (see ``panel_gemm`` and ``_rest``);
+measured on the AVX2 machine (AMD EPYC znver3, one core, shared): 30-45 GMAC/s
+at M = 8-250, and about 90 GB/s of weights streamed from L2 at one row.
 
 Every output element is the same chain of FMAs in k order however the product
 is tiled or split between threads, so results are bitwise reproducible.
