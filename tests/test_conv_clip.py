@@ -122,3 +122,20 @@ def test_runner_clip_api():
     np.testing.assert_array_equal(runner.run1(x), plain)    # left as it was
     assert runner.fuse_activation("Clip", (np.nan, 0.1))     # a NaN bound: no-op side
     np.testing.assert_array_equal(runner.run1(x), np.minimum(plain, np.float32(0.1)))
+
+
+@pytest.mark.parametrize("xs,ws,attrs", [
+    ((3, 16, 9), (20, 16, 3), {"pads": [1, 1]}),
+    ((1, 1, 700), (30, 1, 64), {"strides": [32]}),      # one channel read in place
+])
+def test_clip_fused_in_the_gemm_kernel(xs, ws, attrs, monkeypatch):
+    monkeypatch.setattr(conv_ops, "GEMM", True)
+    model = _model("Conv", xs, ws, attrs, 13, -0.3, 0.6)
+    x = _rand(*xs)
+    exp = run_ort(model, {"x": x})[0]
+    sess = fastlstm.InferenceSession(model.SerializeToString())
+    runner = sess._plan.runners[0]
+    f = runner.fused("Clip", runner.clip_bounds_from(sess._graph.nodes[1]))
+    got = f.run1(x)
+    assert f._fast[3].py_func.__name__ == "conv_gemm"
+    np.testing.assert_allclose(got, exp, atol=1e-4, rtol=1e-4)

@@ -14,16 +14,16 @@ columns are output channels.  W is packed once at load
 (``fastlstm.ops.conv``) into panels of ``NC`` output channels, each
 ``[kD][kH][kW][Cg][NC]`` (channels beyond the group's zero), then the bias
 (zeros when the node has none).  The register tile (``_make_tile``, LLVM IR
-as in ``fastlstm.kernels.simd``) keeps up to MRP positions (6 on AVX2, 4 with
-AVX-512) x NC channels of accumulators in registers for the whole sum: per (tap, input channel) it loads
-NV weight vectors and broadcasts one input element per position, so each
-weight loaded feeds one FMA per position.  Its three loops (kernel rows,
-kernel columns, input channels) take any strides, so X is read in place (no
-im2col): channels first when the node does not pad, else from a zero-padded
-copy made channels last.  The longest loop runs innermost (the input channels;
-the kernel columns of a one-channel STFT).  Taps that read only padding for
-every position of a tile are skipped (a 3-tap conv at one position reads a
-third of its weights).  A tile of one or two positions splits its innermost
+as in ``fastlstm.kernels.simd``) keeps up to MRP positions (6 on AVX2, 4
+with AVX-512) x NC channels of accumulators in registers for the whole sum:
+per (tap, input channel) it loads NV weight vectors and broadcasts one input
+element per position, so each weight loaded feeds one FMA per position.
+Its three loops (kernel rows, kernel columns, input channels) take any
+strides, so X is read in place (no im2col): channels first when the node
+does not pad, else from a zero-padded copy made channels last.  The longest
+loop runs innermost (the input channels; the kernel columns of a one-channel
+STFT).  Taps that read only padding for every position of a tile are
+skipped (a 3-tap conv at one position reads a third of its weights).  A tile of one or two positions splits its innermost
 sum in 4 or 2 parts with their own accumulators, so that 8 FMA chains hide
 the FMA latency; the parts are added when the tile is written, with the bias
 and the optional fused activation (Relu, Sigmoid, or Clip with constant

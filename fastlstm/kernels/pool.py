@@ -35,7 +35,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .conv import _jit, GEO_SIZE, G_COUNT_PAD, G_QD, G_QH, G_QW  # noqa: F401
+from .conv import _jit, G_COUNT_PAD, G_QD, G_QH, G_QW
 
 _F = types.float32[::1]
 _L = types.int64[::1]
@@ -80,19 +80,21 @@ def _inside_run(o_count, s, d, p, k, size):
 # ---- the fast path: 8 windows at a time ------------------------------------------
 #
 # One intrinsic (LLVM IR, as the tiles of ``fastlstm.kernels.conv``) computes
-# 8 consecutive outputs of a row, their windows wholly inside X:
+# G groups of 8 consecutive outputs of a row, their windows wholly inside X:
 #     acc = -inf (max) or +0 (mean); for every tap in the general path's
 #     order (depth, row, column): acc = g(acc, X[base + tap + i*s]), i < 8;
 #     dst[doff + i] = acc (/ div)
-# with the accumulator in a register.  The max rule from -inf takes the first
-# tap as it is (NaN and -inf included), as the general path does.  Stride 1 is one vector load per tap, stride 2 two loads (floats 0-7
-# and 7-14: never past the last float used) and a shuffle of the even ones,
-# other strides 8 scalar loads.  A row's last 8 outputs overlap the 8 before
-# (written twice, the same values).  Loops LLVM vectorized itself measured
-# worse: 32 floats per iteration and a scalar remainder with a mispredicted
-# branch per float (48 ns for a pass of the max over 50 floats at stride 1);
-# a pass per tap through a row buffer cost 80.7 us on CRNN's four MaxPools
-# against 48 here (python /tmp/poolbench3.py, min of 2000 calls, 10:17 UTC).
+# with the accumulators in registers.  The max rule from -inf takes the first
+# tap as it is (NaN and -inf included), as the general path does.  Stride 1
+# is one vector load per tap, stride 2 two loads (floats 0-7 and 7-14: never
+# past the last float used) and a shuffle of the even ones, other strides 8
+# scalar loads.  A row's last 8 outputs overlap the 8 before (written twice,
+# the same values).  Measured on CRNN's four MaxPools (fastest of 2000 calls
+# each, summed, on the shared machine): loops that LLVM vectorized itself,
+# a pass per tap through a row buffer, 80 us (LLVM runs 32 floats per
+# iteration and the rest one at a time, with a mispredicted branch per float
+# for the max); this intrinsic with one group of 8, 107 us (each group waits
+# on its compare-and-select chain); with up to 4 groups at once, 72 us.
 
 _LANES = 8
 

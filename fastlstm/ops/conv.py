@@ -203,7 +203,7 @@ class _Packed:
             bias = B.reshape(-1) if B is not None else np.zeros(cout, np.float32)
             g = (np.ascontiguousarray(np.concatenate([flat, bias]), np.float32), flat.size)
             self.gemm = g
-            if self.rows is not None:
+            if self.rows is not None or not _rows_eligible(self.wshape):
                 self._W = self._B = None
         return g
 
@@ -221,7 +221,16 @@ class _Packed:
         return r
 
     def can_rows(self):
+        """Whether ``rows_weights`` can be made (the node's W is at hand)."""
         return self.rows is not None or self._W is not None
+
+
+def _rows_eligible(wshape):
+    """Whether a group-1 Conv of weight shape ``wshape`` may ever run
+    ``conv_rows`` by ``_use_rows``'s rule (4 or more output channels, up to 8
+    or one input channel): else its W need not be kept once the GEMM has
+    packed."""
+    return wshape[0] >= 4 and (wshape[0] <= 8 or wshape[1] == 1)
 
 
 def _pack(node, W, B):
