@@ -149,8 +149,11 @@ class RecurrentRunner:
         return [y, yh, yc][:self.n_out]
 
     def direct(self):
-        """A function ``run(x, h0, c0) -> [Y, Y_h, Y_c]`` for the specialised
-        executor (``fastlstm.codegen``), or None where it does not apply.
+        """A function ``run(x, h0, c0) -> (Y, Y_h, Y_c)`` (the node's outputs,
+        None where not wanted) for the specialised executor
+        (``fastlstm.codegen``), or None where it does not apply: the front
+        end's ``Layer.direct`` with this node's settings, or for layers that
+        take X in their own form a closure around ``Layer.run``.
 
         It applies when the weights are packed and there are no sequence
         lengths; the executor calls it only for an input signature whose run
