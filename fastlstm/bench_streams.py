@@ -430,13 +430,14 @@ def breakdown(case="silero", sizes=(64, 256), repeats=15, silero=None, lines=12,
     return dict(case=case, macs=spec["macs"], rows=rows)
 
 
-def format_breakdown(res):
+def format_breakdown(res, peak=None):
     macs = res["macs"]
     out = [f"{res['case']}: CPU us per chunk of a batched pool call (thread time, medians)",
            "", "| batch | submit | take | gather | graph | scatter+split | finish | total | "
            "graph % of FMA peak |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    from .bench import peak_flops
-    peak = peak_flops()
+    if peak is None:
+        from .bench import peak_flops
+        peak = peak_flops()
     for r in res["rows"]:
         frac = 2 * macs / (r["graph"] * 1e-6) / peak
         out.append(f"| {r['B']} | {r['submit']:.2f} | {r['take']:.2f} | {r['gather']:.2f} | "

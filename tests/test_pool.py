@@ -336,3 +336,16 @@ def test_fixed_batch_model_runs_one_stream_per_call_and_memory_reported():
             p, state = sess.run(["output", "stateN"], {"input": x, "state": state})
             tail = x[:, -64:]
             np.testing.assert_allclose(futs[k][s].result()["output"], p[0], atol=1e-6)
+
+
+def test_capacity_breakdown_times_each_part():
+    """``stream_capacity.py --breakdown``: each part of a batched call timed, the
+    graph's lines named (a smoke test on the tagger: small and quick)."""
+    from fastlstm.bench_streams import breakdown, format_breakdown
+    res = breakdown("tagger", sizes=(4,), repeats=2, lines=3)
+    row = res["rows"][0]
+    parts = ("submit", "take", "gather", "graph", "scatter", "finish")
+    assert row["B"] == 4 and all(row[k] >= 0 for k in parts) and row["graph"] > 0
+    assert abs(row["total"] - sum(row[k] for k in parts)) < 1e-9
+    assert any("LSTM" in line or "Layer" in line for _, line in row["graph_lines"])
+    assert "| 4 |" in format_breakdown(res, peak=1e11)
