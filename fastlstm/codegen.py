@@ -296,7 +296,15 @@ def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
         elif n.op_type == "Identity":
             N.var[n.outputs[0]] = ins[0]                # the same array: no line
         elif (idx := _movement_map(n, rec, consts)) is not None:
-            lines.append(f"    {outs[0]} = {ins[0]}.reshape(-1).take({N.g(idx, 'm')})")
+            flat = idx.reshape(-1)
+            if (flat.size and n.outputs[0] not in outputs and rec[n.inputs[0]].flags.c_contiguous
+                    and np.array_equal(flat, np.arange(flat[0], flat[0] + flat.size))):
+                # one run of consecutive elements (a layer's slice of a state
+                # input): a view, no copy
+                lines.append(f"    {outs[0]} = {ins[0]}.reshape(-1)[{int(flat[0])}:"
+                             f"{int(flat[0]) + flat.size}].reshape({N.g(idx.shape, 's')})")
+            else:
+                lines.append(f"    {outs[0]} = {ins[0]}.reshape(-1).take({N.g(idx, 'm')})")
         elif (b := _bind(n, consts, rec)) is not None:
             if getattr(b, "inline", None) is not None and len(n.outputs) == 1:
                 expr, values = b.inline
