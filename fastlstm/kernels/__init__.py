@@ -5,6 +5,7 @@
 ``gemm``         products against packed weight panels, built on those tiles
 ``common``       the step kernels' C signature and parameter blocks (numpy dtypes)
 ``lstm``/``gru``/``rnn``  one recurrent step each: recurrent product, then gate math
+``dft``          Convs that are an STFT (a windowed DFT basis as weights), as FFTs
 ``dense``        dense layers of model heads (x @ W + b, W packed once) on that GEMM
 ``registry``     the input GEMM's ``cfunc`` address for the Cython front end (the step
                  kernels' come with each op's descriptor, ``ops.recurrent_ops``)

@@ -175,13 +175,13 @@ class _Packed:
     (shared by the runners ``fused`` makes); None until then and for nodes the
     GEMM does not run (ConvTranspose, groups)."""
     __slots__ = ("w", "kernel", "wshape", "cin", "cout", "bias_off", "np_", "panel", "gemm",
-                 "rows", "_W", "_B")
+                 "rows", "dft", "_W", "_B")
 
     def __init__(self, w, kernel, wshape, cin, cout, bias_off, np_, panel, W=None, B=None):
         self.w, self.kernel, self.wshape = w, kernel, wshape
         self.cin, self.cout, self.bias_off, self.np_, self.panel = \
             cin, cout, bias_off, np_, panel
-        self.gemm = self.rows = None
+        self.gemm = self.rows = self.dft = None
         self._W, self._B = W, B     # the node's weights while the GEMM packing may be needed
         if kernel.py_func.__name__ == "conv_direct":    # the same layout as conv_rows
             self.rows = (w, bias_off)
@@ -295,8 +295,15 @@ def _pack(node, W, B):
     flat = np.concatenate([flat, B.reshape(-1) if B is not None else np.zeros(cout, np.float32)])
     flat = np.array(flat, np.float32, order="C")     # our own (writable) copy
     gemm = not transpose and G == 1
-    return _Packed(flat, kernel, W.shape, cin, cout, bias_off, np_, panel,
-                   W if gemm else None, B if gemm else None)
+    packed = _Packed(flat, kernel, W.shape, cin, cout, bias_off, np_, panel,
+                     W if gemm else None, B if gemm else None)
+    if gemm and W.ndim == 3 and cin == 1:
+        # an STFT written as a Conv1d (Silero VAD): FFTs instead of the sums
+        from ..kernels import dft
+        match = dft.match_windowed_dft(W)
+        if match is not None:
+            packed.dft = dft.STFTConv(match, B, K.G_W, K.G_SW, K.G_OW)
+    return packed
 
 
 class ConvRunner:
@@ -480,6 +487,10 @@ class ConvRunner:
             limits.check_shape([packed.cin] + [a + b + c for a, b, c in zip(insz, pb, pe)],
                                _F32, node, "the padded input")
         geo = _geo(N, G, packed.cin, packed.cout, insz, outsz, ks, strides, dil, pb, pe, extra)
+        if (packed.dft is not None and self._act == 0 and not extra[K.G_PADCOPY]
+                and dil == [1]):
+            # (no fused activation, no padding, no dilation: the FFT's case)
+            return (geo, (N, packed.cout, *outsz), packed.dft, "dft")
         if node.op_type == "Conv" and packed.can_rows() and _use_rows(geo):
             geo[K.G_BIAS] = packed.rows_weights()[1]
             return (geo, (N, packed.cout, *outsz), K.kernel("conv_rows"), "rows")
@@ -508,6 +519,7 @@ class ConvRunner:
                 self._plans.clear()
             self._plans[key] = plan
         wts = (packed.rows_weights()[0] if plan[3] == "rows" else
+               packed.w if plan[3] == "dft" else
                packed.gemm_weights()[0] if plan[3] else packed.w)
         fast = (shape,) + plan[:3] + (wts,)
         if self._packed is not None:    # constant weights: the next call may skip this
