@@ -154,22 +154,24 @@ def _softmax_rows(x, out, log):
     [250, 29] head."""
     n = x.shape[1]
     for i in range(x.shape[0]):
-        m = x[i, 0]
+        xr = x[i]           # row views: LLVM vectorizes loops over a view's index
+        orow = out[i]
+        m = xr[0]
         for j in range(1, n):
-            m = max(m, x[i, j])
+            m = max(m, xr[j])
         for j in range(n):
-            out[i, j] = fexp(x[i, j] - m)
+            orow[j] = fexp(xr[j] - m)
         s = np.float32(0)
         for j in range(n):
-            s += out[i, j]
+            s += orow[j]
         if log:
             ls = np.float32(np.log(s))
             for j in range(n):
-                out[i, j] = x[i, j] - m - ls
+                orow[j] = xr[j] - m - ls
         else:
             r = np.float32(1) / s
             for j in range(n):
-                out[i, j] = out[i, j] * r
+                orow[j] = orow[j] * r
 
 
 def softmax_axis(x, axis, log):
