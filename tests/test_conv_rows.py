@@ -79,10 +79,10 @@ def test_conv_rows_forced(xs, ws, attrs, bias, rows_on):
 @pytest.mark.parametrize("xs,ws,attrs", [
     ((1, 1, 64, 200), (8, 1, 11, 5), {"pads": [5, 2, 5, 2], "strides": [2, 2]}),
     ((1, 8, 32, 100), (8, 8, 11, 5), {"pads": [5, 2, 5, 2], "strides": [2, 1]}),
-    ((1, 1, 32, 100), (32, 1, 3, 3), {"pads": [1, 1, 1, 1]}),
 ])
 def test_conv_rows_chosen(xs, ws, attrs):
-    """The speech model's and CRNN's first convs take conv_rows by default."""
+    """The speech model's first convs take conv_rows by default (the CRNN's
+    first, 3x3 over one channel, takes conv_taps: tests/test_conv_taps.py)."""
     model = _model(xs, ws, attrs)
     x = _rand(*xs)
     sess = fastlstm.InferenceSession(model.SerializeToString())

@@ -5,6 +5,7 @@
 ``gemm``         products against packed weight panels, built on those tiles
 ``common``       the step kernels' C signature and parameter blocks (numpy dtypes)
 ``lstm``/``gru``/``rnn``  one recurrent step each: recurrent product, then gate math
+``conv_taps``    Convs of one input channel per group, small kernels, taps unrolled
 ``dft``          Convs that are an STFT (a windowed DFT basis as weights), as FFTs
 ``dense``        dense layers of model heads (x @ W + b, W packed once) on that GEMM
 ``registry``     the input GEMM's ``cfunc`` address for the Cython front end (the step

@@ -491,6 +491,9 @@ class ConvRunner:
                 and dil == [1]):
             # (no fused activation, no padding, no dilation: the FFT's case)
             return (geo, (N, packed.cout, *outsz), packed.dft, "dft")
+        if node.op_type == "Conv" and packed.can_rows() and _use_taps(geo):
+            geo[K.G_BIAS] = packed.rows_weights()[1]
+            return (geo, (N, packed.cout, *outsz), _taps_kernel(geo, self._act), "rows")
         if node.op_type == "Conv" and packed.can_rows() and _use_rows(geo):
             geo[K.G_BIAS] = packed.rows_weights()[1]
             return (geo, (N, packed.cout, *outsz), K.kernel("conv_rows"), "rows")
@@ -598,6 +601,36 @@ def _use_gemm(geo):
 #: Conv through ``kernels.conv.conv_rows``: None chooses per shape
 #: (``_use_rows``), True / False force it on / off wherever it applies.
 ROWS = None
+
+
+#: Conv with unrolled taps (``kernels.conv_taps``): None chooses per shape,
+#: True / False force it on / off where it applies (tests, benchmarks).
+TAPS = None
+_TAPS_KERNELS = {}
+
+
+def _use_taps(geo):
+    """Whether ``kernels.conv_taps`` runs the Conv of geometry ``geo``: one
+    input channel per group and at most 25 taps (the CRNN's first conv,
+    1 -> 32 channels 3x3 on [32, 100] with its Relu, a whole session run:
+    59 us against 170 with conv_rows; a depthwise 3x3 over 32 x [16, 50]:
+    46 against 133; interleaved medians)."""
+    from ..kernels import conv_taps
+    if TAPS is not None:
+        return TAPS and conv_taps.eligible(geo)
+    if GEMM or ROWS:        # another kernel forced on
+        return False
+    return conv_taps.eligible(geo)
+
+
+def _taps_kernel(geo, act):
+    from ..kernels import conv_taps
+    K = _kernels()
+    key = (int(geo[K.G_KH]), int(geo[K.G_KW]), act)
+    k = _TAPS_KERNELS.get(key)
+    if k is None:
+        k = _TAPS_KERNELS[key] = conv_taps.TapsConv(*key)
+    return k
 
 
 def _use_rows(geo):

@@ -1,0 +1,98 @@
+"""Convs with one input channel per group and a small kernel, taps unrolled.
+
+A text reader's first conv (a 3x3 over a one-channel image, 32 output
+channels) is 9 multiply-adds per output: too few for a register tile to pay
+its setup, and a loop that adds one tap at a time over an output row reads
+and writes the row 9 times (``conv_rows`` and ``conv_direct``: 7 GMAC/s on
+the CRNN's [1, 1, 32, 100] image).  Here each output row is one loop over
+its columns whose body sums every tap, written out for the kernel's shape:
+
+    y[ow] = act(b + w0 * r0[ow] + w1 * r0[ow + 1] + ... + w8 * r2[ow + 2])
+
+(r0..r2 the padded input rows the taps read), which LLVM vectorizes along
+the columns, each input vector feeding one FMA and the output written once.
+The source is generated per kernel shape and activation and compiled once
+(``fastlstm.fuse.compile_kernel``, cached on disk like the fused loops).
+
+Column stride and all dilations 1; any row stride; groups of one input
+channel (depthwise convs included).  The sum runs in tap order from the
+bias, so results are the same for every call, and differ from the other
+kernels' by rounding only.
+"""
+import numpy as np
+
+from .. import fuse
+from . import conv as K
+
+#: largest kernel (taps) written out
+MAX_TAPS = 25
+
+_ACT = {K.ACT_NONE: "{}", K.ACT_RELU: "relu({})", K.ACT_SIGMOID: "sigmoid({})",
+        K.ACT_CLIP: "clip({}, lo, hi)"}
+
+
+def eligible(geo):
+    """Whether the Conv of geometry ``geo`` is this kernel's."""
+    return (geo[K.G_CGI] == 1 and geo[K.G_KD] == 1 and geo[K.G_SW] == 1
+            and geo[K.G_DH] == 1 and geo[K.G_DW] == 1 and geo[K.G_SD] == 1
+            and geo[K.G_KH] * geo[K.G_KW] <= MAX_TAPS and geo[K.G_OW] >= 8
+            and geo[K.G_OD] == 1 and geo[K.G_D] == 1)
+
+
+def source(KH, KW, act):
+    """The kernel for a KH x KW conv with activation ``act`` (a K.ACT_* code)."""
+    taps = KH * KW
+    lines = [
+        # (the helpers' digest: a change to them makes a new file, see fuse)
+        f"# fastlstm conv with unrolled taps (fastlstm.kernels.conv_taps); helpers "
+        f"{fuse._HELPERS}",
+        "import numpy as np",
+        "from numba import njit",
+        "from fastlstm import config",
+        "from fastlstm.kernels.scalar import *  # noqa",
+        "",
+        "@njit(**config.jit_options())",
+        "def fused(xp, w, BIAS, y, N, COUT, CGO, CIN, OH, OW, Hp, Wp, SH, lo, hi):",
+        "    for n in range(N):",
+        "        for c in range(COUT):",
+        "            base = (n * CIN + c // CGO) * Hp * Wp",
+        "            b = w[BIAS + c]",
+    ]
+    for t in range(taps):
+        lines.append(f"            w{t} = w[c * {taps} + {t}]")
+    lines.append("            for oh in range(OH):")
+    for kh in range(KH):
+        lines.append(f"                s{kh} = base + (oh * SH + {kh}) * Wp")
+        lines.append(f"                r{kh} = xp[s{kh}:s{kh} + OW + {KW - 1}]")
+    lines.append("                o = ((n * COUT + c) * OH + oh) * OW")
+    lines.append("                yo = y[o:o + OW]")
+    lines.append("                for ow in range(OW):")
+    terms = " + ".join(f"w{kh * KW + kw} * r{kh}[ow + {kw}]"
+                       for kh in range(KH) for kw in range(KW))
+    lines.append(f"                    v = b + {terms}")
+    lines.append(f"                    yo[ow] = {_ACT[act].format('v')}")
+    return "\n".join(lines) + "\n"
+
+
+class TapsConv:
+    """The conv kernels' call ``(x, w, geo, y)`` for one kernel shape and
+    activation; ``w`` in ONNX layout with the bias at geo[G_BIAS]
+    (``conv_rows``'s weights)."""
+
+    def __init__(self, KH, KW, act):
+        self.fn = fuse.compile_kernel(source(KH, KW, act))
+
+    def __call__(self, x, w, geo, y):
+        N, CIN, COUT, CGO = geo[K.G_N], geo[K.G_CIN], geo[K.G_COUT], geo[K.G_CGO]
+        H, W, OH, OW = geo[K.G_H], geo[K.G_W], geo[K.G_OH], geo[K.G_OW]
+        PH, PW = geo[K.G_PH], geo[K.G_PW]
+        Hp, Wp = H + PH + geo[K.G_QH], W + PW + geo[K.G_QW]
+        if geo[K.G_PADCOPY]:
+            xp = np.zeros((N * CIN, Hp, Wp), np.float32)
+            xp[:, PH:PH + H, PW:PW + W] = x.reshape(N * CIN, H, W)
+            xp = xp.reshape(-1)
+        else:
+            xp = x
+        lo, hi = K.clip_bounds(geo)
+        self.fn(xp, w, geo[K.G_BIAS], y, N, COUT, CGO, CIN, OH, OW, Hp, Wp, geo[K.G_SH],
+                lo, hi)
