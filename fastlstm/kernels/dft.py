@@ -21,10 +21,10 @@ is float32; the FFT uses float32 twiddles computed in float64).
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .. import config
+from .conv import G_OW as _G_OW, G_SW as _G_SW, G_W as _G_W
 
 #: frames per pass: float32 lanes of an AVX2 vector
 LANES = 8
@@ -100,12 +100,21 @@ def plan(N):
 
 
 @njit(**config.jit_options())
-def stft(x, T, hop, P, window, F, s, rev, cos, sin, bias, out):
-    """out[b, c, p] (flat, C = 2F channels, P positions) for x[b, 0, :] (flat,
-    T samples a row): channel k < F is Re, channel F + k is -s Im of the
-    FFT of frame p (samples p*hop .. p*hop + N - 1, times the window), plus
-    bias[c]."""
-    N = window.size
+def stft(x, fp, ip, geo, y):
+    """y[b, c, p] (flat, C = 2F channels, P positions) for x[b, 0, :] (flat,
+    T samples a row; T, the hop and P from the conv geometry ``geo``):
+    channel k < F is Re, channel F + k is -s Im of the FFT of frame p
+    (samples p*hop .. p*hop + N - 1, times the window), plus the bias.
+    fp: window[N], cos[N/2], sin[N/2], bias[2F]; ip: N, F, s, then the
+    bit-reversal permutation.  (Few arguments: each costs dispatch time.)"""
+    N, F, s = ip[0], ip[1], ip[2]
+    rev = ip[3:]
+    window = fp[:N]
+    cos = fp[N:N + N // 2]
+    sin = fp[N + N // 2:2 * N]
+    bias = fp[2 * N:]
+    T, hop, P = geo[_G_W], geo[_G_SW], geo[_G_OW]
+    out = y
     B = x.size // T
     M = B * P
     L = LANES
@@ -147,16 +156,15 @@ def stft(x, T, hop, P, window, F, s, rev, cos, sin, bias, out):
 class STFTConv:
     """A Conv's windowed-DFT weights (``match_windowed_dft``) and its bias,
     ready for ``stft``; called as the conv kernels are, ``(x, w, geo, y)``
-    (``w`` unused; T, hop and positions read from ``geo``)."""
+    (``w`` unused)."""
 
-    def __init__(self, match, bias, g_w, g_sw, g_ow):
-        self.window, self.F, self.s = match
-        self.rev, self.cos, self.sin = plan(self.window.size)
-        self.bias = np.zeros(2 * self.F, np.float32) if bias is None else \
-            np.ascontiguousarray(bias, np.float32)
-        self._g = (g_w, g_sw, g_ow)
+    def __init__(self, match, bias):
+        window, self.F, self.s = match
+        N = window.size
+        rev, cos, sin = plan(N)
+        b = np.zeros(2 * self.F, np.float32) if bias is None else bias
+        self.fp = np.ascontiguousarray(np.concatenate([window, cos, sin, b]), np.float32)
+        self.ip = np.concatenate([np.array([N, self.F, self.s], np.int64), rev])
 
     def __call__(self, x, w, geo, y):
-        gw, gs, go = self._g
-        stft(x, geo[gw], geo[gs], geo[go], self.window, self.F, self.s, self.rev, self.cos,
-             self.sin, self.bias, y)
+        stft(x, self.fp, self.ip, geo, y)

@@ -302,7 +302,7 @@ def _pack(node, W, B):
         from ..kernels import dft
         match = dft.match_windowed_dft(W)
         if match is not None:
-            packed.dft = dft.STFTConv(match, B, K.G_W, K.G_SW, K.G_OW)
+            packed.dft = dft.STFTConv(match, B)
     return packed
 
 
