@@ -843,7 +843,7 @@ def _bind_resize(node, consts, rec):
     if mode == "linear" and x.dtype.kind in "iub":
         return None
     total = int(np.prod(out_shape, dtype=np.float64)) * x.dtype.itemsize
-    if total > _MAX_OUTPUT_BYTES:
+    if total > limits.current_limit():      # (the general path names the error)
         return None
     steps, outside = _resample_steps(node, x.shape, x.dtype, mode, ct, nm, scale, out_shape,
                                      roi)
