@@ -322,6 +322,19 @@ def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
         elif (n.op_type in _UNARY and rec.get(n.inputs[0]) is not None
               and rec[n.inputs[0]].dtype == np.float32):
             lines.append(f"    {outs[0]} = {_UNARY[n.op_type].format(ins[0])}")
+        elif (hasattr(r, "kernel_call") and len(n.outputs) == 1 and n.inputs[0] in rec
+              and all(not i or i in consts for i in n.inputs[1:])
+              and (kc := r.kernel_call(rec[n.inputs[0]])) is not None):
+            # the kernel called here (its runner's Python call cost ~1 us);
+            # a read-only X (a view of a read-only feed), which the kernels'
+            # signatures refuse, goes through the runner, which copies it
+            kern, w, geo, shape = kc
+            lines.append(f"    {outs[0]} = np.empty({N.g(tuple(shape), 's')}, np.float32)")
+            lines.append("    try:")
+            lines.append(f"        {N.g(kern, 'k')}({ins[0]}.reshape(-1), {N.g(w, 'w')}, "
+                         f"{N.g(geo, 'g')}, {outs[0]}.reshape(-1))")
+            lines.append("    except TypeError:")
+            lines.append(f"        {outs[0]} = {N.g(r.run1, 'r')}({ins[0]})")
         elif (hasattr(r, "run1") and len(n.outputs) == 1
               and all(not i or i in consts for i in n.inputs[1:])):
             lines.append(f"    {outs[0]} = {N.g(r.run1, 'r')}({ins[0]})")

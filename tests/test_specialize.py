@@ -240,3 +240,18 @@ def test_matmul_then_bias_add_is_one_product(bias_first):
     for fn in sess._plan._specialiser._built.values():
         body = [line.strip() for line in fn.source.splitlines()[1:]]
         assert len(body) == 3, fn.source        # feed, one product, return
+
+
+def test_conv_on_a_read_only_feed_in_the_specialised_run():
+    """The specialised run calls conv kernels itself; a read-only feed (or a
+    view of one), which their signatures refuse, still runs."""
+    w = R.standard_normal((4, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["r"]),
+             helper.make_node("Conv", ["r", "w"], ["c"], pads=[1, 1]),
+             helper.make_node("Relu", ["c"], ["y"])]
+    m = _model(nodes, [_fin("x", [2, 60])], ["y"],
+               [("w", w), ("shape", np.array([2, 3, 20], np.int64))])
+    x = R.standard_normal((2, 60)).astype(np.float32)
+    ro = x.copy()
+    ro.flags.writeable = False
+    _check(m, [{"x": x}, {"x": ro}], rtol=1e-5, atol=1e-5)

@@ -543,6 +543,16 @@ class ConvRunner:
             f[3](xf.copy(), f[4], f[1], y.ravel())
         return [y]
 
+    def kernel_call(self, x):
+        """(kernel, weights, geo, output shape) that compute Y for inputs of
+        ``x``'s shape and dtype as ``kernel(X.reshape(-1), weights, geo,
+        Y.reshape(-1))`` with Y new (X writable), for an executor that calls
+        the kernel itself; None for weights fed as inputs."""
+        if self._packed is None:
+            return None
+        f = self._prepare(x, None)
+        return f[3], f[4], f[1], f[2]
+
     def run1(self, x, out=None):
         """Y for input X alone (constant weights only): the call without the
         dict and the list, for an executor that calls the runner directly.
