@@ -326,6 +326,10 @@ class ConvRunner:
       ``runner.fused("Sigmoid")`` instead returns a new runner with the
       activation (weights shared), leaving this one as it was: for a
       specialised run while the general path still runs the activation node.
+      ``runner.kernel_call(x)`` gives the kernel, weights and geometry for
+      X's shape, for an executor that calls the kernel itself (a session's
+      specialised runs do: they keep the activation the runner had when
+      they were built).
       A fused Sigmoid computes as the elementwise Sigmoid's scalar form
       (``fastlstm.kernels.scalar.sigmoid``), a fused Clip as the op (x < min ?
       min : x, then > max ? max : x), so results are the same.
