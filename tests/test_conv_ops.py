@@ -299,10 +299,10 @@ def test_fused_relu(op, ws):
     conv_sig.graph.output.append(onnx.ValueInfoProto(name="y0"))
     both = run_ort(conv_sig, {"x": x})
     ours = fastlstm.InferenceSession(conv_sig.SerializeToString()).run(None, {"x": x})
-    np.testing.assert_allclose(sess.run(None, {"x": x})[0], both[1], atol=1e-6, rtol=1e-5)
+    np.testing.assert_allclose(runner.run1(x), both[1], atol=1e-6, rtol=1e-5)
     # (the fused Sigmoid is the kernels' float32 form, within 1.9e-7 of the exact one)
-    np.testing.assert_allclose(sess.run(None, {"x": x})[0], ours[1], atol=4e-7, rtol=0)
-    np.testing.assert_array_equal(sig_out, sess.run(None, {"x": x})[0])
+    np.testing.assert_allclose(runner.run1(x), ours[1], atol=4e-7, rtol=0)
+    np.testing.assert_array_equal(sig_out, runner.run1(x))
 
 
 def test_fed_weights_and_inputs_change_between_calls():
