@@ -45,8 +45,6 @@ def _movement_map(n, rec, consts):
         return None
     if any(i and i not in consts for i in n.inputs[1:]):
         return None
-    if n.op_type == "Pad":      # its bind copies slices: cheaper than a gather by a map
-        return None
     x = rec.get(n.inputs[0])
     out = rec.get(n.outputs[0])
     if x is None or out is None or x.size >= 2 ** 31 or out.size > 1 << 24:
@@ -110,29 +108,25 @@ def _dense_with_bias(nodes, rec, consts, outputs):
     of a constant bias row (PyTorch's Linear on a 3-D input exports as the
     two): {MatMul index: (Add index, one packed product with the bias)}."""
     from .kernels.dense import Dense
+    from .ops.linear import bias_row, dense_weights
     readers = _readers(nodes)
     found = {}
     for k, n in enumerate(nodes):
-        if n.op_type != "MatMul" or n.inputs[1] not in consts:
+        if n.op_type != "MatMul" or n.outputs[0] in outputs:
             continue
-        w, x, y = consts[n.inputs[1]], rec.get(n.inputs[0]), rec.get(n.outputs[0])
-        if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray) or \
-                w.ndim != 2 or x.ndim < 2 or x.dtype != np.float32 or \
-                w.dtype != np.float32 or n.outputs[0] in outputs:
-            continue
+        w = dense_weights(n, consts, rec)
         rs = readers.get(n.outputs[0], [])
-        if len(rs) != 1 or nodes[rs[0]].op_type != "Add":
+        if w is None or len(rs) != 1 or nodes[rs[0]].op_type != "Add":
             continue
         add = nodes[rs[0]]
         other = [i for i in add.inputs if i != n.outputs[0]]
         if len(other) != 1 or other[0] not in consts:
             continue
-        b, out = consts[other[0]], rec.get(add.outputs[0])
-        N = w.shape[1]
-        if b.dtype != np.float32 or b.size != N or b.shape[-1] != N or \
-                not isinstance(out, np.ndarray) or out.shape != y.shape:
+        row = bias_row(consts[other[0]], w.shape[1])
+        out, y = rec.get(add.outputs[0]), rec.get(n.outputs[0])
+        if row is None or not isinstance(out, np.ndarray) or out.shape != y.shape:
             continue
-        found[k] = (rs[0], Dense(w, b.reshape(-1)))
+        found[k] = (rs[0], Dense(w, row))
     return found
 
 

@@ -41,6 +41,22 @@ def _helpers_digest():
 _HELPERS = _helpers_digest()
 
 
+def header(what, params):
+    """The first lines of a generated kernel module: a comment naming it and
+    the digest of the helpers it calls (a change to them makes a new file),
+    the imports, and ``def fused(params):`` (the name ``compile_kernel``
+    takes)."""
+    return [f"# fastlstm {what}; helpers {_HELPERS}",
+            "import math",
+            "import numpy as np",
+            "from numba import njit",
+            "from fastlstm import config",
+            "from fastlstm.kernels.scalar import *  # noqa",
+            "",
+            "@njit(**config.jit_options())",
+            f"def fused({params}):"]
+
+
 def kernel_source(n_inputs, scalar_inputs, body, result, n_const=0, strided=(), rank=1):
     """Python source of a fused loop ``fused(out, x0, .., C)``.
 
@@ -58,18 +74,7 @@ def kernel_source(n_inputs, scalar_inputs, body, result, n_const=0, strided=(), 
     the fused loop: Silero's sequence variant, two [293, 129, 4] slices of
     a [293, 258, 5] tensor.)"""
     args = "".join(f", x{k}" for k in range(n_inputs)) + (", C" if n_const else "")
-    lines = [
-        f"# fastlstm fused elementwise loop; helpers {_HELPERS}",
-        "import math",
-        "import numpy as np",
-        "from numba import njit",
-        "from fastlstm import config",
-        "from fastlstm.kernels.scalar import *  # noqa",
-        "",
-        "@njit(**config.jit_options())",
-        f"def fused(out{args}):",
-        "    o = out.reshape(-1)",
-    ]
+    lines = header("fused elementwise loop", f"out{args}") + ["    o = out.reshape(-1)"]
     for k in range(n_inputs):
         if k in scalar_inputs:
             lines.append(f"    a{k} = x{k}.reshape(-1)[0]")

@@ -42,17 +42,8 @@ def eligible(geo):
 def source(KH, KW, act):
     """The kernel for a KH x KW conv with activation ``act`` (a K.ACT_* code)."""
     taps = KH * KW
-    lines = [
-        # (the helpers' digest: a change to them makes a new file, see fuse)
-        f"# fastlstm conv with unrolled taps (fastlstm.kernels.conv_taps); helpers "
-        f"{fuse._HELPERS}",
-        "import numpy as np",
-        "from numba import njit",
-        "from fastlstm import config",
-        "from fastlstm.kernels.scalar import *  # noqa",
-        "",
-        "@njit(**config.jit_options())",
-        "def fused(xp, w, BIAS, y, N, COUT, CGO, CIN, OH, OW, Hp, Wp, SH, lo, hi):",
+    lines = fuse.header("conv with unrolled taps (fastlstm.kernels.conv_taps)",
+                        "xp, w, BIAS, y, N, COUT, CGO, CIN, OH, OW, Hp, Wp, SH, lo, hi") + [
         "    for n in range(N):",
         "        for c in range(COUT):",
         "            base = (n * CIN + c // CGO) * Hp * Wp",

@@ -194,51 +194,30 @@ _max1x2, _max2x2, _max0x2 = (_make_window8("max", k, 2) for k in (1, 2, 0))
 _mean1x2, _mean2x2, _mean0x2 = (_make_window8("mean", k, 2) for k in (1, 2, 0))
 
 
-@njit(**_jit)
-def _block(groups, is_max, y, d, x, a, SW, KD, sd, KH, sh, KW, sw, div):
-    """One call of the window kernel for ``groups`` (4, 2 or 1) vectors of
-    outputs, the op and the column stride (1, 2 or any)."""
-    if groups == 4:
+def _make_block(max1, max2, max0, mean1, mean2, mean0):
+    """One call of the window kernels of one width (4, 2 or 1 vectors of
+    outputs), chosen by the op and the column stride (1, 2 or any)."""
+    @njit(**dict(_jit, inline="always"))
+    def block(is_max, y, d, x, a, SW, KD, sd, KH, sh, KW, sw, div):
         if is_max:
             if SW == 1:
-                _max1x4(y, d, x, a, SW, KD, sd, KH, sh, KW, sw, div)
+                max1(y, d, x, a, SW, KD, sd, KH, sh, KW, sw, div)
             elif SW == 2:
-                _max2x4(y, d, x, a, SW, KD, sd, KH, sh, KW, sw, div)
+                max2(y, d, x, a, SW, KD, sd, KH, sh, KW, sw, div)
             else:
-                _max0x4(y, d, x, a, SW, KD, sd, KH, sh, KW, sw, div)
+                max0(y, d, x, a, SW, KD, sd, KH, sh, KW, sw, div)
         elif SW == 1:
-            _mean1x4(y, d, x, a, SW, KD, sd, KH, sh, KW, sw, div)
+            mean1(y, d, x, a, SW, KD, sd, KH, sh, KW, sw, div)
         elif SW == 2:
-            _mean2x4(y, d, x, a, SW, KD, sd, KH, sh, KW, sw, div)
+            mean2(y, d, x, a, SW, KD, sd, KH, sh, KW, sw, div)
         else:
-            _mean0x4(y, d, x, a, SW, KD, sd, KH, sh, KW, sw, div)
-    elif groups == 2:
-        if is_max:
-            if SW == 1:
-                _max1x2(y, d, x, a, SW, KD, sd, KH, sh, KW, sw, div)
-            elif SW == 2:
-                _max2x2(y, d, x, a, SW, KD, sd, KH, sh, KW, sw, div)
-            else:
-                _max0x2(y, d, x, a, SW, KD, sd, KH, sh, KW, sw, div)
-        elif SW == 1:
-            _mean1x2(y, d, x, a, SW, KD, sd, KH, sh, KW, sw, div)
-        elif SW == 2:
-            _mean2x2(y, d, x, a, SW, KD, sd, KH, sh, KW, sw, div)
-        else:
-            _mean0x2(y, d, x, a, SW, KD, sd, KH, sh, KW, sw, div)
-    elif is_max:
-        if SW == 1:
-            _max1(y, d, x, a, SW, KD, sd, KH, sh, KW, sw, div)
-        elif SW == 2:
-            _max2(y, d, x, a, SW, KD, sd, KH, sh, KW, sw, div)
-        else:
-            _max0(y, d, x, a, SW, KD, sd, KH, sh, KW, sw, div)
-    elif SW == 1:
-        _mean1(y, d, x, a, SW, KD, sd, KH, sh, KW, sw, div)
-    elif SW == 2:
-        _mean2(y, d, x, a, SW, KD, sd, KH, sh, KW, sw, div)
-    else:
-        _mean0(y, d, x, a, SW, KD, sd, KH, sh, KW, sw, div)
+            mean0(y, d, x, a, SW, KD, sd, KH, sh, KW, sw, div)
+    return block
+
+
+_block4 = _make_block(_max1x4, _max2x4, _max0x4, _mean1x4, _mean2x4, _mean0x4)
+_block2 = _make_block(_max1x2, _max2x2, _max0x2, _mean1x2, _mean2x2, _mean0x2)
+_block1 = _make_block(_max1, _max2, _max0, _mean1, _mean2, _mean0)
 
 
 @njit(**_jit)
@@ -250,15 +229,15 @@ def _row(x, y, yo, xo, n, geo, is_max, div):
     sd, sh, sw = geo[18] * H * W, geo[19] * W, geo[20]
     i = 0
     while n - i >= 4 * _LANES:
-        _block(4, is_max, y, yo + i, x, xo + i * SW, SW, KD, sd, KH, sh, KW, sw, div)
+        _block4(is_max, y, yo + i, x, xo + i * SW, SW, KD, sd, KH, sh, KW, sw, div)
         i += 4 * _LANES
     if n - i >= 2 * _LANES:
-        _block(2, is_max, y, yo + i, x, xo + i * SW, SW, KD, sd, KH, sh, KW, sw, div)
+        _block2(is_max, y, yo + i, x, xo + i * SW, SW, KD, sd, KH, sh, KW, sw, div)
         i += 2 * _LANES
     while i < n:
         if i > n - _LANES:
             i = n - _LANES
-        _block(1, is_max, y, yo + i, x, xo + i * SW, SW, KD, sd, KH, sh, KW, sw, div)
+        _block1(is_max, y, yo + i, x, xo + i * SW, SW, KD, sd, KH, sh, KW, sw, div)
         i += _LANES
 
 

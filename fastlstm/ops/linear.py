@@ -5,6 +5,27 @@ from .. import limits
 from .table import attr, op
 
 
+def dense_weights(node, consts, rec):
+    """W of a MatMul that one packed product (``fastlstm.kernels.dense``)
+    runs for the recorded signature: constant 2-D float32 B and float32 A of
+    rank >= 2; else None."""
+    b, a = consts.get(node.inputs[1]), rec.get(node.inputs[0])
+    if b is None or not isinstance(a, np.ndarray) or b.ndim != 2 or a.ndim < 2:
+        return None
+    if a.dtype != np.float32 or b.dtype != np.float32 or a.shape[-1] != b.shape[0]:
+        return None
+    return b
+
+
+def bias_row(c, n):
+    """Constant ``c`` as a float32 row of ``n`` added to every row of a
+    product (one value, or n values along the last axis), else None."""
+    if c.dtype != np.float32 or c.ndim > 2 or not (c.size == 1 or (c.size == n and
+                                                                   c.shape[-1] == n)):
+        return None
+    return np.broadcast_to(c.reshape(-1), (n,))
+
+
 def _bind_matmul(node, consts, rec):
     """For one signature: numpy's matmul without the size check (it passed
     when the signature was recorded); with constant 2-D float32 B (a dense
@@ -12,18 +33,15 @@ def _bind_matmul(node, consts, rec):
     (``fastlstm.kernels.dense``; numpy's matmul treats A [T, 1, K] as T
     products of one row: 293 us for the speech model's [250, 1, 256] @
     [256, 29] head)."""
-    b = consts.get(node.inputs[1])
-    a = rec.get(node.inputs[0])
-    if not isinstance(a, np.ndarray):
+    if not isinstance(rec.get(node.inputs[0]), np.ndarray):
         return None
-    if b is None:
+    if node.inputs[1] not in consts:
         return np.matmul if isinstance(rec.get(node.inputs[1]), np.ndarray) else None
-    if b.ndim != 2 or a.ndim < 2:
-        return None
-    if a.dtype != np.float32 or b.dtype != np.float32 or a.shape[-1] != b.shape[0]:
+    w = dense_weights(node, consts, rec)
+    if w is None:
         return None
     from ..kernels.dense import Dense
-    dense = Dense(b)
+    dense = Dense(w)
     return lambda x, *rest: dense(x)
 
 
@@ -56,11 +74,10 @@ def _bind_gemm(node, consts, rec):
         c = consts[c_name]
         beta = attr(node, "beta", 1.0)
         c = c * np.asarray(beta, c.dtype) if beta != 1.0 else c
-    N = b.shape[1]
-    if c is None or (c.dtype == np.float32 and c.ndim <= 2
-                     and (c.size == 1 or (c.size == N and c.shape[-1] == N))):
+    row = None if c is None else bias_row(c, b.shape[1])
+    if c is None or row is not None:
         from ..kernels.dense import Dense
-        dense = Dense(b, None if c is None else np.broadcast_to(c.reshape(-1), (N,)))
+        dense = Dense(b, row)
         if trans_a:
             return lambda x, *rest: dense(x.T)
         return lambda x, *rest: dense(x)

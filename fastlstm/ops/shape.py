@@ -499,7 +499,7 @@ def _bind_pad(node, consts, rec):
     return run
 
 
-@op("Pad", since=2, attrs=["pads", "value", "mode"], moves=True, bind=_bind_pad)
+@op("Pad", since=2, attrs=["pads", "value", "mode"], bind=_bind_pad)
 def pad_2(node, ins, n):
     """Pad with constant, reflected or edge values (pads as an attribute)."""
     return _pad(node, ins[0], attr(node, "pads"), attr(node, "value", 0.0), None,

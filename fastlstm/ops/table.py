@@ -40,9 +40,10 @@ Per op (the same on every form):
                  and the named values) in place of a call (a slice with a
                  precomputed index, say: a call cost ~0.5 us more).
   moves          each output element is a copy of an element of input 0,
-                 chosen by the attributes and the other inputs (Gather, Pad
-                 outside constant mode, Tile, ...): with those inputs constant
-                 the executor precomputes the map and runs one ``take``.
+                 chosen by the attributes and the other inputs (Gather,
+                 Tile, Expand, ...): with those inputs constant the executor
+                 precomputes the map and runs one ``take`` (Pad has a bind
+                 instead: a few slice copies read no index map).
 
 ``fastlstm ops`` and the README's op list are generated from this table.
 """
