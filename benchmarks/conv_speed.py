@@ -1,6 +1,8 @@
 """Conv per call: fastlstm's ConvRunner against onnxruntime on Silero VAD's shapes.
 
-Each case is a one-node model (Conv with constant W and B, batch 1, NCW),
+Each case is a one-node model (Conv with constant W and B, batch 1, NCW;
+the STFT cases' W a Hann-windowed DFT basis as Silero's, which the runner
+runs as FFTs, ``fastlstm.kernels.dft``; random elsewhere),
 run by onnxruntime (1 intra-op thread) and by fastlstm three ways:
 ``runner`` is the node's ConvRunner called directly (what the specialised
 executor pays per Conv), ``runner+relu`` the same with the Relu fused in,
@@ -20,7 +22,8 @@ sequence variant (293 frames at once: the STFT over 832 samples per frame, the
 decoder over the frames as columns).  ``--inner`` is scaled down with the work.
 ``--rows`` times convs with few output channels or one input channel
 (``kernels.conv.conv_rows`` forced on, forced off, and as the runner
-chooses).  ``--pools`` instead times the four MaxPools of the CRNN text reader
+chooses: conv_rows, or ``kernels.conv_taps`` for one input channel per
+group).  ``--pools`` instead times the four MaxPools of the CRNN text reader
 (tests/models/tasks/crnn.onnx at width 100) as one-node sessions, onnxruntime
 against the function the specialised executor calls (the op's ``bind``).
 """
@@ -56,9 +59,19 @@ SEQ_CASES = [
 ]
 
 
-def _model(xs, ws, attrs, seed=0):
+def _stft_basis(ws):
+    """Weights of an STFT conv as Silero's: a Hann-windowed real DFT basis
+    (cosines, then sines), which fastlstm runs as FFTs (kernels/dft.py)."""
+    C, _, N = ws
+    n = np.arange(N)
+    ang = 2 * np.pi * np.outer(np.arange(C // 2), n) / N
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * n / N)
+    return np.concatenate([window * np.cos(ang), -window * np.sin(ang)])[:, None, :]
+
+
+def _model(xs, ws, attrs, seed=0, stft=False):
     rng = np.random.default_rng(seed)
-    W = rng.standard_normal(ws).astype(np.float32)
+    W = (_stft_basis(ws) if stft else rng.standard_normal(ws)).astype(np.float32)
     B = rng.standard_normal(ws[0]).astype(np.float32)
     node = helper.make_node("Conv", ["x", "W", "B"], ["y"], name="conv", **attrs)
     g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", 1, list(xs))],
@@ -74,6 +87,14 @@ def _ort(model):
     so.inter_op_num_threads = 1
     return ort.InferenceSession(model.SerializeToString(), so,
                                 providers=["CPUExecutionProvider"])
+
+
+def _kernel_name(runner):
+    """The kernel a conv runner chose: a Numba entry's name (conv_panel ->
+    panel), or the class of a callable one (TapsConv, STFTConv)."""
+    k = runner._fast[3]
+    f = getattr(k, "py_func", None)
+    return f.__name__.replace("conv_", "") if f is not None else type(k).__name__
 
 
 def _round(fn, inner):
@@ -96,8 +117,8 @@ def _forced(model, x, policy):
     return r
 
 
-def measure(xs, ws, attrs, rounds, inner):
-    model = _model(xs, ws, attrs)
+def measure(xs, ws, attrs, rounds, inner, stft=False):
+    model = _model(xs, ws, attrs, stft=stft)
     x = np.random.default_rng(1).standard_normal(xs).astype(np.float32)
     so = _ort(model)
     fs = fastlstm.InferenceSession(model.SerializeToString())
@@ -124,7 +145,7 @@ def measure(xs, ws, attrs, rounds, inner):
             samples[k].append(_round(f, inner))
     return ({k: statistics.median(v) for k, v in samples.items()},
             {k: min(v) for k, v in samples.items()}, err,
-            runner._fast[3].py_func.__name__.replace("conv_", ""))
+            _kernel_name(runner))
 
 
 # CRNN's MaxPools at width 100: X shape, kernel, strides
@@ -230,7 +251,7 @@ def rows(rounds, inner):
                 samples[k].append(_round(f, n))
         m = {k: statistics.median(v) for k, v in samples.items()}
         lo = {k: min(v) for k, v in samples.items()}
-        kern = runner._fast[3].py_func.__name__.replace("conv_", "")
+        kern = _kernel_name(runner)
         print(f"{name:8s} {str(list(xs)):>16s} {str(list(ws)):>14s} {macs / 1e6:6.2f} "
               f"{m['ort']:7.1f} {m['rows']:7.1f} {m['other']:7.1f} {m['runner']:7.1f} "
               f"{m['ort'] / m['runner']:5.2f}x {lo['ort']:7.1f} {lo['rows']:8.1f} "
@@ -267,7 +288,8 @@ def main(argv=None):
         lout = (xs[2] + p - ws[2]) // s + 1
         macs = int(np.prod(ws)) * lout * xs[0]
         inner = max(2, min(args.inner, int(args.inner * 3e5 / macs)))
-        m, lo, err, kern = measure(xs, ws, attrs, args.rounds, inner)
+        m, lo, err, kern = measure(xs, ws, attrs, args.rounds, inner,
+                                   stft=name.startswith("stft"))
         if k < 6:       # the six convs of one 16 kHz chunk (or of the sequence)
             for key in chain:
                 chain[key] += m[key]

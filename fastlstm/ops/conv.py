@@ -492,8 +492,9 @@ class ConvRunner:
                                _F32, node, "the padded input")
         geo = _geo(N, G, packed.cin, packed.cout, insz, outsz, ks, strides, dil, pb, pe, extra)
         if (packed.dft is not None and self._act == 0 and not extra[K.G_PADCOPY]
-                and dil == [1]):
-            # (no fused activation, no padding, no dilation: the FFT's case)
+                and dil == [1] and GEMM is None and ROWS is None):
+            # (no fused activation, no padding, no dilation: the FFT's case;
+            # a kernel forced on or off for a benchmark runs instead)
             return (geo, (N, packed.cout, *outsz), packed.dft, "dft")
         if node.op_type == "Conv" and packed.can_rows() and _use_taps(geo):
             geo[K.G_BIAS] = packed.rows_weights()[1]
