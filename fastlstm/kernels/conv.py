@@ -110,7 +110,10 @@ def kernel(name):
     """Entry point ``name``, compiled (or loaded from Numba's cache) on the
     first call.  It then takes exactly its signature: other argument types are
     a TypeError rather than a new compilation."""
-    d = globals()[name]
+    if name == "conv_wino":     # (its own module: it builds on the panel GEMM)
+        from .winograd import conv_wino as d
+    else:
+        d = globals()[name]
     if not d.signatures:
         d.compile(d._fastlstm_sig)
         d.disable_compile()

@@ -175,13 +175,13 @@ class _Packed:
     (shared by the runners ``fused`` makes); None until then and for nodes the
     GEMM does not run (ConvTranspose, groups)."""
     __slots__ = ("w", "kernel", "wshape", "cin", "cout", "bias_off", "np_", "panel", "gemm",
-                 "rows", "dft", "_W", "_B")
+                 "rows", "dft", "wino", "_W", "_B")
 
     def __init__(self, w, kernel, wshape, cin, cout, bias_off, np_, panel, W=None, B=None):
         self.w, self.kernel, self.wshape = w, kernel, wshape
         self.cin, self.cout, self.bias_off, self.np_, self.panel = \
             cin, cout, bias_off, np_, panel
-        self.gemm = self.rows = self.dft = None
+        self.gemm = self.rows = self.dft = self.wino = None
         self._W, self._B = W, B     # the node's weights while the GEMM packing may be needed
         if kernel.py_func.__name__ == "conv_direct":    # the same layout as conv_rows
             self.rows = (w, bias_off)
@@ -303,6 +303,14 @@ def _pack(node, W, B):
         match = dft.match_windowed_dft(W)
         if match is not None:
             packed.dft = dft.STFTConv(match, B)
+    if gemm and panel:
+        from ..kernels import winograd
+        if winograd.eligible(W.shape, G, _ints(node, "strides") or [1, 1],
+                             _ints(node, "dilations") or [1, 1]) and \
+                bool(np.all(np.abs(W) <= winograd.BIG)):
+            # (16/9 of W's floats, packed once, with a copy of the panel
+            # kernel's weights for the inputs it falls back on)
+            packed.wino = winograd.pack(W, B, flat)
     return packed
 
 
@@ -496,6 +504,9 @@ class ConvRunner:
             # (no fused activation, no padding, no dilation: the FFT's case;
             # a kernel forced on or off for a benchmark runs instead)
             return (geo, (N, packed.cout, *outsz), packed.dft, "dft")
+        if packed.wino is not None and _use_wino(geo):
+            geo[K.G_BIAS] = packed.wino[1]
+            return (geo, (N, packed.cout, *outsz), K.kernel("conv_wino"), "wino")
         if node.op_type == "Conv" and packed.can_rows() and _use_taps(geo):
             geo[K.G_BIAS] = packed.rows_weights()[1]
             return (geo, (N, packed.cout, *outsz), _taps_kernel(geo, self._act), "rows")
@@ -527,6 +538,7 @@ class ConvRunner:
                 self._plans.clear()
             self._plans[key] = plan
         wts = (packed.rows_weights()[0] if plan[3] == "rows" else
+               packed.wino[0] if plan[3] == "wino" else
                packed.w if plan[3] == "dft" else
                packed.gemm_weights()[0] if plan[3] else packed.w)
         fast = (shape,) + plan[:3] + (wts,)
@@ -622,6 +634,27 @@ ROWS = None
 #: True / False force it on / off where it applies (tests, benchmarks).
 TAPS = None
 _TAPS_KERNELS = {}
+
+
+#: Conv by Winograd's F(2x2, 3x3) (``kernels.winograd``): None chooses per
+#: shape (``_use_wino``), True / False force it on / off where it applies.
+WINO = None
+
+
+def _use_wino(geo):
+    """Whether ``kernels.winograd`` runs the Conv of geometry ``geo`` (its
+    weights are packed: a 3x3 kernel, stride 1, no dilation, group 1).  It
+    spends 4 multiply-adds per output and input channel where the panel
+    kernel spends 9, plus transforms that cost about as much as a pass over
+    X and Y: it wins with at least 16 input and output channels and rows of
+    several 2x2 tiles (``python benchmarks/conv_speed.py --wino``)."""
+    K = _kernels()
+    if WINO is not None:
+        return WINO
+    if GEMM or ROWS or TAPS:        # another kernel forced on
+        return False
+    CIN, COUT, OD, OH, OW = (int(geo[i]) for i in (K.G_CIN, K.G_COUT, K.G_OD, K.G_OH, K.G_OW))
+    return OD == 1 and CIN >= 16 and COUT >= 16 and OH >= 2 and OW >= 4
 
 
 def _use_taps(geo):

@@ -1,0 +1,115 @@
+"""3x3 stride-1 convs by Winograd's F(2x2, 3x3) (fastlstm.kernels.winograd),
+checked against onnxruntime: odd and even output sizes, every padding, a
+batch, fused activations, channel counts that are not multiples of a vector,
+and inputs the transforms must not see (NaN, infinities, huge values)."""
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import fastlstm
+from fastlstm.ops import conv as conv_op
+from helpers import run_ort
+
+R = np.random.default_rng(11)
+
+
+def _model(cin, cout, act=None, **attrs):
+    w = (R.standard_normal((cout, cin, 3, 3)) * 0.2).astype(np.float32)
+    b = R.standard_normal(cout).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c" if act else "y"], **attrs)]
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
+    if act == "Clip":
+        nodes.append(helper.make_node("Clip", ["c", "lo", "hi"], ["y"]))
+        inits += [numpy_helper.from_array(np.array(-0.5, np.float32), "lo"),
+                  numpy_helper.from_array(np.array(0.8, np.float32), "hi")]
+    elif act:
+        nodes.append(helper.make_node(act, ["c"], ["y"]))
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [None, cin, None, None])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _kernel_names(sess):
+    return {getattr(r._fast[3], "py_func", r._fast[3]).__name__
+            for r in sess._plan.runners if getattr(r, "_fast", (None,))[0]}
+
+
+CASES = [
+    # the CRNN text reader's convs (tests/models/tasks/crnn.onnx, width 100)
+    (32, 64, None, dict(pads=[1, 1, 1, 1]), (1, 32, 16, 50)),
+    (64, 96, "Relu", dict(pads=[1, 1, 1, 1]), (1, 64, 8, 25)),
+    (96, 128, "Relu", dict(pads=[1, 1, 1, 1]), (1, 96, 4, 25)),
+    # odd output sizes, no padding, asymmetric and wide padding, a batch
+    (16, 16, None, {}, (2, 16, 9, 12)),
+    (20, 40, "Sigmoid", dict(pads=[0, 2, 1, 0]), (3, 20, 7, 11)),
+    (17, 24, "Clip", dict(pads=[3, 1, 2, 2]), (1, 17, 5, 6)),
+    (16, 33, None, dict(auto_pad="SAME_UPPER"), (2, 16, 10, 13)),
+]
+
+
+@pytest.mark.parametrize("cin,cout,act,attrs,shape", CASES)
+def test_wino_matches_onnxruntime(cin, cout, act, attrs, shape):
+    m = _model(cin, cout, act, **attrs)
+    x = R.standard_normal(shape).astype(np.float32)
+    want = run_ort(m, {"x": x})[0]
+    sess = fastlstm.InferenceSession(m.SerializeToString())
+    for _ in range(3):              # general, then specialised (activation fused)
+        got = sess.run(None, {"x": x})[0]
+        # the transforms round differently from a direct sum: a few ulps of
+        # the sum's terms (|w x| ~ 0.2 here, 9*cin of them)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6 * np.sqrt(9 * cin))
+    assert "conv_wino" in _kernel_names(sess)
+
+
+def test_wino_forced_off_and_on_agree_with_onnxruntime():
+    m = _model(16, 16, "Relu", pads=[1, 1, 1, 1])
+    x = R.standard_normal((1, 16, 6, 7)).astype(np.float32)
+    want = run_ort(m, {"x": x})[0]
+    for force, name in ((False, "conv_panel"), (True, "conv_wino")):
+        old = conv_op.WINO
+        conv_op.WINO = force
+        try:
+            sess = fastlstm.InferenceSession(m.SerializeToString())
+            got = sess.run(None, {"x": x})[0]
+        finally:
+            conv_op.WINO = old
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        assert _kernel_names(sess) == {name}
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 3e38])
+def test_wino_leaves_non_finite_and_huge_inputs_to_the_direct_sum(bad):
+    """A NaN must make NaN only the outputs whose window holds it (and inf
+    only inf), as a direct sum does: the transforms would spread it over a
+    2x2 tile (and make inf - inf = NaN)."""
+    m = _model(16, 16, None, pads=[1, 1, 1, 1])
+    x = R.standard_normal((1, 16, 8, 8)).astype(np.float32)
+    x[0, 3, 0, 0] = bad     # a corner: only 4 outputs per channel read it
+    want = run_ort(m, {"x": x})[0]
+    sess = fastlstm.InferenceSession(m.SerializeToString())
+    for _ in range(3):
+        got = sess.run(None, {"x": x})[0]
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+        ok = np.isfinite(want)
+        np.testing.assert_allclose(got[ok], want[ok], rtol=1e-5, atol=1e-4)
+    assert "conv_wino" in _kernel_names(sess)
+
+
+def test_wino_not_packed_for_non_finite_weights():
+    m = _model(16, 16, None, pads=[1, 1, 1, 1])
+    w = numpy_helper.to_array(m.graph.initializer[0]).copy()
+    w[2, 1, 0, 0] = np.nan
+    m.graph.initializer[0].CopyFrom(numpy_helper.from_array(w, "w"))
+    x = R.standard_normal((1, 16, 6, 6)).astype(np.float32)
+    sess = fastlstm.InferenceSession(m.SerializeToString())
+    got = sess.run(None, {"x": x})[0]
+    assert "conv_wino" not in _kernel_names(sess)
+    # channel 2 is NaN wherever the NaN tap reads inside X (at the border the
+    # panel kernel multiplies it by the zero padding, as onnx.reference does,
+    # where onnxruntime skips the tap); the other channels are untouched
+    want = run_ort(m, {"x": x})[0]
+    assert np.all(np.isnan(got[:, 2][np.isnan(want[:, 2])]))
+    others = [c for c in range(16) if c != 2]
+    np.testing.assert_allclose(got[:, others], want[:, others], rtol=1e-5, atol=1e-5)
