@@ -12,7 +12,14 @@ Engines (each in a process of its own, pinned to one core, the load
 generator included):
 
 - ``fastlstm``: :class:`fastlstm.StreamPool` (state and context per stream in
-  the pool, chunks batched across streams by its worker thread);
+  the pool, chunks batched across streams), without a worker thread: the
+  load generator's thread runs each batch when it is ready, as a server
+  whose one thread reads the streams and runs their batches would (and as
+  ``ort-batched`` does);
+- ``fastlstm-thread``: the same pool with its worker thread running the
+  batches beside the load generator (two threads on one core: each hand-over
+  is a thread switch, and a thread woken while the other holds the GIL
+  between two kernels waits for it);
 - ``ort-per-stream``: one onnxruntime session per stream, run as each chunk
   is due (what Silero's users describe);
 - ``ort-batched``: one onnxruntime session; chunks due within the same
@@ -35,7 +42,7 @@ import numpy as np
 #: 264 k, encoder convs 284 k, LSTM 131 k).
 SILERO_MACS = 0.68e6
 CASES = ("silero", "tagger")
-ENGINES = ("fastlstm", "ort-per-stream", "ort-batched")
+ENGINES = ("fastlstm", "fastlstm-thread", "ort-per-stream", "ort-batched")
 TAGGER = dict(I=64, H=256)          # one LSTM layer, one step per chunk
 
 
@@ -107,6 +114,34 @@ def _drive(schedule, send):
                 time.sleep(max(wait, 0.0005))
 
 
+def _drive_batched(schedule, send, ready_at, run_ready):
+    """The load generator of an engine that runs its batches on the same thread:
+    sends each chunk once it is due (``send(k, t_due)``), runs a batch
+    whenever one is ready (``run_ready()`` returns whether it ran one), sleeps
+    until the next chunk is due or the queued batch is ready (``ready_at()``:
+    a perf_counter time or None) -- at least 0.5 ms, as ``_drive``: chunks
+    due meanwhile are sent together, and that wait counts in their latency.
+    (The floor matters: a sleep costs ~40 us of CPU on the VM measured, and
+    without it the generator woke for every chunk.)"""
+    k, total, due = 0, schedule.total, schedule.due
+    while True:
+        now = time.perf_counter()
+        while k < total and due(k) <= now:
+            send(k, due(k))
+            k += 1
+        if run_ready():
+            continue
+        nxt = due(k) if k < total else None
+        ready = ready_at()
+        if ready is not None:
+            nxt = ready if nxt is None else min(nxt, ready)
+        elif nxt is None:
+            return                      # every chunk sent and run
+        wait = nxt - time.perf_counter()
+        if wait > 0:
+            time.sleep(max(wait, 0.0005))
+
+
 def _verdict(lat, total, answered, p99_limit):
     lat = np.asarray(lat) if len(lat) else np.array([np.inf])
     p50, p99 = np.percentile(lat, 50), np.percentile(lat, 99)
@@ -115,13 +150,15 @@ def _verdict(lat, total, answered, p99_limit):
 
 
 class FastlstmEngine:
-    def __init__(self, spec, max_batch, max_wait_us, warm=True):
+    def __init__(self, spec, max_batch, max_wait_us, warm=True, worker=False):
         import fastlstm
         self.sess = fastlstm.InferenceSession(spec["model"])
         self.spec = spec
+        self.worker = worker
         kw = dict(constants=spec["constants"], outputs=spec["outputs"],
                   state={k: v[0] for k, v in spec["states"].items()},
-                  max_batch=max_batch, max_wait_us=max_wait_us, capacity=1024)
+                  max_batch=max_batch, max_wait_us=max_wait_us, capacity=1024,
+                  worker=worker)
         if spec["context"]:
             kw["context"] = {spec["data"]: spec["context"]}
         if spec.get("batch_axis") is not None:
@@ -141,6 +178,9 @@ class FastlstmEngine:
         for n in sizes:
             for _ in range(3):
                 futs = [self.pool.submit(i, self.spec["chunk"](rng)) for i in ids[:n]]
+                if not self.worker:
+                    while self.pool.run_ready(force=True):
+                        pass
                 [f.result() for f in futs]
         for i in ids:
             self.pool.close(i)
@@ -157,12 +197,24 @@ class FastlstmEngine:
         # every live object) stall the process for tens of ms.
         inflight = deque()
 
-        def send(k, t):
-            inflight.append((k, t, pool.submit(ids[k % n], chunks[k & 63])))
+        def harvest():
             while inflight and inflight[0][2]._done:
                 j, tj, f = inflight.popleft()
                 lat[j] = f.t_done - tj
-        _drive(sched, send)
+
+        def send(k, t):
+            inflight.append((k, t, pool.submit(ids[k % n], chunks[k & 63])))
+            harvest()
+
+        def run_ready():
+            ran = pool.run_ready()
+            if ran:
+                harvest()
+            return ran
+        if self.worker:
+            _drive(sched, send)
+        else:
+            _drive_batched(sched, send, pool.ready_at, run_ready)
         deadline = time.perf_counter() + 5.0
         answered = sched.total
         for j, tj, f in inflight:
@@ -194,6 +246,9 @@ class FastlstmEngine:
         pool = fastlstm.StreamPool(self.sess, **{**self.kw, "capacity": 1})
         ids = [pool.open() for _ in range(n)]
         futs = [pool.submit(i, chunks[k & 63]) for k, i in enumerate(ids)]
+        if not self.worker:
+            while pool.run_ready(force=True):
+                pass
         [f.result() for f in futs]
         del futs
         gc.collect()
@@ -505,6 +560,8 @@ def _graph_lines(pool, job, lines, repeats=10):
 
 
 def _engine(name, spec, max_batch, max_wait_us):
+    if name == "fastlstm-thread":
+        return FastlstmEngine(spec, max_batch=max_batch, max_wait_us=max_wait_us, worker=True)
     cls = {"fastlstm": FastlstmEngine, "ort-per-stream": OrtPerStream,
            "ort-batched": OrtBatched}[name]
     return cls(spec, max_batch=max_batch, max_wait_us=max_wait_us)
@@ -555,7 +612,8 @@ def child(args):
     spec = case_spec(args.case, args.silero)
     eng = _engine(args.engine, spec, args.max_batch, args.max_wait_us)
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.verbose else None
-    start = args.start or {"fastlstm": 256, "ort-batched": 64}.get(args.engine, 32)
+    start = args.start or {"fastlstm": 256, "fastlstm-thread": 256,
+                               "ort-batched": 64}.get(args.engine, 32)
     # (one onnxruntime session per stream takes ~10 MiB: at most 640 of them)
     limit = args.limit if args.engine != "ort-per-stream" else min(args.limit, 640)
     n, best, trials = capacity(eng, args.seconds, args.p99_ms / 1e3, start, limit, log)

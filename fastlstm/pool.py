@@ -266,6 +266,12 @@ class StreamPool:
     idle_timeout : float or None
         Seconds after which a stream that has not pushed is closed by
         :meth:`reap_idle` (the server calls it periodically).
+    worker : bool
+        True: batches run on a worker thread of the pool.  False: on the
+        caller's thread, when it calls :meth:`run_ready` (a server whose one
+        thread reads the streams' chunks and runs their batches: on one core
+        a second thread only adds wake-ups, see ``run_ready``); ``push``
+        then runs the batches queued before its chunk's result.
 
     ``push`` returns a dict output name -> array of this stream (the batch
     axis removed).  Errors: a chunk that does not fit the input is refused
@@ -275,7 +281,7 @@ class StreamPool:
 
     def __init__(self, session, state=None, context=None, constants=None, outputs=None,
                  batch_axis=None, max_batch=64, max_wait_us=1000, initial_state=None,
-                 capacity=64, idle_timeout=None):
+                 capacity=64, idle_timeout=None, worker=True):
         for name, value in (("max_batch", max_batch), ("capacity", capacity)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise InvalidInput(f"StreamPool: {name} must be an int >= 1, got {value!r}")
@@ -424,15 +430,18 @@ class StreamPool:
         self._lock = threading.Lock()   # the queue and the stream table
         self._cv = threading.Condition(self._lock)
         self._store = threading.RLock()   # held by the worker around gather .. scatter
+        self._running = threading.Lock()  # without a worker: held by run_ready's caller
         self._resets = []
         self._closed = False
         self.batches = 0
         self.chunks = 0
         self.on_batch = None            # callback(n_chunks, seconds): monitoring hooks
         self._grow(self._want_capacity)     # (a state of unknown shape is refused here)
-        self._worker = threading.Thread(target=self._loop, name="fastlstm-streampool",
-                                        daemon=True)
-        self._worker.start()
+        self._worker = None
+        if worker:
+            self._worker = threading.Thread(target=self._loop, name="fastlstm-streampool",
+                                            daemon=True)
+            self._worker.start()
 
     # ------------------------------------------------------------- streams
     def open(self):
@@ -653,13 +662,19 @@ class StreamPool:
                 fut._aloop, fut._afut = _aloop, _afut
             q = self._queue
             q.append(fut)
-            if len(q) == 1 or len(q) == self.max_batch:
+            if (len(q) == 1 or len(q) == self.max_batch) and self._worker is not None:
                 self._cv.notify()
         return fut
 
     def push(self, stream_id, chunk, timeout=None):
-        """Run a chunk of a stream (blocking, from any thread); returns its result."""
-        return self.submit(stream_id, chunk).result(timeout)
+        """Run a chunk of a stream (blocking, from any thread); returns its result.
+        (Without a worker thread, this thread runs the batches queued up to and
+        including this chunk first.)"""
+        fut = self.submit(stream_id, chunk)
+        if self._worker is None:
+            while not fut._done and self.run_ready(force=True):
+                pass
+        return fut.result(timeout)
 
     def asubmit(self, stream_id, chunk):
         """``submit`` for asyncio (call it from the event loop's thread): the
@@ -684,7 +699,11 @@ class StreamPool:
         with self._cv:
             self._closed = True
             self._cv.notify_all()
-        self._worker.join()
+        if self._worker is not None:
+            self._worker.join()
+        else:
+            while self.run_ready(force=True):
+                pass
 
     def __enter__(self):
         return self
@@ -705,76 +724,127 @@ class StreamPool:
                 if left <= 0:
                     break
                 self._cv.wait(left)
-            q = self._queue
-            batch = None
-            if len(q) <= self.max_batch:
-                # the usual case: every queued chunk, from as many streams
-                # (one C-level set build checks it, instead of a Python loop)
-                batch = list(q)
-                if len({r.stream for r in batch}) == len(batch):
-                    q.clear()
+            return self._form(self._queue)
+
+    def _form(self, q):
+        """A batch out of the queue ``q`` (under the lock): its oldest chunks, at
+        most ``max_batch``, at most one per stream (a stream's later chunk
+        waits for the next batch)."""
+        batch = None
+        if len(q) <= self.max_batch:
+            # the usual case: every queued chunk, from as many streams
+            # (one C-level set build checks it, instead of a Python loop)
+            batch = list(q)
+            if len({r.stream for r in batch}) == len(batch):
+                q.clear()
+            else:
+                batch = None
+        if batch is None:
+            batch, seen, rest = [], set(), deque()
+            while q and len(batch) < self.max_batch:
+                r = q.popleft()
+                if r.stream in seen:      # its earlier chunk runs first
+                    rest.append(r)
                 else:
-                    batch = None
-            if batch is None:
-                batch, seen, rest = [], set(), deque()
-                while q and len(batch) < self.max_batch:
-                    r = q.popleft()
-                    if r.stream in seen:      # its earlier chunk runs first
-                        rest.append(r)
-                    else:
-                        seen.add(r.stream)
-                        batch.append(r)
-                rest.extend(q)
-                q = self._queue = rest
-            # (Running a bucket's worth exactly and putting the rest back to
-            # lead the next batch saved the padding rows, 4-8% of the rows run
-            # at 300 Silero streams, but the rest, already old, started the
-            # next batch at once: batches of 16 instead of 64, and the CPU per
-            # chunk came out the same.  Finer buckets below 32 instead.)
-            return batch
+                    seen.add(r.stream)
+                    batch.append(r)
+            rest.extend(q)
+            q = self._queue = rest
+        # (Running a bucket's worth exactly and putting the rest back to
+        # lead the next batch saved the padding rows, 4-8% of the rows run
+        # at 300 Silero streams, but the rest, already old, started the
+        # next batch at once: batches of 16 instead of 64, and the CPU per
+        # chunk came out the same.  Finer buckets below 32 instead.)
+        return batch
 
     def _loop(self):
         while True:
             batch = self._take()
             if batch is None:
                 return
-            live = batch
-            t = time.perf_counter()
-            try:
-                if live:
-                    key = live[0].key
-                    keys = [r.key for r in live]
-                    if keys.count(key) == len(keys):    # (identity first: C speed)
-                        groups = {key: live}
-                    else:
-                        groups = {}
-                        for r in live:
-                            groups.setdefault(r.key, []).append(r)
-                    with self._store:
-                        self._apply_resets()
-                        self._grow(self._next_slot)
-                        for reqs in groups.values():
-                            self._run_group(reqs)
-            except BaseException as e:     # a bug: never leave a caller waiting
-                for r in live:
-                    if not r.done():
-                        r.set_exception(e)
-            finally:
-                now = time.monotonic()
-                for r in batch:
-                    st = r.stream
-                    st.answered += 1
-                    st.last_used = now
-                    if st.closing:
-                        with self._lock:
-                            self._release(st)
-            self.batches += 1
-            self.chunks += len(live)
-            if _async_done:
-                _wake_loops()
-            hook = self.on_batch
-            if hook is not None and live:
-                hook(len(live), time.perf_counter() - t)
+            self._process(batch)
+
+    def ready_at(self):
+        """When (``time.perf_counter()``) the queued chunks make a batch that
+        ``run_ready`` runs: now or earlier when ``max_batch`` are queued, their
+        oldest's arrival + ``max_wait_us`` else; None when nothing is queued."""
+        q = self._queue
+        if not q:
+            return None
+        if len(q) >= self.max_batch:
+            return 0.0
+        try:
+            return q[0].t0 + self.max_wait
+        except IndexError:
+            return None
+
+    def run_ready(self, force=False):
+        """Without a worker thread (``worker=False``): run one batch on this
+        thread if it is ready (``max_batch`` chunks queued, or the oldest has
+        waited ``max_wait_us``; any queued chunks with ``force``).  Returns
+        how many chunks ran (0: none was ready).
+
+        Why a pool may have no thread: on one core, a worker thread beside
+        the thread that reads the chunks costs a thread switch each time one
+        hands work to the other, and the reader, woken while the worker holds
+        the GIL between two kernels, waits for it (measured on this VM, 512
+        Silero streams on one core: the worker spent 41.7 us of CPU per chunk
+        in batches of ~56 against 30 us for the same batches run alone, and
+        the reader 8 us per chunk; a 0.5 ms sleep costs 42 us of CPU here)."""
+        if self._worker is not None:
+            raise FastLSTMError("StreamPool.run_ready: this pool runs its batches on its "
+                                "worker thread (made with worker=True)")
+        with self._running:         # (batches in the order they were formed)
+            with self._cv:
+                q = self._queue
+                if not q:
+                    return 0
+                if not force and len(q) < self.max_batch and \
+                        _perf_counter() < q[0].t0 + self.max_wait:
+                    return 0
+                batch = self._form(q)
+            self._process(batch)
+        return len(batch)
+
+    def _process(self, batch):
+        """Run a batch taken from the queue and answer each of its chunks."""
+        live = batch
+        t = time.perf_counter()
+        try:
+            if live:
+                key = live[0].key
+                keys = [r.key for r in live]
+                if keys.count(key) == len(keys):    # (identity first: C speed)
+                    groups = {key: live}
+                else:
+                    groups = {}
+                    for r in live:
+                        groups.setdefault(r.key, []).append(r)
+                with self._store:
+                    self._apply_resets()
+                    self._grow(self._next_slot)
+                    for reqs in groups.values():
+                        self._run_group(reqs)
+        except BaseException as e:     # a bug: never leave a caller waiting
+            for r in live:
+                if not r.done():
+                    r.set_exception(e)
+        finally:
+            now = time.monotonic()
+            for r in batch:
+                st = r.stream
+                st.answered += 1
+                st.last_used = now
+                if st.closing:
+                    with self._lock:
+                        self._release(st)
+        self.batches += 1
+        self.chunks += len(live)
+        if _async_done:
+            _wake_loops()
+        hook = self.on_batch
+        if hook is not None and live:
+            hook(len(live), time.perf_counter() - t)
 
     def _run_group(self, reqs):
         try:

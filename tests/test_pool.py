@@ -267,6 +267,47 @@ def test_async_and_threads(silero):
                                    atol=1e-6)
 
 
+def test_pool_without_worker_runs_batches_on_the_callers_thread(silero):
+    """worker=False: run_ready runs a batch only once it is ready (max_batch
+    queued, or the oldest waited max_wait_us), on the calling thread; results
+    equal each stream alone; push and shutdown run what is queued; a bad
+    chunk still fails alone."""
+    rng = np.random.default_rng(7)
+    S, T = 10, 3
+    audio = (rng.standard_normal((S, T * 512)) * 0.3).astype(np.float32)
+    pool = StreamPool(silero, context={"input": 64}, constants={"sr": SR}, max_batch=4,
+                      max_wait_us=10_000_000, worker=False)
+    assert pool._worker is None and pool.ready_at() is None and pool.run_ready() == 0
+    ids = [pool.open() for _ in range(S)]
+    futs = [pool.submit(ids[s], audio[s, :512]) for s in range(3)]
+    assert pool.ready_at() > 0 and pool.run_ready() == 0     # 3 of 4, within the wait
+    assert not any(f.done() for f in futs)
+    futs += [pool.submit(ids[s], audio[s, :512]) for s in range(3, S)]
+    assert pool.ready_at() == 0.0
+    assert pool.run_ready() == 4 and all(f.done() for f in futs[:4])
+    assert pool.run_ready() == 4 and pool.run_ready() == 0   # 2 left, not ready
+    assert pool.run_ready(force=True) == 2
+    bad = pool.submit(ids[0], np.zeros(7, np.float32))        # refused at submit
+    rest = {}
+    for k in range(1, T):
+        for s in range(S):
+            rest[s, k] = pool.submit(ids[s], audio[s, k * 512:(k + 1) * 512])
+    last = pool.push(ids[1], audio[1, :512])                  # runs what is before it
+    assert all(f.done() for f in rest.values())
+    pool.shutdown()
+    with pytest.raises(InvalidInput):
+        bad.result()
+    for s in range(S):
+        want, _ = _silero_alone(silero, audio[s])
+        got = [futs[s].result()["output"]] + [rest[s, k].result()["output"] for k in range(1, T)]
+        np.testing.assert_allclose(np.concatenate(got), np.concatenate(want), atol=1e-6)
+    want, _ = _silero_alone(silero, np.concatenate([audio[1], audio[1, :512]]))
+    np.testing.assert_allclose(last["output"], want[-1], atol=1e-6)
+    with StreamPool(silero, context={"input": 64}, constants={"sr": SR}) as threaded:
+        with pytest.raises(FastLSTMError):
+            threaded.run_ready()
+
+
 def test_state_pairs_detected_declared_and_refused():
     seq = fastlstm.InferenceSession(os.path.join(HERE, "models", "silero",
                                                  "silero_vad_16k_sequence.onnx"))
