@@ -52,28 +52,52 @@ def matmul(node, ins, n):
     return [np.matmul(ins[0], ins[1])]
 
 
-def _bind_gemm(node, consts, rec):
-    """Constant B (and C): transposed and scaled once; with C a bias row (or
-    one value) a run is one packed product (``fastlstm.kernels.dense``), else
-    one matmul and one add."""
+def _gemm_parts(node, consts, rec):
+    """(B as [K, N] scaled by alpha, C scaled by beta or None, transA) of a
+    Gemm with constant B (and C) and float32 A and B, else None."""
     b_name = node.inputs[1]
     c_name = node.inputs[2] if len(node.inputs) > 2 else ""
     if b_name not in consts or (c_name and c_name not in consts):
         return None
-    a = rec[node.inputs[0]]
+    a = rec.get(node.inputs[0])
     b = consts[b_name]
-    if a.dtype != np.float32 or b.dtype != np.float32 or b.ndim != 2:
+    if not isinstance(a, np.ndarray) or a.dtype != np.float32 or b.dtype != np.float32 or \
+            b.ndim != 2:
         return None
     if attr(node, "transB", 0):
         b = b.T
     alpha = attr(node, "alpha", 1.0)
     b = np.ascontiguousarray(b * np.float32(alpha) if alpha != 1.0 else b)
-    trans_a = bool(attr(node, "transA", 0))
     c = None
     if c_name:
         c = consts[c_name]
         beta = attr(node, "beta", 1.0)
         c = c * np.asarray(beta, c.dtype) if beta != 1.0 else c
+    return b, c, bool(attr(node, "transA", 0))
+
+
+def gemm_weights(node, consts, rec):
+    """(W [K, N], bias row or None) of a Gemm that one packed product runs
+    (``fastlstm.kernels.dense``): constant B and C, C a bias row or one value
+    (or absent), A [M, K] float32 not transposed; else None."""
+    parts = _gemm_parts(node, consts, rec)
+    if parts is None or parts[2] or rec[node.inputs[0]].ndim != 2:
+        return None
+    b, c, _ = parts
+    row = None if c is None else bias_row(c, b.shape[1])
+    if c is not None and row is None:
+        return None
+    return b, row
+
+
+def _bind_gemm(node, consts, rec):
+    """Constant B (and C): transposed and scaled once; with C a bias row (or
+    one value) a run is one packed product (``fastlstm.kernels.dense``), else
+    one matmul and one add."""
+    parts = _gemm_parts(node, consts, rec)
+    if parts is None:
+        return None
+    b, c, trans_a = parts
     row = None if c is None else bias_row(c, b.shape[1])
     if c is None or row is not None:
         from ..kernels.dense import Dense

@@ -34,8 +34,11 @@ def norm_axes(axes, rank, node):
 
 
 def _take(node, data, idx, axis):
-    try:    # np.take checks the range itself (and counts negatives from the end, as ONNX)
-        return np.take(data, idx, axis=axis)
+    # The method checks the range itself (and counts negatives from the end,
+    # as ONNX); np.take's dispatch cost 2.5 us for one embedding row, the
+    # method 0.45 us (a step of a generator looks up one token per run).
+    try:
+        return (data if isinstance(data, np.ndarray) else np.asarray(data)).take(idx, axis)
     except (IndexError, TypeError):
         size = data.shape[axis] if -data.ndim <= axis < data.ndim else "?"
         raise InvalidInput(f"{node.describe()}: index out of range [-{size}, {size}) "
