@@ -395,22 +395,18 @@ class OrtBatched(OrtBase):
         sched = _Schedule(n, sp["period"], seconds, time.perf_counter() + 0.05)
         lat = np.empty(sched.total)
         # (chunks join the batch as they fall due; it runs when full or when the
-        # oldest has waited max_wait)
-        k, total, due = 0, sched.total, sched.due
-        while k < total or pending:
-            now = time.perf_counter()
-            while k < total and due(k) <= now:
-                send(k, due(k))
-                k += 1
+        # oldest has waited max_wait; the same driver as the fastlstm pool's)
+
+        def ready_at():
+            return pending[0][1] + self.max_wait if pending else None
+
+        def run_ready():
             if pending and time.perf_counter() - pending[0][1] >= self.max_wait:
                 flush()
-                continue
-            nxt = due(k) if k < total else np.inf
-            if pending:
-                nxt = min(nxt, pending[0][1] + self.max_wait)
-            wait = nxt - time.perf_counter()
-            if 0 < wait < 1.0:
-                time.sleep(wait)
+                return True
+            return False
+        _drive_batched(sched, send, ready_at, run_ready)
+        total = sched.total
         return _verdict(lat, total, total, p99_limit)
 
     def memory(self, n):
@@ -567,12 +563,18 @@ def _engine(name, spec, max_batch, max_wait_us):
     return cls(spec, max_batch=max_batch, max_wait_us=max_wait_us)
 
 
-def capacity(engine, seconds, p99_limit, start, limit, log=None):
+def capacity(engine, seconds, p99_limit, start, limit, log=None, retry=1):
     """Largest N whose trial passes: doubling from ``start``, then bisecting
-    to within 5%.  Returns (N, its trial, every trial)."""
+    to within 5%.  A failing trial is run again up to ``retry`` times and N
+    passes if one of them does: on the shared VM this was measured on, one
+    stall of 20-100 ms from another process (a few per minute) fails a 2 s
+    trial (the p99 of 16k chunks), and the search, which stops doubling at
+    the first failure, reported 192-256 Silero streams for a pool whose
+    trials at 512 passed.  Every engine is searched the same way.  Returns
+    (N, its trial, every trial)."""
     trials = []
 
-    def run(n):
+    def run(n, again=retry):
         c0 = time.process_time()
         r = engine.trial(n, seconds, p99_limit)
         r["cpu_us_per_chunk"] = (time.process_time() - c0) / r["total"] * 1e6
@@ -581,6 +583,8 @@ def capacity(engine, seconds, p99_limit, start, limit, log=None):
         if log:
             log(f"  {n:6d} streams: p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
                 f"CPU {r['cpu_us_per_chunk']:.1f} us/chunk  {'ok' if r['ok'] else 'FAIL'}")
+        if not r["ok"] and again:
+            return run(n, again - 1)
         return r
     lo, lo_r, hi = 0, None, None
     n = start

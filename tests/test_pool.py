@@ -308,6 +308,29 @@ def test_pool_without_worker_runs_batches_on_the_callers_thread(silero):
             threaded.run_ready()
 
 
+def test_stft_kernel_computes_each_frame_alone():
+    """The STFT kernel (Silero's first layer in a pool's batches) gives a row
+    the same bits alone as in a batch: no lane's result depends on another's."""
+    from fastlstm.kernels import dft
+    from fastlstm.kernels.conv import G_OW, G_SW, G_W
+    N, F, hop, T, P = 256, 129, 128, 640, 4
+    n = np.arange(N)
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * n / N)
+    ang = 2 * np.pi * np.outer(np.arange(F), n) / N
+    w = np.concatenate([window * np.cos(ang), -window * np.sin(ang)])[:, None, :]
+    conv = dft.STFTConv(dft.match_windowed_dft(w.astype(np.float32)), None)
+    geo = np.zeros(32, np.int64)
+    geo[G_W], geo[G_SW], geo[G_OW] = T, hop, P
+    B = 37
+    x = np.random.default_rng(0).standard_normal((B, 1, T)).astype(np.float32)
+    y = np.zeros((B, 2 * F, P), np.float32)
+    conv(x.reshape(-1), None, geo, y.reshape(-1))
+    for b in (0, 5, 36):
+        y1 = np.zeros((1, 2 * F, P), np.float32)
+        conv(x[b].reshape(-1), None, geo, y1.reshape(-1))
+        np.testing.assert_array_equal(y1[0], y[b])
+
+
 def test_state_pairs_detected_declared_and_refused():
     seq = fastlstm.InferenceSession(os.path.join(HERE, "models", "silero",
                                                  "silero_vad_16k_sequence.onnx"))
