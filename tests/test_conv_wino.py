@@ -1,4 +1,5 @@
-"""3x3 stride-1 convs by Winograd's F(2x2, 3x3) (fastlstm.kernels.winograd),
+"""3x3 stride-1 convs by Winograd's F(2x2, 3x3) and F(4x4, 3x3)
+(fastlstm.kernels.winograd),
 checked against onnxruntime: odd and even output sizes, every padding, a
 batch, fused activations, channel counts that are not multiples of a vector,
 and inputs the transforms must not see (NaN, infinities, huge values)."""
@@ -48,8 +49,16 @@ CASES = [
 ]
 
 
+@pytest.fixture(params=[2, 4])
+def tile(request):
+    old = conv_op.WINO
+    conv_op.WINO = request.param
+    yield request.param
+    conv_op.WINO = old
+
+
 @pytest.mark.parametrize("cin,cout,act,attrs,shape", CASES)
-def test_wino_matches_onnxruntime(cin, cout, act, attrs, shape):
+def test_wino_matches_onnxruntime(cin, cout, act, attrs, shape, tile):
     m = _model(cin, cout, act, **attrs)
     x = R.standard_normal(shape).astype(np.float32)
     want = run_ort(m, {"x": x})[0]
@@ -57,16 +66,30 @@ def test_wino_matches_onnxruntime(cin, cout, act, attrs, shape):
     for _ in range(3):              # general, then specialised (activation fused)
         got = sess.run(None, {"x": x})[0]
         # the transforms round differently from a direct sum: a few ulps of
-        # the sum's terms (|w x| ~ 0.2 here, 9*cin of them)
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6 * np.sqrt(9 * cin))
-    assert "conv_wino" in _kernel_names(sess)
+        # the sum's terms (|w x| ~ 0.2 here, 9*cin of them), F(4x4)'s about
+        # 10x more than F(2x2)'s
+        tol = (2e-6 if tile == 2 else 2e-5) * np.sqrt(9 * cin)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=tol)
+    assert ("conv_wino" if tile == 2 else "conv_wino4") in _kernel_names(sess)
+
+
+def test_wino_chooses_the_tile_by_shape():
+    m = _model(32, 32, None, pads=[1, 1, 1, 1])
+    for shape, name in (((1, 32, 16, 50), "conv_wino4"), ((1, 32, 2, 50), "conv_wino"),
+                        ((1, 32, 4, 25), "conv_wino"), ((1, 32, 1, 50), "conv_panel"),
+                        ((1, 32, 6, 6), "conv_panel")):
+        sess = fastlstm.InferenceSession(m.SerializeToString())
+        x = R.standard_normal(shape).astype(np.float32)
+        got = sess.run(None, {"x": x})[0]
+        np.testing.assert_allclose(got, run_ort(m, {"x": x})[0], rtol=1e-5, atol=2e-4)
+        assert _kernel_names(sess) == {name}
 
 
 def test_wino_forced_off_and_on_agree_with_onnxruntime():
     m = _model(16, 16, "Relu", pads=[1, 1, 1, 1])
     x = R.standard_normal((1, 16, 6, 7)).astype(np.float32)
     want = run_ort(m, {"x": x})[0]
-    for force, name in ((False, "conv_panel"), (True, "conv_wino")):
+    for force, name in ((0, "conv_panel"), (2, "conv_wino"), (4, "conv_wino4")):
         old = conv_op.WINO
         conv_op.WINO = force
         try:
@@ -79,7 +102,7 @@ def test_wino_forced_off_and_on_agree_with_onnxruntime():
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 3e38])
-def test_wino_leaves_non_finite_and_huge_inputs_to_the_direct_sum(bad):
+def test_wino_leaves_non_finite_and_huge_inputs_to_the_direct_sum(bad, tile):
     """A NaN must make NaN only the outputs whose window holds it (and inf
     only inf), as a direct sum does: the transforms would spread it over a
     2x2 tile (and make inf - inf = NaN)."""
@@ -94,7 +117,7 @@ def test_wino_leaves_non_finite_and_huge_inputs_to_the_direct_sum(bad):
         np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
         ok = np.isfinite(want)
         np.testing.assert_allclose(got[ok], want[ok], rtol=1e-5, atol=1e-4)
-    assert "conv_wino" in _kernel_names(sess)
+    assert ("conv_wino" if tile == 2 else "conv_wino4") in _kernel_names(sess)
 
 
 def test_wino_not_packed_for_non_finite_weights():

@@ -110,8 +110,9 @@ def kernel(name):
     """Entry point ``name``, compiled (or loaded from Numba's cache) on the
     first call.  It then takes exactly its signature: other argument types are
     a TypeError rather than a new compilation."""
-    if name == "conv_wino":     # (its own module: it builds on the panel GEMM)
-        from .winograd import conv_wino as d
+    if name.startswith("conv_wino"):   # (its own module: it builds on the panel GEMM)
+        from . import winograd
+        d = getattr(winograd, name)
     else:
         d = globals()[name]
     if not d.signatures:

@@ -220,6 +220,16 @@ class _Packed:
                 self._W = self._B = None
         return r
 
+    def wino_weights(self, m):
+        """(flat weights, bias offset) for ``kernels.winograd`` with m x m
+        output tiles, packed on first use (with a copy of the panel kernel's
+        weights for the inputs it falls back on)."""
+        got = self.wino.get(m)
+        if got is None:
+            from ..kernels import winograd
+            got = self.wino[m] = winograd.pack(*self.wino["src"], m)
+        return got
+
     def can_rows(self):
         """Whether ``rows_weights`` can be made (the node's W is at hand)."""
         return self.rows is not None or self._W is not None
@@ -308,9 +318,8 @@ def _pack(node, W, B):
         if winograd.eligible(W.shape, G, _ints(node, "strides") or [1, 1],
                              _ints(node, "dilations") or [1, 1]) and \
                 bool(np.all(np.abs(W) <= winograd.BIG)):
-            # (16/9 of W's floats, packed once, with a copy of the panel
-            # kernel's weights for the inputs it falls back on)
-            packed.wino = winograd.pack(W, B, flat)
+            # packed on first use, per tile size (``wino_weights``)
+            packed.wino = {"src": (W, B, flat)}
     return packed
 
 
@@ -504,9 +513,11 @@ class ConvRunner:
             # (no fused activation, no padding, no dilation: the FFT's case;
             # a kernel forced on or off for a benchmark runs instead)
             return (geo, (N, packed.cout, *outsz), packed.dft, "dft")
-        if packed.wino is not None and _use_wino(geo):
-            geo[K.G_BIAS] = packed.wino[1]
-            return (geo, (N, packed.cout, *outsz), K.kernel("conv_wino"), "wino")
+        tile = _use_wino(geo) if packed.wino is not None else 0
+        if tile:
+            geo[K.G_BIAS] = packed.wino_weights(tile)[1]
+            return (geo, (N, packed.cout, *outsz),
+                    K.kernel("conv_wino" if tile == 2 else "conv_wino4"), ("wino", tile))
         if node.op_type == "Conv" and packed.can_rows() and _use_taps(geo):
             geo[K.G_BIAS] = packed.rows_weights()[1]
             return (geo, (N, packed.cout, *outsz), _taps_kernel(geo, self._act), "rows")
@@ -538,7 +549,7 @@ class ConvRunner:
                 self._plans.clear()
             self._plans[key] = plan
         wts = (packed.rows_weights()[0] if plan[3] == "rows" else
-               packed.wino[0] if plan[3] == "wino" else
+               packed.wino_weights(plan[3][1])[0] if type(plan[3]) is tuple else
                packed.w if plan[3] == "dft" else
                packed.gemm_weights()[0] if plan[3] else packed.w)
         fast = (shape,) + plan[:3] + (wts,)
@@ -636,25 +647,35 @@ TAPS = None
 _TAPS_KERNELS = {}
 
 
-#: Conv by Winograd's F(2x2, 3x3) (``kernels.winograd``): None chooses per
-#: shape (``_use_wino``), True / False force it on / off where it applies.
+#: Conv by Winograd's F(m x m, 3x3) (``kernels.winograd``): None chooses per
+#: shape (``_use_wino``), 2 or 4 force that tile size, 0 forces it off, where
+#: it applies.
 WINO = None
 
 
 def _use_wino(geo):
-    """Whether ``kernels.winograd`` runs the Conv of geometry ``geo`` (its
-    weights are packed: a 3x3 kernel, stride 1, no dilation, group 1).  It
-    spends 4 multiply-adds per output and input channel where the panel
-    kernel spends 9, plus transforms that cost about as much as a pass over
-    X and Y: it wins with at least 16 input and output channels and rows of
-    several 2x2 tiles (``python benchmarks/conv_speed.py --wino``)."""
+    """The output tile size with which ``kernels.winograd`` runs the Conv of
+    geometry ``geo`` (its weights allow it: a 3x3 kernel, stride 1, no
+    dilation, group 1), 0 for another kernel.  F(4x4, 3x3) spends 2.25
+    multiply-adds per output and input channel, F(2x2, 3x3) 4, the panel
+    kernel 9, plus transforms that cost about a pass over X and Y, and
+    weights 4x (2x2: 1.8x) the panel kernel's, read once per call: with at
+    least 16 input and output channels and 16 tiles per item the products
+    make up for it.  Measured on CRNN's convs, ``python
+    benchmarks/conv_speed.py --wino`` (weights and X evicted from cache
+    before every call, as in a graph): F(4x4) 1.1-1.5x onnxruntime, F(2x2)
+    0.9-1.2x, the panel kernel 0.8-1.1x."""
     K = _kernels()
     if WINO is not None:
         return WINO
     if GEMM or ROWS or TAPS:        # another kernel forced on
-        return False
+        return 0
     CIN, COUT, OD, OH, OW = (int(geo[i]) for i in (K.G_CIN, K.G_COUT, K.G_OD, K.G_OH, K.G_OW))
-    return OD == 1 and CIN >= 16 and COUT >= 16 and OH >= 2 and OW >= 4
+    if OD != 1 or CIN < 16 or COUT < 16:
+        return 0
+    if OH >= 4 and OW >= 4 and -(-OH // 4) * -(-OW // 4) >= 16:
+        return 4
+    return 2 if -(-OH // 2) * -(-OW // 2) >= 16 else 0
 
 
 def _use_taps(geo):
