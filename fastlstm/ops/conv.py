@@ -675,7 +675,7 @@ def _use_wino(geo):
         return 0
     if OH >= 4 and OW >= 4 and -(-OH // 4) * -(-OW // 4) >= 16:
         return 4
-    return 2 if -(-OH // 2) * -(-OW // 2) >= 16 else 0
+    return 2 if OH >= 2 and OW >= 2 and -(-OH // 2) * -(-OW // 2) >= 16 else 0
 
 
 def _use_taps(geo):
