@@ -1,0 +1,173 @@
+"""Specialised runs that reuse buffers (fastlstm.codegen's _Scratch) and call
+small kernels themselves (dense_into with a folded activation, Concat,
+Softmax, computed MatMuls): results equal onnxruntime's on every run, an
+output handed to the caller is never written by a later run, and threads
+running one session at once each get their own buffers."""
+import threading
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import fastlstm
+from helpers import run_ort
+
+R = np.random.default_rng(5)
+
+
+def _model(nodes, inputs, outputs, inits=(), opset=17):
+    g = helper.make_graph(nodes, "g", inputs, [onnx.ValueInfoProto(name=o) for o in outputs],
+                          [numpy_helper.from_array(a, n) for n, a in inits])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _fin(name, shape, t=TensorProto.FLOAT):
+    return helper.make_tensor_value_info(name, t, shape)
+
+
+def _attention(extra_outputs=()):
+    """A Luong attention decoder step without its recurrent layer: an
+    embedding row, scores against a memory, softmax, context, Concat, a
+    dense layer with Tanh, the output Gemm (12 classes: padded columns)."""
+    H, T, V = 32, 10, 12
+    inits = [("emb", R.standard_normal((V, H)).astype(np.float32)),
+             ("wc", R.standard_normal((2 * H, H)).astype(np.float32) * 0.2),
+             ("bc", R.standard_normal(H).astype(np.float32)),
+             ("wo", R.standard_normal((V, H)).astype(np.float32)),
+             ("bo", R.standard_normal(V).astype(np.float32)),
+             ("shape", np.array([1, 1, H], np.int64)),
+             ("flat", np.array([1, H], np.int64))]
+    nodes = [helper.make_node("Gather", ["emb", "tok"], ["e"], axis=0),
+             helper.make_node("Reshape", ["e", "shape"], ["e3"]),
+             helper.make_node("Add", ["e3", "h"], ["q"]),
+             helper.make_node("Transpose", ["mem"], ["memT"], perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["q", "memT"], ["scores"]),
+             helper.make_node("Softmax", ["scores"], ["attn"], axis=-1),
+             helper.make_node("MatMul", ["attn", "mem"], ["ctx"]),
+             helper.make_node("Concat", ["q", "ctx"], ["cat"], axis=2),
+             helper.make_node("MatMul", ["cat", "wc"], ["mm"]),
+             helper.make_node("Add", ["mm", "bc"], ["pre"]),
+             helper.make_node("Tanh", ["pre"], ["comb"]),
+             helper.make_node("Reshape", ["comb", "flat"], ["comb2"]),
+             helper.make_node("Gemm", ["comb2", "wo", "bo"], ["logits"], transB=1)]
+    inputs = [_fin("tok", [1], TensorProto.INT64), _fin("h", [1, 1, H]),
+              _fin("mem", [1, T, H])]
+    return _model(nodes, inputs, ["logits", *extra_outputs], inits)
+
+
+def _feed(k):
+    r = np.random.default_rng(k)
+    return {"tok": np.array([k % 12], np.int64),
+            "h": r.standard_normal((1, 1, 32)).astype(np.float32),
+            "mem": r.standard_normal((1, 10, 32)).astype(np.float32)}
+
+
+def _src(sess):
+    return next(iter(sess._plan._specialiser._built.values())).source
+
+
+@pytest.mark.parametrize("extra", [(), ("attn",), ("comb", "cat"), ("comb2",)])
+def test_outputs_are_never_a_reused_buffer(extra):
+    """Outputs kept from earlier runs keep their values while later runs
+    (specialised, reusing buffers) go on; an intermediate that is also an
+    output (or a view of one) gets a new array per run."""
+    m = _attention(extra)
+    sess = fastlstm.InferenceSession(m.SerializeToString())
+    kept = []
+    for k in range(6):
+        feed = _feed(k)
+        got = sess.run(None, feed)
+        kept.append(([g.copy() for g in got], got))
+        want = run_ort(m, feed)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5)
+    for copies, got in kept:
+        for c, g in zip(copies, got):
+            np.testing.assert_array_equal(c, g)
+        # no output shares memory with another run's
+        for other_copies, other in kept:
+            if other is not got:
+                for g in got:
+                    assert not any(np.shares_memory(g, o) for o in other)
+    src = _src(sess)
+    assert "getattr(" in src, src           # buffers are reused here
+
+
+def test_attention_step_is_kernel_calls():
+    """The step's computing lines: the embedding take, two products of the
+    attention, the softmax, the concat, one dense call with its Tanh and the
+    Gemm (no numpy matmul, concatenate, tanh)."""
+    m = _attention()
+    sess = fastlstm.InferenceSession(m.SerializeToString())
+    for k in range(3):
+        sess.run(None, _feed(k))
+    src = _src(sess)
+    for name in ("np.matmul", "np.concatenate", "np.tanh"):
+        assert name not in src, src
+
+
+def test_threads_get_their_own_buffers():
+    """Two threads running one session at once, each on its own feeds: every
+    result equals onnxruntime's."""
+    m = _attention(("cat",))
+    sess = fastlstm.InferenceSession(m.SerializeToString())
+    feeds = [_feed(k) for k in range(8)]
+    want = [run_ort(m, f) for f in feeds]
+    for f in feeds[:2]:
+        sess.run(None, f)
+    errors = []
+
+    def work(offset):
+        try:
+            for rep in range(200):
+                k = (rep + offset) % len(feeds)
+                got = sess.run(None, feeds[k])
+                for g, w in zip(got, want[k]):
+                    np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5)
+        except Exception as e:      # pragma: no cover - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=work, args=(o,)) for o in (0, 3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+
+
+@pytest.mark.parametrize("act", ["Tanh", "Relu", "Sigmoid"])
+@pytest.mark.parametrize("n_out", [16, 29])
+def test_dense_with_folded_activation(act, n_out):
+    """MatMul + bias Add + activation as one dense_into call (29 columns:
+    padded to 32, copied out), rows of a 3-D input; NaN passes through."""
+    w = R.standard_normal((24, n_out)).astype(np.float32)
+    b = R.standard_normal(n_out).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["mm"]),
+             helper.make_node("Add", ["mm", "b"], ["pre"]),
+             helper.make_node(act, ["pre"], ["a"]),
+             helper.make_node("Neg", ["a"], ["y"])]
+    m = _model(nodes, [_fin("x", [None, 1, 24])], ["y"], [("w", w), ("b", b)])
+    sess = fastlstm.InferenceSession(m.SerializeToString())
+    for t in (1, 7, 1, 7, 1, 7):
+        x = R.standard_normal((t, 1, 24)).astype(np.float32)
+        x[0, 0, 3] = np.nan
+        got = sess.run(None, {"x": x})[0]
+        np.testing.assert_allclose(got, run_ort(m, {"x": x})[0], rtol=1e-5, atol=1e-5)
+    assert f"np.{act.lower()}" not in _src(sess)
+
+
+def test_reduce_view_of_a_kernel_output_escapes():
+    """A ReduceMean over axes of one element returns a view of its input:
+    the kernel output it views is returned, so it is not a reused buffer."""
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s"]),
+             helper.make_node("ReduceMean", ["s"], ["y"], axes=[1], keepdims=0)]
+    m = _model(nodes, [_fin("x", [2, 1, 8])], ["y"], opset=13)
+    sess = fastlstm.InferenceSession(m.SerializeToString())
+    kept = []
+    for k in range(5):
+        x = R.standard_normal((2, 1, 8)).astype(np.float32)
+        got = sess.run(None, {"x": x})[0]
+        kept.append((got, got.copy()))
+        np.testing.assert_allclose(got, run_ort(m, {"x": x})[0], rtol=1e-6, atol=1e-6)
+    for got, c in kept:
+        np.testing.assert_array_equal(got, c)
