@@ -404,14 +404,20 @@ def _run_map(n, rec, consts, static):
     if n.op_type == "Identity":
         return 0, x.size
     decl = OPS.get(n.op_type)
-    if decl is None or not (decl.moves or n.op_type in ("Transpose", "Slice")):
+    if decl is None or not (decl.moves or n.op_type in _VIEWLIKE):
         return None
     if any(i and i not in consts for i in n.inputs[1:]) or x.size > 1 << 20 or not y.size:
         return None
     idx = np.arange(x.size, dtype=np.int64).reshape(x.shape)
+    rest = [consts[i] if i else None for i in n.inputs[1:]]
     try:
-        got = np.asarray(form_of(n).fn(n, [idx] + [consts[i] if i else None
-                                                   for i in n.inputs[1:]], 1)[0])
+        if decl.moves or n.op_type in ("Transpose", "Slice"):
+            got = np.asarray(form_of(n).fn(n, [idx] + rest, 1)[0])
+        else:   # a reduction over axes of one element: its bind's reshape
+            b = _bind(n, consts, rec)
+            got = b(idx, *rest) if b is not None else None
+            if not isinstance(got, np.ndarray) or not np.shares_memory(got, idx):
+                return None
     except Exception:
         return None
     if got.dtype != np.int64 or got.shape != y.shape:
@@ -425,12 +431,16 @@ def _run_map(n, rec, consts, static):
 def _run_expr(N, b, a, start, size, shape):
     """An expression for elements ``start .. start + size`` of ``b`` (its
     recorded value ``a``) in C order, reshaped to ``shape``."""
-    shape = N.g(tuple(shape), "s")
+    want = tuple(shape)
+    shape = N.g(want, "s")
     if start == 0 and size == a.size:
         return f"{N.v(b)}.reshape({shape})"
     row = a.size // a.shape[0] if a.ndim and a.shape[0] else 0
     if row and start % row == 0 and size % row == 0:       # whole rows of b
-        return f"{N.v(b)}[{start // row}:{(start + size) // row}].reshape({shape})"
+        rows = f"{N.v(b)}[{start // row}:{(start + size) // row}]"
+        if (size // row,) + tuple(a.shape[1:]) == want:
+            return rows
+        return f"{rows}.reshape({shape})"
     return f"{N.v(b)}.reshape(-1)[{start}:{start + size}].reshape({shape})"
 
 
@@ -582,6 +592,15 @@ def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
             name = b            # (the view it is of may then go)
         return f"{N.v(name)}.reshape({N.g(tuple(shape), 's')})"
 
+    def whole(name):
+        """The array ``name`` is all of, in the same order (any shape), when
+        that is C-contiguous: a loop reading it flat needs no view made."""
+        b, start, size = base.get(name, (None, None, None))
+        if start == 0 and b not in consts and size == rec[b].size and \
+                rec[b].flags.c_contiguous:
+            return N.v(b)
+        return N.v(name)
+
     def alloc(name):
         if name in S.bases:
             return []
@@ -610,7 +629,7 @@ def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
         if k in groups:
             dst = nodes[groups[k][-1]].outputs[0]
             shape, calls = _emit_group(N, [nodes[m] for m in groups[k]],
-                                       [fusable[m] for m in groups[k]], rec, consts)
+                                       [fusable[m] for m in groups[k]], rec, consts, whole)
             allocs[dst] = (shape, np.float32)
             body.append((lambda dst=dst, calls=calls: alloc(dst) + calls, None, False, dst))
             fresh([dst])
@@ -626,6 +645,10 @@ def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
             base[o] = (b, start, size)
             shape = tuple(rec[o].shape)
 
+            if (start == 0 and size == rec[b].size and shape == tuple(rec[b].shape)
+                    and b not in consts):
+                N.var[o] = N.v(b)       # the whole array as it is: no line
+                continue
             own = None          # the node's own line, when it reads the base itself
             if n.inputs[0] == b:
                 if n.op_type in _VIEW_OPS:
@@ -831,7 +854,7 @@ def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
     return fn
 
 
-def _emit_group(N, nodes, fus, rec, consts):
+def _emit_group(N, nodes, fus, rec, consts, whole=None):
     """(output shape, lines) that run one fused group (the caller allocates
     its root's output)."""
     ext, scalar, cblock, strided = [], set(), [], set()
@@ -857,7 +880,7 @@ def _emit_group(N, nodes, fus, rec, consts):
                     if not isinstance(a, np.ndarray):   # a numpy scalar (numpy's
                         ext.append(f"np.asarray({N.v(i)})")     # result for rank-0 inputs)
                     elif a.flags.c_contiguous or a.size == 1:
-                        ext.append(N.v(i) if a.flags.c_contiguous else
+                        ext.append((whole or N.v)(i) if a.flags.c_contiguous else
                                    f"np.ascontiguousarray({N.v(i)})")
                     else:       # a view of other strides (of the output's shape)
                         ext.append(N.v(i))
