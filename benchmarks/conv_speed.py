@@ -16,6 +16,7 @@ and the ratio of the fastest rounds (less disturbed by other processes).
 
     python benchmarks/conv_speed.py [--rounds 15] [--inner 400] [--batch N] [--seq]
     python benchmarks/conv_speed.py --pools [--rounds 15] [--inner 400]
+    python benchmarks/conv_speed.py --wino [--rounds 15] [--inner 400]
 
 ``--batch N`` runs the cases with N items; ``--seq`` the convs of Silero's
 sequence variant (293 frames at once: the STFT over 832 samples per frame, the
@@ -26,6 +27,9 @@ chooses: conv_rows, or ``kernels.conv_taps`` for one input channel per
 group).  ``--pools`` instead times the four MaxPools of the CRNN text reader
 (tests/models/tasks/crnn.onnx at width 100) as one-node sessions, onnxruntime
 against the function the specialised executor calls (the op's ``bind``).
+``--wino`` times the CRNN's 3x3 convs at widths 100 and 400 with caches
+flushed before every call: onnxruntime against ``kernels.winograd`` (4x4 and
+2x2 output tiles) and the panel kernel, with each one's max error.
 """
 import argparse
 import statistics
@@ -259,6 +263,81 @@ def rows(rounds, inner):
     return 0
 
 
+# the CRNN text reader's 3x3 convs (tests/models/tasks/crnn.onnx) at widths
+# 100 and 400 (``--wino``)
+WINO_CASES = [
+    ("crnn2", (1, 32, 16, 50), (64, 32, 3, 3)),
+    ("crnn3", (1, 64, 8, 25), (96, 64, 3, 3)),
+    ("crnn4", (1, 96, 4, 25), (128, 96, 3, 3)),
+    ("crnn2 w400", (1, 32, 16, 200), (64, 32, 3, 3)),
+    ("crnn3 w400", (1, 64, 8, 100), (96, 64, 3, 3)),
+    ("crnn4 w400", (1, 96, 4, 100), (128, 96, 3, 3)),
+]
+
+
+def _forced_wino(model, x, tile):
+    from fastlstm.ops import conv
+    old = conv.WINO
+    conv.WINO = tile
+    try:
+        r = fastlstm.InferenceSession(model.SerializeToString())._plan.runners[0]
+        r.run1(x)
+    finally:
+        conv.WINO = old
+    return r
+
+
+def wino(rounds, inner):
+    """3x3 stride-1 convs: onnxruntime against ``kernels.winograd`` with 4x4
+    and 2x2 output tiles and the panel kernel.  Before every call a 12 MB
+    array is summed, so that weights, X and Y come from L3 or memory as in
+    a graph, where other nodes run in between (the sum's own time, measured
+    alone, is subtracted)."""
+    junk = np.ones(3 << 20, np.float32)
+
+    def flush():
+        junk.sum()
+
+    print("us per call, fastest rounds, caches flushed before each call; ratio = "
+          "onnxruntime / F(4x4); max abs error against onnxruntime")
+    head = (f"{'case':11s} {'MMACs':>6s} {'ort':>7s} {'F4x4':>7s} {'F2x2':>7s} {'panel':>7s} "
+            f"{'ratio':>6s} {'err F4':>7s} {'err F2':>7s} {'err pan':>7s} {'|Y|max':>6s} "
+            f"{'chosen':>8s}")
+    print(head)
+    print("-" * len(head))
+    tot = {"ort": 0.0, "F4x4": 0.0}
+    for name, xs, ws in WINO_CASES:
+        model = _model(xs, ws, {"pads": [1, 1, 1, 1]})
+        x = np.random.default_rng(1).standard_normal(xs).astype(np.float32)
+        so = _ort(model)
+        want = so.run(None, {"x": x})[0]
+        runners = {"F4x4": _forced_wino(model, x, 4), "F2x2": _forced_wino(model, x, 2),
+                   "panel": _forced_wino(model, x, 0)}
+        err = {k: float(np.abs(r.run1(x) - want).max()) for k, r in runners.items()}
+        sess = fastlstm.InferenceSession(model.SerializeToString())
+        sess.run(None, {"x": x})
+        chosen = _kernel_name(sess._plan.runners[0])
+        macs = int(np.prod(ws[1:])) * want.size
+        n = max(2, min(inner, int(inner * 1e6 / macs)))
+        fns = {"flush": flush, "ort": lambda: (flush(), so.run(None, {"x": x}))}
+        for k, r in runners.items():
+            fns[k] = (lambda r: lambda: (flush(), r.run1(x)))(r)
+        samples = {k: [] for k in fns}
+        for _ in range(rounds):
+            for k, f in fns.items():
+                samples[k].append(_round(f, n))
+        lo = {k: min(v) - min(samples["flush"]) for k, v in samples.items() if k != "flush"}
+        for k in tot:
+            tot[k] += lo[k]
+        print(f"{name:11s} {macs / 1e6:6.2f} {lo['ort']:7.1f} {lo['F4x4']:7.1f} "
+              f"{lo['F2x2']:7.1f} {lo['panel']:7.1f} {lo['ort'] / lo['F4x4']:5.2f}x "
+              f"{err['F4x4']:7.1e} {err['F2x2']:7.1e} {err['panel']:7.1e} "
+              f"{float(np.abs(want).max()):6.1f} {chosen:>8s}")
+    print(f"{'the six':11s} {'':6s} {tot['ort']:7.1f} {tot['F4x4']:7.1f} {'':7s} {'':7s} "
+          f"{tot['ort'] / tot['F4x4']:5.2f}x")
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=15)
@@ -267,7 +346,10 @@ def main(argv=None):
     ap.add_argument("--seq", action="store_true")
     ap.add_argument("--pools", action="store_true")
     ap.add_argument("--rows", action="store_true")
+    ap.add_argument("--wino", action="store_true")
     args = ap.parse_args(argv)
+    if args.wino:
+        return wino(args.rounds, min(args.inner, 20))
     if args.rows:
         return rows(args.rounds, min(args.inner, 50))
     if args.pools:
