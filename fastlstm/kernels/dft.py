@@ -17,11 +17,14 @@ as the vectors allow, and one chunk of 4 frames costs one pass.  A real
 frame of N samples is one N/2-point complex FFT (even samples as real
 parts, odd as imaginary) and a split (see ``stft``): half the butterflies
 of an N-point FFT.  Frames go into the lanes by 8 x 8 transposes of
-vectors (``_gather8``) and come out, per run of frames of one row, as runs
-of each channel.  Measured at Silero's shape (N 256, hop 128, 4 frames a
-chunk; thread time, minimum of 21 interleaved repeats, shared VM): 3.1-4.1
--> 1.6-2.7 us per chunk at batch 64-256, 4.0-9.3 -> 3.3-8.7 at batch 1-3;
-before, an N-point FFT with a scalar gather and scatter, where the
+vectors (``_gather8``; a last, partial pass fills its spare lanes with its
+first frame) and come out, per run of frames of one row, as runs of each
+channel.  Measured at Silero's shape (N 256, hop 128, 4 frames a chunk;
+thread time, minimum of 21 interleaved repeats, shared VM): batch 128
+4.4 -> 2.8 us per chunk, batch 1 9.2 -> 7.9, batch 2-5 5.3-5.9 -> 3.8-4.5;
+in the Silero graph at batch 64-256 (the capacity breakdown, medians of 5
+alternating runs) 4.6-4.8 -> 3.1.  Before, an N-point FFT with a scalar
+gather and scatter, where the
 gather and the scatter took 1.8 and 2.3 us per chunk at batch 128 and the
 butterflies 0.8.  Each lane is one frame throughout: a frame's result does
 not depend on the frames beside it (bitwise; a stream's result is the same
@@ -219,19 +222,13 @@ def stft(x, fp, ip, geo, y):
     h = np.float32(0.5)
     for g0 in range(0, M, L):
         n_in = min(L, M - g0)
-        for l in range(n_in):
-            m = g0 + l
+        for l in range(L):
+            # (the lanes of a last, partial pass repeat its first frame: computed,
+            # never written out; lanes do not mix, so it changes nothing)
+            m = g0 + (l if l < n_in else 0)
             base[l] = (m // P) * T + (m % P) * hop
-        if n_in == L:
-            for n0 in range(0, N, 8):
-                _gather8(xp, base.ctypes, n0, wp, rows_p, zp)
-        else:
-            for q in range(N * L):
-                zp[q] = np.float32(0)
-            for l in range(n_in):
-                b0 = base[l]
-                for n in range(N):
-                    zp[rows[n] * L + l] = xp[b0 + n] * wp[n]
+        for n0 in range(0, N, 8):
+            _gather8(xp, base.ctypes, n0, wp, rows_p, zp)
         half = 1
         while half < Nh:
             step = N // (2 * half)
