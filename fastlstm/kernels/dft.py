@@ -23,12 +23,11 @@ channel.  Measured at Silero's shape (N 256, hop 128, 4 frames a chunk;
 thread time, minimum of 21 interleaved repeats, shared VM): batch 128
 4.4 -> 2.8 us per chunk, batch 1 9.2 -> 7.9, batch 2-5 5.3-5.9 -> 3.8-4.5;
 in the Silero graph at batch 64-256 (the capacity breakdown, medians of 5
-alternating runs) 4.6-4.8 -> 3.1.  Before, an N-point FFT with a scalar
-gather and scatter, where the
-gather and the scatter took 1.8 and 2.3 us per chunk at batch 128 and the
-butterflies 0.8.  Each lane is one frame throughout: a frame's result does
-not depend on the frames beside it (bitwise; a stream's result is the same
-alone and in any batch of a StreamPool).
+alternating runs) 4.6-4.8 -> 3.1.  (Before: an N-point FFT with a scalar
+gather and scatter, which took 1.8 and 2.3 us per chunk at batch 128, the
+butterflies 0.8.)  Each lane is one frame throughout: a frame's result
+does not depend on the frames beside it (bitwise; a stream's result is the
+same alone and in any batch of a StreamPool).
 
 Results differ from the conv's direct sums by rounding (the basis as stored
 is float32; the FFT uses float32 twiddles computed in float64).
