@@ -108,17 +108,23 @@ def _round(fn, inner):
     return (time.perf_counter() - t0) / inner * 1e6
 
 
-def _forced(model, x, policy):
-    """The node's runner with ``fastlstm.ops.conv.GEMM`` = policy while it plans."""
+def _runner_with(model, x, flag, value):
+    """The node's runner planned for X with ``fastlstm.ops.conv.<flag>`` =
+    value (a kernel forced on or off: GEMM, ROWS, WINO)."""
     from fastlstm.ops import conv
-    old = conv.GEMM
-    conv.GEMM = policy
+    old = getattr(conv, flag)
+    setattr(conv, flag, value)
     try:
         r = fastlstm.InferenceSession(model.SerializeToString())._plan.runners[0]
         r.run1(x)
     finally:
-        conv.GEMM = old
+        setattr(conv, flag, old)
     return r
+
+
+def _forced(model, x, policy):
+    """The node's runner with ``fastlstm.ops.conv.GEMM`` = policy while it plans."""
+    return _runner_with(model, x, "GEMM", policy)
 
 
 def measure(xs, ws, attrs, rounds, inner, stft=False):
@@ -212,18 +218,6 @@ ROWS_CASES = [
 ]
 
 
-def _forced_rows(model, x, policy):
-    from fastlstm.ops import conv
-    old = conv.ROWS
-    conv.ROWS = policy
-    try:
-        r = fastlstm.InferenceSession(model.SerializeToString())._plan.runners[0]
-        r.run1(x)
-    finally:
-        conv.ROWS = old
-    return r
-
-
 def rows(rounds, inner):
     print("us per call, medians (min: fastest round); ratio = onnxruntime / runner "
           "(as it chooses)")
@@ -237,7 +231,7 @@ def rows(rounds, inner):
         x = np.random.default_rng(1).standard_normal(xs).astype(np.float32)
         so = _ort(model)
         want = so.run(None, {"x": x})[0]
-        on, off = _forced_rows(model, x, True), _forced_rows(model, x, False)
+        on, off = _runner_with(model, x, "ROWS", True), _runner_with(model, x, "ROWS", False)
         runner = fastlstm.InferenceSession(model.SerializeToString())._plan.runners[0]
         runner.run1(x)
         tol = 1e-5 * max(1.0, np.sqrt(np.prod(ws[1:])))
@@ -275,18 +269,6 @@ WINO_CASES = [
 ]
 
 
-def _forced_wino(model, x, tile):
-    from fastlstm.ops import conv
-    old = conv.WINO
-    conv.WINO = tile
-    try:
-        r = fastlstm.InferenceSession(model.SerializeToString())._plan.runners[0]
-        r.run1(x)
-    finally:
-        conv.WINO = old
-    return r
-
-
 def wino(rounds, inner):
     """3x3 stride-1 convs: onnxruntime against ``kernels.winograd`` with 4x4
     and 2x2 output tiles and the panel kernel.  Before every call a 12 MB
@@ -311,8 +293,8 @@ def wino(rounds, inner):
         x = np.random.default_rng(1).standard_normal(xs).astype(np.float32)
         so = _ort(model)
         want = so.run(None, {"x": x})[0]
-        runners = {"F4x4": _forced_wino(model, x, 4), "F2x2": _forced_wino(model, x, 2),
-                   "panel": _forced_wino(model, x, 0)}
+        runners = {k: _runner_with(model, x, "WINO", t)
+                   for k, t in (("F4x4", 4), ("F2x2", 2), ("panel", 0))}
         err = {k: float(np.abs(r.run1(x) - want).max()) for k, r in runners.items()}
         sess = fastlstm.InferenceSession(model.SerializeToString())
         sess.run(None, {"x": x})

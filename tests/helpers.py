@@ -83,3 +83,25 @@ def random_inputs(rng, op, arrays, x_shape, state_shape):
 def assert_close(actual, expected, atol=1e-5, rtol=1e-4, label=""):
     np.testing.assert_allclose(np.asarray(actual, np.float64), np.asarray(expected, np.float64),
                                atol=atol, rtol=rtol, err_msg=label)
+
+
+def conv_model(rng, cin, cout, ks, group=1, act=None, scale=0.3, **attrs):
+    """One Conv (W scaled by ``scale``, a bias) with an optional activation
+    after it ("Clip" with bounds -0.5, 0.8); X's batch and spatial sizes
+    free."""
+    w = (rng.standard_normal((cout, cin // group, *ks)) * scale).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c" if act else "y"], group=group,
+                              **attrs)]
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
+    if act == "Clip":
+        nodes.append(helper.make_node("Clip", ["c", "lo", "hi"], ["y"]))
+        inits += [numpy_helper.from_array(np.array(-0.5, np.float32), "lo"),
+                  numpy_helper.from_array(np.array(0.8, np.float32), "hi")]
+    elif act:
+        nodes.append(helper.make_node(act, ["c"], ["y"]))
+    shape = [None, cin] + [None] * len(ks)
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                     shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])

@@ -2,32 +2,16 @@
 taps unrolled (fastlstm.kernels.conv_taps); checked against onnxruntime."""
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 import fastlstm
 from fastlstm.kernels.conv_taps import TapsConv
-from helpers import run_ort
+from helpers import conv_model, run_ort
 
 R = np.random.default_rng(9)
 
 
 def _model(cin, cout, ks, group=1, act=None, **attrs):
-    w = (R.standard_normal((cout, cin // group, *ks)) * 0.3).astype(np.float32)
-    b = R.standard_normal(cout).astype(np.float32)
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c" if act else "y"], group=group,
-                              **attrs)]
-    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
-    if act == "Clip":
-        nodes.append(helper.make_node("Clip", ["c", "lo", "hi"], ["y"]))
-        inits += [numpy_helper.from_array(np.array(-0.5, np.float32), "lo"),
-                  numpy_helper.from_array(np.array(0.8, np.float32), "hi")]
-    elif act:
-        nodes.append(helper.make_node(act, ["c"], ["y"]))
-    shape = [None, cin] + [None] * len(ks)
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                                                     shape)],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    return conv_model(R, cin, cout, ks, group, act, **attrs)
 
 
 CASES = [

@@ -5,30 +5,17 @@ batch, fused activations, channel counts that are not multiples of a vector,
 and inputs the transforms must not see (NaN, infinities, huge values)."""
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import numpy_helper
 
 import fastlstm
 from fastlstm.ops import conv as conv_op
-from helpers import run_ort
+from helpers import conv_model, run_ort
 
 R = np.random.default_rng(11)
 
 
 def _model(cin, cout, act=None, **attrs):
-    w = (R.standard_normal((cout, cin, 3, 3)) * 0.2).astype(np.float32)
-    b = R.standard_normal(cout).astype(np.float32)
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c" if act else "y"], **attrs)]
-    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
-    if act == "Clip":
-        nodes.append(helper.make_node("Clip", ["c", "lo", "hi"], ["y"]))
-        inits += [numpy_helper.from_array(np.array(-0.5, np.float32), "lo"),
-                  numpy_helper.from_array(np.array(0.8, np.float32), "hi")]
-    elif act:
-        nodes.append(helper.make_node(act, ["c"], ["y"]))
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
-        "x", TensorProto.FLOAT, [None, cin, None, None])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    return conv_model(R, cin, cout, (3, 3), 1, act, scale=0.2, **attrs)
 
 
 def _kernel_names(sess):
