@@ -704,7 +704,7 @@ def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
                 shares = _shares(b(*[rec.get(i) if i in rec else consts.get(i) if i else None
                                      for i in n.inputs]), args)
             except Exception:
-                shares = True
+                shares = None       # (unknown: its inputs get no reused buffer)
             if getattr(b, "inline", None) is not None and len(n.outputs) == 1:
                 expr, values = b.inline
                 names = {k: N.g(v, "x") for k, v in values.items()}
@@ -714,7 +714,8 @@ def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
             else:       # a bind of a several-output op returns a tuple
                 text = f"    {', '.join(outs)}, = {N.g(b, 'b')}({', '.join(ins)})"
             src = base.get(n.inputs[0]) if n.inputs else None
-            if (shares and n.op_type in _VIEWLIKE and len(n.outputs) == 1 and src is not None
+            if (shares is True and n.op_type in _VIEWLIKE and len(n.outputs) == 1
+                    and src is not None
                     and all(i in consts for i in n.inputs[1:] if i)):
                 # a view of input 0: of a reused buffer, made once with it
                 o = n.outputs[0]
@@ -728,7 +729,7 @@ def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
                     return [text]
                 body.append((aliased, N.v(o), True, o))
                 continue
-            reads(n, not shares)
+            reads(n, shares is False)
             line(text)
             fresh(n.outputs)
         elif (n.op_type in _UFUNCS and rec.get(n.inputs[0]) is not None
@@ -780,6 +781,9 @@ def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
                 "    else:",         # a stream: its state comes in ctx
                 "    " + _runner_call(N, n, r, outs, rec, consts)])
             line(text)
+            # (a layer may hand back its initial state as the final one, for
+            # a sequence of no steps: no reused buffer for those)
+            unsafe.update(i for i in (h0, c0) if i)
             fresh(n.outputs)
         elif type(r) is GlueRunner:
             reads(n, False)
