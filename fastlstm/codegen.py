@@ -605,7 +605,8 @@ def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
         if name in S.bases:
             return []
         shape, dtype = allocs[name] if name in allocs else private[name]
-        return [f"    {N.v(name)} = np.empty({N.g(tuple(shape), 's')}, np.{np.dtype(dtype).name})"]
+        dt = "np.float32" if np.dtype(dtype) == np.float32 else N.g(np.dtype(dtype), "t")
+        return [f"    {N.v(name)} = np.empty({N.g(tuple(shape), 's')}, {dt})"]
 
     for k, (n, r) in enumerate(zip(nodes, runners)):
         if k in inner or k in dense_adds or k in folded:

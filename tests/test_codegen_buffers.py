@@ -171,3 +171,32 @@ def test_reduce_view_of_a_kernel_output_escapes():
         np.testing.assert_allclose(got, run_ort(m, {"x": x})[0], rtol=1e-6, atol=1e-6)
     for got, c in kept:
         np.testing.assert_array_equal(got, c)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "edge"])
+def test_moves_take_into_buffers(mode):
+    """A Pad that moves elements and a Tile of int64 data take by an index
+    map into their buffers (a reused one for the Pad, read by a fused loop;
+    a new int64 array for the returned Tile)."""
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["p"], mode=mode),
+             helper.make_node("Sigmoid", ["p"], ["s"]),
+             helper.make_node("Neg", ["s"], ["y"]),
+             helper.make_node("Tile", ["i", "reps"], ["t"])]
+    inits = [("pads", np.array([0, 2, 0, 3], np.int64)), ("reps", np.array([2, 3], np.int64))]
+    m = _model(nodes, [_fin("x", [2, 7]), _fin("i", [2, 2], TensorProto.INT64)], ["y", "t"],
+               inits)
+    sess = fastlstm.InferenceSession(m.SerializeToString())
+    kept = []
+    for k in range(5):
+        feed = {"x": R.standard_normal((2, 7)).astype(np.float32),
+                "i": R.integers(-9, 9, (2, 2)).astype(np.int64)}
+        got = sess.run(None, feed)
+        kept.append((got, [g.copy() for g in got]))
+        for g, w in zip(got, run_ort(m, feed)):
+            assert g.dtype == w.dtype
+            np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
+    for got, copies in kept:
+        for g, c in zip(got, copies):
+            np.testing.assert_array_equal(g, c)
+    src = _src(sess)
+    assert src.count(".take(") == 2 and "getattr(" in src, src
