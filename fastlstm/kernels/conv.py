@@ -454,7 +454,7 @@ def conv_direct(x, w, geo, y):
     """Conv with W in its ONNX layout ``[COUT, CGI, KD, KH, KW]`` (bias after
     it at geo[G_BIAS]); for few output channels per group (depthwise, a
     one-channel head).  The innermost loop runs along output columns."""
-    N, G, CIN, CGI, COUT, CGO = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5]
+    N, CIN, CGI, COUT, CGO = geo[0], geo[2], geo[3], geo[4], geo[5]
     D, H, W, OD, OH, OW = geo[6], geo[7], geo[8], geo[9], geo[10], geo[11]
     KD, KH, KW, SD, SH, SW = geo[12], geo[13], geo[14], geo[15], geo[16], geo[17]
     DD, DH, DW, PD, PH, PW = geo[18], geo[19], geo[20], geo[21], geo[22], geo[23]
