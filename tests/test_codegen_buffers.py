@@ -200,3 +200,27 @@ def test_moves_take_into_buffers(mode):
             np.testing.assert_array_equal(g, c)
     src = _src(sess)
     assert src.count(".take(") == 2 and "getattr(" in src, src
+
+
+def test_conv_into_a_reused_buffer_from_a_read_only_feed():
+    """A conv whose output is read only by the next op writes a reused
+    buffer; with a read-only feed (which the kernels refuse) the runner
+    writes that buffer instead."""
+    w = R.standard_normal((4, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["r"]),
+             helper.make_node("Conv", ["r", "w"], ["c"], pads=[1, 1]),
+             helper.make_node("Mul", ["c", "c"], ["y"])]
+    m = _model(nodes, [_fin("x", [2, 60])], ["y"],
+               [("w", w), ("shape", np.array([2, 3, 20], np.int64))])
+    sess = fastlstm.InferenceSession(m.SerializeToString())
+    kept = []
+    for k in range(6):
+        x = R.standard_normal((2, 60)).astype(np.float32)
+        if k % 2:
+            x.flags.writeable = False
+        got = sess.run(None, {"x": x})[0]
+        kept.append((got, got.copy()))
+        np.testing.assert_allclose(got, run_ort(m, {"x": x})[0], rtol=1e-5, atol=1e-5)
+    for got, c in kept:
+        np.testing.assert_array_equal(got, c)
+    assert "out=" in _src(sess)
