@@ -62,9 +62,12 @@ _jit = dict(nogil=True, cache=config.NUMBA_CACHE, fastmath=set(config.NUMBA_FAST
 
 #: channels per vector of the transforms (one AVX2 register of float32)
 _VL = 8
-#: float32 budget of a block's V and M (about 192 KB: with U's panels being
-#: read they stay in the 512 KB L2 of the machine this was tuned on)
-BLOCK_FLOATS = 49152
+#: float32 budget of a block's V and M (384 KB, most of the 512 KB L2 of the
+#: machine this was tuned on: U, up to 1.8 MB, is read once per block, so
+#: fewer larger blocks read less; ``python benchmarks/conv_speed.py --wino``,
+#: the six convs: 1.13x onnxruntime with 192 KB, 1.22x with 384 KB, one run
+#: each on the shared machine)
+BLOCK_FLOATS = 98304
 
 # The transform matrices (Lavin and Gray), exact as fractions.
 _F2 = dict(
@@ -255,8 +258,11 @@ def _wino(x, w, geo, y, MT):
     # past Y: those outputs are not written)
     Hp = MT * TH + 2
     Wp = MT * TW + 2
-    TB = BLOCK_FLOATS // (NPT * (C8 + Np)) // 6 * 6
-    TB = max(6, min(TB, 96, tiles))
+    # tiles per block: within the budget, in blocks of equal size (U is read
+    # once per block: 26 tiles as 12 + 12 + 2 read it three times)
+    TB = max(6, min(BLOCK_FLOATS // (NPT * (C8 + Np)), 96))
+    nblk = (tiles + TB - 1) // TB
+    TB = (tiles + nblk - 1) // nblk
     # q's rows (one per output of a tile) are QS floats apart, not a multiple
     # of 256 bytes: the stores read one channel of every tile's outputs
     QS = Np + 8
