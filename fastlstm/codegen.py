@@ -163,6 +163,36 @@ def _dense_with_bias(nodes, rec, consts, outputs):
     return found
 
 
+def _joined_inputs(nodes, dense, rec, outputs):
+    """Dense layers whose input is a Concat of two float32 arrays along K
+    that nothing else reads: {layer index: (Concat index, [a, b], packed W
+    split at a's K rows, with the bias)}.  (A decoder's attention joins
+    its state and context this way: the layer reads both, no copy.)"""
+    from .kernels.dense import Dense
+    readers = _readers(nodes)
+    producer = {o: j for j, n in enumerate(nodes) for o in n.outputs if o}
+    found = {}
+    for k, (a, fn) in dense.items():
+        n = nodes[k]
+        j = producer.get(n.inputs[0])
+        if j is None or nodes[j].op_type != "Concat" or n.inputs[0] in outputs or \
+                len(readers.get(n.inputs[0], [])) != 1:
+            continue
+        parts = [i for i in nodes[j].inputs if i]
+        arrays = [rec.get(i) for i in parts]
+        if len(parts) != 2 or not all(isinstance(x, np.ndarray) and x.dtype == np.float32
+                                      and x.flags.c_contiguous and x.size for x in arrays):
+            continue
+        x = rec[n.inputs[0]]
+        if int(nodes[j].attrs.get("axis", 0)) % x.ndim != x.ndim - 1:
+            continue
+        ka = arrays[0].shape[-1]
+        w = fn.wp_source
+        bias = fn.bias[:fn.n]
+        found[k] = (j, parts, Dense(w[:ka], bias), Dense(w[ka:]))
+    return found
+
+
 def _fold_activations(nodes, dense, groups, inner, rec, outputs):
     """A dense layer's Tanh, Relu or Sigmoid (its output's only reader, not
     part of a fused loop) computed by the product's call:
@@ -184,9 +214,11 @@ def _fold_activations(nodes, dense, groups, inner, rec, outputs):
     return found
 
 
-def _dense_step(N, x, target, fn, code, rec, allocs, private, body, alloc, shaped):
-    """The step of a dense layer: ``dense_into`` writing ``target``."""
-    from .kernels.dense import dense_into
+def _dense_step(N, x, target, fn, code, rec, allocs, private, body, alloc, shaped,
+                joined=None):
+    """The step of a dense layer: ``dense_into`` writing ``target`` (or
+    ``dense2_into`` reading the two parts of a joined input)."""
+    from .kernels.dense import dense2_into, dense_into
     a = rec[x]
     y = rec[target]
     m = int(np.prod(a.shape[:-1], dtype=np.int64))
@@ -198,7 +230,9 @@ def _dense_step(N, x, target, fn, code, rec, allocs, private, body, alloc, shape
     kd, wp, bias = N.g(dense_into, "k"), N.g(fn.wp, "w"), N.g(fn.bias, "w")
 
     def render():
-        if a.flags.c_contiguous:
+        if joined is not None:
+            xs = None
+        elif a.flags.c_contiguous:
             xs = shaped(x, (m, fn.k))
         else:
             xs = f"np.ascontiguousarray({N.v(x)}).reshape({N.g((m, fn.k), 's')})"
@@ -210,6 +244,12 @@ def _dense_step(N, x, target, fn, code, rec, allocs, private, body, alloc, shape
             lines.append(f"    {N.v(target)}_2d = {out}")
             out = f"{N.v(target)}_2d"
         t = N.v(tmp) if tmp is not None else out
+        if joined is not None:
+            _, (pa, pb), da, db = joined
+            xa = shaped(pa, (m, da.k))
+            xb = shaped(pb, (m, db.k))
+            return lines + [f"    {N.g(dense2_into, 'k')}({xa}, {xb}, {N.g(da.wp, 'w')}, "
+                            f"{N.g(db.wp, 'w')}, {N.g(da.bias, 'w')}, {t}, {out}, {code})"]
         return lines + [f"    {kd}({xs}, {wp}, {bias}, {t}, {out}, {code})"]
     body.append((render, None, False, target))
 
@@ -556,6 +596,8 @@ def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
     fusable = {keep[k]: f for k, f in fusable.items()}
     acts = _fold_activations(nodes, dense, groups, inner, rec, outset)
     folded = set(acts.values())
+    joined = _joined_inputs(nodes, dense, rec, outset)
+    folded |= {j for j, *_ in joined.values()}
     producer = {o: k for k, n in enumerate(nodes) for o in n.outputs if o}
 
     # base[value] = (array it is a view of, start, size): size elements from
@@ -634,7 +676,7 @@ def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
             target = nodes[act if act is not None else last].outputs[0]
             code = 0 if act is None else ACTS[nodes[act].op_type]
             _dense_step(N, n.inputs[0], target, fn, code, rec, allocs, private, body,
-                        alloc, shaped)
+                        alloc, shaped, joined.get(k))
             fresh([target])
             continue
         if k in relu_alias:

@@ -224,3 +224,29 @@ def test_conv_into_a_reused_buffer_from_a_read_only_feed():
     for got, c in kept:
         np.testing.assert_array_equal(got, c)
     assert "out=" in _src(sess)
+
+
+@pytest.mark.parametrize("cat_is_output", [False, True])
+def test_dense_reads_a_joined_input_in_two_parts(cat_is_output):
+    """Concat along K feeding only a dense layer: the layer reads both parts
+    (dense2_into, rows of a 3-D input); a Concat that is also returned is
+    made as before."""
+    wa = R.standard_normal((40, 29)).astype(np.float32)
+    b = R.standard_normal(29).astype(np.float32)
+    nodes = [helper.make_node("Concat", ["p", "q"], ["x"], axis=-1),
+             helper.make_node("MatMul", ["x", "w"], ["mm"]),
+             helper.make_node("Add", ["mm", "b"], ["pre"]),
+             helper.make_node("Relu", ["pre"], ["y"])]
+    outs = ["y", "x"] if cat_is_output else ["y"]
+    m = _model(nodes, [_fin("p", [None, 1, 24]), _fin("q", [None, 1, 16])], outs,
+               [("w", wa), ("b", b)])
+    sess = fastlstm.InferenceSession(m.SerializeToString())
+    for t in (1, 9, 1, 9, 1, 9):
+        feed = {"p": R.standard_normal((t, 1, 24)).astype(np.float32),
+                "q": R.standard_normal((t, 1, 16)).astype(np.float32)}
+        for g, w in zip(sess.run(None, feed), run_ort(m, feed)):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+    for fn in sess._plan._specialiser._built.values():
+        calls = [k for k in fn.__globals__ if fn.__globals__[k] is not None
+                 and getattr(fn.__globals__[k], "__name__", "") == "dense2_into"]
+        assert bool(calls) != cat_is_output, fn.source

@@ -16,7 +16,7 @@ from numba import njit, types
 
 from .. import config
 from .activations import fsigmoid, ftanh
-from .gemm import gemm_bias
+from .gemm import gemm_bias, panel_gemm
 from .scalar import relu
 
 _F2 = types.float32[:, ::1]
@@ -45,6 +45,7 @@ class Dense:
         wpad = np.zeros((K, self.np_), np.float32)
         wpad[:, :N] = w
         self.wp = to_panels(wpad)
+        self.wp_source = w          # (codegen splits W's rows for a joined input)
         self.bias = np.zeros(self.np_, np.float32)
         if bias is not None:
             self.bias[:N] = bias
@@ -74,18 +75,11 @@ ACTS = {"Tanh": 1, "Relu": 2, "Sigmoid": 3}
 _I = types.int64
 
 
-@njit(types.void(_F2, _F1, _F1, _F2, _F2, _I), **config.jit_options())
-def dense_into(x, wp, bias, tmp, out, act):
-    """out[M, N] = act(x[M, K] @ W + bias), W packed by ``Dense`` (Np columns).
-
-    The product goes into ``tmp`` [M, Np]; when Np > N (padding) its first N
-    columns are then copied to ``out``; ``tmp`` may be ``out`` when Np == N.
-    ``act``: 0 none, else an ``ACTS`` code, computed as the fused loops'
-    scalar forms (``fastlstm.kernels.scalar``)."""
-    M, K = x.shape
-    Np = tmp.shape[1]
+@njit(types.void(_F2, _F2, _I), **config.jit_options(inline="always"))
+def _finish(tmp, out, act):
+    """out[:, :N] = act(tmp[:, :N]) (nothing when tmp is out and act is 0)."""
+    M = out.shape[0]
     N = out.shape[1]
-    gemm_bias(M, K, Np, 0, Np, x.ctypes, wp.ctypes, bias.ctypes, tmp.ctypes)
     if act == 0 and tmp.ctypes.data == out.ctypes.data:
         return
     for m in range(M):
@@ -103,6 +97,36 @@ def dense_into(x, wp, bias, tmp, out, act):
         else:
             for n in range(N):
                 o[n] = t[n]
+
+
+@njit(types.void(_F2, _F2, _F1, _F1, _F1, _F2, _F2, _I), **config.jit_options())
+def dense2_into(a, b, wpa, wpb, bias, tmp, out, act):
+    """``dense_into`` of x = [a, b] joined along K (a Concat that only feeds
+    the layer: its copy is not made): W's first Ka rows packed in ``wpa``,
+    the rest in ``wpb``.  The second product adds to the first through
+    ``tmp`` in k order, so each element is the same chain of FMAs as one
+    product of the joined rows."""
+    M, Ka = a.shape
+    Kb = b.shape[1]
+    Np = tmp.shape[1]
+    gemm_bias(M, Ka, Np, 0, Np, a.ctypes, wpa.ctypes, bias.ctypes, tmp.ctypes)
+    panel_gemm(M, Kb, Np, 0, Np, b.ctypes, 0, Kb, wpb.ctypes, 0, tmp.ctypes, 0, Np, 0)
+    _finish(tmp, out, act)
+
+
+@njit(types.void(_F2, _F1, _F1, _F2, _F2, _I), **config.jit_options())
+def dense_into(x, wp, bias, tmp, out, act):
+    """out[M, N] = act(x[M, K] @ W + bias), W packed by ``Dense`` (Np columns).
+
+    The product goes into ``tmp`` [M, Np]; when Np > N (padding) its first N
+    columns are then copied to ``out``; ``tmp`` may be ``out`` when Np == N.
+    ``act``: 0 none, else an ``ACTS`` code, computed as the fused loops'
+    scalar forms (``fastlstm.kernels.scalar``)."""
+    M, K = x.shape
+    Np = tmp.shape[1]
+    N = out.shape[1]
+    gemm_bias(M, K, Np, 0, Np, x.ctypes, wp.ctypes, bias.ctypes, tmp.ctypes)
+    _finish(tmp, out, act)
 
 
 @njit(types.void(_F2, _F2, _F2), **config.jit_options())
