@@ -183,6 +183,12 @@ class Specialiser:
                                self.key_inputs)
         except FastLSTMError:
             raise
+        except Exception:
+            # the generated run failed where the general path ran (inputs of
+            # a form its kernels do not take): this signature stays general
+            with self._lock:
+                self._seen[key] = -(1 << 30)
+            return None
         with self._lock:
             if len(self._built) >= MAX_SPECIALISATIONS:
                 self._built.pop(next(iter(self._built)))

@@ -250,3 +250,26 @@ def test_dense_reads_a_joined_input_in_two_parts(cat_is_output):
         calls = [k for k in fn.__globals__ if fn.__globals__[k] is not None
                  and getattr(fn.__globals__[k], "__name__", "") == "dense2_into"]
         assert bool(calls) != cat_is_output, fn.source
+
+
+@pytest.mark.parametrize("case", ["matmul", "dense", "joined", "softmax", "concat"])
+def test_read_only_feeds(case):
+    """Feeds that are read-only arrays go straight into the kernels the
+    specialised run calls (each takes read-only inputs too)."""
+    w = R.standard_normal((8, 5)).astype(np.float32)
+    nodes = {"matmul": [helper.make_node("MatMul", ["x", "y"], ["z"])],
+             "dense": [helper.make_node("MatMul", ["x", "w"], ["z"])],
+             "joined": [helper.make_node("Concat", ["x", "x"], ["c"], axis=-1),
+                        helper.make_node("MatMul", ["c", "w2"], ["z"])],
+             "softmax": [helper.make_node("Softmax", ["x"], ["z"], axis=-1)],
+             "concat": [helper.make_node("Concat", ["x", "x"], ["z"], axis=0)]}[case]
+    m = _model(nodes, [_fin("x", [1, 4, 8]), _fin("y", [1, 8, 5])], ["z"],
+               [("w", w), ("w2", np.concatenate([w, w]))])
+    sess = fastlstm.InferenceSession(m.SerializeToString())
+    for _ in range(4):
+        feed = {"x": R.standard_normal((1, 4, 8)).astype(np.float32),
+                "y": R.standard_normal((1, 8, 5)).astype(np.float32)}
+        for a in feed.values():
+            a.flags.writeable = False
+        got = sess.run(None, feed)[0]
+        np.testing.assert_allclose(got, run_ort(m, feed)[0], rtol=1e-5, atol=1e-5)

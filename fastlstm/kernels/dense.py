@@ -21,9 +21,13 @@ from .scalar import relu
 
 _F2 = types.float32[:, ::1]
 _F1 = types.float32[::1]
+#: Inputs may be read-only arrays (a feed from np.frombuffer, a view of one):
+#: each kernel also has a signature taking them so (a call with writable
+#: arrays still matches its own signature first).
+_R2 = types.Array(types.float32, 2, "C", readonly=True)
 
 
-@njit(types.void(_F2, _F1, _F1, _F2), **config.jit_options())
+@njit([types.void(x, _F1, _F1, _F2) for x in (_F2, _R2)], **config.jit_options())
 def dense_rows(x, wp, bias, out):
     """out[M, Np] = x[M, K] @ W + bias, W packed by ``Dense`` (Np columns)."""
     M, K = x.shape
@@ -100,7 +104,8 @@ def _finish(tmp, out, act):
                 o[n] = t[n]
 
 
-@njit(types.void(_F2, _F2, _F1, _F1, _F1, _F2, _F2, _I), **config.jit_options())
+@njit([types.void(x, x, _F1, _F1, _F1, _F2, _F2, _I) for x in (_F2, _R2)],
+      **config.jit_options())
 def dense2_into(a, b, wpa, wpb, bias, tmp, out, act):
     """``dense_into`` of x = [a, b] joined along K (a Concat that only feeds
     the layer: its copy is not made): W's first Ka rows packed in ``wpa``,
@@ -115,7 +120,7 @@ def dense2_into(a, b, wpa, wpb, bias, tmp, out, act):
     _finish(tmp, out, act)
 
 
-@njit(types.void(_F2, _F1, _F1, _F2, _F2, _I), **config.jit_options())
+@njit([types.void(x, _F1, _F1, _F2, _F2, _I) for x in (_F2, _R2)], **config.jit_options())
 def dense_into(x, wp, bias, tmp, out, act):
     """out[M, N] = act(x[M, K] @ W + bias), W packed by ``Dense`` (Np columns).
 
@@ -129,7 +134,7 @@ def dense_into(x, wp, bias, tmp, out, act):
     _finish(tmp, out, act)
 
 
-@njit(types.void(_F2, _F2, _F2), **config.jit_options())
+@njit([types.void(x, x, _F2) for x in (_F2, _R2)], **config.jit_options())
 def matmul_nn(a, b, out):
     """out[M, N] = a[M, K] @ b[K, N], both operands computed (an attention's
     weights times its memory): rows of b scaled and added, vectorized along N."""
@@ -156,7 +161,7 @@ def matmul_nn(a, b, out):
 _REASSOC = config.jit_options(fastmath=set(config.NUMBA_FASTMATH) | {"reassoc"})
 
 
-@njit(types.void(_F2, _F2, _F2), **_REASSOC)
+@njit([types.void(x, x, _F2) for x in (_F2, _R2)], **_REASSOC)
 def matmul_nt(a, bt, out):
     """out[M, N] = a[M, K] @ bt[N, K].T (an attention's scores: the query
     times the transposed memory, read as rows): dot products of rows."""
