@@ -11,8 +11,8 @@ Every stream keeps its own recurrent state and context in the pool; chunks
 pushed by different streams within ``max_wait_us`` of each other run as one
 batched call of the session, on the pool's worker thread, or, with
 ``worker=False``, on the thread that calls ``pool.run_ready()`` (a server
-whose one thread reads the chunks and runs the batches: on one core, half
-the thread switches; see ``run_ready``).  Each result equals what running that stream
+whose one thread reads the chunks and runs the batches: on one core no
+hand-over between threads; see ``run_ready``).  Each result equals what running that stream
 alone gives (the kernels compute every batch row with the same operations, so
 in practice bitwise).
 
