@@ -1,5 +1,7 @@
 """Every way the front end splits work across threads gives the single-thread
 answer bit for bit, and onnxruntime's within tolerance."""
+import zlib
+
 import numpy as np
 import pytest
 
@@ -29,7 +31,8 @@ def test_thread_splits(op, split, flag, monkeypatch):
     monkeypatch.setattr(config, "THREAD_MIN_WORK", 0)
     direction, Bn, H = SHAPES[split]
     D = 2 if direction == "bidirectional" else 1
-    rng = np.random.default_rng(hash((op, split, flag)) % 2 ** 32)
+    # (a seed fixed across processes: str hashes are salted per process)
+    rng = np.random.default_rng(zlib.crc32(f"{op}-{split}-{flag}".encode()))
     arrays = random_weights(rng, op, D, H, 7, peepholes=(op == "LSTM"), scale=0.2)
     arrays["X"] = rng.standard_normal((12, Bn, 7)).astype(np.float32)
     arrays["sequence_lens"] = rng.integers(0, 13, Bn).astype(np.int32)
@@ -45,8 +48,11 @@ def test_thread_splits(op, split, flag, monkeypatch):
         many = _session(model, threads).run(None, feed)
         for a, b in zip(one, many):
             np.testing.assert_array_equal(a, b)
+    # 12 steps of a recurrence that amplifies rounding (H = 130, weights at
+    # 0.2): against a float64 reference both engines are within about 1e-5,
+    # and they differed from each other by up to 2.4e-5 on 4 of 60 seeds
     for a, b in zip(one, run_ort(model, feed)):
-        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
+        np.testing.assert_allclose(a, b, atol=5e-5, rtol=1e-4)
 
 
 def test_env_variable_sets_default_threads(monkeypatch):
