@@ -106,19 +106,19 @@ def _entry(sig):
     return deco
 
 
-def kernel(name):
-    """Entry point ``name``, compiled (or loaded from Numba's cache) on the
-    first call.  It then takes exactly its signature: other argument types are
-    a TypeError rather than a new compilation."""
-    if name.startswith("conv_wino"):   # (its own module: it builds on the panel GEMM)
-        from . import winograd
-        d = getattr(winograd, name)
-    else:
-        d = globals()[name]
+def compiled(d):
+    """The ``_entry`` dispatcher ``d``, compiled (or loaded from Numba's cache)
+    on the first call.  It then takes exactly its signature: other argument
+    types are a TypeError rather than a new compilation."""
     if not d.signatures:
         d.compile(d._fastlstm_sig)
         d.disable_compile()
     return d
+
+
+def kernel(name):
+    """Entry point ``name`` of this module, compiled (``compiled``)."""
+    return compiled(globals()[name])
 
 
 # ---- geo: the int64 geometry block every kernel reads -----------------------------
@@ -312,26 +312,26 @@ def _tap_range(o, n, s, d, p, k, size):
 
 
 @njit(**_jit)
-def _pad_copy_nhwc(x, xoff, C, D, H, W, pd, ph, pw, Dp, Hp, Wp, dst):
-    """dst[Dp, Hp, Wp, C] = X[xoff: C*D*H*W] (channels first) moved channels
-    last and placed at (pd, ph, pw), zeros around.  The longer of the channel
-    and column loops runs innermost (a row of a few columns is not worth a
-    loop of its own)."""
-    for i in range(Dp * Hp * Wp * C):
+def _pad_copy_nhwc(x, xoff, C, D, H, W, pd, ph, pw, Dp, Hp, Wp, dst, Cs):
+    """dst[Dp, Hp, Wp, Cs] = X[xoff: C*D*H*W] (channels first) moved channels
+    last (Cs >= C floats per position, the channels past C zeros) and placed
+    at (pd, ph, pw), zeros around.  The longer of the channel and column loops
+    runs innermost (a row of a few columns is not worth a loop of its own)."""
+    for i in range(Dp * Hp * Wp * Cs):
         dst[i] = 0
     cs = D * H * W
     for z in range(D):
         for y in range(H):
-            d0 = (((z + pd) * Hp + y + ph) * Wp + pw) * C
+            d0 = (((z + pd) * Hp + y + ph) * Wp + pw) * Cs
             s0 = xoff + (z * H + y) * W
             if C >= W:
                 for i in range(W):
                     for ch in range(C):
-                        dst[d0 + i * C + ch] = x[s0 + ch * cs + i]
+                        dst[d0 + i * Cs + ch] = x[s0 + ch * cs + i]
             else:
                 for ch in range(C):
                     for i in range(W):
-                        dst[d0 + i * C + ch] = x[s0 + ch * cs + i]
+                        dst[d0 + i * Cs + ch] = x[s0 + ch * cs + i]
 
 
 @njit(**_jit)
@@ -378,7 +378,7 @@ def conv_panel(x, w, geo, y):
     for n in range(N):
         if PADCOPY != 0:
             _pad_copy_nhwc(x, n * CIN * D * H * W, CIN, D, H, W, PD, PH, PW, Dp, Hp, Wp,
-                           scratch)
+                           scratch, CIN)
             src = scratch
             sbase = 0
         else:
@@ -941,7 +941,7 @@ def conv_gemm(x, w, geo, y):
             ow = pos % OW
             yrow[r] = n * COUT * ospace + pos
             if n != cur:
-                _pad_copy_nhwc(x, n * CIN * plane, CIN, D, H, W, PD, PH, PW, Dp, Hp, Wp, xt)
+                _pad_copy_nhwc(x, n * CIN * plane, CIN, D, H, W, PD, PH, PW, Dp, Hp, Wp, xt, CIN)
                 cur = n
             dst = r * K
             for kd in range(KD):

@@ -35,7 +35,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .conv import _jit, G_COUNT_PAD, G_QD, G_QH, G_QW
+from .conv import _entry, _jit, compiled, G_COUNT_PAD, G_QD, G_QH, G_QW
 
 _F = types.float32[::1]
 _L = types.int64[::1]
@@ -43,23 +43,10 @@ _SIG_MAXPOOL = types.void(_F, _L, _F, _L)
 _SIG_AVGPOOL = types.void(_F, _L, _F)
 
 
-def _entry(sig):
-    """An entry point compiled for ``sig`` alone, on first use (``kernel``)."""
-    def deco(fn):
-        d = njit(**_jit)(fn)
-        d._fastlstm_sig = sig
-        return d
-    return deco
-
-
 def kernel(name):
-    """Entry point ``name``, compiled (or loaded from Numba's cache) on the
-    first call; it then takes exactly its signature."""
-    d = globals()[name]
-    if not d.signatures:
-        d.compile(d._fastlstm_sig)
-        d.disable_compile()
-    return d
+    """Entry point ``name`` of this module, compiled on first use (as the
+    conv kernels: ``fastlstm.kernels.conv.compiled``)."""
+    return compiled(globals()[name])
 
 
 @njit(**_jit)

@@ -51,14 +51,10 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from .. import config
 from .conv import (ACT_CLIP, ACT_RELU, ACT_SIGMOID, G_ACT, G_BIAS, G_CIN, G_COUT, G_H, G_N,
                    G_NP, G_OH, G_OW, G_PH, G_PW, G_W, NC, _SIG_CONV, _clip, _entry, _fptr,
-                   _sigmoid, clip_bounds, conv_panel)
+                   _jit, _pad_copy_nhwc, _sigmoid, clip_bounds, conv_panel)
 from .gemm import panel_gemm
-
-_jit = dict(nogil=True, cache=config.NUMBA_CACHE, fastmath=set(config.NUMBA_FASTMATH),
-            error_model=config.NUMBA_ERROR_MODEL)
 
 #: channels per vector of the transforms (one AVX2 register of float32)
 _VL = 8
@@ -202,21 +198,6 @@ _bt2, _at2 = _make_transform(_F2["BT"], "in"), _make_transform(_F2["AT"], "out")
 _bt4, _at4 = _make_transform(_F4["BT"], "in"), _make_transform(_F4["AT"], "out")
 
 
-@njit(**_jit)
-def _pad_copy_cl(x, xoff, C, Cp, H, W, ph, pw, Hp, Wp, dst):
-    """dst[Hp, Wp, Cp] = X[xoff: C*H*W] (channels first) moved channels last
-    and placed at (ph, pw), zeros around (and in channels C..Cp-1)."""
-    for i in range(Hp * Wp * Cp):
-        dst[i] = 0
-    cs = H * W
-    for yy in range(H):
-        d0 = ((yy + ph) * Wp + pw) * Cp
-        s0 = xoff + yy * W
-        for ch in range(C):
-            for i in range(W):
-                dst[d0 + i * Cp + ch] = x[s0 + ch * cs + i]
-
-
 @njit(**dict(_jit, inline="always"))
 def _act(v, ACT, clo, chi):
     """The fused activation of ``fastlstm.kernels.conv`` (geo[G_ACT])."""
@@ -270,12 +251,17 @@ def _wino(x, w, geo, y, MT):
     v = np.empty(NPT * TB * C8, np.float32)
     m = np.empty(NPT * TB * Np, np.float32)
     q = np.empty(MT * MT * TB * QS, np.float32)
+    # per tile of a block: its first output's offset in a channel's plane,
+    # and its rows and columns inside Y
+    tpos = np.empty(TB, np.int64)
+    trows = np.empty(TB, np.int64)
+    tcols = np.empty(TB, np.int64)
     vp, mp, wp = _fptr(v), _fptr(m), _fptr(w)
     ospace = OH * OW
     vpl = TB * C8           # one point's matrix of V and of M
     mpl = TB * Np
     for n in range(N):
-        _pad_copy_cl(x, n * CIN * H * W, CIN, C8, H, W, PH, PW, Hp, Wp, xt)
+        _pad_copy_nhwc(x, n * CIN * H * W, CIN, 1, H, W, 0, PH, PW, 1, Hp, Wp, xt, C8)
         ybase = n * COUT * ospace
         t0 = 0
         while t0 < tiles:
@@ -295,6 +281,11 @@ def _wino(x, w, geo, y, MT):
                 panel_gemm(tb, C8, Np, 0, Np, vp, p * vpl, C8, wp, p * C8 * Np, mp, p * mpl,
                            Np, 0)
             for r in range(tb):
+                th = (t0 + r) // TW
+                tw = t0 + r - th * TW
+                tpos[r] = MT * th * OW + MT * tw
+                trows[r] = min(MT, OH - MT * th)
+                tcols[r] = min(MT, OW - MT * tw)
                 for c in range(0, Np, _VL):
                     if MT == 2:
                         _at2(m, r * Np + c, mpl, 0, q, r * MT * MT * QS + c, QS)
@@ -305,16 +296,10 @@ def _wino(x, w, geo, y, MT):
                 bv = w[BIAS + c]
                 yc = ybase + c * ospace
                 for r in range(tb):
-                    t = t0 + r
-                    th = t // TW
-                    tw = t - th * TW
-                    for a in range(MT):
-                        oh = MT * th + a
-                        if oh >= OH:
-                            break
+                    for a in range(trows[r]):
                         qo = (r * MT * MT + a * MT) * QS + c
-                        yo = yc + oh * OW + MT * tw
-                        for b in range(min(MT, OW - MT * tw)):
+                        yo = yc + tpos[r] + a * OW
+                        for b in range(tcols[r]):
                             y[yo + b] = _act(q[qo + b * QS] + bv, ACT, clo, chi)
             t0 += tb
 

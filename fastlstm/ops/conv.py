@@ -516,8 +516,9 @@ class ConvRunner:
         tile = _use_wino(geo) if packed.wino is not None else 0
         if tile:
             geo[K.G_BIAS] = packed.wino_weights(tile)[1]
-            return (geo, (N, packed.cout, *outsz),
-                    K.kernel("conv_wino" if tile == 2 else "conv_wino4"), ("wino", tile))
+            from ..kernels import winograd
+            fn = winograd.conv_wino if tile == 2 else winograd.conv_wino4
+            return (geo, (N, packed.cout, *outsz), K.compiled(fn), ("wino", tile))
         if node.op_type == "Conv" and packed.can_rows() and _use_taps(geo):
             geo[K.G_BIAS] = packed.rows_weights()[1]
             return (geo, (N, packed.cout, *outsz), _taps_kernel(geo, self._act), "rows")
