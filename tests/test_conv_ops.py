@@ -524,34 +524,73 @@ def test_conv_gemm(xs, ws, bias, attrs, gemm_on):
 
 
 def test_conv_gemm_matches_the_panel_kernel_and_the_choice(monkeypatch):
-    """The GEMM and the panel kernel agree within rounding; the automatic
-    choice takes the GEMM for Silero's decoder (any batch) and for its
-    encoder's short rows at batch 293, the panel kernel for full tiles (the
-    STFT, the first encoder conv) and at batch 1."""
+    """The GEMM, the per-position product and the panel kernel agree within
+    rounding; the automatic choice takes the GEMM for Silero's decoder (any
+    batch), ``conv_items`` for its STFT (weights that are not a DFT basis)
+    and encoder's short rows at batch 293, the panel kernel at batch 1."""
     from fastlstm.ops import conv as conv_ops
-    cases = [((1, 1, 640), (258, 1, 256), {"strides": [128]}, False),
-             ((293, 1, 640), (258, 1, 256), {"strides": [128]}, False),
-             ((293, 129, 4), (128, 129, 3), {"pads": [1, 1]}, False),
-             ((1, 64, 2), (64, 64, 3), {"pads": [1, 1], "strides": [2]}, False),
-             ((293, 64, 2), (64, 64, 3), {"pads": [1, 1], "strides": [2]}, True),
-             ((293, 128, 4), (64, 128, 3), {"pads": [1, 1], "strides": [2]}, True),
-             ((293, 64, 1), (128, 64, 3), {"pads": [1, 1]}, True),
-             ((1, 128, 1), (1, 128, 1), {}, True),
-             ((293, 128, 1), (1, 128, 1), {}, True)]
-    for xs, ws, attrs, want_gemm in cases:
+    P, G, I = "conv_panel", "conv_gemm", "conv_items"
+    cases = [((1, 1, 640), (258, 1, 256), {"strides": [128]}, P),
+             ((293, 1, 640), (258, 1, 256), {"strides": [128]}, I),
+             ((1, 129, 4), (128, 129, 3), {"pads": [1, 1]}, P),
+             ((293, 129, 4), (128, 129, 3), {"pads": [1, 1]}, I),
+             ((1, 64, 2), (64, 64, 3), {"pads": [1, 1], "strides": [2]}, P),
+             ((293, 64, 2), (64, 64, 3), {"pads": [1, 1], "strides": [2]}, I),
+             ((293, 128, 4), (64, 128, 3), {"pads": [1, 1], "strides": [2]}, I),
+             ((293, 64, 1), (128, 64, 3), {"pads": [1, 1]}, I),
+             ((1, 128, 1), (1, 128, 1), {}, G),
+             ((293, 128, 1), (1, 128, 1), {}, G)]
+    for xs, ws, attrs, want in cases:
         x = _rand(*xs)
         inputs = [("x", x), ("W", _rand(*ws)), ("B", _rand(ws[0]))]
         model = _model("Conv", inputs, attrs, 17, consts=("W", "B"))
         got = {}
-        for policy in (None, True, False):
-            monkeypatch.setattr(conv_ops, "GEMM", policy)
+        for flag, policy in (("GEMM", None), ("GEMM", True), ("GEMM", False), ("ITEMS", True)):
+            monkeypatch.setattr(conv_ops, flag, policy)
             (runner,) = fastlstm.InferenceSession(model.SerializeToString())._plan.runners
-            got[policy] = runner.run1(x)
+            got[policy if flag == "GEMM" else I] = runner.run1(x)
             if policy is None:
-                assert (_kernel_name(runner) == "conv_gemm") == want_gemm, (xs, ws)
+                assert _kernel_name(runner) == want, (xs, ws)
+            if flag == "ITEMS":
+                assert _kernel_name(runner) == I, (xs, ws)
+            monkeypatch.setattr(conv_ops, flag, None)
         atol, rtol = _tol(inputs)
         np.testing.assert_allclose(got[True], got[False], atol=atol, rtol=rtol)
-        np.testing.assert_array_equal(got[None], got[want_gemm])
+        np.testing.assert_allclose(got[I], got[False], atol=atol, rtol=rtol)
+        np.testing.assert_array_equal(got[None], got[{P: False, G: True, I: I}[want]])
+
+
+ITEMS_CONV = [  # (X shape, W shape, bias, attrs): 1-D, batches of short rows
+    ((256, 129, 4), (128, 129, 3), True, {"pads": [1, 1]}),
+    ((300, 40, 6), (70, 40, 3), True, {"pads": [2, 2], "strides": [3]}),
+    ((9, 16, 3), (16, 16, 5), False, {"pads": [4, 4]}),      # outputs that read only padding
+    ((13, 3, 3), (33, 3, 3), True, {}),
+    ((40, 8, 7), (24, 8, 4), True, {"pads": [0, 3], "strides": [2]}),
+    ((11, 20, 5), (40, 20, 3), True, {"auto_pad": "SAME_UPPER"}),
+]
+
+
+@pytest.mark.parametrize("xs,ws,bias,attrs", ITEMS_CONV,
+                         ids=[f"{c[0]}x{c[1]}-{k}" for k, c in enumerate(ITEMS_CONV)])
+def test_conv_items(xs, ws, bias, attrs, monkeypatch):
+    """``conv_items`` (one product per output position, rows the items)
+    against onnxruntime, alone and with each fused activation."""
+    from fastlstm.ops import conv as conv_ops
+    monkeypatch.setattr(conv_ops, "ITEMS", True)
+    inputs = [("x", _rand(*xs)), ("W", _rand(*ws)), ("B", _rand(ws[0]) if bias else None)]
+    _compare("Conv", inputs, attrs, 17)
+    x = inputs[0][1]
+    model = _model("Conv", inputs, attrs, 17, consts=("W", "B"))
+    (runner,) = fastlstm.InferenceSession(model.SerializeToString())._plan.runners
+    runner.run1(x)
+    assert _kernel_name(runner) == "conv_items"
+    atol, rtol = _tol(inputs)
+    exp = run_ort(model, {"x": x})[0]
+    for act, ref in (("Relu", np.maximum(exp, 0)), ("Sigmoid", 1 / (1 + np.exp(-exp)))):
+        f = runner.fused(act)
+        got = f.run1(x)
+        assert _kernel_name(f) == "conv_items"
+        np.testing.assert_allclose(got, ref, atol=atol, rtol=rtol, err_msg=act)
 
 
 def test_conv_gemm_fed_weights_threads_and_buffers(gemm_on):

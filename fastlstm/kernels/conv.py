@@ -964,3 +964,71 @@ def conv_gemm(x, w, geo, y):
         _gemm_panels(mb, K, Np, a, 0, K, w, o, acc)
         _gemm_store(o, mb, Np, COUT, ospace, yrow, w, BIAS, ACT, clo, chi, y)
         m0 += mb
+
+
+# ---- 1-D Conv of many items with few positions each ---------------------------------
+#
+# A batch of short 1-D inputs (Silero VAD's encoder over a StreamPool batch:
+# 256 items of 4, 2 or 1 positions) leaves the panel kernel a tile of at most
+# 4 positions per item, so it streams the whole of W once per item, and
+# leaves ``conv_gemm`` an im2col copy of every row, taps that read only
+# padding included.  ``conv_items`` runs one product per output position
+# instead, its rows the batch items: X is transposed per block of items to
+# channels last, [item, position, channel], so that the taps through which
+# position ``ow`` reads inside X are one run of nk*CIN floats of each item's
+# row (no copy, no padding), against rows kw0*CIN .. (kw0+nk)*CIN of Wt.
+
+#: input floats of the block of items transposed at a time (64 KB: in L2 with
+#: the block's output and the weights)
+ITEMS_CHUNK = 16384
+
+from .gemm import panel_gemm as _panel_gemm    # noqa: E402
+
+
+@njit(**_jit)
+def items_eligible(geo):
+    """Whether ``conv_items`` runs the Conv of geometry ``geo``: 1-D, group 1,
+    unit dilation."""
+    return (geo[G_G] == 1 and geo[G_D] == 1 and geo[G_H] == 1 and geo[G_KD] == 1 and
+            geo[G_KH] == 1 and geo[G_DW] == 1 and geo[G_PD] == 0 and geo[G_PH] == 0)
+
+
+@_entry(_SIG_CONV)
+def conv_items(x, w, geo, y):
+    """1-D Conv (``items_eligible``) as one product per output position over
+    blocks of batch items, Wt packed as for ``conv_gemm``."""
+    clo, chi = clip_bounds(geo)
+    N, CIN, COUT = geo[G_N], geo[G_CIN], geo[G_COUT]
+    W, OW, KW, SW, PW = geo[G_W], geo[G_OW], geo[G_KW], geo[G_SW], geo[G_PW]
+    BIAS, ACT = geo[G_BIAS], geo[G_ACT]
+    K = KW * CIN
+    Np = (COUT + 15) // 16 * 16
+    row = W * CIN
+    MB = min(N, max(6, ITEMS_CHUNK // row))
+    xt = np.empty(MB * row, np.float32)
+    o = np.empty(MB * Np, np.float32)
+    yrow = np.empty(MB, np.int64)
+    xp, wp, op = _fptr(xt), _fptr(w), _fptr(o)
+    for n0 in range(0, N, MB):
+        mb = min(MB, N - n0)
+        for i in range(mb):                 # items n0.. to [item, position, channel]
+            src = (n0 + i) * row
+            dst = i * row
+            for c in range(CIN):
+                for p in range(W):
+                    xt[dst + p * CIN + c] = x[src + c * W + p]
+        for ow in range(OW):
+            kw0, nk = _tap_range(ow, 1, SW, 1, PW, KW, W)
+            o[:mb * Np] = 0
+            if nk > 0:
+                ks = nk * CIN
+                a0 = (ow * SW - PW + kw0) * CIN
+                for n1 in range(0, Np, _GPANEL):
+                    width = min(_GPANEL, Np - n1)
+                    # panel n1 // 64 starts at n1*K; its rows from tap kw0 on
+                    # (panel_gemm takes the panel at woff + n1*ks)
+                    _panel_gemm(mb, ks, Np, n1, n1 + width, xp, a0, row, wp,
+                                n1 * (K - ks) + kw0 * CIN * width, op, 0, Np, 0)
+            for r in range(mb):
+                yrow[r] = (n0 + r) * COUT * OW + ow
+            _gemm_store(o, mb, Np, COUT, OW, yrow, w, BIAS, ACT, clo, chi, y)

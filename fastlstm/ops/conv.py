@@ -525,6 +525,9 @@ class ConvRunner:
         if node.op_type == "Conv" and packed.can_rows() and _use_rows(geo):
             geo[K.G_BIAS] = packed.rows_weights()[1]
             return (geo, (N, packed.cout, *outsz), K.kernel("conv_rows"), "rows")
+        if (packed.gemm is not None or packed._W is not None) and _use_items(geo):
+            geo[K.G_BIAS] = packed.gemm_weights()[1]
+            return (geo, (N, packed.cout, *outsz), K.kernel("conv_items"), True)
         if (packed.gemm is not None or packed._W is not None) and _use_gemm(geo):
             geo[K.G_BIAS] = packed.gemm_weights()[1]
             return (geo, (N, packed.cout, *outsz), K.kernel("conv_gemm"), True)
@@ -635,6 +638,29 @@ def _use_gemm(geo):
     # without copying rows, is as fast or faster (0.85-1.0x)
     used = OW / (4 * -(-OW // 4))
     return used < 0.75 and rows >= 6
+
+
+#: 1-D Conv through ``kernels.conv.conv_items`` (a product per output
+#: position, rows the batch items): None chooses per shape (``_use_items``),
+#: True / False force it on / off wherever it applies.
+ITEMS = None
+
+
+def _use_items(geo):
+    """Whether ``conv_items`` runs the group-1 Conv of geometry ``geo``: a
+    1-D conv of at least 8 items of at most 8 output positions each, where
+    the panel kernel streams W once per item and ``conv_gemm`` copies every
+    row with its padding taps (Silero's encoder in a StreamPool batch)."""
+    K = _kernels()
+    if not K.items_eligible(geo):
+        return False
+    if ITEMS is not None:
+        return ITEMS
+    if GEMM is not None or ROWS or TAPS:        # another kernel forced
+        return False
+    # (an output of fewer than 8 channels goes to the GEMM's 16-column panels
+    # either way; ``_use_gemm`` has its case)
+    return int(geo[K.G_N]) >= 8 and int(geo[K.G_OW]) <= 8 and 2 * int(geo[K.G_COUT]) >= K.NC
 
 
 #: Conv through ``kernels.conv.conv_rows``: None chooses per shape
