@@ -921,6 +921,7 @@ def _emit_group(N, nodes, fus, rec, consts, whole=None):
     """(output shape, lines) that run one fused group (the caller allocates
     its root's output)."""
     ext, scalar, cblock, strided = [], set(), [], set()
+    rec_of = {}
     local, body = {}, []
     slots = {}
     out = rec[nodes[-1].outputs[0]]
@@ -948,6 +949,7 @@ def _emit_group(N, nodes, fus, rec, consts, whole=None):
                     else:       # a view of other strides (of the output's shape)
                         ext.append(N.v(i))
                         strided.add(pos)
+                        rec_of[pos] = a
                     if a.size == 1 and out.size != 1:
                         scalar.add(pos)
                     slots[i] = f"a{pos}"
@@ -955,8 +957,16 @@ def _emit_group(N, nodes, fus, rec, consts, whole=None):
         t = f"t{len(body)}"
         body.append(f"{t} = {tmpl.format(*args)}")
         local[n.outputs[0]] = t
+    rank = out.ndim
+    if strided:     # the views, their axes merged where their strides allow
+        views = [(pos, rec_of[pos]) for pos in sorted(strided)]
+        shape = fuse.collapse(out.shape, [a.strides for _, a in views])
+        rank = len(shape)
+        sname = N.g(shape, "s")
+        for pos, _ in views:
+            ext[pos] = f"{ext[pos]}.reshape({sname})"
     src = fuse.kernel_source(len(ext), scalar, body[:-1], body[-1].split(" = ", 1)[1],
-                             len(cblock), strided, out.ndim)
+                             len(cblock), strided, rank)
     kern = N.g(fuse.compile_kernel(src), "k")
     dst = N.v(nodes[-1].outputs[0])
     call = [dst] + ext

@@ -230,6 +230,45 @@ def test_fused_loop_reads_strided_slices_in_place():
         assert "ascontiguousarray" not in fn.source and fn.source.count("np.empty") == 1
 
 
+@pytest.mark.parametrize("form", ["merge", "step", "transpose"])
+def test_fused_loop_over_views_of_every_stride(form):
+    """The fused loop's views, read through their pointers: halves whose
+    last two axes merge into one unit-stride run ("merge", Silero's STFT
+    magnitude), every second element of the last axis (a stride of 2:
+    the loop's other version), and a transposed operand."""
+    ints = lambda *v: np.array(v, np.int64)     # noqa: E731
+    if form == "transpose":
+        nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 1]),
+                 helper.make_node("Mul", ["t", "t"], ["m"]),
+                 helper.make_node("Add", ["m", "u"], ["s"]),
+                 helper.make_node("Sqrt", ["s"], ["y"])]
+        m = _model(nodes, [_fin("x", [None, 6, 9]), _fin("u", [None, 9, 6])], ["y"], [])
+        feeds = [{"x": R.standard_normal((n, 6, 9)).astype(np.float32),
+                  "u": R.random((n, 9, 6)).astype(np.float32)} for n in (1, 5)]
+    else:
+        step = 2 if form == "step" else 1
+        inits = [("s0", ints(0)), ("e0", ints(7)), ("s1", ints(7)), ("e1", ints(14)),
+                 ("ax", ints(1)), ("two", np.array(2, np.float32))]
+        if step == 2:
+            inits = [("s0", ints(0, 0)), ("e0", ints(7, 8)), ("s1", ints(7, 1)),
+                     ("e1", ints(14, 8)), ("ax", ints(1, 2)), ("st", ints(1, 2)),
+                     ("two", np.array(2, np.float32))]
+        extra = ["st"] if step == 2 else []
+        nodes = [helper.make_node("Slice", ["x", "s0", "e0", "ax"] + extra, ["re"]),
+                 helper.make_node("Slice", ["x", "s1", "e1", "ax"] + extra, ["im"]),
+                 helper.make_node("Pow", ["re", "two"], ["r2"]),
+                 helper.make_node("Pow", ["im", "two"], ["i2"]),
+                 helper.make_node("Add", ["r2", "i2"], ["s"]),
+                 helper.make_node("Sqrt", ["s"], ["y"])]
+        m = _model(nodes, [_fin("x", [None, 14, 8])], ["y"], inits)
+        feeds = [{"x": R.standard_normal((n, 14, 8)).astype(np.float32)} for n in (1, 6)]
+    sess = _check(m, feeds)
+    srcs = [fn.source for fn in sess._plan._specialiser._built.values()]
+    assert all("ascontiguousarray" not in src for src in srcs)
+    if form == "merge":         # [6, 7, 8] halves of [6, 14, 8]: axes of 6 and 56
+        assert any(".reshape(s" in src for src in srcs)     # (at n = 1 they are C order)
+
+
 def test_a_strided_feed_gets_a_run_of_its_own():
     """A feed of the same shape and dtype that is a strided view (every
     second column of a wider array) is a different signature: the code

@@ -22,6 +22,7 @@ active row, reading all of h_in; calls on disjoint tile ranges may run at once.
 """
 import numpy as np
 from numba import njit, types
+from numba.extending import intrinsic
 
 from .. import config
 
@@ -108,3 +109,16 @@ def copy_run(src, soff, dst, doff, n):
     """dst[doff:doff+n] = src[soff:soff+n]."""
     for i in range(n):
         dst[doff + i] = src[soff + i]
+
+
+@intrinsic
+def fptr(typingctx, arr):
+    """The data pointer of a float32 array of any layout.  Indexing it has no
+    negative-index wrap-around test, which an index Numba cannot prove
+    non-negative (an offset plus a loop counter) costs per element and which
+    keeps LLVM from vectorizing the loop (measured 4x on a strided loop)."""
+    sig = F32P(arr)
+
+    def codegen(context, builder, signature, args):
+        return context.make_array(signature.args[0])(context, builder, args[0]).data
+    return sig, codegen

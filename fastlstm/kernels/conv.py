@@ -779,14 +779,7 @@ GEMM_CHUNK = 16384
 GEMM_ROWS = 256
 
 
-@intrinsic
-def _fptr(typingctx, arr):
-    """The data pointer of a float32 array (the panel GEMM takes pointers)."""
-    sig = _F32P(arr)
-
-    def codegen(context, builder, signature, args):
-        return context.make_array(signature.args[0])(context, builder, args[0]).data
-    return sig, codegen
+from .common import fptr as _fptr    # noqa: E402
 
 
 @njit(**_jit)
