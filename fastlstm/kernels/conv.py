@@ -997,7 +997,11 @@ def conv_items(x, w, geo, y):
     K = KW * CIN
     Np = (COUT + 15) // 16 * 16
     row = W * CIN
+    # blocks of about equal size (64 items of 31 at most: 22 + 21 + 21, not
+    # 31 + 31 + 2, whose last product would be all tail)
     MB = min(N, max(6, ITEMS_CHUNK // row))
+    nblk = (N + MB - 1) // MB
+    MB = (N + nblk - 1) // nblk
     xt = np.empty(MB * row, np.float32)
     o = np.empty(MB * Np, np.float32)
     yrow = np.empty(MB, np.int64)
