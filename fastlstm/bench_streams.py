@@ -507,55 +507,14 @@ def format_breakdown(res, peak=None):
     return "\n".join(out)
 
 
-def _callee(names, code):
-    """What a line of a specialised run calls: '  [Conv stft/Conv]' for a runner
-    bound to a node, the function's name else ('' when nothing is called)."""
-    rhs = code.split("=", 1)[-1].strip()
-    name = rhs.split("(", 1)[0]
-    obj = names.get(name) if "(" in rhs and name.isidentifier() else None
-    if obj is None:
-        return ""
-    node = getattr(getattr(obj, "__self__", None), "node", None)
-    if node is not None:
-        return f"  [{node.op_type} {node.name.split('__Inline_0__')[-1]}]"
-    qual = getattr(obj, "__qualname__", None) or getattr(getattr(obj, "py_func", None),
-                                                          "__qualname__", "")
-    return f"  [{qual}]" if qual else ""
-
-
 def _graph_lines(pool, job, lines, repeats=10):
     """The heaviest lines (us per chunk, CPU) of the session's specialised run
-    of a batch's feed: its generated source run with a clock read after each
-    line.  Empty when that run is not specialised (or fastlstm's internals
-    changed: this reads them)."""
-    try:
-        n, feed = job[0], job[3]
-        plan = pool.session._plan
-        sp = plan._specialiser
-        fn = sp.lookup(sp.key(feed, tuple(pool._run_outputs), frozenset(), False))
-        src = fn.source.splitlines()
-        out, labels = [src[0], "    _T = _pc()"], []
-        for line in src[1:]:
-            code = line.strip()
-            out.append(line)
-            if code.startswith(("if ", "else", "elif ", "for ", "while ", "return")) \
-                    or code.endswith(":"):
-                continue
-            labels.append(code + _callee(fn.__globals__, code))
-            indent = line[:len(line) - len(code)]
-            out.append(f"{indent}_t = _pc(); _acc[{len(labels) - 1}] += _t - _T; _T = _t")
-        acc = np.zeros(len(labels))
-        ns = dict(fn.__globals__, _acc=acc, _pc=time.thread_time)
-        exec("\n".join(out) + "\n", ns)
-        run = ns[fn.__name__]
-        run(feed, None)
-        acc[:] = 0
-        for _ in range(repeats):
-            run(feed, None)
-    except Exception:
-        return []
-    order = np.argsort(-acc)[:lines]
-    return [(float(acc[k] / repeats / n * 1e6), labels[k]) for k in order]
+    of a batch's feed (``fastlstm.bench_lines.line_times``)."""
+    from .bench_lines import line_times
+    n, feed = job[0], job[3]
+    got = line_times(pool.session, feed, pool._run_outputs, repeats, clock=time.thread_time)
+    got.sort(key=lambda tl: -tl[0])
+    return [(t / n * 1e6, label) for t, label in got[:lines]]
 
 
 def _engine(name, spec, max_batch, max_wait_us):
