@@ -433,6 +433,7 @@ def _kind_ok(kind, v):
 def _check_spec(node):
     """The validated attributes of a recurrent node, as the kernels rely on them."""
     from .kernels import common
+    from .ops.quantized import RECURRENT_AS
     from .ops.recurrent_ops import RECURRENT_OPS
 
     def bad(what):
@@ -441,7 +442,7 @@ def _check_spec(node):
                                                                    RecurrentSpec):
         bad("recurrent node without its validated attributes")
     spec = node.layer.spec
-    if spec.op != node.op_type or spec.op not in RECURRENT_OPS:
+    if spec.op != RECURRENT_AS.get(node.op_type, node.op_type) or spec.op not in RECURRENT_OPS:
         bad(f"spec of op {spec.op!r} on a {node.op_type} node")
     desc = spec.desc
     if spec.direction not in DIRECTIONS:
@@ -576,6 +577,7 @@ def validate_graph(graph, outer=()):
     before, every graph output produced, packed layers and the inputs they read
     consistent.  A file that passes runs or fails only on its inputs."""
     from .ops import RUNNERS
+    from .ops.quantized import MS_DOMAIN, MS_OPS, RECURRENT_AS
     from .ops.recurrent_ops import RECURRENT_OPS
     from .ops.table import OPS
     for v in graph.inputs:
@@ -608,14 +610,15 @@ def validate_graph(graph, outer=()):
                 and all(isinstance(i, str) for i in n.inputs)
                 and all(isinstance(o, str) for o in n.outputs)):
             raise InvalidModel(f"node {k} is malformed")
-        if n.domain or n.op_type not in RUNNERS:
+        if n.op_type not in RUNNERS or (n.domain not in ("", "ai.onnx") and
+                                         (n.domain != MS_DOMAIN or n.op_type not in MS_OPS)):
             raise InvalidModel(f"{n.describe()}: not an op fastlstm runs")
         for i in n.inputs:
             if i and i not in defined:
                 raise InvalidModel(f"{n.describe()} reads '{i}', which no graph input, "
                                    f"constant or earlier node produces (nodes must be in "
                                    f"topological order, without cycles)")
-        if n.op_type in RECURRENT_OPS:
+        if n.op_type in RECURRENT_OPS or n.op_type in RECURRENT_AS:
             _check_spec(n)
             _check_recurrent_shapes(n, graph)
         elif n.layer is not None:

@@ -308,7 +308,7 @@ def check_layer(layer, spec):
     """Every size a reduced-precision layer's kernels trust, against its spec
     (a loaded ``.fastlstm`` file); returns an error message or None."""
     from .kernels import common
-    if not isinstance(layer, LowpLayer) or layer.mode not in ("int8", "bf16"):
+    if not isinstance(layer, LowpLayer) or layer.mode not in ("int8", "bf16", "ort-int8"):
         return "reduced-precision weights of an unknown kind"
     if layer.op != spec.op or layer.op not in GATES:
         return f"{layer.mode} weights packed for {layer.op!r} on a {spec.op} node"
@@ -324,7 +324,7 @@ def check_layer(layer, spec):
                 and b[0] == K and b[1] == n)
 
     f32 = np.dtype(np.float32)
-    if layer.mode == "int8":
+    if layer.mode != "bf16":       # int8, ort-int8: the same blobs
         ok = blob_ok(layer.W, I, D * N)
     else:
         ok = layer.W.dtype == np.uint16 and layer.W.size == I * D * N
@@ -364,7 +364,7 @@ def encode(layer, add):
 def decode(p, get):
     """A LowpLayer from ``encode``'s form (``get(ref)`` gives an array back)."""
     mode = p["mode"]
-    if mode not in ("int8", "bf16"):
+    if mode not in ("int8", "bf16", "ort-int8"):
         raise ValueError(f"weights mode {mode!r}")
     if p.get("layout") != LAYOUT:
         raise ValueError(f"reduced-precision weights of layout {p.get('layout')!r}; this "

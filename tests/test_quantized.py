@@ -23,6 +23,10 @@ import numpy as np
 import pytest
 
 import fastlstm
+from fastlstm import fileformat
+from fastlstm.onnx_import import load_graph
+from fastlstm.pack import pack_graph
+from fastlstm.simplify import simplify
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -98,6 +102,11 @@ def test_dynamic_quantize_lstm(tmp_path, direction, per_channel):
     for _ in range(2):
         for a, b in zip(sess.run(None, feed), ref):
             np.testing.assert_allclose(a, b, rtol=0, atol=tol)
+    # packed once into a .fastlstm file (``fastlstm convert``): the same outputs
+    f = tmp_path / "q.fastlstm"
+    fileformat.save(pack_graph(simplify(load_graph(q))), str(f))
+    for a, b in zip(fastlstm.InferenceSession(str(f)).run(None, feed), sess.run(None, feed)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_integer_ops_exact():
@@ -188,6 +197,12 @@ def test_conv_bilstm_reader(tmp_path, optimized):
         x = rng.standard_normal((1, 16, T)).astype(np.float32)
         ref = _ort(q, {"x": x})[0]
         np.testing.assert_allclose(sess.run(None, {"x": x})[0], ref, rtol=0, atol=tol)
+    # packed once into a .fastlstm file: the same outputs (within rounding: a
+    # first run is not the specialised one, whose products may be fused)
+    f = tmp_path / "q.fastlstm"
+    fileformat.save(pack_graph(simplify(load_graph(q))), str(f))
+    np.testing.assert_allclose(fastlstm.InferenceSession(str(f)).run(None, {"x": x})[0],
+                               sess.run(None, {"x": x})[0], rtol=0, atol=1e-6)
 
 
 def test_fused_matmul_forms():

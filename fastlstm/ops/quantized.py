@@ -410,6 +410,8 @@ def _build_dqlstm(node, ctx):
 dynamic_quantize_lstm.build = _build_dqlstm
 
 MS_DOMAIN = "com.microsoft"
+#: ops that run as a recurrent layer of another op (their node carries it)
+RECURRENT_AS = {"DynamicQuantizeLSTM": "LSTM"}
 MS_OPS = ("DynamicQuantizeLSTM", "DynamicQuantizeMatMul", "MatMulIntegerToFloat")
 
 
