@@ -29,7 +29,12 @@ at a time:
 2. a^2 products ``M[xi] = V[xi] @ U[xi]`` on the panel GEMM of
    ``fastlstm.kernels.gemm`` (rows = tiles, sums over input channels);
 3. output transform (``_at``) into a channels-last buffer, then bias, fused
-   activation and the stores into Y (channels first).
+   activation and the stores into Y (channels first), each output of a tile
+   to every channel's plane: the innermost loop runs along a row of that
+   buffer (the other order, a channel at a time along Y's rows, read the
+   buffer a float per row and took 40% of the call: 32 -> 64 channels on
+   16 x 200, F(4x4), 1615 -> 963 us, one-off measurement against
+   onnxruntime's 1580 / 1503 in the same runs).
 
 A layout with the tiles as columns (vectors along 8 tiles of a tile row,
 stores of whole vectors into Y) was tried and measured slower on CRNN's
@@ -257,6 +262,7 @@ def _wino(x, w, geo, y, MT):
     trows = np.empty(TB, np.int64)
     tcols = np.empty(TB, np.int64)
     vp, mp, wp = _fptr(v), _fptr(m), _fptr(w)
+    qp, yp = _fptr(q), _fptr(y)
     ospace = OH * OW
     vpl = TB * C8           # one point's matrix of V and of M
     mpl = TB * Np
@@ -291,16 +297,21 @@ def _wino(x, w, geo, y, MT):
                         _at2(m, r * Np + c, mpl, 0, q, r * MT * MT * QS + c, QS)
                     else:
                         _at4(m, r * Np + c, mpl, 0, q, r * MT * MT * QS + c, QS)
-            # Y is channels first: a channel at a time, along its rows
-            for c in range(COUT):
-                bv = w[BIAS + c]
-                yc = ybase + c * ospace
-                for r in range(tb):
-                    for a in range(trows[r]):
-                        qo = (r * MT * MT + a * MT) * QS + c
-                        yo = yc + tpos[r] + a * OW
-                        for b in range(tcols[r]):
-                            y[yo + b] = _act(q[qo + b * QS] + bv, ACT, clo, chi)
+            # Y is channels first: each output of a tile to every channel's
+            # plane (an innermost loop over the channels reads q along its rows)
+            for r in range(tb):
+                for a in range(trows[r]):
+                    for b in range(tcols[r]):
+                        qo = (r * MT * MT + a * MT + b) * QS
+                        yo = ybase + tpos[r] + a * OW + b
+                        if ACT == ACT_RELU:
+                            for c in range(COUT):
+                                s = qp[qo + c] + wp[BIAS + c]
+                                yp[yo + c * ospace] = np.float32(0) if s < 0 else s
+                        else:
+                            for c in range(COUT):
+                                yp[yo + c * ospace] = _act(qp[qo + c] + wp[BIAS + c], ACT,
+                                                           clo, chi)
             t0 += tb
 
 
