@@ -226,6 +226,34 @@ def test_conv_into_a_reused_buffer_from_a_read_only_feed():
     assert "out=" in _src(sess)
 
 
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+@pytest.mark.parametrize("pool_is_output", [False, True])
+def test_pool_writes_into_the_runs_buffer(op, pool_is_output):
+    """A pool between two ops writes a buffer the run keeps (its bound
+    ``into``); as a graph output it is a new array each run, never written
+    by a later one; read-only feeds too."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node(op, ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Mul", ["p", "p"], ["y"])]
+    outs = ["y", "p"] if pool_is_output else ["y"]
+    m = _model(nodes, [_fin("x", [1, 8, 12, 40])], outs)
+    sess = fastlstm.InferenceSession(m.SerializeToString())
+    kept = []
+    for k in range(6):
+        x = R.standard_normal((1, 8, 12, 40)).astype(np.float32)
+        if k % 3 == 2:
+            x.flags.writeable = False
+        got = sess.run(None, {"x": x})
+        kept.append([(g, g.copy()) for g in got])
+        for g, w in zip(got, run_ort(m, {"x": x})):
+            np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
+    for pairs in kept:
+        for g, c in pairs:
+            np.testing.assert_array_equal(g, c)
+    fn = next(iter(sess._plan._specialiser._built.values()))
+    assert any(getattr(v, "__name__", "") == "into" for v in fn.__globals__.values())
+
+
 @pytest.mark.parametrize("cat_is_output", [False, True])
 def test_dense_reads_a_joined_input_in_two_parts(cat_is_output):
     """Concat along K feeding only a dense layer: the layer reads both parts

@@ -941,18 +941,25 @@ def _bind_pool(node, consts, rec):
     xshape = x0.shape
     fn = _max_pool if is_max else _avg_pool
 
-    def run(x):
+    def into(x, y):
+        """The output written into ``y`` (C-contiguous, of the output's shape:
+        a buffer the executor keeps between runs; a fresh array of pool
+        output each run cost page faults at CRNN's sizes)."""
         if type(x) is not np.ndarray or x.shape != xshape or x.dtype is not _F32:
-            return fn(node, [x], 1)[0]
-        y = np.empty(shape, _F32)
+            y[...] = fn(node, [x], 1)[0]
+            return y
         xf = x.ravel()
         if not xf.flags.writeable:
             xf = xf.copy()
         if is_max:
-            kern(xf, geo, y.ravel(), _NO_IDX)
+            kern(xf, geo, y.reshape(-1), _NO_IDX)
         else:
-            kern(xf, geo, y.ravel())
+            kern(xf, geo, y.reshape(-1))
         return y
+
+    def run(x):
+        return into(x, np.empty(shape, _F32))
+    run.into = into
     return run
 
 
