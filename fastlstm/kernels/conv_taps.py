@@ -10,14 +10,18 @@ its columns whose body sums every tap, written out for the kernel's shape:
     y[ow] = act(b + w0 * r0[ow] + w1 * r0[ow + 1] + ... + w8 * r2[ow + 2])
 
 (r0..r2 the padded input rows the taps read), which LLVM vectorizes along
-the columns, each input vector feeding one FMA and the output written once.
+the columns, each input vector feeding one FMA and the output written once:
+the rows are read and Y written through data pointers
+(``kernels.common.fptr``): indexed as array slices, each index got a
+negative-index test and the loop stayed scalar (read in the asm).
 The source is generated per kernel shape and activation and compiled once
 (``fastlstm.fuse.compile_kernel``, cached on disk like the fused loops).
 
 Column stride and all dilations 1; any row stride; groups of one input
-channel (depthwise convs included).  The sum runs in tap order from the
-bias, so results are the same for every call, and differ from the other
-kernels' by rounding only.
+channel (depthwise convs included).  The sum runs in a fixed order (each
+kernel row's taps in order, then the bias and the rows' sums pairwise), so
+results are the same for every call, and differ from the other kernels' by
+rounding only.
 """
 import numpy as np
 
@@ -44,6 +48,7 @@ def source(KH, KW, act):
     taps = KH * KW
     lines = fuse.header("conv with unrolled taps (fastlstm.kernels.conv_taps)",
                         "xp, w, BIAS, y, N, COUT, CGO, CIN, OH, OW, Hp, Wp, SH, lo, hi") + [
+        "    px, py = fptr(xp), fptr(y)",
         "    for n in range(N):",
         "        for c in range(COUT):",
         "            base = (n * CIN + c // CGO) * Hp * Wp",
@@ -54,14 +59,21 @@ def source(KH, KW, act):
     lines.append("            for oh in range(OH):")
     for kh in range(KH):
         lines.append(f"                s{kh} = base + (oh * SH + {kh}) * Wp")
-        lines.append(f"                r{kh} = xp[s{kh}:s{kh} + OW + {KW - 1}]")
     lines.append("                o = ((n * COUT + c) * OH + oh) * OW")
-    lines.append("                yo = y[o:o + OW]")
     lines.append("                for ow in range(OW):")
-    terms = " + ".join(f"w{kh * KW + kw} * r{kh}[ow + {kw}]"
-                       for kh in range(KH) for kw in range(KW))
-    lines.append(f"                    v = b + {terms}")
-    lines.append(f"                    yo[ow] = {_ACT[act].format('v')}")
+    # a sum per kernel row, then the rows' sums added pairwise: a chain of
+    # KW FMAs and log2(KH + 1) adds instead of one of KH*KW FMAs (whose
+    # latency the loop waited on)
+    rows = ["b"] + [" + ".join(f"w{kh * KW + kw} * px[s{kh} + ow + {kw}]" for kw in range(KW))
+                    for kh in range(KH)]
+    for kh, expr in enumerate(rows[1:]):
+        lines.append(f"                    t{kh} = {expr}")
+    names = ["b"] + [f"t{kh}" for kh in range(KH)]
+    while len(names) > 1:
+        names = [f"({names[i]} + {names[i + 1]})" if i + 1 < len(names) else names[i]
+                 for i in range(0, len(names), 2)]
+    lines.append(f"                    v = {names[0]}")
+    lines.append(f"                    py[o + ow] = {_ACT[act].format('v')}")
     return "\n".join(lines) + "\n"
 
 
@@ -86,4 +98,4 @@ class TapsConv:
             xp = x
         lo, hi = K.clip_bounds(geo)
         self.fn(xp, w, geo[K.G_BIAS], y, N, COUT, CGO, CIN, OH, OW, Hp, Wp, geo[K.G_SH],
-                lo, hi)
+                np.float32(lo), np.float32(hi))
