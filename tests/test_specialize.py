@@ -230,12 +230,13 @@ def test_fused_loop_reads_strided_slices_in_place():
         assert "ascontiguousarray" not in fn.source and fn.source.count("np.empty") == 1
 
 
-@pytest.mark.parametrize("form", ["merge", "step", "transpose"])
+@pytest.mark.parametrize("form", ["merge", "step", "reverse", "transpose"])
 def test_fused_loop_over_views_of_every_stride(form):
     """The fused loop's views, read through their pointers: halves whose
     last two axes merge into one unit-stride run ("merge", Silero's STFT
     magnitude), every second element of the last axis (a stride of 2:
-    the loop's other version), and a transposed operand."""
+    the loop's other version), the last axis reversed (a negative stride),
+    and a transposed operand."""
     ints = lambda *v: np.array(v, np.int64)     # noqa: E731
     if form == "transpose":
         nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 1]),
@@ -246,14 +247,18 @@ def test_fused_loop_over_views_of_every_stride(form):
         feeds = [{"x": R.standard_normal((n, 6, 9)).astype(np.float32),
                   "u": R.random((n, 9, 6)).astype(np.float32)} for n in (1, 5)]
     else:
-        step = 2 if form == "step" else 1
         inits = [("s0", ints(0)), ("e0", ints(7)), ("s1", ints(7)), ("e1", ints(14)),
                  ("ax", ints(1)), ("two", np.array(2, np.float32))]
-        if step == 2:
+        if form == "step":
             inits = [("s0", ints(0, 0)), ("e0", ints(7, 8)), ("s1", ints(7, 1)),
                      ("e1", ints(14, 8)), ("ax", ints(1, 2)), ("st", ints(1, 2)),
                      ("two", np.array(2, np.float32))]
-        extra = ["st"] if step == 2 else []
+        elif form == "reverse":
+            big = np.iinfo(np.int64).min
+            inits = [("s0", ints(0, -1)), ("e0", ints(7, big)), ("s1", ints(7, -1)),
+                     ("e1", ints(14, big)), ("ax", ints(1, 2)), ("st", ints(1, -1)),
+                     ("two", np.array(2, np.float32))]
+        extra = ["st"] if form in ("step", "reverse") else []
         nodes = [helper.make_node("Slice", ["x", "s0", "e0", "ax"] + extra, ["re"]),
                  helper.make_node("Slice", ["x", "s1", "e1", "ax"] + extra, ["im"]),
                  helper.make_node("Pow", ["re", "two"], ["r2"]),

@@ -771,7 +771,6 @@ def conv_transpose(x, w, geo, y):
 from .gemm import _tile as _gemm_tile       # noqa: E402
 from .simd import PANEL as _GPANEL          # noqa: E402
 
-_F32P = types.CPointer(types.float32)
 #: floats of im2col rows a chunk holds (64 KB: in L2 beside the output chunk and the
 #: weights of a 512 KB L2; 16384 measured 28 GMAC/s on the STFT at batch 293, 65536 24)
 GEMM_CHUNK = 16384
@@ -1005,7 +1004,7 @@ def conv_items(x, w, geo, y):
     xt = np.empty(MB * row, np.float32)
     o = np.empty(MB * Np, np.float32)
     yrow = np.empty(MB, np.int64)
-    xp, wp, op = _fptr(xt), _fptr(w), _fptr(o)
+    xp, wp, op, xs = _fptr(xt), _fptr(w), _fptr(o), _fptr(x)
     for n0 in range(0, N, MB):
         mb = min(MB, N - n0)
         for i in range(mb):                 # items n0.. to [item, position, channel]
@@ -1013,7 +1012,7 @@ def conv_items(x, w, geo, y):
             dst = i * row
             for c in range(CIN):
                 for p in range(W):
-                    xt[dst + p * CIN + c] = x[src + c * W + p]
+                    xp[dst + p * CIN + c] = xs[src + c * W + p]
         for ow in range(OW):
             kw0, nk = _tap_range(ow, 1, SW, 1, PW, KW, W)
             o[:mb * Np] = 0

@@ -250,7 +250,7 @@ def _wino(x, w, geo, y, MT):
     nblk = (tiles + TB - 1) // TB
     TB = (tiles + nblk - 1) // nblk
     # q's rows (one per output of a tile) are QS floats apart, not a multiple
-    # of 256 bytes: the stores read one channel of every tile's outputs
+    # of 256 bytes (the output transform writes a column of rows per vector)
     QS = Np + 8
     xt = np.empty(Hp * Wp * C8, np.float32)
     v = np.empty(NPT * TB * C8, np.float32)
