@@ -505,6 +505,12 @@ def _kernel_name(runner):
 @pytest.mark.parametrize("xs,ws,bias,attrs", GEMM_CONV,
                          ids=[f"{c[0]}x{c[1]}-{k}" for k, c in enumerate(GEMM_CONV)])
 def test_conv_gemm(xs, ws, bias, attrs, gemm_on):
+    _check_kernel(xs, ws, bias, attrs, "conv_gemm")
+
+
+def _check_kernel(xs, ws, bias, attrs, kernel):
+    """The Conv on ``kernel`` (forced by the caller) against onnxruntime, alone
+    and with each fused activation; the runner itself unchanged by fusing."""
     inputs = [("x", _rand(*xs)), ("W", _rand(*ws)), ("B", _rand(ws[0]) if bias else None)]
     _compare("Conv", inputs, attrs, 17)
     x = inputs[0][1]
@@ -512,15 +518,15 @@ def test_conv_gemm(xs, ws, bias, attrs, gemm_on):
     sess = fastlstm.InferenceSession(model.SerializeToString())
     (runner,) = sess._plan.runners
     plain = runner.run1(x)
-    assert _kernel_name(runner) == "conv_gemm"
+    assert _kernel_name(runner) == kernel
     atol, rtol = _tol(inputs)
     exp = run_ort(model, {"x": x})[0]
     for act, ref in (("Relu", np.maximum(exp, 0)), ("Sigmoid", 1 / (1 + np.exp(-exp)))):
         f = runner.fused(act)
         got = f.run1(x)
-        assert _kernel_name(f) == "conv_gemm"
+        assert _kernel_name(f) == kernel
         np.testing.assert_allclose(got, ref, atol=atol, rtol=rtol, err_msg=act)
-    np.testing.assert_array_equal(runner.run1(x), plain)     # the runner itself unchanged
+    np.testing.assert_array_equal(runner.run1(x), plain)
 
 
 def test_conv_gemm_matches_the_panel_kernel_and_the_choice(monkeypatch):
@@ -577,20 +583,7 @@ def test_conv_items(xs, ws, bias, attrs, monkeypatch):
     against onnxruntime, alone and with each fused activation."""
     from fastlstm.ops import conv as conv_ops
     monkeypatch.setattr(conv_ops, "ITEMS", True)
-    inputs = [("x", _rand(*xs)), ("W", _rand(*ws)), ("B", _rand(ws[0]) if bias else None)]
-    _compare("Conv", inputs, attrs, 17)
-    x = inputs[0][1]
-    model = _model("Conv", inputs, attrs, 17, consts=("W", "B"))
-    (runner,) = fastlstm.InferenceSession(model.SerializeToString())._plan.runners
-    runner.run1(x)
-    assert _kernel_name(runner) == "conv_items"
-    atol, rtol = _tol(inputs)
-    exp = run_ort(model, {"x": x})[0]
-    for act, ref in (("Relu", np.maximum(exp, 0)), ("Sigmoid", 1 / (1 + np.exp(-exp)))):
-        f = runner.fused(act)
-        got = f.run1(x)
-        assert _kernel_name(f) == "conv_items"
-        np.testing.assert_allclose(got, ref, atol=atol, rtol=rtol, err_msg=act)
+    _check_kernel(xs, ws, bias, attrs, "conv_items")
 
 
 def test_conv_gemm_fed_weights_threads_and_buffers(gemm_on):
