@@ -66,7 +66,7 @@ def main(argv=None):
     for name, case in cases.items():
         ours, ort, lines, nodes = breakdown(case, args.rounds, args.repeats)
         print(f"\n{name}: us per run, 1 thread, medians of {args.rounds} rounds")
-        print(f"| kind | fastlstm | onnxruntime | ratio |\n|---|---:|---:|---:|")
+        print("| kind | fastlstm | onnxruntime | ratio |\n|---|---:|---:|---:|")
         for k in KINDS + ("total",):
             a = sum(ours.values()) if k == "total" else ours.get(k, 0.0)
             b = sum(ort.values()) if k == "total" else ort.get(k, 0.0)

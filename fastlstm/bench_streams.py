@@ -428,7 +428,6 @@ def breakdown(case="silero", sizes=(64, 256), repeats=15, silero=None, lines=12,
     ``repeats`` batches of random streams out of 2048.  Then the graph's
     heaviest lines at each batch size (the specialised run, per line), when
     the session runs specialised."""
-    import fastlstm
     from .pool import _finish_many
     if cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {cpu})

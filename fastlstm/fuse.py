@@ -14,8 +14,6 @@ import os
 import sys
 import threading
 
-import numpy as np
-
 from . import config
 
 _lock = threading.Lock()

@@ -206,7 +206,6 @@ def _make_bf16_tile(MR, NV):
             i16, i32, i64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
             vty = ir.VectorType(f32, LANES)
             hty = ir.VectorType(i16, LANES)
-            ity = ir.VectorType(i32, LANES)
             fma = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(vty, [vty, vty, vty]), f"llvm.fma.v{LANES}f32")
             undef = ir.Constant(vty, ir.Undefined)
@@ -410,7 +409,6 @@ def _gru(nact, xp, xoff, R, rb, h_in, h_out, y, yoff, ws, ip, fp, bf16):
     p0 = ip[IP_P0]
     p1 = ip[IP_P1]
     B = ip[IP_BATCH]
-    Q = int8.qrow_floats(Hp)
     N3 = 3 * Hp
     zoff = B * N3               # zt, then rt (.) Ht-1, then quantized rows
     rhoff = zoff + B * Hp

@@ -267,7 +267,6 @@ def load_graph(source, external_data_dir=None):
     InvalidModel   malformed or inconsistent model
     UnsupportedOp  an op, domain, opset, attribute or dtype fastlstm does not run
     """
-    onnx = _onnx()
     model = read_model(source)
     base_dir = external_data_dir
     if base_dir is None and isinstance(source, (str, os.PathLike)):
