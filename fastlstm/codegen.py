@@ -757,17 +757,18 @@ def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
             else:
                 line(f"    {outs[0]} = {ins[0]}.reshape(-1).take({N.g(idx, 'm')})")
             fresh(n.outputs)
-        elif ((b := _bind(n, consts, rec)) is not None and getattr(b, "into", None) is not None
-              and len(n.outputs) == 1 and isinstance(rec.get(n.outputs[0]), np.ndarray)):
-            # a bound op that writes into an array it is given (a pool): its
-            # output is a buffer of the run like a kernel's
-            o = n.outputs[0]
-            allocs[o] = (tuple(rec[o].shape), rec[o].dtype)
-            call = N.g(b.into, "b")
-            body.append((lambda o=o, call=call, ins=tuple(ins): alloc(o) + [
-                f"    {call}({', '.join(ins)}, {shaped(o, None)})"], None, False, o))
-            fresh([o])
         elif (b := _bind(n, consts, rec)) is not None:
+            if (getattr(b, "into", None) is not None and len(n.outputs) == 1
+                    and isinstance(rec.get(n.outputs[0]), np.ndarray)):
+                # a bound op that writes into an array it is given (a pool):
+                # its output is a buffer of the run like a kernel's
+                o = n.outputs[0]
+                allocs[o] = (tuple(rec[o].shape), rec[o].dtype)
+                call = N.g(b.into, "b")
+                body.append((lambda o=o, call=call, ins=tuple(ins): alloc(o) + [
+                    f"    {call}({', '.join(ins)}, {shaped(o, None)})"], None, False, o))
+                fresh([o])
+                continue
             args = [rec.get(i) if i in rec else consts.get(i) for i in n.inputs if i]
             try:
                 shares = _shares(b(*[rec.get(i) if i in rec else consts.get(i) if i else None

@@ -304,14 +304,8 @@ def _wino(x, w, geo, y, MT):
                     for b in range(tcols[r]):
                         qo = (r * MT * MT + a * MT + b) * QS
                         yo = ybase + tpos[r] + a * OW + b
-                        if ACT == ACT_RELU:
-                            for c in range(COUT):
-                                s = qp[qo + c] + wp[BIAS + c]
-                                yp[yo + c * ospace] = np.float32(0) if s < 0 else s
-                        else:
-                            for c in range(COUT):
-                                yp[yo + c * ospace] = _act(qp[qo + c] + wp[BIAS + c], ACT,
-                                                           clo, chi)
+                        for c in range(COUT):
+                            yp[yo + c * ospace] = _act(qp[qo + c] + wp[BIAS + c], ACT, clo, chi)
             t0 += tb
 
 
