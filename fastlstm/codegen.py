@@ -93,37 +93,86 @@ def _readers(nodes):
     return readers
 
 
-def _fuse_conv_activation(nodes, runners, outputs):
-    """Convs whose only reader is a Relu, a Sigmoid, or a Clip with constant
-    bounds (as its data input) apply it themselves.
+#: Whether a specialised run fuses a MaxPool into the Conv before it (see
+#: ``_fuse_conv_activation``); off for benchmarks that compare the two.
+FUSE_POOL = True
 
-    Returns {activation node index: conv output name} and, per node, the
+
+def _fuse_conv_activation(nodes, runners, outputs, rec):
+    """Convs whose only reader is a Relu, a Sigmoid, or a Clip with constant
+    bounds (as its data input), or a SiLU (a Sigmoid and a Mul of the Conv's
+    output by it, PyTorch's export of nn.SiLU), apply it themselves; then,
+    when the only reader of that is a MaxPool whose windows tile it
+    (``ConvRunner.fused_pool``), the pool too.
+
+    Returns {activation node index: conv output name}, {conv index: name of
+    the output it computes} (the pool's, for a fused pool), the indices of
+    the other nodes a conv computes (SiLU's Mul, a pool), and per node the
     runner to call (a fused copy of the conv's, so the general path, which
-    still runs the activation node, is left as it was)."""
+    still runs those nodes, is left as it was)."""
     readers = _readers(nodes)
-    alias = {}
+    alias, target, absorbed = {}, {}, set()
     runners = list(runners)
     for k, (n, r) in enumerate(zip(nodes, runners)):
         make = getattr(r, "fused", None)
         if make is None or not n.outputs or n.outputs[0] in outputs:
             continue
-        rs = readers.get(n.outputs[0], [])
-        if len(rs) != 1:
-            continue
-        act = nodes[rs[0]]
+        out = n.outputs[0]
+        rs = readers.get(out, [])
         new = None
-        if act.op_type in ("Relu", "Sigmoid"):
-            new = make(act.op_type)
-        elif (act.op_type == "Clip" and act.inputs[0] == n.outputs[0]
-              and n.outputs[0] not in act.inputs[1:]
-              and hasattr(r, "clip_bounds_from")):
-            bounds = r.clip_bounds_from(act)
-            if bounds is not None:
-                new = make("Clip", bounds)
-        if new is not None:
+        if len(rs) == 1:
+            act = nodes[rs[0]]
+            if act.op_type in ("Relu", "Sigmoid"):
+                new = make(act.op_type)
+            elif (act.op_type == "Clip" and act.inputs[0] == out
+                  and out not in act.inputs[1:]
+                  and hasattr(r, "clip_bounds_from")):
+                bounds = r.clip_bounds_from(act)
+                if bounds is not None:
+                    new = make("Clip", bounds)
+            if new is not None:
+                alias[rs[0]] = out
+                last = act
+        elif len(rs) == 2 and (silu := _silu(nodes, rs, out, readers, outputs)) is not None:
+            new = make("SiLU")
+            if new is not None:
+                sig, mul = silu
+                absorbed.add(sig)
+                alias[mul] = out
+                last = nodes[mul]
+        if new is None:
+            new, last = r, n
+        # a MaxPool after it
+        end = last.outputs[0]
+        rs = readers.get(end, [])
+        if (FUSE_POOL and len(rs) == 1 and end not in outputs and hasattr(new, "fused_pool")
+                and isinstance(rec.get(n.inputs[0]), np.ndarray)
+                and (pooled := new.fused_pool(nodes[rs[0]], rec[n.inputs[0]])) is not None):
+            new = pooled
+            absorbed.add(rs[0])
+            target[k] = nodes[rs[0]].outputs[0]
+            for a in [a for a, o in alias.items() if o == out]:    # (nothing reads it)
+                del alias[a]
+                absorbed.add(a)
+        if new is not r:
             runners[k] = new
-            alias[rs[0]] = n.outputs[0]
-    return alias, runners
+    return alias, target, absorbed, runners
+
+
+def _silu(nodes, rs, out, readers, outputs):
+    """(Sigmoid index, Mul index) when the two readers ``rs`` of ``out``
+    are y = Mul(out, Sigmoid(out)) (either order), the Sigmoid read by that
+    Mul alone; else None."""
+    a, b = (nodes[i] for i in rs)
+    if a.op_type == "Mul":
+        a, b = b, a
+        rs = rs[::-1]
+    if a.op_type != "Sigmoid" or b.op_type != "Mul" or a.inputs[0] != out:
+        return None
+    s = a.outputs[0]
+    if s in outputs or readers.get(s, []) != [rs[1]] or sorted(b.inputs) != sorted([out, s]):
+        return None
+    return rs[0], rs[1]
 
 
 def _dense_with_bias(nodes, rec, consts, outputs):
@@ -586,9 +635,10 @@ def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
             head.append(f"    {N.v(name)} = feed[{name!r}]")
     for name, a in consts.items():
         N.var[name] = N.g(a, "c")
-    relu_alias, runners = _fuse_conv_activation(nodes, runners, outset)
+    relu_alias, conv_out, absorbed, runners = _fuse_conv_activation(nodes, runners, outset,
+                                                                    rec)
     dense = _dense_with_bias(nodes, rec, consts, outset)
-    dense_adds = {a for a, _ in dense.values()}
+    dense_adds = {a for a, _ in dense.values()} | absorbed
     keep = [k for k in range(len(nodes)) if k not in relu_alias and k not in dense_adds]
     groups, inner, fusable = _groups([nodes[k] for k in keep], rec, consts, outset)
     groups = {keep[k]: [keep[m] for m in ms] for k, ms in groups.items()}
@@ -694,6 +744,8 @@ def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
             fresh([dst])
             continue
         ins = [N.v(i) if i else "None" for i in n.inputs]
+        if k in conv_out and not (n.inputs[0] in rec and r.kernel_call(rec[n.inputs[0]])):
+            raise RuntimeError(f"{n.describe()}: a fused MaxPool needs the kernel call")
         run = _run_map(n, rec, consts, static)
         src = base.get(n.inputs[0]) if n.inputs else None
         if run is not None and src is not None and src[1] is not None and not (
@@ -819,7 +871,7 @@ def compile_plan(plan, outputs, feed, optional=frozenset(), run_all=False):
             # a read-only X (a view of a read-only feed), which the kernels'
             # signatures refuse, goes through the runner, which copies it
             kern, w, geo, shape = kc
-            o = n.outputs[0]
+            o = conv_out.get(k, n.outputs[0])      # (a fused pool's output)
             allocs[o] = (tuple(shape), np.float32)
             call = (N.g(kern, 'k'), N.g(w, 'w'), N.g(geo, 'g'), N.g(r.run1, 'r'))
 

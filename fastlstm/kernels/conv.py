@@ -121,16 +121,30 @@ def kernel(name):
     return compiled(globals()[name])
 
 
+def compiled_epilogue():
+    """``epilogue``, compiled for its one signature on first use."""
+    if not epilogue.signatures:
+        epilogue.compile(types.void(_F, _L, _F))
+    return epilogue
+
+
 # ---- geo: the int64 geometry block every kernel reads -----------------------------
 (G_N, G_G, G_CIN, G_CGI, G_COUT, G_CGO,
  G_D, G_H, G_W, G_OD, G_OH, G_OW,
  G_KD, G_KH, G_KW, G_SD, G_SH, G_SW, G_DD, G_DH, G_DW,
  G_PD, G_PH, G_PW, G_QD, G_QH, G_QW,
- G_NP, G_BIAS, G_ACT, G_PADCOPY, G_COUNT_PAD, G_CLIP) = range(33)
+ G_NP, G_BIAS, G_ACT, G_PADCOPY, G_COUNT_PAD, G_CLIP, G_POOLH, G_POOLW) = range(35)
 #: geo[G_ACT]: the activation fused into a Conv's output; ACT_CLIP's bounds are
-#: two float32 in the bits of geo[G_CLIP] (``clip_bounds``)
-ACT_NONE, ACT_RELU, ACT_SIGMOID, ACT_CLIP = 0, 1, 2, 3
-GEO_SIZE = 33
+#: two float32 in the bits of geo[G_CLIP] (``clip_bounds``).  ACT_SILU (x *
+#: sigmoid(x), PyTorch's SiLU exported as Sigmoid and Mul) is computed by
+#: ``epilogue`` and by the Winograd kernels only (``fastlstm.ops.conv`` runs
+#: the other kernels without it, then ``epilogue``).
+ACT_NONE, ACT_RELU, ACT_SIGMOID, ACT_CLIP, ACT_SILU = 0, 1, 2, 3, 4
+#: geo[G_POOLH], geo[G_POOLW]: a MaxPool fused after the Conv (and its
+#: activation), windows of POOLH x POOLW with the same strides, no padding
+#: (0: none); the output is then the pooled one.  Computed by ``epilogue``
+#: and by the Winograd kernels.
+GEO_SIZE = 35
 
 
 @njit(**_jit)
@@ -146,6 +160,53 @@ def _clip(v, lo, hi):
     a NaN bound leaves v as it is)."""
     v = lo if v < lo else v
     return hi if v > hi else v
+
+
+@njit(**dict(_jit, inline="always"))
+def apply_act(v, ACT, clo, chi):
+    """The fused activation ``ACT`` (an ACT_* code) of one value."""
+    if ACT == ACT_RELU:
+        return np.float32(0) if v < 0 else v
+    if ACT == ACT_SIGMOID:
+        return _sigmoid(v)
+    if ACT == ACT_CLIP:
+        return _clip(v, clo, chi)
+    if ACT == ACT_SILU:
+        return v * _sigmoid(v)
+    return v
+
+
+@njit(**dict(_jit, inline="always"))
+def pool_max(a, b):
+    """MaxPool's rule for the next tap b after the running max a (as
+    ``fastlstm.kernels.pool``): b when a is not NaN and b is greater or NaN,
+    else a (NaN propagates, the first NaN is kept, of equal values the first)."""
+    return b if (a == a and not b <= a) else a
+
+
+@njit(**_jit)
+def epilogue(t, geo, y):
+    """y from t, the Conv's output [N*COUT planes of OH x OW] without its
+    activation: the activation geo[G_ACT], then the fused MaxPool
+    (geo[G_POOLH] x geo[G_POOLW] windows, when set) into y's [N*COUT planes
+    of OH // POOLH x OW // POOLW]."""
+    NP_, OH, OW = geo[G_N] * geo[G_COUT], geo[G_OH], geo[G_OW]
+    ACT = geo[G_ACT]
+    clo, chi = clip_bounds(geo)
+    KH, KW = max(geo[G_POOLH], 1), max(geo[G_POOLW], 1)
+    PH, PW = OH // KH, OW // KW
+    for p in range(NP_):
+        src = p * OH * OW
+        dst = p * PH * PW
+        for ph in range(PH):
+            for pw in range(PW):
+                o = src + ph * KH * OW + pw * KW
+                m = apply_act(t[o], ACT, clo, chi)
+                for i in range(KH):
+                    for j in range(KW):
+                        if i + j > 0:
+                            m = pool_max(m, apply_act(t[o + i * OW + j], ACT, clo, chi))
+                y[dst + ph * PW + pw] = m
 
 
 def _make_tile(P, S):

@@ -32,7 +32,7 @@ from . import conv as K
 MAX_TAPS = 25
 
 _ACT = {K.ACT_NONE: "{}", K.ACT_RELU: "relu({})", K.ACT_SIGMOID: "sigmoid({})",
-        K.ACT_CLIP: "clip({}, lo, hi)"}
+        K.ACT_CLIP: "clip({}, lo, hi)", K.ACT_SILU: "{0} * sigmoid({0})"}
 
 
 def eligible(geo):
@@ -43,12 +43,20 @@ def eligible(geo):
             and geo[K.G_OD] == 1 and geo[K.G_D] == 1)
 
 
-def source(KH, KW, act):
-    """The kernel for a KH x KW conv with activation ``act`` (a K.ACT_* code)."""
+def source(KH, KW, act, pool=None):
+    """The kernel for a KH x KW conv with activation ``act`` (a K.ACT_* code),
+    and a MaxPool of ``pool`` = (rows, columns) windows with as many
+    strides (None: none): the conv's output rows of a window row are then
+    computed into a buffer that stays in L1, and the windows' maxima stored
+    (MaxPool's rule of ``fastlstm.kernels.pool``: taps in row-major order,
+    the first as it is, then one that is greater or NaN unless the max is
+    NaN)."""
     taps = KH * KW
+    PKH, PKW = pool or (1, 1)
     lines = fuse.header("conv with unrolled taps (fastlstm.kernels.conv_taps)",
-                        "xp, w, BIAS, y, N, COUT, CGO, CIN, OH, OW, Hp, Wp, SH, lo, hi") + [
-        "    px, py = fptr(xp), fptr(y)",
+                        "xp, w, BIAS, y, N, COUT, CGO, CIN, OH, OW, Hp, Wp, SH, lo, hi, rb") + [
+        "    px, py, pr = fptr(xp), fptr(y), fptr(rb)",
+        f"    POH, POW = OH // {PKH}, OW // {PKW}",
         "    for n in range(N):",
         "        for c in range(COUT):",
         "            base = (n * CIN + c // CGO) * Hp * Wp",
@@ -56,24 +64,49 @@ def source(KH, KW, act):
     ]
     for t in range(taps):
         lines.append(f"            w{t} = w[c * {taps} + {t}]")
-    lines.append("            for oh in range(OH):")
-    for kh in range(KH):
-        lines.append(f"                s{kh} = base + (oh * SH + {kh}) * Wp")
-    lines.append("                o = ((n * COUT + c) * OH + oh) * OW")
-    lines.append("                for ow in range(OW):")
     # a sum per kernel row, then the rows' sums added pairwise: a chain of
     # KW FMAs and log2(KH + 1) adds instead of one of KH*KW FMAs (whose
     # latency the loop waited on)
     rows = ["b"] + [" + ".join(f"w{kh * KW + kw} * px[s{kh} + ow + {kw}]" for kw in range(KW))
                     for kh in range(KH)]
-    for kh, expr in enumerate(rows[1:]):
-        lines.append(f"                    t{kh} = {expr}")
     names = ["b"] + [f"t{kh}" for kh in range(KH)]
     while len(names) > 1:
         names = [f"({names[i]} + {names[i + 1]})" if i + 1 < len(names) else names[i]
                  for i in range(0, len(names), 2)]
-    lines.append(f"                    v = {names[0]}")
-    lines.append(f"                    py[o + ow] = {_ACT[act].format('v')}")
+
+    def row(indent, oh, dst, count):
+        out = []
+        for kh in range(KH):
+            out.append(f"{indent}s{kh} = base + ({oh} * SH + {kh}) * Wp")
+        out.append(f"{indent}for ow in range({count}):")
+        for kh, expr in enumerate(rows[1:]):
+            out.append(f"{indent}    t{kh} = {expr}")
+        out.append(f"{indent}    v = {names[0]}")
+        out.append(f"{indent}    {dst} = {_ACT[act].format('v')}")
+        return out
+
+    if pool is None:
+        lines.append("            for oh in range(OH):")
+        lines.append("                o = ((n * COUT + c) * OH + oh) * OW")
+        lines += row("                ", "oh", "py[o + ow]", "OW")
+        return "\n".join(lines) + "\n"
+    lines.append("            for ph in range(POH):")
+    for i in range(PKH):
+        lines += row("                ", f"(ph * {PKH} + {i})", f"pr[{i} * OW + ow]",
+                     f"POW * {PKW}")
+    lines.append("                o = ((n * COUT + c) * POH + ph) * POW")
+    lines.append("                for pw in range(POW):")
+    first = True
+    for i in range(PKH):
+        for j in range(PKW):
+            tap = f"pr[{i} * OW + pw * {PKW} + {j}]"
+            if first:
+                lines.append(f"                    m = {tap}")
+                first = False
+            else:
+                lines.append(f"                    u = {tap}")
+                lines.append("                    m = u if (m == m and not u <= m) else m")
+    lines.append("                    py[o + pw] = m")
     return "\n".join(lines) + "\n"
 
 
@@ -82,8 +115,9 @@ class TapsConv:
     activation; ``w`` in ONNX layout with the bias at geo[G_BIAS]
     (``conv_rows``'s weights)."""
 
-    def __init__(self, KH, KW, act):
-        self.fn = fuse.compile_kernel(source(KH, KW, act))
+    def __init__(self, KH, KW, act, pool=None):
+        self.fn = fuse.compile_kernel(source(KH, KW, act, pool))
+        self.pool = pool
 
     def __call__(self, x, w, geo, y):
         N, CIN, COUT, CGO = geo[K.G_N], geo[K.G_CIN], geo[K.G_COUT], geo[K.G_CGO]
@@ -97,5 +131,6 @@ class TapsConv:
         else:
             xp = x
         lo, hi = K.clip_bounds(geo)
+        rb = np.empty(self.pool[0] * OW if self.pool else 1, np.float32)
         self.fn(xp, w, geo[K.G_BIAS], y, N, COUT, CGO, CIN, OH, OW, Hp, Wp, geo[K.G_SH],
-                np.float32(lo), np.float32(hi))
+                np.float32(lo), np.float32(hi), rb)

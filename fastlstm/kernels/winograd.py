@@ -56,9 +56,10 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from .conv import (ACT_CLIP, ACT_RELU, ACT_SIGMOID, G_ACT, G_BIAS, G_CIN, G_COUT, G_H, G_N,
-                   G_NP, G_OH, G_OW, G_PH, G_PW, G_W, NC, _SIG_CONV, _clip, _entry, _fptr,
-                   _jit, _pad_copy_nhwc, _sigmoid, clip_bounds, conv_panel)
+from .conv import (ACT_CLIP, ACT_NONE, ACT_RELU, ACT_SIGMOID, ACT_SILU, G_ACT, G_BIAS, G_CIN,
+                   G_COUT, G_H, G_N, G_NP, G_OH, G_OW, G_PH, G_POOLH, G_POOLW, G_PW, G_W, NC,
+                   _SIG_CONV, _clip, _entry, _fptr, _jit, _pad_copy_nhwc, _sigmoid, clip_bounds,
+                   conv_panel, epilogue, pool_max)
 from .gemm import panel_gemm
 
 #: channels per vector of the transforms (one AVX2 register of float32)
@@ -204,18 +205,6 @@ _bt4, _at4 = _make_transform(_F4["BT"], "in"), _make_transform(_F4["AT"], "out")
 
 
 @njit(**dict(_jit, inline="always"))
-def _act(v, ACT, clo, chi):
-    """The fused activation of ``fastlstm.kernels.conv`` (geo[G_ACT])."""
-    if ACT == ACT_RELU:
-        return np.float32(0) if v < 0 else v
-    if ACT == ACT_SIGMOID:
-        return _sigmoid(v)
-    if ACT == ACT_CLIP:
-        return _clip(v, clo, chi)
-    return v
-
-
-@njit(**dict(_jit, inline="always"))
 def _wino(x, w, geo, y, MT):
     """F(MT x MT, 3x3) (MT = 2 or 4, a literal: the branches on it fold)."""
     N, CIN, COUT = geo[G_N], geo[G_CIN], geo[G_COUT]
@@ -230,7 +219,14 @@ def _wino(x, w, geo, y, MT):
         # huge ones) run on the panel kernel, whose weights follow the bias.
         g2 = geo.copy()
         g2[G_BIAS] = geo[G_NP] * NC * CIN * 9
-        conv_panel(x, w[BIAS + COUT:], g2, y)
+        if geo[G_POOLH] == 0 and ACT != ACT_SILU:
+            conv_panel(x, w[BIAS + COUT:], g2, y)
+            return
+        # (the panel kernel has neither: it writes Y, then the epilogue)
+        g2[G_ACT] = ACT_NONE
+        t = np.empty(N * COUT * OH * OW, np.float32)
+        conv_panel(x, w[BIAS + COUT:], g2, t)
+        epilogue(t, geo, y)
         return
     A = MT + 2
     NPT = A * A
@@ -264,6 +260,11 @@ def _wino(x, w, geo, y, MT):
     vp, mp, wp = _fptr(v), _fptr(m), _fptr(w)
     qp, yp = _fptr(q), _fptr(y)
     ospace = OH * OW
+    # a fused MaxPool (windows of PKH x PKW, as many strides, inside a tile:
+    # the caller checks that they divide MT): Y is the pooled output
+    PKH, PKW = geo[G_POOLH], geo[G_POOLW]
+    POW = OW // PKW if PKH else OW
+    pspace = (OH // PKH) * POW if PKH else ospace
     vpl = TB * C8           # one point's matrix of V and of M
     mpl = TB * Np
     for n in range(N):
@@ -297,6 +298,13 @@ def _wino(x, w, geo, y, MT):
                         _at2(m, r * Np + c, mpl, 0, q, r * MT * MT * QS + c, QS)
                     else:
                         _at4(m, r * Np + c, mpl, 0, q, r * MT * MT * QS + c, QS)
+            for r in range(tb * MT * MT):
+                _act_run(qp, r * QS, wp, BIAS, COUT, ACT, clo, chi)
+            if PKH:
+                _store_pooled(t0, tb, TW, MT, PKH, PKW, POW, COUT, QS, trows, tcols, qp, yp,
+                              n * COUT * pspace, pspace)
+                t0 += tb
+                continue
             # Y is channels first: each output of a tile to every channel's
             # plane (an innermost loop over the channels reads q along its rows)
             for r in range(tb):
@@ -305,8 +313,61 @@ def _wino(x, w, geo, y, MT):
                         qo = (r * MT * MT + a * MT + b) * QS
                         yo = ybase + tpos[r] + a * OW + b
                         for c in range(COUT):
-                            yp[yo + c * ospace] = _act(qp[qo + c] + wp[BIAS + c], ACT, clo, chi)
+                            yp[yo + c * ospace] = qp[qo + c]
             t0 += tb
+
+
+@njit(**dict(_jit, inline="always"))
+def _act_run(qp, qo, wp, BIAS, n, ACT, clo, chi):
+    """q[qo + c] = act(q[qo + c] + bias[c]) for c < n: the bias and the fused
+    activation of one output of a tile, over its channels (a loop per
+    activation, each vectorized; one loop that branched per element on the
+    activation stayed scalar)."""
+    if ACT == ACT_RELU:
+        for c in range(n):
+            v = qp[qo + c] + wp[BIAS + c]
+            qp[qo + c] = np.float32(0) if v < 0 else v
+    elif ACT == ACT_SIGMOID:
+        for c in range(n):
+            qp[qo + c] = _sigmoid(qp[qo + c] + wp[BIAS + c])
+    elif ACT == ACT_CLIP:
+        for c in range(n):
+            qp[qo + c] = _clip(qp[qo + c] + wp[BIAS + c], clo, chi)
+    elif ACT == ACT_SILU:
+        for c in range(n):
+            v = qp[qo + c] + wp[BIAS + c]
+            qp[qo + c] = v * _sigmoid(v)
+    else:
+        for c in range(n):
+            qp[qo + c] = qp[qo + c] + wp[BIAS + c]
+
+
+@njit(**dict(_jit, inline="always"))
+def _store_pooled(t0, tb, TW, MT, PKH, PKW, POW, COUT, QS, trows, tcols, qp, yp, ybase,
+                  pspace):
+    """The stores of a block of tiles (activated) with a fused MaxPool: each
+    window inside a tile (of the tile's rows and columns that Y has, whole
+    windows only: the pool's floor) reduced over its taps in MaxPool's
+    order (rows, then columns) into its first tap's row of q, then one
+    store per channel's plane.  (Unfused, the Conv wrote every output to
+    its plane and the pool read them back: CRNN's MaxPools took 0.3-0.4x
+    onnxruntime's time in the graph, whose pools read its channel-blocked
+    layout with no shuffles.)"""
+    for r in range(tb):
+        th = (t0 + r) // TW
+        tw = t0 + r - th * TW
+        for pa in range(trows[r] // PKH):
+            for pb in range(tcols[r] // PKW):
+                yo = ybase + ((MT * th) // PKH + pa) * POW + (MT * tw) // PKW + pb
+                q0 = (r * MT * MT + pa * PKH * MT + pb * PKW) * QS
+                for i in range(PKH):
+                    for j in range(PKW):
+                        if i + j > 0:
+                            qo = q0 + (i * MT + j) * QS
+                            for c in range(COUT):
+                                qp[q0 + c] = pool_max(qp[q0 + c], qp[qo + c])
+                for c in range(COUT):
+                    yp[yo + c * pspace] = qp[q0 + c]
 
 
 @_entry(_SIG_CONV)

@@ -14,7 +14,7 @@ import copy
 import numpy as np
 
 from .. import limits
-from ..errors import InvalidInput, InvalidModel, UnsupportedOp
+from ..errors import FastLSTMError, InvalidInput, InvalidModel, UnsupportedOp
 from .table import attr, op
 
 _F32 = np.dtype(np.float32)
@@ -364,6 +364,7 @@ class ConvRunner:
         self._wn, self._bn = node.input(1), node.input(2)
         self._act = 0           # fused activation, a kernels.conv.ACT_* code
         self._clip = None       # a fused Clip's (lo, hi), float32
+        self._pool = None       # a fused MaxPool's (window rows, columns)
         self._plans = {}
         self._fast = (None,)    # see _prepare
         self._consts = constants    # the plan's constants (a fused Clip's bounds)
@@ -372,11 +373,12 @@ class ConvRunner:
         self._packed = _pack(node, w, b) if self._fixed else None
 
     # -- fusion hook
-    _ACTS = {"Relu": 1, "Sigmoid": 2, "Clip": 3}        # fastlstm.kernels.conv.ACT_*
+    _ACTS = {"Relu": 1, "Sigmoid": 2, "Clip": 3, "SiLU": 4}    # fastlstm.kernels.conv.ACT_*
 
     @property
     def fused_activation(self):
-        """The activation applied to the output ("Relu", "Sigmoid", "Clip" or None)."""
+        """The activation applied to the output ("Relu", "Sigmoid", "Clip",
+        "SiLU" or None)."""
         for name, code in self._ACTS.items():
             if code == self._act:
                 return name
@@ -451,11 +453,45 @@ class ConvRunner:
         idempotent as Relu is)."""
         code = self._ACTS.get(op_type)
         clip = self._clip_pair(bounds) if code == 3 else None
-        if code is None or self._act != 0 or (code == 3 and clip is None):
+        if code is None or self._act != 0 or (code == 3 and clip is None) or self._pool:
             return None
         new = copy.copy(self)
         new._plans = {}
         new._set_act(code, clip)
+        return new
+
+    def fused_pool(self, node, x=None):
+        """A new runner for this node whose output is that of MaxPool node
+        ``node`` applied to its output (after its activation), sharing the
+        packed weights; None unless the pool's windows tile the output:
+        2-D, kernel_shape = strides, no padding, no dilation, no ceil_mode,
+        no Indices.  The Winograd kernels pool as they store, while the
+        tile's outputs are in cache; the others write the Conv's output,
+        then ``kernels.conv.epilogue`` pools it, which is slower than the
+        pool's own kernel: with an input ``x``, None unless X's shape runs
+        on Winograd."""
+        if (node.op_type != "MaxPool" or len([o for o in node.outputs if o]) != 1
+                or len(node.outputs) != 1 or self._pool or self.node.op_type != "Conv"
+                or self._packed is None or len(self._packed.wshape) != 4):
+            return None
+        ks = _ints(node, "kernel_shape")
+        strides = _ints(node, "strides") or [1, 1]
+        if (ks is None or len(ks) != 2 or list(strides) != list(ks) or min(ks) < 1
+                or any(_ints(node, "pads") or [0]) or any(d != 1 for d in _ints(node, "dilations") or [1])
+                or attr(node, "auto_pad", "NOTSET") not in ("NOTSET", "VALID")
+                or attr(node, "ceil_mode", 0)):
+            return None
+        new = copy.copy(self)
+        new._plans = {}
+        new._fast = (None,)
+        new._pool = (int(ks[0]), int(ks[1]))
+        if x is not None:
+            try:
+                kern = new._prepare(x, None)[3]
+            except FastLSTMError:
+                return None
+            if getattr(kern, "epilogue", False):
+                return None
         return new
 
     def _set_act(self, code, clip=None):
@@ -466,7 +502,49 @@ class ConvRunner:
 
     # -- per shape
     def _plan(self, x, packed):
-        """(geo, output shape, kernel) for input x."""
+        """(geo, output shape, kernel, kind) for input x."""
+        K = _kernels()
+        if not self._pool and self._act != K.ACT_SILU:
+            return self._plan_act(x, packed, self._act)
+        # a fused MaxPool or SiLU: the Winograd kernels compute them, the
+        # others run without the activation, then the epilogue does both
+        geo, shape, kern, kind = self._plan_act(x, packed, 0)
+        pool = self._pool or (0, 0)
+        if type(kind) is tuple and kind[0] == "wino" and WINO is None and \
+                (kind[1] % max(pool[0], 1) or kind[1] % max(pool[1], 1)) and \
+                min(shape[2:]) >= 4 and 4 % pool[0] == 0 and 4 % pool[1] == 0:
+            # F(4x4) where F(2x2) was chosen (fewer than 16 tiles of 4x4) and
+            # its tiles would split the pool's windows: CRNN's last conv (96
+            # -> 128 on 4 x 25) pooled 4 x 1 in F(4x4)'s stores took 138 us
+            # against 168 for F(2x2) then the pool (medians of 21 interleaved
+            # rounds of 30 calls)
+            geo, shape, kern, kind = self._plan_act(x, packed, 0, tile=4)
+        out = shape if not self._pool else \
+            (shape[0], shape[1], shape[2] // pool[0], shape[3] // pool[1])
+        full = geo.copy()
+        full[K.G_ACT] = self._act
+        if self._act == K.ACT_CLIP:
+            full[K.G_CLIP] = int(np.array(self._clip, np.float32).view(np.int64)[0])
+        full[K.G_POOLH], full[K.G_POOLW] = pool
+        if type(kind) is tuple and kind[0] == "wino" and \
+                kind[1] % max(pool[0], 1) == 0 and kind[1] % max(pool[1], 1) == 0:
+            return full, out, kern, kind
+        if getattr(kern, "pool", False) is None:       # the tap kernel, built again
+            return full, out, _taps_kernel(geo, self._act, self._pool), kind
+        size = int(np.prod(shape))
+        epilogue = K.compiled_epilogue()
+
+        def then_epilogue(xf, w, _geo, yf):
+            t = np.empty(size, _F32)
+            kern(xf, w, geo, t)
+            epilogue(t, full, yf)
+        then_epilogue.epilogue = True
+        return full, out, then_epilogue, kind
+
+    def _plan_act(self, x, packed, act, tile=None):
+        """``_plan`` with activation ``act`` (a kernels.conv.ACT_* code other
+        than ACT_SILU) and no pool; ``tile`` forces that Winograd tile size
+        where Winograd applies."""
         node = self.node
         K = _kernels()
         if not isinstance(x, np.ndarray):
@@ -491,8 +569,8 @@ class ConvRunner:
                                        f"{list(x.shape)}")
         G = int(attr(node, "group", 1))
         _recheck(node, strides, dil, pads, G)
-        extra = {K.G_BIAS: packed.bias_off, K.G_ACT: self._act, K.G_NP: packed.np_}
-        if self._act == K.ACT_CLIP:     # the two float32 bounds in one int64 field
+        extra = {K.G_BIAS: packed.bias_off, K.G_ACT: act, K.G_NP: packed.np_}
+        if act == K.ACT_CLIP:     # the two float32 bounds in one int64 field
             extra[K.G_CLIP] = int(np.array(self._clip, np.float32).view(np.int64)[0])
         if node.op_type == "ConvTranspose":
             outsz, pb, pe = _transpose_out(node, insz, ks, strides, dil, pads)
@@ -508,12 +586,12 @@ class ConvRunner:
             limits.check_shape([packed.cin] + [a + b + c for a, b, c in zip(insz, pb, pe)],
                                _F32, node, "the padded input")
         geo = _geo(N, G, packed.cin, packed.cout, insz, outsz, ks, strides, dil, pb, pe, extra)
-        if (packed.dft is not None and self._act == 0 and not extra[K.G_PADCOPY]
+        if (packed.dft is not None and act == 0 and not extra[K.G_PADCOPY]
                 and dil == [1] and GEMM is None and ROWS is None):
             # (no fused activation, no padding, no dilation: the FFT's case;
             # a kernel forced on or off for a benchmark runs instead)
             return (geo, (N, packed.cout, *outsz), packed.dft, "dft")
-        tile = _use_wino(geo) if packed.wino is not None else 0
+        tile = (tile or _use_wino(geo)) if packed.wino is not None else 0
         if tile:
             geo[K.G_BIAS] = packed.wino_weights(tile)[1]
             from ..kernels import winograd
@@ -521,7 +599,7 @@ class ConvRunner:
             return (geo, (N, packed.cout, *outsz), K.compiled(fn), ("wino", tile))
         if node.op_type == "Conv" and packed.can_rows() and _use_taps(geo):
             geo[K.G_BIAS] = packed.rows_weights()[1]
-            return (geo, (N, packed.cout, *outsz), _taps_kernel(geo, self._act), "rows")
+            return (geo, (N, packed.cout, *outsz), _taps_kernel(geo, act), "rows")
         if node.op_type == "Conv" and packed.can_rows() and _use_rows(geo):
             geo[K.G_BIAS] = packed.rows_weights()[1]
             return (geo, (N, packed.cout, *outsz), K.kernel("conv_rows"), "rows")
@@ -719,10 +797,10 @@ def _use_taps(geo):
     return conv_taps.eligible(geo)
 
 
-def _taps_kernel(geo, act):
+def _taps_kernel(geo, act, pool=None):
     from ..kernels import conv_taps
     K = _kernels()
-    key = (int(geo[K.G_KH]), int(geo[K.G_KW]), act)
+    key = (int(geo[K.G_KH]), int(geo[K.G_KW]), act, pool)
     k = _TAPS_KERNELS.get(key)
     if k is None:
         k = _TAPS_KERNELS[key] = conv_taps.TapsConv(*key)
