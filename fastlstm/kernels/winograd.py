@@ -59,7 +59,7 @@ from numba.extending import intrinsic
 from .conv import (ACT_CLIP, ACT_NONE, ACT_RELU, ACT_SIGMOID, ACT_SILU, G_ACT, G_BIAS, G_CIN,
                    G_COUT, G_H, G_N, G_NP, G_OH, G_OW, G_PH, G_POOLH, G_POOLW, G_PW, G_W, NC,
                    _SIG_CONV, _clip, _entry, _fptr, _jit, _pad_copy_nhwc, _sigmoid, clip_bounds,
-                   conv_panel, epilogue, pool_max)
+                   conv_panel, epilogue)
 from .gemm import panel_gemm
 
 #: channels per vector of the transforms (one AVX2 register of float32)
@@ -342,6 +342,28 @@ def _act_run(qp, qo, wp, BIAS, n, ACT, clo, chi):
             qp[qo + c] = qp[qo + c] + wp[BIAS + c]
 
 
+@intrinsic
+def _vmax8(typingctx, p, a, b):
+    """p[a + i] = MaxPool's rule (``kernels.conv.pool_max``) of p[a + i] and
+    then p[b + i], i < 8, in one vector (as a loop over a pointer, LLVM left
+    it scalar: two offsets into one buffer it could not prove apart)."""
+    sig = types.void(p, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        ptr, a, b = args
+        vty = ir.VectorType(ir.FloatType(), _VL)
+        pa = builder.bitcast(builder.gep(ptr, [a], inbounds=True), vty.as_pointer())
+        pb = builder.bitcast(builder.gep(ptr, [b], inbounds=True), vty.as_pointer())
+        x = builder.load(pa, align=4)
+        y = builder.load(pb, align=4)
+        # keep x where it is NaN or y <= x, else y (greater or NaN)
+        keep = builder.or_(builder.fcmp_unordered("uno", x, x), builder.fcmp_ordered("<=", y, x))
+        builder.store(builder.select(keep, x, y), pa, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @njit(**dict(_jit, inline="always"))
 def _store_pooled(t0, tb, TW, MT, PKH, PKW, POW, COUT, QS, trows, tcols, qp, yp, ybase,
                   pspace):
@@ -364,8 +386,8 @@ def _store_pooled(t0, tb, TW, MT, PKH, PKW, POW, COUT, QS, trows, tcols, qp, yp,
                     for j in range(PKW):
                         if i + j > 0:
                             qo = q0 + (i * MT + j) * QS
-                            for c in range(COUT):
-                                qp[q0 + c] = pool_max(qp[q0 + c], qp[qo + c])
+                            for c in range(0, COUT, _VL):   # (q's rows have Np + 8 floats)
+                                _vmax8(qp, q0 + c, qo + c)
                 for c in range(COUT):
                     yp[yo + c * pspace] = qp[q0 + c]
 
