@@ -17,6 +17,11 @@ negative-index test and the loop stayed scalar (read in the asm).
 The source is generated per kernel shape and activation and compiled once
 (``fastlstm.fuse.compile_kernel``, cached on disk like the fused loops).
 
+With a MaxPool fused (``pool``, windows of as many strides), the output
+rows of a window row go to a buffer in L1 and only the windows' maxima are
+stored: the CRNN's first conv, its Relu and its 2 x 2 pool in one pass
+instead of a 400 KB output written and read back.
+
 Column stride and all dilations 1; any row stride; groups of one input
 channel (depthwise convs included).  The sum runs in a fixed order (each
 kernel row's taps in order, then the bias and the rows' sums pairwise), so

@@ -28,13 +28,19 @@ at a time:
    channels-last copy of X, 8 channels per vector;
 2. a^2 products ``M[xi] = V[xi] @ U[xi]`` on the panel GEMM of
    ``fastlstm.kernels.gemm`` (rows = tiles, sums over input channels);
-3. output transform (``_at``) into a channels-last buffer, then bias, fused
-   activation and the stores into Y (channels first), each output of a tile
-   to every channel's plane: the innermost loop runs along a row of that
-   buffer (the other order, a channel at a time along Y's rows, read the
-   buffer a float per row and took 40% of the call: 32 -> 64 channels on
-   16 x 200, F(4x4), 1615 -> 963 us, one-off measurement against
-   onnxruntime's 1580 / 1503 in the same runs).
+3. output transform (``_at``) into a channels-last buffer, then bias and
+   fused activation in place (``_act_run``: a loop per activation, SiLU
+   included), and the stores into Y (channels first), each output of a
+   tile to every channel's plane: the innermost loop runs along a row of
+   that buffer (the other order, a channel at a time along Y's rows, read
+   the buffer a float per row and took 40% of the call: 32 -> 64 channels
+   on 16 x 200, F(4x4), 1615 -> 963 us, one-off measurement against
+   onnxruntime's 1580 / 1503 in the same runs);
+4. with a MaxPool fused (geo[G_POOLH], geo[G_POOLW], windows that divide
+   the tile), each window of a tile is reduced in that buffer, 8 channels a
+   vector, and only the pooled outputs are stored (``_store_pooled``).
+   Staging the pooled outputs channels last and moving them to Y by 8 x 8
+   transposes measured the same and was dropped.
 
 A layout with the tiles as columns (vectors along 8 tiles of a tile row,
 stores of whole vectors into Y) was tried and measured slower on CRNN's

@@ -349,7 +349,16 @@ class ConvRunner:
       they were built).
       A fused Sigmoid computes as the elementwise Sigmoid's scalar form
       (``fastlstm.kernels.scalar.sigmoid``), a fused Clip as the op (x < min ?
-      min : x, then > max ? max : x), so results are the same.
+      min : x, then > max ? max : x), so results are the same.  "SiLU" is
+      x * sigmoid(x), PyTorch's nn.SiLU as its exporter writes it (a Sigmoid
+      and a Mul).
+    - ``runner.fused_pool(maxpool_node, x)`` returns a runner whose output is
+      the MaxPool's of its (activated) output, when the pool's windows tile
+      it (kernel = strides, no padding) and X's shape runs on a kernel that
+      pools as it stores (Winograd's, the tap kernel's); the specialised run
+      then drops the pool node.  CRNN text readers have a pool after every
+      conv: unfused, each conv's output went to memory and the pool read it
+      back.
     - ``runner.run1(x, out=None)`` returns Y for X without the dict and list
       of ``__call__`` (constant weights only); ``out`` reuses a buffer.
 
@@ -476,8 +485,9 @@ class ConvRunner:
             return None
         ks = _ints(node, "kernel_shape")
         strides = _ints(node, "strides") or [1, 1]
+        dil = _ints(node, "dilations") or [1]
         if (ks is None or len(ks) != 2 or list(strides) != list(ks) or min(ks) < 1
-                or any(_ints(node, "pads") or [0]) or any(d != 1 for d in _ints(node, "dilations") or [1])
+                or any(_ints(node, "pads") or [0]) or any(d != 1 for d in dil)
                 or attr(node, "auto_pad", "NOTSET") not in ("NOTSET", "VALID")
                 or attr(node, "ceil_mode", 0)):
             return None
