@@ -33,7 +33,8 @@ def test_line_and_node_times_of_a_crnn():
     lines = bench_lines.line_times(sess, feed, repeats=2)
     kinds = bench_lines.by_kind(lines)
     assert lines and all(t >= 0 for t, _ in lines)
-    assert kinds["conv"] > 0 and kinds["pool"] > 0 and kinds["recurrent"] > 0
+    assert kinds["conv"] > 0 and kinds["recurrent"] > 0
+    assert not kinds.get("pool")        # (every MaxPool runs inside its conv's kernel)
     nodes = bench_lines.ort_node_times(case["model"], feed, repeats=2)
     ops = {op for _, op, _ in nodes}
     assert {"LSTM", "MaxPool"} <= ops and all(t > 0 for t, _, _ in nodes)
