@@ -47,7 +47,6 @@ import sys
 import threading
 import time
 from collections import deque
-from itertools import islice
 
 import numpy as np
 
@@ -609,37 +608,8 @@ class StreamPool(PoolCore):
         """A batch out of the queue ``q`` (under the lock): its oldest chunks, at
         most ``max_batch``, at most one per stream (a stream's later chunk
         waits for the next batch)."""
-        batch = None
-        mb = self.max_batch
-        if len(q) <= mb:
-            # the usual case: every queued chunk, from as many streams
-            # (one C-level set build checks it, instead of a Python loop)
-            batch = list(q)
-            if len({r.stream for r in batch}) == len(batch):
-                q.clear()
-            else:
-                batch = None
-        else:
-            # a backlog (a loaded pool): its oldest max_batch chunks, when they
-            # are from as many streams, taken by slices at C speed (the loop
-            # below, which this case took before, cost 2.3 us per chunk in
-            # cProfile at 512 Silero streams on one core)
-            batch = list(islice(q, mb))
-            if len({r.stream for r in batch}) == mb:
-                q = self._queue = deque(islice(q, mb, None))
-            else:
-                batch = None
-        if batch is None:
-            batch, seen, rest = [], set(), deque()
-            while q and len(batch) < self.max_batch:
-                r = q.popleft()
-                if r.stream in seen:      # its earlier chunk runs first
-                    rest.append(r)
-                else:
-                    seen.add(r.stream)
-                    batch.append(r)
-            rest.extend(q)
-            q = self._queue = rest
+        # (in C: one popleft per chunk taken, the backlog left in place)
+        batch = _core.form_batch(q, self.max_batch)
         # (Running a bucket's worth exactly and putting the rest back to
         # lead the next batch saved the padding rows, 4-8% of the rows run
         # at 300 Silero streams, but the rest, already old, started the

@@ -244,3 +244,23 @@ def test_future_api():
     assert isinstance(g.exception(), InvalidInput)
     with pytest.raises(InvalidInput, match="bad"):
         g.result()
+
+
+def test_form_batch_one_chunk_per_stream_in_order():
+    from collections import deque
+    sts = [core._Stream(k, k + 1) for k in range(4)]
+    A, B, C, D = sts
+    order = [A, B, A, C, B, D, A]
+    q = deque(core.PoolFuture(st, (k,), None) for k, st in enumerate(order))
+    batch = core.form_batch(q, 3)
+    assert [f.chunk[0] for f in batch] == [0, 1, 3]
+    assert [f.chunk[0] for f in q] == [2, 4, 5, 6]      # skipped ones lead, in order
+    batch = core.form_batch(q, 10)
+    assert [f.chunk[0] for f in batch] == [2, 4, 5] and [f.chunk[0] for f in q] == [6]
+    assert [f.chunk[0] for f in core.form_batch(q, 10)] == [6] and not q
+    assert core.form_batch(q, 5) == []
+    big = deque(core.PoolFuture(core._Stream(k, k), (k,), None) for k in range(5000))
+    batch = core.form_batch(big, 128)
+    assert [f.chunk[0] for f in batch] == list(range(128)) and len(big) == 5000 - 128
+    with pytest.raises(TypeError):
+        core.form_batch(deque([object()]), 4)
