@@ -96,6 +96,12 @@ class _Schedule:
         """Time chunk k (stream k % n, round k // n) is due."""
         return self.start + (k // self.n) * self.period + (k % self.n) * self.period / self.n
 
+    def dues(self):
+        """``due(k)`` of every chunk, in order (the same arithmetic, so the same
+        float64 values)."""
+        k = np.arange(self.total)
+        return self.start + (k // self.n) * self.period + (k % self.n) * self.period / self.n
+
 
 def _drive(schedule, send):
     """Call ``send(k, t_due)`` for each chunk once it is due; sleeps between."""
@@ -123,14 +129,15 @@ def _drive_batched(schedule, send, ready_at, run_ready):
     due meanwhile are sent together, and that wait counts in their latency.
     (The floor matters: a sleep costs ~40 us of CPU on the VM measured, and
     without it the generator woke for every chunk.)"""
-    k, total, due = 0, schedule.total, schedule.due
-    t = due(0) if total else 0.0
+    k, total = 0, schedule.total
+    start, period, n = schedule.start, schedule.period, schedule.n
+    t = schedule.due(0) if total else 0.0
     while True:
         now = time.perf_counter()
         while k < total and t <= now:
             send(k, t)
             k += 1
-            t = due(k)
+            t = start + (k // n) * period + (k % n) * period / n    # (schedule.due(k))
         if run_ready():
             continue
         nxt = t if k < total else None
@@ -193,19 +200,21 @@ class FastlstmEngine:
         pool = self.pool
         ids = [pool.open() for _ in range(n)]
         sched = _Schedule(n, self.spec["period"], seconds, time.perf_counter() + 0.05)
-        lat = np.empty(sched.total)
         # Answered chunks are harvested as the trial goes: keeping every future
         # alive would make the garbage collector's full passes (which walk
-        # every live object) stall the process for tens of ms.
+        # every live object) stall the process for tens of ms.  Futures are
+        # queued and answered in the order they were sent (chunk k), so the
+        # harvest keeps only each one's answer time; latencies (answered -
+        # due) are computed at the end.
         inflight = deque()
+        t_done = []
 
         def harvest():
-            while inflight and inflight[0][2]._done:
-                j, tj, f = inflight.popleft()
-                lat[j] = f.t_done - tj
+            while inflight and inflight[0]._done:
+                t_done.append(inflight.popleft().t_done)
 
         def send(k, t):
-            inflight.append((k, t, pool.submit(ids[k % n], chunks[k & 63])))
+            inflight.append(pool.submit(ids[k % n], chunks[k & 63]))
             if self.worker:
                 harvest()
 
@@ -220,15 +229,16 @@ class FastlstmEngine:
             _drive_batched(sched, send, pool.ready_at, run_ready)
         deadline = time.perf_counter() + 5.0
         answered = sched.total
-        for j, tj, f in inflight:
+        for f in inflight:
             try:
                 f.result(max(0.0, deadline - time.perf_counter()) + 1e-3)
-                lat[j] = f.t_done - tj
+                t_done.append(f.t_done)
             except TimeoutError:        # hopelessly behind: this trial fails
                 answered -= 1
-                lat[j] = np.inf
-        for f in (f for _, _, f in inflight):
+                t_done.append(np.inf)
+        for f in inflight:
             f.result()                  # (the pool drains before the next trial)
+        lat = np.asarray(t_done) - sched.dues()
         for i in ids:
             pool.close(i)
         return _verdict(lat, sched.total, answered, p99_limit)

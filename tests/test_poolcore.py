@@ -264,3 +264,17 @@ def test_form_batch_one_chunk_per_stream_in_order():
     assert [f.chunk[0] for f in batch] == list(range(128)) and len(big) == 5000 - 128
     with pytest.raises(TypeError):
         core.form_batch(deque([object()]), 4)
+
+
+@pytest.mark.parametrize("worker", [False, True])
+def test_capacity_trial_answers_every_chunk(worker):
+    """The capacity benchmark's trial (its harvest keeps answer times, the
+    latencies come from the schedule's due times at the end)."""
+    from fastlstm import bench_streams as bs
+    spec = bs.case_spec("silero")
+    eng = bs.FastlstmEngine(spec, max_batch=16, max_wait_us=1000, warm=False, worker=worker)
+    r = eng.trial(24, 0.25, 1.0)
+    assert r["answered"] == r["total"] == 24 * 8 and r["ok"]
+    assert 0 < r["p50_ms"] <= r["p99_ms"] < 1000
+    sched = bs._Schedule(7, 0.032, 0.1, 5.0)
+    assert [sched.due(k) for k in range(sched.total)] == sched.dues().tolist()
