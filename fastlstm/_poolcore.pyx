@@ -29,6 +29,7 @@ import time
 import _thread
 
 import numpy as np
+cimport cython
 cimport numpy as cnp
 from cpython.ref cimport PyObject
 from cpython.list cimport PyList_New, PyList_SET_ITEM
@@ -95,6 +96,7 @@ cdef class _Stream:
         self.last_used = time.monotonic()
 
 
+@cython.freelist(512)
 cdef class PoolFuture:
     """The result of one pushed chunk, to come (what ``submit`` returns).
 
@@ -556,19 +558,24 @@ def put_tails(cnp.ndarray store, cnp.ndarray slots, Py_ssize_t n, cnp.ndarray bu
     return True
 
 
-def dicts_of(list names, list arrays, Py_ssize_t n):
-    """Each stream's result: for i < n, ``{names[k]: arrays[k][i]}`` (a view of
-    row i of each output, batch axis first; an output given as a list holds
-    its n rows already)."""
+def dicts_of(list names, list rows, Py_ssize_t n):
+    """Each stream's result: for i < n, ``{names[k]: rows[k][i]}``, ``rows[k]``
+    a list of output k's rows (``list(arr)``: numpy makes each view in C as
+    fast as anything here, timed 145 ns a row either way)."""
     cdef Py_ssize_t i, k, m = len(names)
-    if len(arrays) != m:
-        raise FastLSTMError("StreamPool: one array per output")
+    cdef list col
+    if len(rows) != m:
+        raise FastLSTMError("StreamPool: one list of rows per output")
+    for k in range(m):
+        col = <list?>rows[k]
+        if len(col) < n:
+            raise FastLSTMError("StreamPool: fewer rows than chunks")
     cdef list out = PyList_New(n)
     cdef dict d
     for i in range(n):
         d = {}
         for k in range(m):
-            d[names[k]] = arrays[k][i]
+            d[names[k]] = (<list>rows[k])[i]
         Py_INCREF(d)
         PyList_SET_ITEM(out, i, d)
     return out

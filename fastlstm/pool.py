@@ -915,7 +915,8 @@ class StreamPool(PoolCore):
         for o in self.outputs:
             arr = values[o]
             ax = self._output_axis(o, arr, nb)
-            per.append([arr] * n if ax is None else np.moveaxis(arr, ax, 0) if ax else arr)
+            per.append([arr] * n if ax is None else
+                       list(np.moveaxis(arr, ax, 0)[:n]) if ax else list(arr[:n]))
         return _core.dicts_of(self.outputs, per, n)
 
     def _output_axis(self, name, arr, nb):

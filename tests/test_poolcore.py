@@ -194,7 +194,14 @@ def test_row_copies_refuse_what_does_not_fit():
     with pytest.raises(FastLSTMError):
         core.slots_of([], np.zeros(3, np.int32))
     with pytest.raises(FastLSTMError):
-        core.dicts_of(["a", "b"], [buf], 3)
+        core.dicts_of(["a", "b"], [list(buf)], 3)
+    with pytest.raises(FastLSTMError):
+        core.dicts_of(["a"], [list(buf)], 4)
+    with pytest.raises(TypeError):
+        core.dicts_of(["a"], [buf], 3)
+    got = core.dicts_of(["a", "b"], [list(buf), [7] * 3], 3)
+    assert [d["b"] for d in got] == [7] * 3 and all((d["a"] == buf[i]).all()
+                                                    for i, d in enumerate(got))
     with pytest.raises(FastLSTMError):
         core.finish_many([core.PoolFuture()], [], 0.0)
     with pytest.raises(TypeError):
