@@ -285,3 +285,23 @@ def test_capacity_trial_answers_every_chunk(worker):
     assert 0 < r["p50_ms"] <= r["p99_ms"] < 1000
     sched = bs._Schedule(7, 0.032, 0.1, 5.0)
     assert [sched.due(k) for k in range(sched.total)] == sched.dues().tolist()
+
+
+def test_generator_cost_runs():
+    from fastlstm import bench_streams as bs
+    rows = bs.generator_cost(streams=(32,), seconds=0.2, repeats=1)
+    assert len(rows) == 1 and rows[0]["streams"] == 32 and rows[0]["cpu_us_per_chunk"] > 0
+    assert 0 <= rows[0]["sleep_us_per_chunk"] and rows[0]["sleeps_per_s"] > 0
+    assert "load generator alone" in bs.format_generator(rows)
+
+
+def test_schedule_first_after_matches_due():
+    from fastlstm import bench_streams as bs
+    rng = np.random.default_rng(8)
+    for n in (1, 3, 7, 1500):
+        sched = bs._Schedule(n, 512 / 16000, 0.2, 1000.0 + rng.random())
+        dues = [sched.due(k) for k in range(sched.total)]
+        for now in list(rng.uniform(sched.start - 0.01, dues[-1] + 0.01, 200)) + dues[:50]:
+            for k0 in (0, sched.total // 3):
+                want = next((k for k in range(k0, sched.total) if dues[k] > now), sched.total)
+                assert sched.first_after(now, k0) == want
