@@ -20,16 +20,13 @@ Here those loops run in C:
 - ``dicts_of`` splits an output into each stream's result, ``finish_many``
   answers a batch's futures, ``answered`` does the streams' bookkeeping.
 
-Measured on the 2-core VM (``benchmarks/stream_capacity.py --breakdown``,
-Silero, batch 64): submit + take + gather + scatter + finish went from 7.9 us
-to see ``pool.py``'s docstring for the numbers of this revision.
+What this saves is measured in ``fastlstm/pool.py``'s docstring.
 """
 import threading
 import time
 import _thread
 
 import numpy as np
-cimport cython
 cimport numpy as cnp
 from cpython.ref cimport PyObject
 from cpython.list cimport PyList_New, PyList_SET_ITEM
@@ -96,7 +93,6 @@ cdef class _Stream:
         self.last_used = time.monotonic()
 
 
-@cython.freelist(512)
 cdef class PoolFuture:
     """The result of one pushed chunk, to come (what ``submit`` returns).
 
