@@ -217,6 +217,19 @@ cdef class PoolCore:
             self._fdims[k] = shape[k]
         self._fnd = len(shape)
 
+    def _set_fast(self, shape, dtype, key):
+        """The last shape, dtype and key found valid, set together (in C, under
+        the GIL: a submit on another thread sees the old three or the new)."""
+        if shape is not None and (len(shape) > 32 or dtype is None):
+            shape = None
+        self._fnd = -1
+        self._fshape, self._fast_dtype, self._fast_key = shape, dtype, key
+        if shape is None:
+            return
+        for k in range(len(shape)):
+            self._fdims[k] = shape[k]
+        self._fnd = len(shape)
+
     cdef inline bint _is_fast(self, chunk):
         if not cnp.PyArray_CheckExact(chunk) or self._fnd < 0:
             return False

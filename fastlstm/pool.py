@@ -32,9 +32,23 @@ is found and the model has LSTM/GRU/RNN nodes, all forward).
 *none*: ``state={}``, streams carry only context.
 
 The state of every stream sits in one preallocated array per state tensor,
-its batch axis indexed by the stream's slot: a batch gathers its rows with
-one ``np.take`` and scatters the new state back with one indexed assignment,
-and only after the batched call succeeded, so a failing call moves no state.
+its batch axis indexed by the stream's slot: a batch gathers its rows and
+scatters the new state back, only after the batched call succeeded, so a
+failing call moves no state.
+
+What a chunk costs outside the model's kernels runs in C
+(``fastlstm._poolcore``): ``submit`` of a chunk of the last shape and dtype
+found valid, the batch's formation, copying its chunks behind their context
+and its state rows (one ``memcpy`` per row, the next rows' cache lines asked
+for ahead), splitting the outputs into each stream's result, answering the
+futures.  Arrays those loops cannot copy row by row (a non-contiguous chunk,
+context along another axis than the chunk's first) take the numpy path
+(``np.take``, indexed assignment), with the same results.  Measured
+(``benchmarks/stream_capacity.py --breakdown``, Silero, batch 128, CPU us per
+chunk on the 2-core VM, medians of interleaved runs): submit + take + gather +
+scatter + finish 7.0 -> 3.3 (2.7 when the other core was idle); at 900
+streams in the capacity benchmark, everything but the graph 8.9 -> 5.9 us a
+chunk, the load generator included.
 
 Batch sizes are rounded up to a few buckets (1, 2, 4, 8, then multiples of 4,
 8, 16, 32 as batches grow; see ``_bucket``) with rows of a reserved slot that
@@ -326,9 +340,9 @@ class StreamPool(PoolCore):
         self._queue = deque()
         self._bufs = {}                 # (input, batch, shape, dtype) -> kept input buffer
         self._fast = set()              # (dtype, shape) of single-input chunks found valid
-        # the last of them: a tuple compare and an identity test instead of
-        # hashing a dtype (timeit on the loaded host: the set lookup 270 ns,
-        # these with the type test 150 ns)
+        # the last of them, compared in C by submit (PoolCore: the dims and
+        # the dtype object's identity; submit hot in timeit 0.35 us, 1.2 us
+        # in Python)
         self._fast_shape = self._fast_dtype = self._fast_key = None
         self._lock = threading.Lock()   # the queue and the stream table
         self._cv = threading.Condition(self._lock)
@@ -516,9 +530,8 @@ class StreamPool(PoolCore):
             with self._lock:
                 if len(self._fast) < 64:
                     self._fast.add(sig)
-                if len(arrays) == 1:
-                    self._fast_shape, self._fast_dtype = key[0], arrays[0].dtype
-                    self._fast_key = key
+                if len(arrays) == 1:        # (all three at once: submit reads them unlocked)
+                    self._set_fast(key[0], arrays[0].dtype, key)
         return arrays, key
 
     def _fast_dict(self, chunk):

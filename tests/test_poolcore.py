@@ -305,3 +305,32 @@ def test_schedule_first_after_matches_due():
             for k0 in (0, sched.total // 3):
                 want = next((k for k in range(k0, sched.total) if dues[k] > now), sched.total)
                 assert sched.first_after(now, k0) == want
+
+
+def test_threads_pushing_chunks_of_changing_shapes():
+    """The fast key (last shape, dtype, key) changes as threads push chunks of
+    other lengths; every result still equals its stream run alone."""
+    import threading
+    sess = fastlstm.InferenceSession(fastlstm.example_model("lstm_forward"))
+    rng = np.random.default_rng(9)
+    S, K = 8, 12
+    chunks = [[rng.standard_normal((int(rng.integers(1, 4)), 64)).astype(np.float32)
+               for _ in range(K)] for _ in range(S)]
+    got = [[None] * K for _ in range(S)]
+    with StreamPool(sess, max_wait_us=200, max_batch=8) as pool:
+        ids = [pool.open() for _ in range(S)]
+
+        def run(s):
+            for k in range(K):
+                got[s][k] = pool.push(ids[s], chunks[s][k], timeout=60)
+
+        threads = [threading.Thread(target=run, args=(s,)) for s in range(S)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    for s in range(S):
+        st = sess.stream()
+        for k in range(K):
+            want = st.run(None, {"X": chunks[s][k][:, None]})
+            np.testing.assert_allclose(got[s][k]["Y_h"], want[1][:, 0], atol=1e-6, rtol=0)
