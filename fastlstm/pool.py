@@ -43,12 +43,12 @@ and its state rows (one ``memcpy`` per row, the next rows' cache lines asked
 for ahead), splitting the outputs into each stream's result, answering the
 futures.  Arrays those loops cannot copy row by row (a non-contiguous chunk,
 context along another axis than the chunk's first) take the numpy path
-(``np.take``, indexed assignment), with the same results.  Measured
-(``benchmarks/stream_capacity.py --breakdown``, Silero, batch 128, CPU us per
-chunk on the 2-core VM, medians of interleaved runs): submit + take + gather +
-scatter + finish 7.0 -> 3.3 (2.7 when the other core was idle); at 900
-streams in the capacity benchmark, everything but the graph 8.9 -> 5.9 us a
-chunk, the load generator included.
+(``np.take``, indexed assignment), with the same results.  Measured on the
+2-core VM against the Python version (interleaved runs, medians; Silero, CPU
+us per chunk): submit + take + gather + scatter + finish in
+``benchmarks/stream_capacity.py --breakdown`` 8.2 -> 2.6 at batch 128 (6.9 ->
+3.5 at 64, 6.4 -> 3.5 at 256); at 1024 streams in the capacity benchmark's
+trial, everything but the graph (the load generator included) 8.4 -> 5.4.
 
 Batch sizes are rounded up to a few buckets (1, 2, 4, 8, then multiples of 4,
 8, 16, 32 as batches grow; see ``_bucket``) with rows of a reserved slot that
