@@ -1,4 +1,5 @@
-"""Builds the one compiled extension, fastlstm._frontend; metadata is in pyproject.toml."""
+"""Builds the compiled extensions, fastlstm._frontend (the recurrent layers' front end)
+and fastlstm._poolcore (StreamPool's per-chunk hot path); metadata is in pyproject.toml."""
 import os
 
 import numpy as np
@@ -18,5 +19,13 @@ ext = Extension(
     depends=["fastlstm/_team.h"],
 )
 
-setup(ext_modules=cythonize([ext], compiler_directives=directives,
+pool = Extension(
+    "fastlstm._poolcore",
+    ["fastlstm/_poolcore.pyx"],
+    include_dirs=[np.get_include()],
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    extra_compile_args=["-O2"] if os.name != "nt" else [],
+)
+
+setup(ext_modules=cythonize([ext, pool], compiler_directives=directives,
                             language_level=3))

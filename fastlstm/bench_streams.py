@@ -96,6 +96,24 @@ class _Schedule:
         """Time chunk k (stream k % n, round k // n) is due."""
         return self.start + (k // self.n) * self.period + (k % self.n) * self.period / self.n
 
+    def first_after(self, now, k=0):
+        """The first chunk (from ``k`` on, at most ``total``) not yet due at
+        ``now``: the smallest k with ``due(k) > now``."""
+        due, total = self.due, self.total
+        est = int((now - self.start) * self.n / self.period) + 1 if now >= self.start else k
+        est = min(max(est, k), total)
+        while est > k and due(est - 1) > now:
+            est -= 1
+        while est < total and due(est) <= now:
+            est += 1
+        return est
+
+    def dues(self):
+        """``due(k)`` of every chunk, in order (the same arithmetic, so the same
+        float64 values)."""
+        k = np.arange(self.total)
+        return self.start + (k // self.n) * self.period + (k % self.n) * self.period / self.n
+
 
 def _drive(schedule, send):
     """Call ``send(k, t_due)`` for each chunk once it is due; sleeps between."""
@@ -114,7 +132,7 @@ def _drive(schedule, send):
                 time.sleep(max(wait, 0.0005))
 
 
-def _drive_batched(schedule, send, ready_at, run_ready):
+def _drive_batched(schedule, send, ready_at, run_ready, stats=None, send_range=None):
     """The load generator of an engine that runs its batches on the same thread:
     sends each chunk once it is due (``send(k, t_due)``), runs a batch
     whenever one is ready (``run_ready()`` returns whether it ran one), sleeps
@@ -122,14 +140,23 @@ def _drive_batched(schedule, send, ready_at, run_ready):
     a perf_counter time or None) -- at least 0.5 ms, as ``_drive``: chunks
     due meanwhile are sent together, and that wait counts in their latency.
     (The floor matters: a sleep costs ~40 us of CPU on the VM measured, and
-    without it the generator woke for every chunk.)"""
-    k, total, due = 0, schedule.total, schedule.due
-    t = due(0) if total else 0.0
+    without it the generator woke for every chunk.)  ``send_range(k0, k1)``,
+    if given, sends chunks k0..k1-1 in one call instead (the same chunks at
+    the same moments: those due by the time it looked; one Python call per
+    wake-up instead of one per chunk).  ``stats``: a dict whose "sleeps" it
+    counts."""
+    total, due = schedule.total, schedule.due
+    if send_range is None:
+        def send_range(k0, k1):
+            for k in range(k0, k1):
+                send(k, due(k))
+    k, t = 0, (due(0) if total else 0.0)
     while True:
         now = time.perf_counter()
-        while k < total and t <= now:
-            send(k, t)
-            k += 1
+        if k < total and t <= now:
+            k1 = schedule.first_after(now, k)
+            send_range(k, k1)
+            k = k1
             t = due(k)
         if run_ready():
             continue
@@ -141,6 +168,8 @@ def _drive_batched(schedule, send, ready_at, run_ready):
             return                      # every chunk sent and run
         wait = nxt - time.perf_counter()
         if wait > 0:
+            if stats is not None:
+                stats["sleeps"] += 1
             time.sleep(max(wait, 0.0005))
 
 
@@ -187,27 +216,36 @@ class FastlstmEngine:
         for i in ids:
             self.pool.close(i)
 
-    def trial(self, n, seconds, p99_limit):
+    def trial(self, n, seconds, p99_limit, stats=None):
         rng = np.random.default_rng(1)
         chunks = [self.spec["chunk"](rng) for _ in range(64)]
         pool = self.pool
         ids = [pool.open() for _ in range(n)]
         sched = _Schedule(n, self.spec["period"], seconds, time.perf_counter() + 0.05)
-        lat = np.empty(sched.total)
         # Answered chunks are harvested as the trial goes: keeping every future
         # alive would make the garbage collector's full passes (which walk
-        # every live object) stall the process for tens of ms.
+        # every live object) stall the process for tens of ms.  Futures are
+        # queued and answered in the order they were sent (chunk k), so the
+        # harvest keeps only each one's answer time; latencies (answered -
+        # due) are computed at the end.
         inflight = deque()
+        t_done = []
+        worker = self.worker
 
         def harvest():
-            while inflight and inflight[0][2]._done:
-                j, tj, f = inflight.popleft()
-                lat[j] = f.t_done - tj
+            while inflight and inflight[0]._done:
+                t_done.append(inflight.popleft().t_done)
 
         def send(k, t):
-            inflight.append((k, t, pool.submit(ids[k % n], chunks[k & 63])))
-            if self.worker:
+            inflight.append(pool.submit(ids[k % n], chunks[k & 63]))
+            if worker:
                 harvest()
+
+        submit, push = pool.submit, inflight.append
+
+        def send_range(k0, k1):
+            for k in range(k0, k1):
+                push(submit(ids[k % n], chunks[k & 63]))
 
         def run_ready():
             ran = pool.run_ready()
@@ -217,18 +255,19 @@ class FastlstmEngine:
         if self.worker:
             _drive(sched, send)
         else:
-            _drive_batched(sched, send, pool.ready_at, run_ready)
+            _drive_batched(sched, send, pool.ready_at, run_ready, stats, send_range)
         deadline = time.perf_counter() + 5.0
         answered = sched.total
-        for j, tj, f in inflight:
+        for f in inflight:
             try:
                 f.result(max(0.0, deadline - time.perf_counter()) + 1e-3)
-                lat[j] = f.t_done - tj
+                t_done.append(f.t_done)
             except TimeoutError:        # hopelessly behind: this trial fails
                 answered -= 1
-                lat[j] = np.inf
-        for f in (f for _, _, f in inflight):
+                t_done.append(np.inf)
+        for f in inflight:
             f.result()                  # (the pool drains before the next trial)
+        lat = np.asarray(t_done) - sched.dues()
         for i in ids:
             pool.close(i)
         return _verdict(lat, sched.total, answered, p99_limit)
@@ -483,6 +522,92 @@ def breakdown(case="silero", sizes=(64, 256), repeats=15, silero=None, lines=12,
     return dict(case=case, macs=spec["macs"], rows=rows)
 
 
+class _NullPool:
+    """A pool whose batches cost nothing, for ``generator_cost``: chunks are
+    queued (a ``PoolFuture`` each, as ``StreamPool.submit`` makes) and
+    answered (None) when a batch would run: ``max_batch`` queued, or the
+    oldest waited ``max_wait_us``."""
+
+    def __init__(self, max_batch, max_wait_us):
+        from .pool import PoolFuture, _finish_many
+        self._future, self._finish = PoolFuture, _finish_many
+        self.max_batch, self.max_wait = max_batch, max_wait_us / 1e6
+        self.queue, self.next_id = [], 0
+
+    def open(self):
+        self.next_id += 1
+        return self.next_id
+
+    def close(self, sid):
+        pass
+
+    def submit(self, sid, chunk):
+        fut = self._future(None, (chunk,), None)
+        self.queue.append(fut)
+        return fut
+
+    def ready_at(self):
+        q = self.queue
+        if not q:
+            return None
+        return 0.0 if len(q) >= self.max_batch else q[0].t0 + self.max_wait
+
+    def run_ready(self, force=False):
+        q = self.queue
+        if not q or (not force and len(q) < self.max_batch and
+                     time.perf_counter() < q[0].t0 + self.max_wait):
+            return 0
+        batch = q[:self.max_batch]
+        del q[:self.max_batch]
+        self._finish(batch, [None] * len(batch), time.perf_counter())
+        return len(batch)
+
+
+def generator_cost(case="silero", streams=(1024, 1536), seconds=2.0, max_batch=128,
+                   max_wait_us=2000, repeats=2, cpu=None):
+    """What the capacity benchmark's load generator costs by itself: the
+    ``fastlstm`` engine's trial (same schedule, same driver, same harvest)
+    over a pool whose batches cost nothing (``_NullPool``).  Returns per
+    trial: CPU us per chunk (process time, as ``capacity`` counts it), sleeps
+    per second and the CPU of those sleeps at ``sleep_us`` each (measured
+    here: 400 sleeps of 0.5 ms).  On an idle pool the generator sleeps as
+    often as its 0.5 ms floor allows; a loaded one sleeps far less (a
+    batch's run is the wait), so the sleeps' share is an upper bound."""
+    if cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {cpu})
+    spec = case_spec(case)
+    c0 = time.process_time()
+    for _ in range(400):
+        time.sleep(0.0005)
+    sleep_us = (time.process_time() - c0) / 400 * 1e6
+    eng = FastlstmEngine.__new__(FastlstmEngine)
+    eng.spec, eng.worker, eng.pool = spec, False, _NullPool(max_batch, max_wait_us)
+    rows = []
+    for n in streams:
+        for _ in range(repeats):
+            stats = {"sleeps": 0}
+            c0 = time.process_time()
+            r = eng.trial(n, seconds, 1.0, stats)
+            cpu_us = (time.process_time() - c0) / r["total"] * 1e6
+            rows.append(dict(streams=n, cpu_us_per_chunk=cpu_us,
+                             sleeps_per_s=stats["sleeps"] / seconds, sleep_us=sleep_us,
+                             sleep_us_per_chunk=stats["sleeps"] * sleep_us / r["total"],
+                             p50_ms=r["p50_ms"], p99_ms=r["p99_ms"]))
+    return rows
+
+
+def format_generator(rows):
+    out = ["load generator alone (a pool whose batches cost nothing): CPU us per chunk",
+           "", "| streams | CPU per chunk | sleeps/s | of which sleeps | the rest |",
+           "|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        out.append(f"| {r['streams']} | {r['cpu_us_per_chunk']:.2f} | {r['sleeps_per_s']:.0f} | "
+                   f"{r['sleep_us_per_chunk']:.2f} | "
+                   f"{r['cpu_us_per_chunk'] - r['sleep_us_per_chunk']:.2f} |")
+    out.append(f"(a 0.5 ms sleep costs {rows[0]['sleep_us']:.0f} us of CPU here)" if rows else "")
+    return "\n".join(out)
+
+
 def format_breakdown(res, peak=None):
     macs = res["macs"]
     out = [f"{res['case']}: CPU us per chunk of a batched pool call (thread time, medians)",
@@ -677,12 +802,22 @@ def main(argv=None):
     p.add_argument("--breakdown", type=int, nargs="*", default=None, metavar="BATCH",
                    help="instead: CPU per chunk of each part of a batched pool call at "
                         "these batch sizes (default 64 256), and the graph's heaviest lines")
+    p.add_argument("--generator", type=int, nargs="*", default=None, metavar="STREAMS",
+                   help="instead: CPU per chunk of the load generator alone (batches that "
+                        "cost nothing) at these stream counts (default 1024 1536)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         args.case, args.engine = args.case[0] if isinstance(args.case, list) else args.case, \
             args.engine[0] if isinstance(args.engine, list) else args.engine
         return child(args)
+    if args.generator is not None:
+        if args.cpu is None and hasattr(os, "sched_getaffinity"):
+            args.cpu = max(os.sched_getaffinity(0))
+        rows = generator_cost(args.case[0], tuple(args.generator) or (1024, 1536),
+                              args.seconds, args.max_batch, args.max_wait_us, cpu=args.cpu)
+        print(format_generator(rows))
+        return
     if args.breakdown is not None:
         if args.cpu is None and hasattr(os, "sched_getaffinity"):
             args.cpu = max(os.sched_getaffinity(0))

@@ -32,9 +32,23 @@ is found and the model has LSTM/GRU/RNN nodes, all forward).
 *none*: ``state={}``, streams carry only context.
 
 The state of every stream sits in one preallocated array per state tensor,
-its batch axis indexed by the stream's slot: a batch gathers its rows with
-one ``np.take`` and scatters the new state back with one indexed assignment,
-and only after the batched call succeeded, so a failing call moves no state.
+its batch axis indexed by the stream's slot: a batch gathers its rows and
+scatters the new state back, only after the batched call succeeded, so a
+failing call moves no state.
+
+What a chunk costs outside the model's kernels runs in C
+(``fastlstm._poolcore``): ``submit`` of a chunk of the last shape and dtype
+found valid, the batch's formation, copying its chunks behind their context
+and its state rows (one ``memcpy`` per row, the next rows' cache lines asked
+for ahead), splitting the outputs into each stream's result, answering the
+futures.  Arrays those loops cannot copy row by row (a non-contiguous chunk,
+context along another axis than the chunk's first) take the numpy path
+(``np.take``, indexed assignment), with the same results.  Measured on the
+2-core VM against the Python version (interleaved runs, medians; Silero, CPU
+us per chunk): submit + take + gather + scatter + finish in
+``benchmarks/stream_capacity.py --breakdown`` 8.2 -> 2.6 at batch 128 (6.9 ->
+3.5 at 64, 6.4 -> 3.5 at 256); at 1024 streams in the capacity benchmark's
+trial, everything but the graph (the load generator included) 8.4 -> 5.4.
 
 Batch sizes are rounded up to a few buckets (1, 2, 4, 8, then multiples of 4,
 8, 16, 32 as batches grow; see ``_bucket``) with rows of a reserved slot that
@@ -47,13 +61,22 @@ import sys
 import threading
 import time
 from collections import deque
-from itertools import islice
-import _thread
 
 import numpy as np
 
-from .errors import FastLSTMError, InvalidInput
+from .errors import ExtensionNotBuilt, FastLSTMError, InvalidInput
 from .plan import RunContext
+
+try:
+    from . import _poolcore as _core
+except ImportError as _e:  # pragma: no cover - only on a broken install
+    raise ExtensionNotBuilt(
+        "fastlstm's compiled extension fastlstm._poolcore is not built: install with "
+        "'pip install .' or 'pip install -e .' (it needs a C compiler, Cython and "
+        f"numpy). Cause: {_e}") from _e
+from ._poolcore import PoolCore, PoolFuture, _Stream, _async_done, _callbacks_lock  # noqa: E402
+
+_finish_many = _core.finish_many
 
 __all__ = ["StreamPool"]
 
@@ -127,117 +150,7 @@ def _bucket(n, max_batch):
     return max(n, min(b, max_batch))
 
 
-class _Stream:
-    """A stream's bookkeeping: its slot, chunks submitted and answered (each
-    counter written by one side only: ``submitted`` under the pool's lock by
-    submitters, ``answered`` by the worker, so the worker's hot path takes no
-    lock), whether it is closing, whether its slot was given back."""
-    __slots__ = ("id", "slot", "submitted", "answered", "closing", "freed", "last_used")
-
-    def __init__(self, sid, slot):
-        self.id, self.slot = sid, slot
-        self.submitted = self.answered = 0
-        self.closing = self.freed = False
-        self.last_used = time.monotonic()
-
-
-_callbacks_lock = threading.Lock()
-
-#: Futures of ``apush`` answered and not yet handed to their event loops: the
-#: worker hands each loop its batch's results in one ``call_soon_threadsafe``
-#: (one wake-up of the loop per batch, not one per chunk).
-_async_done = deque()
-
-
-class PoolFuture:
-    """The result of one pushed chunk, to come (what ``submit`` returns).
-
-    A light ``concurrent.futures.Future``: ``result(timeout)``, ``exception``,
-    ``done``, ``add_done_callback``; no cancelling (a queued chunk always
-    runs).  It is also the pool's queue entry: a push allocates one object
-    (and a lock only if someone waits before the result is there).
-    """
-    __slots__ = ("stream", "chunk", "key", "t0", "t_done", "_lock", "_done", "_value",
-                 "_error", "_callbacks", "_aloop", "_afut")
-
-    def __init__(self, stream=None, chunk=None, key=None):
-        # (only what is read before the result is there: ``_value`` and
-        # ``t_done`` are set when it is, ``_afut`` with ``_aloop``)
-        self.stream, self.chunk, self.key = stream, chunk, key
-        self.t0 = _perf_counter()
-        self._lock = None               # made by the first waiter, released when done
-        self._done = False
-        self._error = self._callbacks = None
-        self._aloop = None              # set by apush with _afut: its event loop and future
-
-    def done(self):
-        """Whether the result (or error) is there."""
-        return self._done
-
-    def result(self, timeout=None):
-        """The chunk's result (blocking); raises its error."""
-        if not self._done:
-            with _callbacks_lock:
-                lock = None
-                if not self._done:
-                    lock = self._lock
-                    if lock is None:
-                        lock = self._lock = _thread.allocate_lock()
-                        lock.acquire()
-            if lock is not None:
-                if not lock.acquire(True, -1 if timeout is None else timeout):
-                    raise TimeoutError(f"no result within {timeout} s")
-                lock.release()          # (the next waiter's turn)
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-    def exception(self, timeout=None):
-        """The chunk's error, or None (blocking)."""
-        try:
-            self.result(timeout)
-        except TimeoutError:
-            raise
-        except BaseException as e:
-            return e
-        return None
-
-    def add_done_callback(self, fn):
-        """Call ``fn(future)`` when done (now, if it is; else from the pool's worker)."""
-        with _callbacks_lock:
-            if not self._done:
-                if self._callbacks is None:
-                    self._callbacks = []
-                self._callbacks.append(fn)
-                return
-        fn(self)
-
-    def _finish(self, value, error, t_done=None):
-        self.t_done = time.perf_counter() if t_done is None else t_done
-        self._value, self._error = value, error
-        self.chunk = None
-        with _callbacks_lock:
-            self._done = True
-            cbs, self._callbacks = self._callbacks, None
-            lock = self._lock
-        if lock is not None:
-            lock.release()
-        if self._aloop is not None:
-            _async_done.append(self)
-        for fn in cbs or ():
-            try:
-                fn(self)
-            except Exception:       # a callback's error is not the chunk's
-                pass
-
-    def set_result(self, value):
-        self._finish(value, None)
-
-    def set_exception(self, error):
-        self._finish(None, error)
-
-
-class StreamPool:
+class StreamPool(PoolCore):
     """Many independent streams over one session, batched across streams.
 
     Parameters
@@ -427,9 +340,9 @@ class StreamPool:
         self._queue = deque()
         self._bufs = {}                 # (input, batch, shape, dtype) -> kept input buffer
         self._fast = set()              # (dtype, shape) of single-input chunks found valid
-        # the last of them: a tuple compare and an identity test instead of
-        # hashing a dtype (timeit on the loaded host: the set lookup 270 ns,
-        # these with the type test 150 ns)
+        # the last of them, compared in C by submit (PoolCore: the dims and
+        # the dtype object's identity; submit hot in timeit 0.35 us, 1.2 us
+        # in Python)
         self._fast_shape = self._fast_dtype = self._fast_key = None
         self._lock = threading.Lock()   # the queue and the stream table
         self._cv = threading.Condition(self._lock)
@@ -617,9 +530,8 @@ class StreamPool:
             with self._lock:
                 if len(self._fast) < 64:
                     self._fast.add(sig)
-                if len(arrays) == 1:
-                    self._fast_shape, self._fast_dtype = key[0], arrays[0].dtype
-                    self._fast_key = key
+                if len(arrays) == 1:        # (all three at once: submit reads them unlocked)
+                    self._set_fast(key[0], arrays[0].dtype, key)
         return arrays, key
 
     def _fast_dict(self, chunk):
@@ -633,42 +545,17 @@ class StreamPool:
             return False
         return sig in self._fast
 
-    def submit(self, stream_id, chunk, _aloop=None, _afut=None):
-        """Queue a chunk of a stream; returns a :class:`PoolFuture` of its result
-        (a dict output name -> array).  A stream's chunks run in the order they
-        were submitted."""
-        if type(chunk) is np.ndarray and chunk.shape == self._fast_shape \
-                and chunk.dtype is self._fast_dtype:    # the last shape and dtype found valid
-            arrays, key = (chunk,), self._fast_key      # (one key object: grouping by identity)
-        elif type(chunk) is np.ndarray and (chunk.dtype, chunk.shape) in self._fast:
-            arrays, key = (chunk,), (chunk.shape,)      # a shape and dtype seen valid
-        elif type(chunk) is dict and self._fast_dict(chunk):
+    # ``submit`` (``PoolCore.submit``, in C) queues a chunk of the last shape
+    # and dtype found valid without Python code; others come here.
+    def _slow_key(self, chunk):
+        """A chunk's arrays (``data_inputs`` order) and key: a shape and dtype seen
+        valid, or a dict of such arrays, at once; else validated."""
+        if type(chunk) is np.ndarray and (chunk.dtype, chunk.shape) in self._fast:
+            return (chunk,), (chunk.shape,)             # a shape and dtype seen valid
+        if type(chunk) is dict and self._fast_dict(chunk):
             arrays = tuple([chunk[n] for n in self.data_inputs])
-            key = tuple([a.shape for a in arrays])
-        else:
-            try:
-                arrays, key = self._chunk_key(chunk)
-            except FastLSTMError as e:
-                fut = PoolFuture()
-                fut.set_exception(e)
-                return fut
-        with self._lock:
-            if self._closed:
-                raise FastLSTMError("the StreamPool is closed")
-            st = self._streams.get(stream_id)
-            if st is None:
-                fut = PoolFuture()
-                fut.set_exception(InvalidInput(f"StreamPool: no open stream {stream_id!r}"))
-                return fut
-            st.submitted += 1
-            fut = PoolFuture(st, arrays, key)
-            if _aloop is not None:
-                fut._aloop, fut._afut = _aloop, _afut
-            q = self._queue
-            q.append(fut)
-            if (len(q) == 1 or len(q) == self.max_batch) and self._worker is not None:
-                self._cv.notify()
-        return fut
+            return arrays, tuple([a.shape for a in arrays])
+        return self._chunk_key(chunk)
 
     def push(self, stream_id, chunk, timeout=None):
         """Run a chunk of a stream (blocking, from any thread); returns its result.
@@ -734,37 +621,8 @@ class StreamPool:
         """A batch out of the queue ``q`` (under the lock): its oldest chunks, at
         most ``max_batch``, at most one per stream (a stream's later chunk
         waits for the next batch)."""
-        batch = None
-        mb = self.max_batch
-        if len(q) <= mb:
-            # the usual case: every queued chunk, from as many streams
-            # (one C-level set build checks it, instead of a Python loop)
-            batch = list(q)
-            if len({r.stream for r in batch}) == len(batch):
-                q.clear()
-            else:
-                batch = None
-        else:
-            # a backlog (a loaded pool): its oldest max_batch chunks, when they
-            # are from as many streams, taken by slices at C speed (the loop
-            # below, which this case took before, cost 2.3 us per chunk in
-            # cProfile at 512 Silero streams on one core)
-            batch = list(islice(q, mb))
-            if len({r.stream for r in batch}) == mb:
-                q = self._queue = deque(islice(q, mb, None))
-            else:
-                batch = None
-        if batch is None:
-            batch, seen, rest = [], set(), deque()
-            while q and len(batch) < self.max_batch:
-                r = q.popleft()
-                if r.stream in seen:      # its earlier chunk runs first
-                    rest.append(r)
-                else:
-                    seen.add(r.stream)
-                    batch.append(r)
-            rest.extend(q)
-            q = self._queue = rest
+        # (in C: one popleft per chunk taken, the backlog left in place)
+        batch = _core.form_batch(q, self.max_batch)
         # (Running a bucket's worth exactly and putting the rest back to
         # lead the next batch saved the padding rows, 4-8% of the rows run
         # at 300 Silero streams, but the rest, already old, started the
@@ -827,10 +685,8 @@ class StreamPool:
         t = time.perf_counter()
         try:
             if live:
-                key = live[0].key
-                keys = [r.key for r in live]
-                if keys.count(key) == len(keys):    # (identity first: C speed)
-                    groups = {key: live}
+                if _core.same_key(live):            # (by identity, in C)
+                    groups = {live[0].key: live}
                 else:
                     groups = {}
                     for r in live:
@@ -845,13 +701,10 @@ class StreamPool:
                 if not r.done():
                     r.set_exception(e)
         finally:
-            now = time.monotonic()
-            for r in batch:
-                st = r.stream
-                st.answered += 1
-                st.last_used = now
-                if st.closing:
-                    with self._lock:
+            closing = _core.answered(batch, time.monotonic())
+            if closing is not None:
+                with self._lock:
+                    for st in closing:
                         self._release(st)
         self.batches += 1
         self.chunks += len(live)
@@ -980,7 +833,7 @@ class StreamPool:
         if len(self._out_axis) < len(self.outputs):
             nb = max(nb, min(_LEARN, self.max_batch))
         slots = np.zeros(nb, np.intp)          # padding rows read slot 0 (the initial state)
-        slots[:n] = [r.stream.slot for r in reqs]
+        _core.slots_of(reqs, slots)
         feed = dict(self.constants)
         new_ctx = {}
         bufs = []
@@ -995,34 +848,42 @@ class StreamPool:
                 per_shape[c_ax] += c_n
                 per_shape = tuple(per_shape)
             buf = self._kept((name, nb, per_shape, first.dtype), (nb,) + per_shape, first.dtype)
-            if nb > n:
-                buf[n:] = 0
-            chunks = [r.chunk[j] for r in reqs]
-            if ctx is None:
-                buf[:n] = chunks
-            else:
+            store = None
+            if ctx is not None:
                 store = self._contexts.get(name)
                 if store is None:
                     cshape = list(first.shape)
                     cshape[c_ax] = c_n
                     store = self._contexts[name] = np.zeros(
                         (self._capacity,) + tuple(cshape), first.dtype)
-                head = (slice(None),) * (c_ax + 1)
-                buf[head + (slice(0, c_n),)] = store[slots]
-                buf[:n][head + (slice(c_n, None),)] = chunks
-                total = per_shape[c_ax]
-                new_ctx[name] = buf[:n][head + (slice(total - c_n, total),)]
+            if (ctx is None or c_ax == 0) and _core.fill_rows(reqs, j, buf, nb, store, slots):
+                # (one C loop: context row, then chunk, per row; the context
+                # goes back from each row's tail, see _scatter)
+                if ctx is not None:
+                    new_ctx[name] = (None, buf)
+            else:
+                if nb > n:
+                    buf[n:] = 0
+                chunks = [r.chunk[j] for r in reqs]
+                if ctx is None:
+                    buf[:n] = chunks
+                else:
+                    head = (slice(None),) * (c_ax + 1)
+                    buf[head + (slice(0, c_n),)] = store[slots]
+                    buf[:n][head + (slice(c_n, None),)] = chunks
+                    total = per_shape[c_ax]
+                    new_ctx[name] = (buf[:n][head + (slice(total - c_n, total),)], None)
             bufs.append(buf)
             ax = self._axis[name]
             feed[name] = np.ascontiguousarray(np.moveaxis(buf, 0, ax)) if ax else buf
         for i in self.pairs:
-            feed[i] = np.take(self._states[i], slots, axis=self._axis[i])
+            feed[i] = _take(self._states[i], slots, self._axis[i])
         run_ctx = None
         if self._layers:
             state = {}
             for node in self._layers:
-                h = np.take(self._states[node.name + ":h"], slots, axis=1)
-                c = np.take(self._states[node.name + ":c"], slots, axis=1) \
+                h = _take(self._states[node.name + ":h"], slots, 1)
+                c = _take(self._states[node.name + ":c"], slots, 1) \
                     if node.layer.desc.has_cell else None
                 state[node.name] = (h, c)
             run_ctx = RunContext(state=state)
@@ -1051,31 +912,25 @@ class StreamPool:
                 raise InvalidInput(f"StreamPool: state output '{o}' has shape {new.shape}; "
                                    f"input '{i}' was fed {want}")
         for i, o in self.pairs.items():
-            ax = self._axis[i]
-            idx = (slice(None),) * ax
-            self._states[i][idx + (live,)] = values[o][idx + (slice(0, n),)]
+            _put(self._states[i], slots, n, values[o], self._axis[i])
         if run_ctx is not None:
             for node in self._layers:
                 h, c = run_ctx.state[node.name]
-                self._states[node.name + ":h"][:, live] = h[:, :n]
+                _put(self._states[node.name + ":h"], slots, n, h, 1)
                 if c is not None:
-                    self._states[node.name + ":c"][:, live] = c[:, :n]
-        for name, part in new_ctx.items():
-            self._contexts[name][live] = part
-        # split the outputs by stream
+                    _put(self._states[node.name + ":c"], slots, n, c, 1)
+        for name, (part, buf) in new_ctx.items():
+            store = self._contexts[name]
+            if buf is None or not _core.put_tails(store, slots, n, buf):
+                store[live] = part if buf is None else buf[:n, buf.shape[1] - store.shape[1]:]
+        # split the outputs by stream: each result a dict of views of its rows
         per = []
         for o in self.outputs:
             arr = values[o]
             ax = self._output_axis(o, arr, nb)
-            if ax is None:
-                per.append([arr] * n)
-            else:
-                per.append(list(np.moveaxis(arr, ax, 0)[:n]) if ax else list(arr[:n]))
-        names = self.outputs
-        if len(names) == 1:
-            name = names[0]
-            return [{name: v} for v in per[0]]
-        return [dict(zip(names, row)) for row in zip(*per)] if per else [{} for _ in range(n)]
+            per.append([arr] * n if ax is None else
+                       list(np.moveaxis(arr, ax, 0)[:n]) if ax else list(arr[:n]))
+        return _core.dicts_of(self.outputs, per, n)
 
     def _output_axis(self, name, arr, nb):
         """The batch axis of an output: the dim of the batch's size (preferring
@@ -1098,30 +953,6 @@ class StreamPool:
             self._out_axis[name] = cand[0]
         return cand[0]
 
-
-def _finish_many(futs, values, t_done):
-    """``PoolFuture._finish`` for a whole batch: one round of the callbacks lock."""
-    wake, later, aloops = [], [], []
-    with _callbacks_lock:
-        for f, v in zip(futs, values):
-            f.t_done, f._value, f.chunk, f._done = t_done, v, None, True
-            if f._lock is not None:
-                wake.append(f._lock)
-            if f._callbacks is not None:
-                later.append(f)
-            if f._aloop is not None:
-                aloops.append(f)
-    for lock in wake:
-        lock.release()
-    if aloops:
-        _async_done.extend(aloops)
-    for f in later:
-        cbs, f._callbacks = f._callbacks, None
-        for fn in cbs:
-            try:
-                fn(f)
-            except Exception:
-                pass
 
 
 def _wake_loops():
@@ -1149,6 +980,25 @@ def _settle_all(futs):
             afut.set_exception(fut._error)
         else:
             afut.set_result(fut._value)
+
+
+def _take(store, slots, ax):
+    """``np.take(store, slots, axis=ax)``: one memcpy per row in C when the
+    arrays allow it (C-contiguous store)."""
+    shape = list(store.shape)
+    shape[ax] = len(slots)
+    out = np.empty(shape, store.dtype)
+    if _core.take_rows(store, slots, out, ax):
+        return out
+    return np.take(store, slots, axis=ax)
+
+
+def _put(store, slots, n, new, ax):
+    """Rows ``0..n`` of ``new`` (batch axis ``ax``) into ``store`` at ``slots[:n]``:
+    one memcpy per row in C when the arrays allow it, else numpy."""
+    if not _core.put_rows(store, slots, n, new, ax):
+        idx = (slice(None),) * ax
+        store[idx + (slots[:n],)] = new[idx + (slice(0, n),)]
 
 
 def _np_dtype(type_str):
