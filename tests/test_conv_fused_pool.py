@@ -84,7 +84,7 @@ CASES = [
     # CRNN's convs with their pools (tests/models/tasks/crnn.onnx, width 100)
     (32, 64, "SiLU", (2, 2), (1, 32, 16, 50)),
     (64, 96, "Relu", (2, 1), (1, 64, 8, 25)),
-    (96, 128, "Relu", (4, 1), (1, 96, 4, 25)),      # F(4x4) chosen for the pool
+    (96, 128, "Relu", (4, 1), (1, 96, 16, 25)),     # F(4x4): 4-row windows in a tile
     # outputs that end mid-tile and mid-window, a batch, each activation
     (16, 24, None, (2, 2), (2, 16, 9, 13)),
     (16, 17, "Sigmoid", (1, 2), (1, 16, 10, 11)),
@@ -145,14 +145,21 @@ def test_pool_fused_into_the_tap_kernel(act, pool, shape):
     assert _pool_fused(_specialised(sess))
 
 
-def test_pool_not_fused_after_a_kernel_that_cannot_pool():
-    """16 channels on 2 x 9: the panel kernel, which would need the
-    epilogue after it (slower than the pool's own kernel): not fused."""
-    m = _model(16, 8, "Relu", (2, 1))
-    x = R.standard_normal((1, 16, 2, 9)).astype(np.float32)
+@pytest.mark.parametrize("cin,cout,pool,shape", [
+    (16, 8, (2, 1), (1, 16, 2, 9)),         # the panel kernel
+    (96, 128, (4, 1), (1, 96, 4, 25)),      # F(2x2) (CRNN's last conv): tiles split windows
+])
+def test_pool_not_fused_after_a_kernel_that_cannot_pool(cin, cout, pool, shape):
+    """A kernel that would need the epilogue after it (slower than the
+    pool's own kernel): the pool stays a node of its own.  (F(4x4) for the
+    CRNN's last conv, to pool its 4 x 1 windows in the stores, measured
+    faster with the weights in cache but slower from memory, as in a graph:
+    285-329 us against 253-274 for F(2x2) and the pool, caches flushed.)"""
+    m = _model(cin, cout, "Relu", pool)
+    x = R.standard_normal(shape).astype(np.float32)
     want = run_ort(m, {"x": x})[0]
     sess, got = _run(m, x)
-    np.testing.assert_allclose(got[0], want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[0], want, rtol=1e-5, atol=2e-5 * np.sqrt(9 * cin))
     assert not _pool_fused(_specialised(sess))
 
 

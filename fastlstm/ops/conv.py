@@ -520,15 +520,6 @@ class ConvRunner:
         # others run without the activation, then the epilogue does both
         geo, shape, kern, kind = self._plan_act(x, packed, 0)
         pool = self._pool or (0, 0)
-        if type(kind) is tuple and kind[0] == "wino" and WINO is None and \
-                (kind[1] % max(pool[0], 1) or kind[1] % max(pool[1], 1)) and \
-                min(shape[2:]) >= 4 and 4 % pool[0] == 0 and 4 % pool[1] == 0:
-            # F(4x4) where F(2x2) was chosen (fewer than 16 tiles of 4x4) and
-            # its tiles would split the pool's windows: CRNN's last conv (96
-            # -> 128 on 4 x 25) pooled 4 x 1 in F(4x4)'s stores took 138 us
-            # against 168 for F(2x2) then the pool (medians of 21 interleaved
-            # rounds of 30 calls)
-            geo, shape, kern, kind = self._plan_act(x, packed, 0, tile=4)
         out = shape if not self._pool else \
             (shape[0], shape[1], shape[2] // pool[0], shape[3] // pool[1])
         full = geo.copy()
@@ -551,10 +542,9 @@ class ConvRunner:
         then_epilogue.epilogue = True
         return full, out, then_epilogue, kind
 
-    def _plan_act(self, x, packed, act, tile=None):
+    def _plan_act(self, x, packed, act):
         """``_plan`` with activation ``act`` (a kernels.conv.ACT_* code other
-        than ACT_SILU) and no pool; ``tile`` forces that Winograd tile size
-        where Winograd applies."""
+        than ACT_SILU) and no pool."""
         node = self.node
         K = _kernels()
         if not isinstance(x, np.ndarray):
@@ -601,7 +591,7 @@ class ConvRunner:
             # (no fused activation, no padding, no dilation: the FFT's case;
             # a kernel forced on or off for a benchmark runs instead)
             return (geo, (N, packed.cout, *outsz), packed.dft, "dft")
-        tile = (tile or _use_wino(geo)) if packed.wino is not None else 0
+        tile = _use_wino(geo) if packed.wino is not None else 0
         if tile:
             geo[K.G_BIAS] = packed.wino_weights(tile)[1]
             from ..kernels import winograd
