@@ -17,6 +17,7 @@ and the ratio of the fastest rounds (less disturbed by other processes).
     python benchmarks/conv_speed.py [--rounds 15] [--inner 400] [--batch N] [--seq]
     python benchmarks/conv_speed.py --pools [--rounds 15] [--inner 400]
     python benchmarks/conv_speed.py --wino [--rounds 15] [--inner 400]
+    python benchmarks/conv_speed.py --fused [--rounds 15] [--inner 400]
 
 ``--batch N`` runs the cases with N items; ``--seq`` the convs of Silero's
 sequence variant (293 frames at once: the STFT over 832 samples per frame, the
@@ -30,6 +31,9 @@ against the function the specialised executor calls (the op's ``bind``).
 ``--wino`` times the CRNN's 3x3 convs at widths 100 and 400 with caches
 flushed before every call: onnxruntime against ``kernels.winograd`` (4x4 and
 2x2 output tiles) and the panel kernel, with each one's max error.
+``--fused`` times the CRNN's conv stages (Conv, activation, MaxPool) as
+whole sessions, caches flushed: onnxruntime against fastlstm's specialised
+run with the pool fused into the conv's kernel and without.
 """
 import argparse
 import statistics
@@ -320,6 +324,95 @@ def wino(rounds, inner):
     return 0
 
 
+# the CRNN's conv stages at widths 100 and 400 (tests/models/tasks/crnn.onnx):
+# name, X shape, Cout, activation, pool window
+FUSED_CASES = [
+    ("crnn1", (1, 1, 32, 100), 32, "Relu", (2, 2)),
+    ("crnn2", (1, 32, 16, 50), 64, "SiLU", (2, 2)),
+    ("crnn3", (1, 64, 8, 25), 96, "Relu", (2, 1)),
+    ("crnn4", (1, 96, 4, 25), 128, "Relu", (4, 1)),
+    ("crnn1 w400", (1, 1, 32, 400), 32, "Relu", (2, 2)),
+    ("crnn2 w400", (1, 32, 16, 200), 64, "SiLU", (2, 2)),
+    ("crnn3 w400", (1, 64, 8, 100), 96, "Relu", (2, 1)),
+    ("crnn4 w400", (1, 96, 4, 100), 128, "Relu", (4, 1)),
+]
+
+
+def _stage_model(xs, cout, act, pool):
+    """Conv 3x3 (pads 1) -> act (SiLU as Sigmoid and Mul) -> MaxPool."""
+    rng = np.random.default_rng(0)
+    W = (rng.standard_normal((cout, xs[1], 3, 3)) * 0.2).astype(np.float32)
+    B = rng.standard_normal(cout).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], pads=[1, 1, 1, 1])]
+    if act == "SiLU":
+        nodes += [helper.make_node("Sigmoid", ["c"], ["s"]),
+                  helper.make_node("Mul", ["c", "s"], ["a"])]
+    else:
+        nodes.append(helper.make_node(act, ["c"], ["a"]))
+    nodes.append(helper.make_node("MaxPool", ["a"], ["y"], kernel_shape=list(pool),
+                                  strides=list(pool)))
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 1, list(xs))],
+                          [helper.make_tensor_value_info("y", 1, None)],
+                          [numpy_helper.from_array(W, "W"), numpy_helper.from_array(B, "B")])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def fused(rounds, inner):
+    """The CRNN's conv stages (Conv, activation, MaxPool) as whole sessions,
+    caches flushed before every call as in ``wino``: onnxruntime against
+    fastlstm's specialised run with the pool fused into the conv's kernel
+    (``fastlstm.codegen.FUSE_POOL``, the default) and without."""
+    from fastlstm import codegen
+    junk = np.ones(3 << 20, np.float32)
+
+    def flush():
+        junk.sum()
+
+    print("us per call, medians, caches flushed before each call; ratio = unfused / fused; "
+          "onnxruntime / fused")
+    head = (f"{'case':11s} {'ort':>7s} {'unfused':>8s} {'fused':>7s} {'ratio':>6s} "
+            f"{'vs ort':>6s} {'max err':>8s} {'pool fused':>10s}")
+    print(head)
+    print("-" * len(head))
+    tot = {"ort": 0.0, "unfused": 0.0, "fused": 0.0}
+    for name, xs, cout, act, pool in FUSED_CASES:
+        model = _stage_model(xs, cout, act, pool)
+        x = np.random.default_rng(1).standard_normal(xs).astype(np.float32)
+        so = _ort(model)
+        want = so.run(None, {"x": x})[0]
+        sess, err = {}, 0.0
+        for on in (False, True):
+            codegen.FUSE_POOL = on
+            try:
+                s = fastlstm.InferenceSession(model.SerializeToString())
+                for _ in range(3):          # general, then specialised
+                    got = s.run(None, {"x": x})[0]
+            finally:
+                codegen.FUSE_POOL = True
+            err = max(err, float(np.abs(got - want).max()))
+            sess[on] = s
+        fn = next(iter(sess[True]._plan._specialiser._built.values()))
+        pooled = "_bind_pool" not in " ".join(
+            getattr(v, "__qualname__", "") for v in fn.__globals__.values())
+        fns = {"flush": flush, "ort": lambda: (flush(), so.run(None, {"x": x})),
+               "unfused": lambda: (flush(), sess[False].run(None, {"x": x})),
+               "fused": lambda: (flush(), sess[True].run(None, {"x": x}))}
+        samples = {k: [] for k in fns}
+        for _ in range(rounds):
+            for k, f in fns.items():
+                samples[k].append(_round(f, inner))
+        m = {k: statistics.median(v) - statistics.median(samples["flush"])
+             for k, v in samples.items() if k != "flush"}
+        for k in tot:
+            tot[k] += m[k]
+        print(f"{name:11s} {m['ort']:7.1f} {m['unfused']:8.1f} {m['fused']:7.1f} "
+              f"{m['unfused'] / m['fused']:5.2f}x {m['ort'] / m['fused']:5.2f}x {err:8.1e} "
+              f"{'yes' if pooled else 'no':>10s}")
+    print(f"{'the eight':11s} {tot['ort']:7.1f} {tot['unfused']:8.1f} {tot['fused']:7.1f} "
+          f"{tot['unfused'] / tot['fused']:5.2f}x {tot['ort'] / tot['fused']:5.2f}x")
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=15)
@@ -329,7 +422,10 @@ def main(argv=None):
     ap.add_argument("--pools", action="store_true")
     ap.add_argument("--rows", action="store_true")
     ap.add_argument("--wino", action="store_true")
+    ap.add_argument("--fused", action="store_true")
     args = ap.parse_args(argv)
+    if args.fused:
+        return fused(args.rounds, min(args.inner, 20))
     if args.wino:
         return wino(args.rounds, min(args.inner, 20))
     if args.rows:

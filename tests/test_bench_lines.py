@@ -34,7 +34,9 @@ def test_line_and_node_times_of_a_crnn():
     kinds = bench_lines.by_kind(lines)
     assert lines and all(t >= 0 for t, _ in lines)
     assert kinds["conv"] > 0 and kinds["recurrent"] > 0
-    assert not kinds.get("pool")        # (every MaxPool runs inside its conv's kernel)
+    # (three of its four MaxPools run inside their conv's kernel; the last
+    # conv's F(2x2) tiles would split its 4 x 1 windows)
+    assert kinds.get("pool", 0) < 0.1 * kinds["conv"]
     nodes = bench_lines.ort_node_times(case["model"], feed, repeats=2)
     ops = {op for _, op, _ in nodes}
     assert {"LSTM", "MaxPool"} <= ops and all(t > 0 for t, _, _ in nodes)
