@@ -74,7 +74,7 @@ except ImportError as _e:  # pragma: no cover - only on a broken install
         "fastlstm's compiled extension fastlstm._poolcore is not built: install with "
         "'pip install .' or 'pip install -e .' (it needs a C compiler, Cython and "
         f"numpy). Cause: {_e}") from _e
-from ._poolcore import PoolCore, PoolFuture, _Stream, _async_done, _callbacks_lock  # noqa: E402
+from ._poolcore import PoolCore, PoolFuture, _Stream, _async_done  # noqa: E402,F401
 
 _finish_many = _core.finish_many
 
