@@ -273,17 +273,23 @@ WINO_CASES = [
 ]
 
 
+def _flusher():
+    """A call that sums a 12 MB array, so that what a conv reads next comes
+    from L3 or memory, as in a graph where other nodes run in between."""
+    junk = np.ones(3 << 20, np.float32)
+
+    def flush():
+        junk.sum()
+    return flush
+
+
 def wino(rounds, inner):
     """3x3 stride-1 convs: onnxruntime against ``kernels.winograd`` with 4x4
     and 2x2 output tiles and the panel kernel.  Before every call a 12 MB
     array is summed, so that weights, X and Y come from L3 or memory as in
     a graph, where other nodes run in between (the sum's own time, measured
     alone, is subtracted)."""
-    junk = np.ones(3 << 20, np.float32)
-
-    def flush():
-        junk.sum()
-
+    flush = _flusher()
     print("us per call, fastest rounds, caches flushed before each call; ratio = "
           "onnxruntime / F(4x4); max abs error against onnxruntime")
     head = (f"{'case':11s} {'MMACs':>6s} {'ort':>7s} {'F4x4':>7s} {'F2x2':>7s} {'panel':>7s} "
@@ -363,11 +369,7 @@ def fused(rounds, inner):
     fastlstm's specialised run with the pool fused into the conv's kernel
     (``fastlstm.codegen.FUSE_POOL``, the default) and without."""
     from fastlstm import codegen
-    junk = np.ones(3 << 20, np.float32)
-
-    def flush():
-        junk.sum()
-
+    flush = _flusher()
     print("us per call, medians, caches flushed before each call; ratio = unfused / fused; "
           "onnxruntime / fused")
     head = (f"{'case':11s} {'ort':>7s} {'unfused':>8s} {'fused':>7s} {'ratio':>6s} "

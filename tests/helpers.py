@@ -1,6 +1,13 @@
 """Shared helpers for the tests: build one-node models, run onnxruntime."""
+import os
+
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
+
+#: Silero VAD (tests/models/silero) and the sample rate it is fed
+SILERO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models", "silero",
+                      "silero_vad.onnx")
+SR = np.array(16000, np.int64)
 
 SPEC_INPUTS = {
     "LSTM": ["X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P"],

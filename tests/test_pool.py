@@ -10,15 +10,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 import fastlstm
 from fastlstm import FastLSTMError, InvalidInput, StreamPool
+from helpers import SR
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SILERO = os.path.join(HERE, "models", "silero", "silero_vad.onnx")
-SR = np.array(16000, np.int64)
-
-
-@pytest.fixture(scope="module")
-def silero():
-    return fastlstm.InferenceSession(SILERO)
 
 
 def _silero_alone(sess, audio):

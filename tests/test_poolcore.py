@@ -2,7 +2,6 @@
 batch's gather and scatter, futures).  Its results equal the numpy path's
 bit for bit; arrays it cannot copy row by row (non-contiguous chunks,
 another dtype, slots out of range) go the numpy way or are refused."""
-import os
 
 import numpy as np
 import pytest
@@ -12,15 +11,8 @@ import fastlstm
 from fastlstm import FastLSTMError, InvalidInput, StreamPool
 from fastlstm import _poolcore as core
 from fastlstm import pool as pool_mod
+from helpers import SR
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SILERO = os.path.join(HERE, "models", "silero", "silero_vad.onnx")
-SR = np.array(16000, np.int64)
-
-
-@pytest.fixture(scope="module")
-def silero():
-    return fastlstm.InferenceSession(SILERO)
 
 
 def _no_c_copies(monkeypatch):

@@ -5,7 +5,6 @@ graceful shutdown that answers the request in flight."""
 import contextlib
 import io
 import json
-import os
 import socket
 import threading
 import time
@@ -22,10 +21,8 @@ from websockets.sync.client import connect  # noqa: E402
 
 import fastlstm  # noqa: E402
 from fastlstm.server import create_app, make_server  # noqa: E402
+from helpers import SILERO, SR  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SILERO = os.path.join(HERE, "models", "silero", "silero_vad.onnx")
-SR = np.array(16000, np.int64)
 POOL = {"context": {"input": 64}, "constants": {"sr": SR}, "max_wait_us": 500}
 
 
@@ -64,11 +61,6 @@ def silero_server():
     srv = Running(SILERO, pool_options=POOL)
     yield srv
     srv.stop()
-
-
-@pytest.fixture(scope="module")
-def silero():
-    return fastlstm.InferenceSession(SILERO)
 
 
 def _alone(sess, chunks):

@@ -121,13 +121,6 @@ def kernel(name):
     return compiled(globals()[name])
 
 
-def compiled_epilogue():
-    """``epilogue``, compiled for its one signature on first use."""
-    if not epilogue.signatures:
-        epilogue.compile(types.void(_F, _L, _F))
-    return epilogue
-
-
 # ---- geo: the int64 geometry block every kernel reads -----------------------------
 (G_N, G_G, G_CIN, G_CGI, G_COUT, G_CGO,
  G_D, G_H, G_W, G_OD, G_OH, G_OW,
@@ -184,7 +177,7 @@ def pool_max(a, b):
     return b if (a == a and not b <= a) else a
 
 
-@njit(**_jit)
+@_entry(types.void(_F, _L, _F))
 def epilogue(t, geo, y):
     """y from t, the Conv's output [N*COUT planes of OH x OW] without its
     activation: the activation geo[G_ACT], then the fused MaxPool

@@ -479,8 +479,8 @@ class ConvRunner:
         then ``kernels.conv.epilogue`` pools it, which is slower than the
         pool's own kernel: with an input ``x``, None unless X's shape runs
         on Winograd."""
-        if (node.op_type != "MaxPool" or len([o for o in node.outputs if o]) != 1
-                or len(node.outputs) != 1 or self._pool or self.node.op_type != "Conv"
+        if (node.op_type != "MaxPool" or len(node.outputs) != 1 or not node.outputs[0]
+                or self._pool or self.node.op_type != "Conv"
                 or self._packed is None or len(self._packed.wshape) != 4):
             return None
         ks = _ints(node, "kernel_shape")
@@ -525,15 +525,16 @@ class ConvRunner:
         full = geo.copy()
         full[K.G_ACT] = self._act
         if self._act == K.ACT_CLIP:
-            full[K.G_CLIP] = int(np.array(self._clip, np.float32).view(np.int64)[0])
+            full[K.G_CLIP] = _clip_field(self._clip)
         full[K.G_POOLH], full[K.G_POOLW] = pool
         if type(kind) is tuple and kind[0] == "wino" and \
                 kind[1] % max(pool[0], 1) == 0 and kind[1] % max(pool[1], 1) == 0:
             return full, out, kern, kind
-        if getattr(kern, "pool", False) is None:       # the tap kernel, built again
+        from ..kernels.conv_taps import TapsConv
+        if isinstance(kern, TapsConv):          # built again with both
             return full, out, _taps_kernel(geo, self._act, self._pool), kind
         size = int(np.prod(shape))
-        epilogue = K.compiled_epilogue()
+        epilogue = K.kernel("epilogue")
 
         def then_epilogue(xf, w, _geo, yf):
             t = np.empty(size, _F32)
@@ -570,8 +571,8 @@ class ConvRunner:
         G = int(attr(node, "group", 1))
         _recheck(node, strides, dil, pads, G)
         extra = {K.G_BIAS: packed.bias_off, K.G_ACT: act, K.G_NP: packed.np_}
-        if act == K.ACT_CLIP:     # the two float32 bounds in one int64 field
-            extra[K.G_CLIP] = int(np.array(self._clip, np.float32).view(np.int64)[0])
+        if act == K.ACT_CLIP:
+            extra[K.G_CLIP] = _clip_field(self._clip)
         if node.op_type == "ConvTranspose":
             outsz, pb, pe = _transpose_out(node, insz, ks, strides, dil, pads)
         else:
@@ -795,6 +796,11 @@ def _use_taps(geo):
     if GEMM or ROWS:        # another kernel forced on
         return False
     return conv_taps.eligible(geo)
+
+
+def _clip_field(clip):
+    """A fused Clip's two float32 bounds in the bits of one int64 (geo[G_CLIP])."""
+    return int(np.array(clip, np.float32).view(np.int64)[0])
 
 
 def _taps_kernel(geo, act, pool=None):
