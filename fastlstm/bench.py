@@ -2,10 +2,17 @@
 
 Used by ``fastlstm bench`` and ``benchmarks/compare.py``.  Every case builds a
 one-layer model; fastlstm's outputs are checked against onnxruntime's; then
-each engine is timed in a process of its own, the processes alternating
-(fastlstm, onnxruntime, fastlstm, onnxruntime, ...) ``--repeats`` times, and the
-median of the per-process medians is reported.  Ratio = onnxruntime time /
-fastlstm time (> 1: we are faster).
+each engine is timed in a process of its own, the two processes taking their
+samples in lock step (a sample of about 20 ms from one, then one from the
+other, ``--rounds`` pairs per case, the order flipping each time), all of it
+``--repeats`` times with new processes, and the median of all samples is
+reported (``measure``).  Ratio = onnxruntime time / fastlstm time (> 1: we are
+faster).
+
+Why lock step: the machine this is developed on is a shared VM whose speed
+moves by 20-40% over seconds to minutes; processes that each ran all their
+samples in turn (as this did before) measured each engine at a different
+moment, and one command's ratios moved by up to 30% from run to run.
 
 Why separate processes: with two threads on two cores, an engine whose idle
 workers spin (onnxruntime's do by default, for a while after every run, and so
@@ -285,8 +292,9 @@ def model_case(path, feed_path):
     return {"model": os.path.abspath(path), "feed": os.path.abspath(feed_path)}
 
 
-def time_case(engine, case, threads, rounds):
-    """Median seconds per run of one engine on one case (in this process).
+def prepare_run(engine, case, threads):
+    """A function that runs ``case`` once on ``engine`` (in this process), or
+    None when the engine does not run such cases.
 
     ``case`` is a table tuple (see ``TABLE``) or a ``model_case``.  Cases that
     carry state between calls use each engine's best way to stream:
@@ -299,26 +307,31 @@ def time_case(engine, case, threads, rounds):
         with np.load(case["feed"], allow_pickle=False) as z:
             feed = {k: z[k] for k in z.files}
         call = _session(engine, case["model"], threads)
-        return _time_calls(lambda: call(feed), rounds)
+        return lambda: call(feed)
     op, T, B, I, H, direction, carry = case
     feed = _feed(case)
     if engine in OPTIONAL_ENGINES:
-        run = _torch_runner(op, T, B, I, H, direction, threads) if engine == "torch" \
+        return _torch_runner(op, T, B, I, H, direction, threads) if engine == "torch" \
             else _openvino_runner(case, feed, threads)
-        if run is None:
-            return None
-    elif engine == "fastlstm" and carry:
+    if engine == "fastlstm" and carry:
         st = _fastlstm_session(build_model(op, I, H, direction, carry), threads).stream(B)
         x = {"X": feed["X"]}
 
         def run():
             st.run(None, x)
-    else:
-        call = _session(engine, build_model(op, I, H, direction, carry), threads)
+        return run
+    call = _session(engine, build_model(op, I, H, direction, carry), threads)
 
-        def run():
-            call(feed)
-    return _time_calls(run, rounds)
+    def run():
+        call(feed)
+    return run
+
+
+def time_case(engine, case, threads, rounds):
+    """Median seconds per run of one engine on one case (in this process);
+    None when the engine does not run it (see ``prepare_run``)."""
+    run = prepare_run(engine, case, threads)
+    return None if run is None else _time_calls(run, rounds)
 
 
 def _time_calls(run, rounds):
@@ -412,42 +425,111 @@ def plot(results, path):
 
 
 def child_main(argv):
-    """One engine, one thread count, several cases: prints one JSON line per case."""
+    """A timing process of ``measure``: one engine, one thread count, every
+    case loaded and warmed up; then it answers each line on stdin, a case
+    name, with one sample: a warm-up call, then calls for about 20 ms, timed
+    (a JSON line {"seconds": per call}).  An empty line ends it."""
     import argparse
     ap = argparse.ArgumentParser()
     ap.add_argument("--engine", required=True)
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--cases", required=True)
-    ap.add_argument("--rounds", type=int, default=15)
     a = ap.parse_args(argv)
+    runs, inner = {}, {}
     for name, case in json.loads(a.cases).items():
-        t = time_case(a.engine, case if isinstance(case, dict) else tuple(case), a.threads,
-                      a.rounds)
-        print(json.dumps({"case": name, "seconds": t}), flush=True)
+        run = prepare_run(a.engine, case if isinstance(case, dict) else tuple(case), a.threads)
+        if run is None:
+            continue
+        for _ in range(3):
+            run()
+        t0 = time.perf_counter()
+        run()
+        inner[name] = max(1, int(0.02 / max(time.perf_counter() - t0, 1e-6)))
+        runs[name] = run
+    print(json.dumps({"cases": list(runs)}), flush=True)
+    for line in sys.stdin:
+        name = line.strip()
+        if not name:
+            break
+        run, n = runs[name], inner[name]
+        run()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            run()
+        print(json.dumps({"seconds": (time.perf_counter() - t0) / n}), flush=True)
 
 
-def _child(engine, threads, cases, rounds):
-    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
-    cmd = [sys.executable, "-c", "import sys; from fastlstm.bench import child_main; "
-           "child_main(sys.argv[1:])", "--engine", engine, "--threads", str(threads),
-           "--cases", json.dumps(cases), "--rounds", str(rounds)]
-    out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True).stdout
-    return {r["case"]: r["seconds"] for r in map(json.loads, out.splitlines())}
+class _Child:
+    """A ``child_main`` process: ``sample(name)`` asks it for one sample."""
+
+    def __init__(self, engine, threads, cases):
+        env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads),
+                   OMP_NUM_THREADS=str(threads))
+        cmd = [sys.executable, "-c", "import sys; from fastlstm.bench import child_main; "
+               "child_main(sys.argv[1:])", "--engine", engine, "--threads", str(threads),
+               "--cases", json.dumps(cases)]
+        self.engine = engine
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.cases = None
+
+    def _reply(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            code = self.proc.wait()
+            raise RuntimeError(f"the {self.engine} timing process exited ({code}) without "
+                               f"an answer; its error output is above")
+        return json.loads(line)
+
+    def ready(self):
+        self.cases = set(self._reply()["cases"])
+
+    def sample(self, name):
+        self.proc.stdin.write(name + "\n")
+        self.proc.stdin.flush()
+        return self._reply()["seconds"]
+
+    def close(self):
+        try:
+            self.proc.stdin.write("\n")
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def measure(cases, threads, rounds, repeats, engines=("fastlstm", "onnxruntime")):
     """Median seconds per run of every case for every engine, measured the
-    benchmark's way: each engine in processes of its own, the processes
-    alternating between engines ``repeats`` times (fastlstm, onnxruntime,
-    fastlstm, ...), ``rounds`` samples per process; the median of all samples'
-    per-process medians.  Returns {engine: {case name: seconds}}; a case an
-    engine did not run is left out."""
+    benchmark's way: each engine in a process of its own, the engines' samples
+    taken in lock step (case by case: fastlstm's sample, then onnxruntime's,
+    then the other way round, ``rounds`` times; one process waits while the
+    other runs), so that both see the machine as it is at that moment; all
+    of that ``repeats`` times with new processes; the median of all samples.
+    With more than one thread a pause of 20 ms comes before each sample, for
+    the other engine's idle workers to stop spinning.  Returns {engine: {case
+    name: seconds}}; a case an engine did not run is left out."""
     samples = {e: {name: [] for name in cases} for e in engines}
+    k = 0
     for _ in range(repeats):
-        for e in engines:
-            for name, sec in _child(e, threads, cases, rounds).items():
-                if sec is not None:
-                    samples[e][name].append(sec)
+        children = [_Child(e, threads, cases) for e in engines]
+        try:
+            for c in children:
+                c.ready()
+            for name in cases:
+                for _ in range(rounds):
+                    for c in (children if k % 2 == 0 else children[::-1]):
+                        if name in c.cases:
+                            if threads > 1:
+                                time.sleep(0.02)
+                            samples[c.engine][name].append(c.sample(name))
+                    k += 1
+        finally:
+            for c in children:
+                c.close()
     return {e: {name: statistics.median(s) for name, s in per.items() if s}
             for e, per in samples.items()}
 

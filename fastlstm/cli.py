@@ -71,7 +71,7 @@ def cmd_demo(args):
         checks.append({"T": T, "B": B, "max_abs_err": err})
         feeds[T, B] = feed
     # Speed, measured as `fastlstm bench` measures (bench.measure): each engine
-    # in processes of its own, alternating, medians.  The model at batch 1, one
+    # in a process of its own, samples in lock step, medians.  The model at batch 1, one
     # step and 100 steps, and the bench's streaming cases, where fastlstm is
     # meant to win most (one step carrying state: fastlstm's stream() against
     # initial_h/c in and Y_h/Y_c out).
@@ -84,7 +84,8 @@ def cmd_demo(args):
             np.savez(feed_path, **feeds[T, B])
             cases[f"model T={T} B={B}"] = bench.model_case(path, feed_path)
         cases.update(stream_cases)
-        _progress(f"timing {len(cases)} cases: {args.repeats} processes per engine")
+        _progress(f"timing {len(cases)} cases: {args.repeats} x {args.rounds} samples per "
+                  f"engine")
         medians = bench.measure(cases, args.threads, args.rounds, args.repeats)
     errors = {f"model T={c['T']} B={c['B']}": c["max_abs_err"] for c in checks}
     errors.update({name: bench.check_case(case) for name, case in stream_cases.items()})
@@ -110,9 +111,9 @@ def cmd_demo(args):
               f"{load_s * 1e3:.0f} ms")
         print("max abs difference from onnxruntime: " + ", ".join(
             f"T={c['T']} B={c['B']} {c['max_abs_err']:.1e}" for c in checks))
-        print(f"\ntimed as `fastlstm bench` times: each engine in processes of its own, "
-              f"alternating {args.repeats} times, {args.rounds} samples each; medians; "
-              f"{args.threads} thread(s)")
+        print(f"\ntimed as `fastlstm bench` times: each engine in a process of its own, "
+              f"their samples in lock step, {args.rounds} per case, {args.repeats} times "
+              f"with new processes; medians; {args.threads} thread(s)")
         print(f"{'case':<44} {'fastlstm':>10} {'onnxruntime':>12} {'ratio':>7}")
         for r in rows:
             print(f"{r['what']:<44} {_us(r['fastlstm_us']):>10} {_us(r['onnxruntime_us']):>12} "
@@ -661,17 +662,20 @@ def build_parser():
     d.add_argument("--model", help="an ONNX model with inputs named like the example's")
     d.add_argument("--threads", type=_positive_int, default=1)
     d.add_argument("--repeats", type=_positive_int, default=3,
-                   help="processes per engine, alternating between engines (as bench)")
+                   help="times new timing processes are started, one per engine (as bench)")
     d.add_argument("--rounds", type=_positive_int, default=5,
-                   help="samples per process (as bench)")
+                   help="samples per engine, case and process, taken in lock step with the "
+                        "other engine's (as bench)")
     d.add_argument("--json", action="store_true")
     d.set_defaults(fn=cmd_demo)
     b = sub.add_parser("bench", help="time fastlstm against onnxruntime")
     b.add_argument("--threads", type=_positive_int, nargs="+", default=[1, 2])
     b.add_argument("--sweep", action="store_true", help="add the B/T/H sweep")
-    b.add_argument("--rounds", type=_positive_int, default=15, help="samples per process")
+    b.add_argument("--rounds", type=_positive_int, default=15,
+                   help="samples per engine, case and process, taken in lock step with the "
+                        "other engine's (one engine's sample, then the other's)")
     b.add_argument("--repeats", type=_positive_int, default=3,
-                   help="processes per engine, alternating between engines")
+                   help="times new timing processes are started, one per engine")
     b.add_argument("--cases", nargs="+", help="only these case names")
     b.add_argument("--json", help="write results as JSON here")
     b.add_argument("--weights", nargs="*", choices=["float32", "bf16", "int8"],
