@@ -10,9 +10,12 @@ reported (``measure``).  Ratio = onnxruntime time / fastlstm time (> 1: we are
 faster).
 
 Why lock step: the machine this is developed on is a shared VM whose speed
-moves by 20-40% over seconds to minutes; processes that each ran all their
-samples in turn (as this did before) measured each engine at a different
-moment, and one command's ratios moved by up to 30% from run to run.
+moves over tens of milliseconds to minutes (the CRNN at width 100, 20 ms
+samples in one process: 1.3-2.7 ms for fastlstm, 1.7-2.8 ms for onnxruntime;
+one command's ratio over ten runs: 1.07-1.37x).  Processes that each took all
+their samples in turn (as this did before) measured the engines at different
+moments; in lock step each pair of samples sees about the same machine.  The
+spread that remains is the machine's: run the command more than once.
 
 Why separate processes: with two threads on two cores, an engine whose idle
 workers spin (onnxruntime's do by default, for a while after every run, and so
