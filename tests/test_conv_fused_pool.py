@@ -225,3 +225,29 @@ def test_nan_input_takes_the_direct_sum_then_pools(tile):
     assert nan.any() and (~nan).any()
     np.testing.assert_allclose(got[0][~nan], want[~nan], rtol=1e-5, atol=1e-4)
     assert _pool_fused(_specialised(sess))
+
+
+@pytest.mark.parametrize("act,pool,shape", [("Relu", (2, 2), (2, 1, 17, 70)),
+                                             ("Clip", (3, 2), (1, 1, 14, 54)),
+                                             (None, (1, 2), (1, 1, 5, 37))])
+def test_tap_kernel_vector_pool_with_nans(act, pool, shape):
+    """The tap kernel's vector paths: its conv rows two at a time (and a
+    last one alone), the windows of two columns 8 at a time (the rest by
+    the loop), an odd output height; NaNs in X: the pooled outputs whose
+    window holds one are NaN (MaxPool's rule, as in the test above), the
+    others as ONNX's reference computes them."""
+    m = _model(1, 8, act, pool)
+    x = R.standard_normal(shape).astype(np.float32)
+    size = x.size
+    for i in (5, 71, size // 2, size - 40):
+        x.reshape(-1)[i] = np.nan
+    want = ReferenceEvaluator(m).run(None, {"x": x})[0]
+    a = ReferenceEvaluator(_model(1, 8, act, pool, pool_out_too=True)).run(None, {"x": x})[1]
+    n, c, oh, ow = want.shape
+    nan = np.isnan(a[:, :, :oh * pool[0], :ow * pool[1]]).reshape(
+        n, c, oh, pool[0], ow, pool[1]).any(axis=(3, 5))
+    sess, got = _run(m, x)
+    assert _pool_fused(_specialised(sess))
+    np.testing.assert_array_equal(np.isnan(got[0]), nan)
+    assert nan.any() and (~nan).any()
+    np.testing.assert_allclose(got[0][~nan], want[~nan], rtol=1e-5, atol=1e-5)

@@ -29,6 +29,9 @@ results are the same for every call, and differ from the other kernels' by
 rounding only.
 """
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 from .. import fuse
 from . import conv as K
@@ -38,6 +41,117 @@ MAX_TAPS = 25
 
 _ACT = {K.ACT_NONE: "{}", K.ACT_RELU: "relu({})", K.ACT_SIGMOID: "sigmoid({})",
         K.ACT_CLIP: "clip({}, lo, hi)", K.ACT_SILU: "{0} * sigmoid({0})"}
+
+#: float32 per vector of ``row_kernel`` (one AVX2 register)
+VL = 8
+_ROW_KERNELS = {}
+_F32P = types.CPointer(types.float32)
+
+
+def row_kernel(KH, KW, act, R=1):
+    """An intrinsic computing ``nvec`` vectors of VL outputs of R consecutive
+    conv rows (stride 1 between them when R > 1)::
+
+        row(px, sb, Wp, w, woff, b, dst, doff, dstride, nvec, lo, hi):
+        dst[doff + r*dstride + j] = act(b + sum_kh sum_kw w[woff + kh*KW + kw] *
+                                            px[sb + (r + kh)*Wp + j + kw])
+        for r < R, j < nvec * VL
+
+    (act a K.ACT_* code: none, Relu or Clip with bounds lo, hi).  Written as
+    LLVM IR on <VL x float> values, the weights splatted once: as a Python
+    loop over the row's columns LLVM vectorized it, but left the last OW % 8
+    columns to a scalar loop and reloaded spilled weights around every row
+    (at the CRNN's 100 columns that doubled a row's time).  With R = 2 each
+    input vector loaded feeds both rows (KH + 1 input rows read for two
+    output rows instead of 2 KH: a vector of the 3 x 3 kernel took 8.2
+    cycles in L1, the loads its bound).  The caller pads the input rows so
+    that whole vectors can be read and pads ``dst`` (or takes the last vector
+    through a buffer).  The sum is one chain of FMAs from the bias, taps in
+    row-major order: the same order for every output and call."""
+    key = (KH, KW, act, R)
+    got = _ROW_KERNELS.get(key)
+    if got is not None:
+        return got
+    assert act in (K.ACT_NONE, K.ACT_RELU, K.ACT_CLIP)
+
+    @intrinsic
+    def row(typingctx, px, sb, Wp, w, woff, b, dst, doff, dstride, nvec, lo, hi):
+        i64, f32 = types.int64, types.float32
+        sig = types.void(_F32P, i64, i64, _F32P, i64, f32, _F32P, i64, i64, i64, f32, f32)
+
+        def codegen(context, builder, signature, args):
+            px, sb, Wp, w, woff, b, dst, doff, dstride, nvec, lo, hi = args
+            fty = ir.FloatType()
+            vty = ir.VectorType(fty, VL)
+            ll64 = ir.IntType(64)
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vty, [vty, vty, vty]), f"llvm.fma.v{VL}f32")
+            undef = ir.Constant(vty, ir.Undefined)
+            mask = ir.Constant(ir.VectorType(ir.IntType(32), VL), [0] * VL)
+
+            def c(v):
+                return ir.Constant(ll64, v)
+
+            def splat(v):
+                return builder.shuffle_vector(
+                    builder.insert_element(undef, v, ir.Constant(ir.IntType(32), 0)),
+                    undef, mask)
+
+            def vptr(base, off):
+                return builder.bitcast(builder.gep(base, [off], inbounds=True),
+                                       vty.as_pointer())
+
+            wv = [splat(builder.load(builder.gep(w, [builder.add(woff, c(t))], inbounds=True)))
+                  for t in range(KH * KW)]
+            bv, lov, hiv = splat(b), splat(lo), splat(hi)
+            zero = ir.Constant(vty, [0.0] * VL)
+            rows = [builder.add(sb, builder.mul(c(k), Wp)) for k in range(KH + R - 1)]
+            pre = builder.block
+            head = builder.append_basic_block("row.head")
+            body = builder.append_basic_block("row.body")
+            done = builder.append_basic_block("row.done")
+            builder.branch(head)
+            builder.position_at_end(head)
+            i = builder.phi(ll64)
+            i.add_incoming(c(0), pre)
+            builder.cbranch(builder.icmp_signed("<", i, nvec), body, done)
+            builder.position_at_end(body)
+            col = builder.mul(i, c(VL))
+            # two chains per output row (the bias and the first kernel rows,
+            # the last kernel rows), added at the end: shorter FMA latency
+            # chains for the out-of-order core to overlap
+            split = (KH + 1) // 2 if KH > 1 and R > 1 else KH
+            acc = [[bv, None] for _ in range(R)]
+            for k in range(KH + R - 1):         # input row k feeds output rows r = k - kh
+                for kw in range(KW):
+                    xv = builder.load(vptr(px, builder.add(rows[k], builder.add(col, c(kw)))),
+                                      align=4)
+                    for r in range(R):
+                        kh = k - r
+                        if 0 <= kh < KH:
+                            part = 0 if kh < split else 1
+                            a = acc[r][part]
+                            wk = wv[kh * KW + kw]
+                            acc[r][part] = builder.fmul(wk, xv) if a is None else \
+                                builder.call(fma, [wk, xv, a])
+            for r in range(R):
+                v = acc[r][0] if acc[r][1] is None else builder.fadd(acc[r][0], acc[r][1])
+                if act == K.ACT_RELU:       # x if x > 0 or x is NaN, else 0
+                    v = builder.select(builder.fcmp_unordered(">", v, zero), v, zero)
+                elif act == K.ACT_CLIP:     # as the Clip op (a NaN stays NaN)
+                    v = builder.select(builder.fcmp_ordered("<", v, lov), lov, v)
+                    v = builder.select(builder.fcmp_ordered(">", v, hiv), hiv, v)
+                at = builder.add(builder.add(doff, builder.mul(c(r), dstride)), col)
+                builder.store(v, vptr(dst, at), align=4)
+            i.add_incoming(builder.add(i, c(1)), builder.block)
+            builder.branch(head)
+            builder.position_at_end(done)
+            return context.get_dummy_value()
+
+        return sig, codegen
+    row.__name__ = f"taps_row_{KH}x{KW}_{act}_{R}"
+    _ROW_KERNELS[key] = row
+    return row
 
 
 def eligible(geo):
@@ -58,6 +172,8 @@ def source(KH, KW, act, pool=None):
     NaN)."""
     taps = KH * KW
     PKH, PKW = pool or (1, 1)
+    if act in (K.ACT_NONE, K.ACT_RELU, K.ACT_CLIP):
+        return _vector_source(KH, KW, act, pool)
     lines = fuse.header("conv with unrolled taps (fastlstm.kernels.conv_taps)",
                         "xp, w, BIAS, y, N, COUT, CGO, CIN, OH, OW, Hp, Wp, SH, lo, hi, rb") + [
         "    px, py, pr = fptr(xp), fptr(y), fptr(rb)",
@@ -115,6 +231,187 @@ def source(KH, KW, act, pool=None):
     return "\n".join(lines) + "\n"
 
 
+_POOL_KERNELS = {}
+
+
+def pool_kernel(PKH):
+    """An intrinsic reducing windows of PKH rows x 2 columns (strides the
+    same) of a buffer, VL windows per vector::
+
+        pool(pr, stride, py, o, ngroups):
+        py[o + k] = max over rows i < PKH, columns j < 2 of pr[i*stride + 2k + j]
+        for k < ngroups * VL
+
+    in MaxPool's order and rule (``source``): taps in row-major order, the
+    first as it is, then one that is greater or NaN unless the max is NaN.
+    Each buffer row's 2*VL floats are loaded as two vectors and split into
+    even and odd columns (a scalar loop with that rule stayed scalar)."""
+    got = _POOL_KERNELS.get(PKH)
+    if got is not None:
+        return got
+
+    @intrinsic
+    def pool(typingctx, pr, stride, py, o, ngroups):
+        i64 = types.int64
+        sig = types.void(_F32P, i64, _F32P, i64, i64)
+
+        def codegen(context, builder, signature, args):
+            pr, stride, py, o, ngroups = args
+            vty = ir.VectorType(ir.FloatType(), VL)
+            ll64 = ir.IntType(64)
+
+            def c(v):
+                return ir.Constant(ll64, v)
+
+            def vptr(base, off):
+                return builder.bitcast(builder.gep(base, [off], inbounds=True),
+                                       vty.as_pointer())
+            i32v = ir.VectorType(ir.IntType(32), VL)
+            even = ir.Constant(i32v, [2 * k for k in range(VL)])
+            odd = ir.Constant(i32v, [2 * k + 1 for k in range(VL)])
+            pre = builder.block
+            head = builder.append_basic_block("pool.head")
+            body = builder.append_basic_block("pool.body")
+            done = builder.append_basic_block("pool.done")
+            builder.branch(head)
+            builder.position_at_end(head)
+            g = builder.phi(ll64)
+            g.add_incoming(c(0), pre)
+            builder.cbranch(builder.icmp_signed("<", g, ngroups), body, done)
+            builder.position_at_end(body)
+            col = builder.mul(g, c(2 * VL))
+            m = None
+            for i in range(PKH):
+                at = builder.add(builder.mul(c(i), stride), col)
+                a = builder.load(vptr(pr, at), align=4)
+                b = builder.load(vptr(pr, builder.add(at, c(VL))), align=4)
+                for u in (builder.shuffle_vector(a, b, even), builder.shuffle_vector(a, b, odd)):
+                    if m is None:
+                        m = u
+                        continue
+                    # keep m where it is NaN or u <= m, else u
+                    keep = builder.or_(builder.fcmp_unordered("uno", m, m),
+                                       builder.fcmp_ordered("<=", u, m))
+                    m = builder.select(keep, m, u)
+            builder.store(m, vptr(py, builder.add(o, builder.mul(g, c(VL)))), align=4)
+            g.add_incoming(builder.add(g, c(1)), builder.block)
+            builder.branch(head)
+            builder.position_at_end(done)
+            return context.get_dummy_value()
+
+        return sig, codegen
+    pool.__name__ = f"taps_pool_{PKH}x2"
+    _POOL_KERNELS[PKH] = pool
+    return pool
+
+
+def _pool_lines(PKH, PKW, stride, vector=False):
+    """The pool loop of a window row (``source``'s rule) over buffer rows
+    ``stride`` floats apart; ``vector``: windows of two columns, groups of VL
+    windows by ``pool_kernel`` (``_pool`` in the generated module), the rest
+    by the loop."""
+    lines = ["                o = ((n * COUT + c) * POH + ph) * POW"]
+    if vector:
+        lines += [f"                _pool(pr, {stride}, py, o, POW // {VL})",
+                  f"                for pw in range(POW // {VL} * {VL}, POW):"]
+    else:
+        lines.append("                for pw in range(POW):")
+    first = True
+    for i in range(PKH):
+        for j in range(PKW):
+            tap = f"pr[{i} * {stride} + pw * {PKW} + {j}]"
+            if first:
+                lines.append(f"                    m = {tap}")
+                first = False
+            else:
+                lines.append(f"                    u = {tap}")
+                lines.append("                    m = u if (m == m and not u <= m) else m")
+    lines.append("                    py[o + pw] = m")
+    return lines
+
+
+def _vector_source(KH, KW, act, pool):
+    """``source`` for the activations ``row_kernel`` computes: each output
+    row (with a pool: each conv row of a window row, into the buffer) as
+    whole vectors of the row kernel; the input rows are padded for it
+    (``TapsConv``); an unpooled row's last OW % 8 outputs go through the
+    buffer."""
+    taps = KH * KW
+    lines = fuse.header("conv with unrolled taps (fastlstm.kernels.conv_taps)",
+                        "xp, w, BIAS, y, N, COUT, CGO, CIN, OH, OW, Hp, Wp, SH, lo, hi, rb") + [
+        "    px, py, pr, pw_ = fptr(xp), fptr(y), fptr(rb), fptr(w)",
+    ]
+    if pool:
+        PKH, PKW = pool
+        lines += [f"    POH, POW = OH // {PKH}, OW // {PKW}",
+                  f"    NV = (POW * {PKW} + {VL - 1}) // {VL}",
+                  f"    OWV = NV * {VL}"]
+    else:
+        lines += [f"    NF = OW // {VL}",
+                  f"    REM = OW - NF * {VL}"]
+    call = f"_row(px, {{}}, Wp, pw_, c * {taps}, b, {{}}, {{}}, 0, {{}}, lo, hi)"
+    call2 = f"_row2(px, {{}}, Wp, pw_, c * {taps}, b, {{}}, {{}}, {{}}, {{}}, lo, hi)"
+    if pool:
+        # window rows outer, channels inner: a window row's input rows stay
+        # in L1 for every channel (channels outer read the whole input from
+        # L2 once per channel)
+        lines += ["    for n in range(N):",
+                  "        for ph in range(POH):",
+                  "            for c in range(COUT):",
+                  "                base = (n * CIN + c // CGO) * Hp * Wp",
+                  "                b = w[BIAS + c]"]
+        # the window's conv rows two at a time where the rows are 1 apart
+        lines.append("                if SH == 1:")
+        i = 0
+        while i < PKH:
+            start = f"base + (ph * {PKH} + {i}) * SH * Wp"
+            if i + 1 < PKH:
+                lines.append("                    " + call2.format(start, "pr", f"{i} * OWV",
+                                                                   "OWV", "NV"))
+                i += 2
+            else:
+                lines.append("                    " + call.format(start, "pr", f"{i} * OWV", "NV"))
+                i += 1
+        lines.append("                else:")
+        for i in range(PKH):
+            lines.append("                    " + call.format(
+                f"base + (ph * {PKH} + {i}) * SH * Wp", "pr", f"{i} * OWV", "NV"))
+        lines += _pool_lines(PKH, PKW, "OWV", vector=PKW == 2)
+        src = "\n".join(lines) + "\n"
+    else:
+        lines += ["    for n in range(N):",
+                  "        for c in range(COUT):",
+                  "            base = (n * CIN + c // CGO) * Hp * Wp",
+                  "            b = w[BIAS + c]",
+                  "            oh = 0",
+                  "            while oh < OH:",
+                  "                o = ((n * COUT + c) * OH + oh) * OW",
+                  "                s = base + oh * SH * Wp",
+                  "                two = SH == 1 and oh + 1 < OH",
+                  "                if two:",
+                  "                    " + call2.format("s", "py", "o", "OW", "NF"),
+                  "                else:",
+                  "                    " + call.format("s", "py", "o", "NF"),
+                  "                if REM:",
+                  "                    if two:",
+                  "                        " + call2.format(f"s + NF * {VL}", "pr", "0", f"{VL}",
+                                                             "1"),
+                  "                    else:",
+                  "                        " + call.format(f"s + NF * {VL}", "pr", "0", "1"),
+                  "                    for j in range(REM):",
+                  f"                        py[o + NF * {VL} + j] = pr[j]",
+                  "                        if two:",
+                  f"                            py[o + OW + NF * {VL} + j] = pr[{VL} + j]",
+                  "                oh += 2 if two else 1"]
+        src = "\n".join(lines) + "\n"
+    # the row kernel, made when the generated module is imported
+    imports = (f"from fastlstm.kernels.conv_taps import row_kernel\n"
+               f"_row = row_kernel({KH}, {KW}, {act})\n_row2 = row_kernel({KH}, {KW}, {act}, 2)\n")
+    if pool and pool[1] == 2:
+        imports += f"from fastlstm.kernels.conv_taps import pool_kernel\n_pool = pool_kernel({pool[0]})\n"
+    return src.replace("import math\n", "import math\n" + imports, 1)
+
+
 class TapsConv:
     """The conv kernels' call ``(x, w, geo, y)`` for one kernel shape and
     activation; ``w`` in ONNX layout with the bias at geo[G_BIAS]
@@ -123,19 +420,28 @@ class TapsConv:
     def __init__(self, KH, KW, act, pool=None):
         self.fn = fuse.compile_kernel(source(KH, KW, act, pool))
         self.pool = pool
+        self.KW = KW
+        self.vector = act in (K.ACT_NONE, K.ACT_RELU, K.ACT_CLIP)
 
     def __call__(self, x, w, geo, y):
         N, CIN, COUT, CGO = geo[K.G_N], geo[K.G_CIN], geo[K.G_COUT], geo[K.G_CGO]
         H, W, OH, OW = geo[K.G_H], geo[K.G_W], geo[K.G_OH], geo[K.G_OW]
         PH, PW = geo[K.G_PH], geo[K.G_PW]
         Hp, Wp = H + PH + geo[K.G_QH], W + PW + geo[K.G_QW]
-        if geo[K.G_PADCOPY]:
+        rbn = self.pool[0] * OW if self.pool else 1
+        if self.vector:
+            # rows read as whole vectors: padded to them (and the buffer)
+            cols = OW // self.pool[1] * self.pool[1] if self.pool else OW
+            nv = -(-cols // VL)
+            Wp = max(Wp, nv * VL + self.KW - 1)
+            rbn = self.pool[0] * nv * VL if self.pool else 2 * VL
+        if geo[K.G_PADCOPY] or Wp != W + PW + geo[K.G_QW]:
             xp = np.zeros((N * CIN, Hp, Wp), np.float32)
             xp[:, PH:PH + H, PW:PW + W] = x.reshape(N * CIN, H, W)
             xp = xp.reshape(-1)
         else:
             xp = x
         lo, hi = K.clip_bounds(geo)
-        rb = np.empty(self.pool[0] * OW if self.pool else 1, np.float32)
+        rb = np.empty(rbn, np.float32)
         self.fn(xp, w, geo[K.G_BIAS], y, N, COUT, CGO, CIN, OH, OW, Hp, Wp, geo[K.G_SH],
                 np.float32(lo), np.float32(hi), rb)
