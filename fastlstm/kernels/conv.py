@@ -1073,7 +1073,7 @@ def conv_gemm(x, w, geo, y):
 #: the block's output and the weights)
 ITEMS_CHUNK = 16384
 
-from .gemm import panel_gemm as _panel_gemm    # noqa: E402
+from .gemm import SET as _GEMM_SET, panel_gemm as _panel_gemm    # noqa: E402
 
 
 @njit(**_jit)
@@ -1114,16 +1114,18 @@ def conv_items(x, w, geo, y):
                     xp[dst + p * CIN + c] = xs[src + c * W + p]
         for ow in range(OW):
             kw0, nk = _tap_range(ow, 1, SW, 1, PW, KW, W)
-            o[:mb * Np] = 0
             if nk > 0:
                 ks = nk * CIN
                 a0 = (ow * SW - PW + kw0) * CIN
                 for n1 in range(0, Np, _GPANEL):
                     width = min(_GPANEL, Np - n1)
                     # panel n1 // 64 starts at n1*K; its rows from tap kw0 on
-                    # (panel_gemm takes the panel at woff + n1*ks)
+                    # (panel_gemm takes the panel at woff + n1*ks; SET: o is
+                    # written, not added to)
                     _panel_gemm(mb, ks, Np, n1, n1 + width, xp, a0, row, wp,
-                                n1 * (K - ks) + kw0 * CIN * width, op, 0, Np, 0)
+                                n1 * (K - ks) + kw0 * CIN * width, op, 0, Np, _GEMM_SET)
+            else:
+                o[:mb * Np] = 0
             for r in range(mb):
                 yrow[r] = (n0 + r) * COUT * OW + ow
             _gemm_store(o, mb, Np, COUT, OW, yrow, w, BIAS, ACT, clo, chi, y)

@@ -54,56 +54,58 @@ TILE_ROWS = MAX_ROWS if AVX512 else 6
 TILE_VECS = 4 if AVX512 else 1
 #: Rows of K a tile runs at a time on an AVX2 host (see panel_gemm)
 KC = 64
+#: ``panel_gemm``'s flag (in ``rev``): out = the product instead of out += it
+SET = 2
 
 
-@njit(types.void(_I, _I, _I, F32P, _I, _I, F32P, _I, _I, F32P, _I, _I), **_jit)
-def _tile(mr, nv, K, a, aoff, lda, w, woff, ldw, out, ooff, ldo):
+@njit(types.void(_I, _I, _I, F32P, _I, _I, F32P, _I, _I, F32P, _I, _I, _I), **_jit)
+def _tile(mr, nv, K, a, aoff, lda, w, woff, ldw, out, ooff, ldo, zero):
     """Dispatch to the register tile of mr rows (1-4, or 5-6 with one vector) and
-    nv vectors (1-4)."""
+    nv vectors (1-4); ``zero``: out = the product, not out += it."""
     if mr == 6:
-        t6_1(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+        t6_1(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo, zero)
     elif mr == 5:
-        t5_1(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+        t5_1(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo, zero)
     elif mr == 4:
         if nv == 4:
-            t4_4(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+            t4_4(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo, zero)
         elif nv == 3:
-            t4_3(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+            t4_3(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo, zero)
         elif nv == 2:
-            t4_2(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+            t4_2(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo, zero)
         else:
-            t4_1(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+            t4_1(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo, zero)
     elif mr == 3:
         if nv == 4:
-            t3_4(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+            t3_4(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo, zero)
         elif nv == 3:
-            t3_3(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+            t3_3(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo, zero)
         elif nv == 2:
-            t3_2(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+            t3_2(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo, zero)
         else:
-            t3_1(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+            t3_1(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo, zero)
     elif mr == 2:
         if nv == 4:
-            t2_4(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+            t2_4(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo, zero)
         elif nv == 3:
-            t2_3(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+            t2_3(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo, zero)
         elif nv == 2:
-            t2_2(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+            t2_2(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo, zero)
         else:
-            t2_1(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+            t2_1(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo, zero)
     else:
         if nv == 4:
-            t1_4(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+            t1_4(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo, zero)
         elif nv == 3:
-            t1_3(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+            t1_3(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo, zero)
         elif nv == 2:
-            t1_2(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+            t1_2(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo, zero)
         else:
-            t1_1(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+            t1_1(K, a, aoff, lda, w, woff, ldw, out, ooff, ldo, zero)
 
 
-@njit(types.void(_I, _I, _I, F32P, _I, _I, F32P, _I, _I, F32P, _I, _I), **_jit)
-def _rest(r, nv, K, a, aoff, lda, w, woff, ldw, out, ooff, ldo):
+@njit(types.void(_I, _I, _I, F32P, _I, _I, F32P, _I, _I, F32P, _I, _I, _I), **_jit)
+def _rest(r, nv, K, a, aoff, lda, w, woff, ldw, out, ooff, ldo, zero):
     """r = 1-5 rows across nv vectors of a panel (AVX2 hosts), in tiles of at
     least 8 accumulator registers where the rows allow it.
 
@@ -117,19 +119,19 @@ def _rest(r, nv, K, a, aoff, lda, w, woff, ldw, out, ooff, ldo):
     K=128 N=512: M=2 13.6 -> 25.0, M=25 25.7 -> 33.1."""
     if r == 5:
         for v in range(nv):
-            t5_1(K, a, aoff, lda, w, woff + 16 * v, ldw, out, ooff + 16 * v, ldo)
+            t5_1(K, a, aoff, lda, w, woff + 16 * v, ldw, out, ooff + 16 * v, ldo, zero)
     elif r == 4:
         for v in range(nv):
-            t4_1(K, a, aoff, lda, w, woff + 16 * v, ldw, out, ooff + 16 * v, ldo)
+            t4_1(K, a, aoff, lda, w, woff + 16 * v, ldw, out, ooff + 16 * v, ldo, zero)
     elif r == 1:
-        _tile(1, nv, K, a, aoff, lda, w, woff, ldw, out, ooff, ldo)
+        _tile(1, nv, K, a, aoff, lda, w, woff, ldw, out, ooff, ldo, zero)
     else:                       # 2 or 3 rows: pairs of vectors, then an odd one
         v = 0
         while v + 2 <= nv:
-            _tile(r, 2, K, a, aoff, lda, w, woff + 16 * v, ldw, out, ooff + 16 * v, ldo)
+            _tile(r, 2, K, a, aoff, lda, w, woff + 16 * v, ldw, out, ooff + 16 * v, ldo, zero)
             v += 2
         if v < nv:
-            _tile(r, 1, K, a, aoff, lda, w, woff + 16 * v, ldw, out, ooff + 16 * v, ldo)
+            _tile(r, 1, K, a, aoff, lda, w, woff + 16 * v, ldw, out, ooff + 16 * v, ldo, zero)
 
 
 @njit(types.void(_I, _I, _I, _I, _I, F32P, _I, _I, F32P, _I, F32P, _I, _I, _I), **_jit)
@@ -137,9 +139,13 @@ def panel_gemm(M, K, N, c0, c1, a, aoff, lda, wp, woff, out, ooff, ldo, rev):
     """out[ooff + m*ldo + n] += sum_k a[aoff + m*lda + k] * Wt[k, n] for m < M, c0 <= n < c1.
 
     Wt (K x N) is packed in panels at ``wp[woff:]``; c0 must be a multiple of 64
-    and c1 a multiple of 64 or N.  ``rev`` != 0 visits the panels last to first
-    (same results: a panel's columns are computed whole).
+    and c1 a multiple of 64 or N.  ``rev`` holds flags: bit 0 visits the
+    panels last to first (same results: a panel's columns are computed
+    whole); bit 1 (``SET``) makes it ``out = ...`` (out is not read: no
+    zeroing pass before, no load of zeros into the tiles; the same sums).
     """
+    zero = (rev >> 1) & 1
+    rev = rev & 1
     first = c0 // PANEL
     last = (c1 + PANEL - 1) // PANEL - 1
     # AVX2 row blocks: ``full`` blocks of 6, then ``tail`` rows in blocks of
@@ -157,7 +163,7 @@ def panel_gemm(M, K, N, c0, c1, a, aoff, lda, wp, woff, out, ooff, ldo, rev):
         full -= 2
         tail += 12
     # (one block of at most 5 rows: nothing to reuse between K blocks)
-    kb = K if M <= 5 else KC
+    kb = max(K, 1) if M <= 5 else KC
     for q in range(last - first + 1):
         p = last - q if rev != 0 else first + q
         n0 = p * PANEL
@@ -165,7 +171,7 @@ def panel_gemm(M, K, N, c0, c1, a, aoff, lda, wp, woff, out, ooff, ldo, rev):
         nv = width // 16
         pw = woff + n0 * K          # panels before p are K x 64 each
         if M == 1:                  # one row: the whole panel (nv <= 4 vectors fit)
-            _tile(1, nv, K, a, aoff, lda, wp, pw, width, out, ooff + n0, ldo)
+            _tile(1, nv, K, a, aoff, lda, wp, pw, width, out, ooff + n0, ldo, zero)
             continue
         if not AVX512:
             # 6-row blocks, then the last M % 6 rows (``_rest``), KC rows of
@@ -179,19 +185,20 @@ def panel_gemm(M, K, N, c0, c1, a, aoff, lda, wp, woff, out, ooff, ldo, rev):
             # K=256 N=768 1.12, 1.16; M=8 and M=25 1.0-1.09.  Partial sums go
             # through ``out`` in float32, which the registers hold anyway, so
             # the result keeps its bits.
-            for k0 in range(0, K, kb):
+            for k0 in range(0, max(K, 1), kb):
                 kc = min(kb, K - k0)
                 wk = pw + k0 * width
+                z = zero if k0 == 0 else 0
                 for b in range(full):
                     for v in range(nv):
                         t6_1(kc, a, aoff + 6 * b * lda + k0, lda, wp, wk + 16 * v, width, out,
-                             ooff + 6 * b * ldo + n0 + 16 * v, ldo)
+                             ooff + 6 * b * ldo + n0 + 16 * v, ldo, z)
                 m = 6 * full
                 rem = tail
                 while rem > 0:
                     r = 5 if rem == 5 or rem == 9 or rem == 13 else min(4, rem)
                     _rest(r, nv, kc, a, aoff + m * lda + k0, lda, wp, wk, width, out,
-                          ooff + m * ldo + n0, ldo)
+                          ooff + m * ldo + n0, ldo, z)
                     m += r
                     rem -= r
             continue
@@ -203,7 +210,7 @@ def panel_gemm(M, K, N, c0, c1, a, aoff, lda, wp, woff, out, ooff, ldo, rev):
                 if mr == 5:
                     mr = 4
                 _tile(mr, vn, K, a, aoff + m * lda, lda, wp, pw + 16 * v0, width, out,
-                      ooff + m * ldo + n0 + 16 * v0, ldo)
+                      ooff + m * ldo + n0 + 16 * v0, ldo, zero)
                 m += mr
 
 

@@ -5,8 +5,10 @@ K loop when they live behind pointers it cannot prove distinct from the
 weights, and its SLP vectorizer does not turn a block of scalar accumulators
 into vector registers either (both measured: 10-70 GFLOP/s).  So the inner
 tile of every product is spelled out here as IR: ``MR`` rows by ``NV`` vectors
-of 16 floats of ``out`` are loaded into registers, updated with one fused
-multiply-add per weight vector per row for every k, and stored once:
+of 16 floats of ``out`` are loaded into registers (or start at zero when the
+tile's last argument ``zero`` is not 0: ``out`` is then only written),
+updated with one fused multiply-add per weight vector per row for every k,
+and stored once:
 
     for k in range(K):
         for v in range(NV):  wv = w[woff + k*ldw + 16*v : +16]
@@ -30,11 +32,11 @@ LANES = config.TILE
 
 def _make_tile(MR, NV):
     @intrinsic
-    def tile(typingctx, K, a, aoff, lda, w, woff, ldw, out, ooff, ldo):
-        sig = types.void(_I64, F32P, _I64, _I64, F32P, _I64, _I64, F32P, _I64, _I64)
+    def tile(typingctx, K, a, aoff, lda, w, woff, ldw, out, ooff, ldo, zero):
+        sig = types.void(_I64, F32P, _I64, _I64, F32P, _I64, _I64, F32P, _I64, _I64, _I64)
 
         def codegen(context, builder, signature, args):
-            K, a, aoff, lda, w, woff, ldw, out, ooff, ldo = args
+            K, a, aoff, lda, w, woff, ldw, out, ooff, ldo, zero = args
             f32 = ir.FloatType()
             vty = ir.VectorType(f32, LANES)
             i64 = ir.IntType(64)
@@ -51,16 +53,19 @@ def _make_tile(MR, NV):
             def const(v):
                 return ir.Constant(i64, v)
 
-            accs = []
-            for r in range(MR):
-                row = []
-                base = builder.add(ooff, builder.mul(const(r), ldo))
-                for v in range(NV):
-                    slot = cgutils.alloca_once(builder, vty)
-                    p = vptr(out, builder.add(base, const(LANES * v)))
-                    builder.store(builder.load(p, align=4), slot)
-                    row.append(slot)
-                accs.append(row)
+            accs = [[cgutils.alloca_once(builder, vty) for v in range(NV)] for r in range(MR)]
+            # zero != 0: the accumulators start at 0 and ``out`` is not read
+            with builder.if_else(builder.icmp_signed("!=", zero, const(0))) as (then, other):
+                with then:
+                    for row in accs:
+                        for slot in row:
+                            builder.store(ir.Constant(vty, [0.0] * LANES), slot)
+                with other:
+                    for r in range(MR):
+                        base = builder.add(ooff, builder.mul(const(r), ldo))
+                        for v in range(NV):
+                            p = vptr(out, builder.add(base, const(LANES * v)))
+                            builder.store(builder.load(p, align=4), accs[r][v])
             with cgutils.for_range(builder, K) as loop:
                 k = loop.index
                 wrow = builder.add(woff, builder.mul(k, ldw))
@@ -92,6 +97,7 @@ MAX_ROWS = 4
 assert PANEL == 4 * LANES
 
 #: TILES[(mr, nv)]: out[mr rows, nv*16 cols] += a[mr rows, K] @ w[K, nv*16 cols]
+#: (= with ``zero``)
 TILES = {(mr, nv): _make_tile(mr, nv) for mr in range(1, MAX_ROWS + 1) for nv in range(1, 5)}
 t1_1, t1_2, t1_3, t1_4 = (TILES[(1, v)] for v in range(1, 5))
 t2_1, t2_2, t2_3, t2_4 = (TILES[(2, v)] for v in range(1, 5))

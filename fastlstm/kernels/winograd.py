@@ -66,7 +66,7 @@ from .conv import (ACT_CLIP, ACT_NONE, ACT_RELU, ACT_SIGMOID, ACT_SILU, G_ACT, G
                    G_COUT, G_H, G_N, G_NP, G_OH, G_OW, G_PH, G_POOLH, G_POOLW, G_PW, G_W, NC,
                    _SIG_CONV, _clip, _entry, _fptr, _jit, _pad_copy_nhwc, _sigmoid, clip_bounds,
                    conv_panel, epilogue)
-from .gemm import panel_gemm
+from .gemm import SET, panel_gemm
 
 #: channels per vector of the transforms (one AVX2 register of float32)
 _VL = 8
@@ -289,10 +289,9 @@ def _wino(x, w, geo, y, MT):
                         _bt2(xt, sb + c, Wp * C8, C8, v, r * C8 + c, vpl)
                     else:
                         _bt4(xt, sb + c, Wp * C8, C8, v, r * C8 + c, vpl)
-            m[:NPT * mpl] = 0
-            for p in range(NPT):
+            for p in range(NPT):        # (SET: M is written, not zeroed and added to)
                 panel_gemm(tb, C8, Np, 0, Np, vp, p * vpl, C8, wp, p * C8 * Np, mp, p * mpl,
-                           Np, 0)
+                           Np, SET)
             for r in range(tb):
                 th = (t0 + r) // TW
                 tw = t0 + r - th * TW
