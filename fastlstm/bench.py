@@ -209,7 +209,7 @@ def peak_flops():
         for _ in range(reps):
             # lda = ldw = 0: every row reads the same K floats of ``a``, every
             # k the same weight vectors
-            gemm._tile(mr, nv, K, a.ctypes, 0, 0, w.ctypes, 0, 0, out.ctypes, 0, 16 * nv)
+            gemm._tile(mr, nv, K, a.ctypes, 0, 0, w.ctypes, 0, 0, out.ctypes, 0, 16 * nv, 0)
 
     a = np.full(K, 1e-6, np.float32)
     w = np.full(16 * nv, 1e-6, np.float32)
