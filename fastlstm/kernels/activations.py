@@ -147,6 +147,44 @@ def fsigmoid(x):
     return _HALF + _HALF * ftanh(_HALF * x)
 
 
+# -- the same functions on LLVM vectors, for kernels written as IR (a loop
+# that must run several independent chains at once, which LLVM's
+# vectorizer does not arrange by itself: ``winograd._sig_rows8``,
+# ``lstm._gates``).  Same formulas and constants; multiply-adds as FMAs.
+
+def ir_fma(builder, vty):
+    """The llvm.fma intrinsic for vectors of type ``vty`` (float32 lanes)."""
+    from numba.core import cgutils
+    return cgutils.get_or_insert_function(
+        builder.module, llvm_ir.FunctionType(vty, [vty] * 3), f"llvm.fma.v{vty.count}f32")
+
+
+def _vk(vty, v):
+    return llvm_ir.Constant(vty, [float(v)] * vty.count)
+
+
+def ir_tanh(builder, x, vty):
+    """``ftanh`` of a vector as IR: x clamped to [-9, 9] (NaN passes),
+    x P(x^2) / Q(x^2), the polynomials in Horner form with FMAs."""
+    fma = ir_fma(builder, vty)
+    x = builder.select(builder.fcmp_ordered(">", x, _vk(vty, _TMAX)), _vk(vty, _TMAX), x)
+    x = builder.select(builder.fcmp_ordered("<", x, _vk(vty, -_TMAX)), _vk(vty, -_TMAX), x)
+    t = builder.fmul(x, x)
+    num = _vk(vty, _P5)
+    for cf in (_P4, _P3, _P2, _P1, _P0):
+        num = builder.call(fma, [num, t, _vk(vty, cf)])
+    den = _vk(vty, _Q3)
+    for cf in (_Q2, _Q1, _Q0):
+        den = builder.call(fma, [den, t, _vk(vty, cf)])
+    return builder.fdiv(builder.fmul(x, num), den)
+
+
+def ir_sigmoid(builder, x, vty):
+    """``fsigmoid`` of a vector as IR: 1/2 + tanh(x/2)/2."""
+    th = ir_tanh(builder, builder.fmul(x, _vk(vty, _HALF)), vty)
+    return builder.call(ir_fma(builder, vty), [_vk(vty, _HALF), th, _vk(vty, _HALF)])
+
+
 @njit(types.void(types.int64, types.float32, types.float32, types.CPointer(types.float32),
                  types.int64, types.int64), **_jit)
 def apply(code, alpha, beta, buf, start, n):

@@ -66,6 +66,7 @@ from .conv import (ACT_CLIP, ACT_NONE, ACT_RELU, ACT_SIGMOID, ACT_SILU, G_ACT, G
                    G_COUT, G_H, G_N, G_NP, G_OH, G_OW, G_PH, G_POOLH, G_POOLW, G_PW, G_W, NC,
                    _SIG_CONV, _clip, _entry, _fptr, _jit, _pad_copy_nhwc, _sigmoid, clip_bounds,
                    conv_panel, epilogue)
+from .activations import ir_sigmoid
 from .gemm import SET, panel_gemm
 
 #: channels per vector of the transforms (one AVX2 register of float32)
@@ -321,35 +322,6 @@ def _wino(x, w, geo, y, MT):
             t0 += tb
 
 
-def _vsigmoid(builder, x, vty):
-    """``kernels.activations.fsigmoid`` of a vector, as IR: 1/2 + tanh(x/2)/2,
-    tanh(u) = u P(u^2) / Q(u^2) on [-9, 9] (NaN passes the clamps), the
-    polynomials in Horner form with FMAs."""
-    from . import activations as A
-    fma = _get_fma(builder, vty)
-
-    def k(v):
-        return ir.Constant(vty, [float(v)] * _VL)
-    u = builder.fmul(x, k(A._HALF))
-    u = builder.select(builder.fcmp_ordered(">", u, k(A._TMAX)), k(A._TMAX), u)
-    u = builder.select(builder.fcmp_ordered("<", u, k(-A._TMAX)), k(-A._TMAX), u)
-    t = builder.fmul(u, u)
-    num = k(A._P5)
-    for cf in (A._P4, A._P3, A._P2, A._P1, A._P0):
-        num = builder.call(fma, [num, t, k(cf)])
-    den = k(A._Q3)
-    for cf in (A._Q2, A._Q1, A._Q0):
-        den = builder.call(fma, [den, t, k(cf)])
-    th = builder.fdiv(builder.fmul(u, num), den)
-    return builder.call(fma, [k(A._HALF), th, k(A._HALF)])
-
-
-def _get_fma(builder, vty):
-    from numba.core import cgutils
-    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
-                                          f"llvm.fma.v{_VL}f32")
-
-
 @intrinsic
 def _sig_rows8(typingctx, qp, q0, QS, b, boff, silu):
     """q[q0 + r*QS + i] = s(q[q0 + r*QS + i] + b[boff + i]) for r < 4, i < 8, where s
@@ -374,7 +346,7 @@ def _sig_rows8(typingctx, qp, q0, QS, b, boff, silu):
                 for r in range(4)]
         xs = [builder.fadd(builder.load(p, align=4), bv) for p in ptrs]
         for p, x in zip(ptrs, xs):
-            sg = _vsigmoid(builder, x, vty)
+            sg = ir_sigmoid(builder, x, vty)
             builder.store(builder.select(is_silu, builder.fmul(x, sg), sg), p, align=4)
         return context.get_dummy_value()
 
