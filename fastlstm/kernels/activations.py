@@ -150,39 +150,29 @@ def fsigmoid(x):
 # -- the same functions on LLVM vectors, for kernels written as IR (a loop
 # that must run several independent chains at once, which LLVM's
 # vectorizer does not arrange by itself: ``winograd._sig_rows8``,
-# ``lstm._gates``).  Same formulas and constants; multiply-adds as FMAs.
+# ``lstm._make_gates``).  Same formulas and constants; multiply-adds as
+# FMAs.  ``v`` is a ``kernels.irvec.V``.
 
-def ir_fma(builder, vty):
-    """The llvm.fma intrinsic for vectors of type ``vty`` (float32 lanes)."""
-    from numba.core import cgutils
-    return cgutils.get_or_insert_function(
-        builder.module, llvm_ir.FunctionType(vty, [vty] * 3), f"llvm.fma.v{vty.count}f32")
-
-
-def _vk(vty, v):
-    return llvm_ir.Constant(vty, [float(v)] * vty.count)
-
-
-def ir_tanh(builder, x, vty):
+def ir_tanh(v, x):
     """``ftanh`` of a vector as IR: x clamped to [-9, 9] (NaN passes),
     x P(x^2) / Q(x^2), the polynomials in Horner form with FMAs."""
-    fma = ir_fma(builder, vty)
-    x = builder.select(builder.fcmp_ordered(">", x, _vk(vty, _TMAX)), _vk(vty, _TMAX), x)
-    x = builder.select(builder.fcmp_ordered("<", x, _vk(vty, -_TMAX)), _vk(vty, -_TMAX), x)
-    t = builder.fmul(x, x)
-    num = _vk(vty, _P5)
+    b = v.builder
+    x = b.select(b.fcmp_ordered(">", x, v.const(_TMAX)), v.const(_TMAX), x)
+    x = b.select(b.fcmp_ordered("<", x, v.const(-_TMAX)), v.const(-_TMAX), x)
+    t = b.fmul(x, x)
+    num = v.const(_P5)
     for cf in (_P4, _P3, _P2, _P1, _P0):
-        num = builder.call(fma, [num, t, _vk(vty, cf)])
-    den = _vk(vty, _Q3)
+        num = v.fma(num, t, v.const(cf))
+    den = v.const(_Q3)
     for cf in (_Q2, _Q1, _Q0):
-        den = builder.call(fma, [den, t, _vk(vty, cf)])
-    return builder.fdiv(builder.fmul(x, num), den)
+        den = v.fma(den, t, v.const(cf))
+    return b.fdiv(b.fmul(x, num), den)
 
 
-def ir_sigmoid(builder, x, vty):
+def ir_sigmoid(v, x):
     """``fsigmoid`` of a vector as IR: 1/2 + tanh(x/2)/2."""
-    th = ir_tanh(builder, builder.fmul(x, _vk(vty, _HALF)), vty)
-    return builder.call(ir_fma(builder, vty), [_vk(vty, _HALF), th, _vk(vty, _HALF)])
+    th = ir_tanh(v, v.builder.fmul(x, v.const(_HALF)))
+    return v.fma(v.const(_HALF), th, v.const(_HALF))
 
 
 @njit(types.void(types.int64, types.float32, types.float32, types.CPointer(types.float32),

@@ -49,6 +49,7 @@ from numba.extending import intrinsic
 
 from .. import fuse
 from . import conv as K
+from .irvec import V
 
 #: largest kernel (taps) written out
 MAX_TAPS = 25
@@ -95,71 +96,37 @@ def row_kernel(KH, KW, act, R=1):
 
         def codegen(context, builder, signature, args):
             px, sb, Wp, w, woff, b, dst, doff, dstride, nvec, lo, hi = args
-            fty = ir.FloatType()
-            vty = ir.VectorType(fty, VL)
-            ll64 = ir.IntType(64)
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vty, [vty, vty, vty]), f"llvm.fma.v{VL}f32")
-            undef = ir.Constant(vty, ir.Undefined)
-            mask = ir.Constant(ir.VectorType(ir.IntType(32), VL), [0] * VL)
-
-            def c(v):
-                return ir.Constant(ll64, v)
-
-            def splat(v):
-                return builder.shuffle_vector(
-                    builder.insert_element(undef, v, ir.Constant(ir.IntType(32), 0)),
-                    undef, mask)
-
-            def vptr(base, off):
-                return builder.bitcast(builder.gep(base, [off], inbounds=True),
-                                       vty.as_pointer())
-
-            wv = [splat(builder.load(builder.gep(w, [builder.add(woff, c(t))], inbounds=True)))
+            v = V(builder, VL)
+            wv = [v.splat(builder.load(builder.gep(w, [v.at(woff, t)], inbounds=True)))
                   for t in range(KH * KW)]
-            bv, lov, hiv = splat(b), splat(lo), splat(hi)
-            zero = ir.Constant(vty, [0.0] * VL)
-            rows = [builder.add(sb, builder.mul(c(k), Wp)) for k in range(KH + R - 1)]
-            pre = builder.block
-            head = builder.append_basic_block("row.head")
-            body = builder.append_basic_block("row.body")
-            done = builder.append_basic_block("row.done")
-            builder.branch(head)
-            builder.position_at_end(head)
-            i = builder.phi(ll64)
-            i.add_incoming(c(0), pre)
-            builder.cbranch(builder.icmp_signed("<", i, nvec), body, done)
-            builder.position_at_end(body)
-            col = builder.mul(i, c(VL))
+            bv, lov, hiv, zero = v.splat(b), v.splat(lo), v.splat(hi), v.const(0.0)
+            rows = [v.at(sb, builder.mul(v.int(k), Wp)) for k in range(KH + R - 1)]
             # two chains per output row (the bias and the first kernel rows,
             # the last kernel rows), added at the end: shorter FMA latency
             # chains for the out-of-order core to overlap
             split = (KH + 1) // 2 if KH > 1 and R > 1 else KH
-            acc = [[bv, None] for _ in range(R)]
-            for k in range(KH + R - 1):         # input row k feeds output rows r = k - kh
-                for kw in range(KW):
-                    xv = builder.load(vptr(px, builder.add(rows[k], builder.add(col, c(kw)))),
-                                      align=4)
-                    for r in range(R):
-                        kh = k - r
-                        if 0 <= kh < KH:
-                            part = 0 if kh < split else 1
-                            a = acc[r][part]
-                            wk = wv[kh * KW + kw]
-                            acc[r][part] = builder.fmul(wk, xv) if a is None else \
-                                builder.call(fma, [wk, xv, a])
-            for r in range(R):
-                v = acc[r][0] if acc[r][1] is None else builder.fadd(acc[r][0], acc[r][1])
-                if act == K.ACT_RELU:       # x if x > 0 or x is NaN, else 0
-                    v = builder.select(builder.fcmp_unordered(">", v, zero), v, zero)
-                elif act == K.ACT_CLIP:     # as the Clip op (a NaN stays NaN)
-                    v = builder.select(builder.fcmp_ordered("<", v, lov), lov, v)
-                    v = builder.select(builder.fcmp_ordered(">", v, hiv), hiv, v)
-                at = builder.add(builder.add(doff, builder.mul(c(r), dstride)), col)
-                builder.store(v, vptr(dst, at), align=4)
-            i.add_incoming(builder.add(i, c(1)), builder.block)
-            builder.branch(head)
-            builder.position_at_end(done)
+            with cgutils.for_range(builder, nvec) as loop:
+                col = builder.mul(loop.index, v.int(VL))
+                acc = [[bv, None] for _ in range(R)]
+                for k in range(KH + R - 1):     # input row k feeds output rows r = k - kh
+                    for kw in range(KW):
+                        xv = v.load(px, v.at(rows[k], col, kw))
+                        for r in range(R):
+                            kh = k - r
+                            if 0 <= kh < KH:
+                                part = 0 if kh < split else 1
+                                got = acc[r][part]
+                                wk = wv[kh * KW + kw]
+                                acc[r][part] = builder.fmul(wk, xv) if got is None else \
+                                    v.fma(wk, xv, got)
+                for r in range(R):
+                    x = acc[r][0] if acc[r][1] is None else builder.fadd(acc[r][0], acc[r][1])
+                    if act == K.ACT_RELU:       # x if x > 0 or x is NaN, else 0
+                        x = builder.select(builder.fcmp_unordered(">", x, zero), x, zero)
+                    elif act == K.ACT_CLIP:     # as the Clip op (a NaN stays NaN)
+                        x = builder.select(builder.fcmp_ordered("<", x, lov), lov, x)
+                        x = builder.select(builder.fcmp_ordered(">", x, hiv), hiv, x)
+                    v.store(x, dst, v.at(doff, builder.mul(v.int(r), dstride), col))
             return context.get_dummy_value()
 
         return sig, codegen
@@ -229,19 +196,7 @@ def source(KH, KW, act, pool=None):
     for i in range(PKH):
         lines += row("                ", f"(ph * {PKH} + {i})", f"pr[{i} * OW + ow]",
                      f"POW * {PKW}")
-    lines.append("                o = ((n * COUT + c) * POH + ph) * POW")
-    lines.append("                for pw in range(POW):")
-    first = True
-    for i in range(PKH):
-        for j in range(PKW):
-            tap = f"pr[{i} * OW + pw * {PKW} + {j}]"
-            if first:
-                lines.append(f"                    m = {tap}")
-                first = False
-            else:
-                lines.append(f"                    u = {tap}")
-                lines.append("                    m = u if (m == m and not u <= m) else m")
-    lines.append("                    py[o + pw] = m")
+    lines += _pool_lines(PKH, PKW, "OW")
     return "\n".join(lines) + "\n"
 
 
@@ -271,46 +226,26 @@ def pool_kernel(PKH):
 
         def codegen(context, builder, signature, args):
             pr, stride, py, o, ngroups = args
-            vty = ir.VectorType(ir.FloatType(), VL)
-            ll64 = ir.IntType(64)
-
-            def c(v):
-                return ir.Constant(ll64, v)
-
-            def vptr(base, off):
-                return builder.bitcast(builder.gep(base, [off], inbounds=True),
-                                       vty.as_pointer())
+            v = V(builder, VL)
             i32v = ir.VectorType(ir.IntType(32), VL)
             even = ir.Constant(i32v, [2 * k for k in range(VL)])
             odd = ir.Constant(i32v, [2 * k + 1 for k in range(VL)])
-            pre = builder.block
-            head = builder.append_basic_block("pool.head")
-            body = builder.append_basic_block("pool.body")
-            done = builder.append_basic_block("pool.done")
-            builder.branch(head)
-            builder.position_at_end(head)
-            g = builder.phi(ll64)
-            g.add_incoming(c(0), pre)
-            builder.cbranch(builder.icmp_signed("<", g, ngroups), body, done)
-            builder.position_at_end(body)
-            col = builder.mul(g, c(2 * VL))
-            m = None
-            for i in range(PKH):
-                at = builder.add(builder.mul(c(i), stride), col)
-                a = builder.load(vptr(pr, at), align=4)
-                b = builder.load(vptr(pr, builder.add(at, c(VL))), align=4)
-                for u in (builder.shuffle_vector(a, b, even), builder.shuffle_vector(a, b, odd)):
-                    if m is None:
-                        m = u
-                        continue
-                    # keep m where it is NaN or u <= m, else u
-                    keep = builder.or_(builder.fcmp_unordered("uno", m, m),
-                                       builder.fcmp_ordered("<=", u, m))
-                    m = builder.select(keep, m, u)
-            builder.store(m, vptr(py, builder.add(o, builder.mul(g, c(VL)))), align=4)
-            g.add_incoming(builder.add(g, c(1)), builder.block)
-            builder.branch(head)
-            builder.position_at_end(done)
+            with cgutils.for_range(builder, ngroups) as loop:
+                col = builder.mul(loop.index, v.int(2 * VL))
+                m = None
+                for i in range(PKH):
+                    at = v.at(builder.mul(v.int(i), stride), col)
+                    a, b = v.load(pr, at), v.load(pr, v.at(at, VL))
+                    for u in (builder.shuffle_vector(a, b, even),
+                              builder.shuffle_vector(a, b, odd)):
+                        if m is None:
+                            m = u
+                            continue
+                        # keep m where it is NaN or u <= m, else u
+                        keep = builder.or_(builder.fcmp_unordered("uno", m, m),
+                                           builder.fcmp_ordered("<=", u, m))
+                        m = builder.select(keep, m, u)
+                v.store(m, py, v.at(o, builder.mul(loop.index, v.int(VL))))
             return context.get_dummy_value()
 
         return sig, codegen

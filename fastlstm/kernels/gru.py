@@ -21,7 +21,6 @@ then (rt (.) Ht-1)*Rh (packed after it).  ``ws`` holds, per row, the z/r
 accumulators, zt, rt (.) Ht-1 and the h accumulator.
 """
 import numpy as np
-from llvmlite import ir
 from numba import cfunc, types
 from numba.extending import intrinsic
 
@@ -30,6 +29,7 @@ from .common import (FP_ALPHA0, FP_ALPHA1, FP_BETA0, FP_BETA1, FP_CLIP, IP_ACT0,
                      IP_BATCH, IP_FLAG, IP_H, IP_HAS_CLIP, IP_HP, IP_ORDER, IP_P0, IP_P1,
                      IP_PHASE, STEP_SIG, TILE, copy_run, write_y)
 from .gemm import panel_gemm
+from .irvec import V
 from .. import config
 
 # float32 1 (not made from a parameter: clip = inf would make it NaN)
@@ -63,30 +63,17 @@ def _make_gates(NT):
 
         def codegen(context, builder, signature, args):
             ws, a, xp, xh, hin, s, h = args
-            vty = ir.VectorType(ir.FloatType(), _VL)
-            ll64 = ir.IntType(64)
-            fma = act.ir_fma(builder, vty)
-            one = ir.Constant(vty, [1.0] * _VL)
-
-            def k(v):
-                return ir.Constant(ll64, v)
-
-            def vp(base, off):
-                return builder.bitcast(builder.gep(base, [off], inbounds=True), vty.as_pointer())
-
-            def ld(base, off):
-                return builder.load(vp(base, off), align=4)
+            v = V(builder, _VL)
             for q in range(NT):
-                for v in range(T // _VL):
-                    g = builder.add(a, k(q * GATES * T + v * _VL))
-                    hs = builder.add(s, k(q * T + v * _VL))
-                    z = act.ir_sigmoid(builder, ld(ws, g), vty)
-                    r = act.ir_sigmoid(builder, ld(ws, builder.add(g, k(T))), vty)
-                    n = act.ir_tanh(builder, builder.call(fma, [
-                        r, ld(ws, builder.add(g, k(2 * T))),
-                        ld(xp, builder.add(xh, k(q * GATES * T + v * _VL)))]), vty)
-                    hv = builder.call(fma, [z, ld(hin, hs), builder.fmul(builder.fsub(one, z), n)])
-                    builder.store(hv, vp(h, hs), align=4)
+                for w in range(T // _VL):
+                    g = v.at(a, q * GATES * T + w * _VL)
+                    hs = v.at(s, q * T + w * _VL)
+                    z = act.ir_sigmoid(v, v.load(ws, g))
+                    r = act.ir_sigmoid(v, v.load(ws, v.at(g, T)))
+                    n = act.ir_tanh(v, v.fma(r, v.load(ws, v.at(g, 2 * T)),
+                                             v.load(xp, v.at(xh, q * GATES * T + w * _VL))))
+                    hv = v.fma(z, v.load(hin, hs), builder.fmul(builder.fsub(v.const(1.0), z), n))
+                    v.store(hv, h, hs)
             return context.get_dummy_value()
 
         return sig, codegen

@@ -16,7 +16,6 @@ product over all gates, and then finishes the gates tile by tile while the row
 is in L1.  Gate order inside a tile: i, o, f, c (ONNX order).
 """
 import numpy as np
-from llvmlite import ir
 from numba import cfunc, types
 from numba.extending import intrinsic
 
@@ -25,6 +24,7 @@ from .common import (FP_ALPHA0, FP_ALPHA1, FP_ALPHA2, FP_BETA0, FP_BETA1, FP_BET
                      IP_ACT0, IP_ACT1, IP_ACT2, IP_FLAG, IP_H, IP_HAS_CLIP, IP_HP, IP_ORDER,
                      IP_P0, IP_P1, STEP_SIG, TILE, copy_run, write_y)
 from .gemm import panel_gemm
+from .irvec import V
 from .. import config
 
 # float32 1 (not made from a parameter: clip = inf would make it NaN)
@@ -62,38 +62,24 @@ def _make_gates(NT):
 
         def codegen(context, builder, signature, args):
             ws, a, P, j0, Hp, c, s, h = args
-            vty = ir.VectorType(ir.FloatType(), _VL)
-            ll64 = ir.IntType(64)
-            fma = act.ir_fma(builder, vty)
-
-            def k(v):
-                return ir.Constant(ll64, v)
-
-            def vp(base, off):
-                return builder.bitcast(builder.gep(base, [off], inbounds=True), vty.as_pointer())
-
-            def ld(base, off):
-                return builder.load(vp(base, off), align=4)
-            Hp2 = builder.mul(Hp, k(2))
+            v = V(builder, _VL)
+            Hp2 = builder.mul(Hp, v.int(2))
             for q in range(NT):
-                for v in range(T // _VL):
-                    u = q * T + v * _VL             # unit offset inside the tiles
-                    g = builder.add(a, k(q * GATES * T + v * _VL))
-                    pj = builder.add(j0, k(u))
-                    cs = builder.add(s, k(u))
-                    cp = ld(c, cs)
-                    gi = act.ir_sigmoid(builder, builder.call(
-                        fma, [ld(P, pj), cp, ld(ws, g)]), vty)
-                    gf = act.ir_sigmoid(builder, builder.call(
-                        fma, [ld(P, builder.add(pj, Hp2)), cp, ld(ws, builder.add(g, k(2 * T)))]),
-                        vty)
-                    gc = act.ir_tanh(builder, ld(ws, builder.add(g, k(3 * T))), vty)
-                    cn = builder.call(fma, [gf, cp, builder.fmul(gi, gc)])
-                    builder.store(cn, vp(c, cs), align=4)
-                    go = act.ir_sigmoid(builder, builder.call(
-                        fma, [ld(P, builder.add(pj, Hp)), cn, ld(ws, builder.add(g, k(T)))]), vty)
-                    builder.store(builder.fmul(go, act.ir_tanh(builder, cn, vty)), vp(h, cs),
-                                  align=4)
+                for w in range(T // _VL):
+                    u = q * T + w * _VL             # unit offset inside the tiles
+                    g = v.at(a, q * GATES * T + w * _VL)
+                    pj = v.at(j0, u)
+                    cs = v.at(s, u)
+                    cp = v.load(c, cs)
+                    gi = act.ir_sigmoid(v, v.fma(v.load(P, pj), cp, v.load(ws, g)))
+                    gf = act.ir_sigmoid(v, v.fma(v.load(P, v.at(pj, Hp2)), cp,
+                                                 v.load(ws, v.at(g, 2 * T))))
+                    gc = act.ir_tanh(v, v.load(ws, v.at(g, 3 * T)))
+                    cn = v.fma(gf, cp, builder.fmul(gi, gc))
+                    v.store(cn, c, cs)
+                    go = act.ir_sigmoid(v, v.fma(v.load(P, v.at(pj, Hp)), cn,
+                                                 v.load(ws, v.at(g, T))))
+                    v.store(builder.fmul(go, act.ir_tanh(v, cn)), h, cs)
             return context.get_dummy_value()
 
         return sig, codegen

@@ -67,6 +67,7 @@ from .conv import (ACT_CLIP, ACT_NONE, ACT_RELU, ACT_SIGMOID, ACT_SILU, G_ACT, G
                    _SIG_CONV, _clip, _entry, _fptr, _jit, _pad_copy_nhwc, _sigmoid, clip_bounds,
                    conv_panel, epilogue)
 from .activations import ir_sigmoid
+from .irvec import V
 from .gemm import SET, panel_gemm
 
 #: channels per vector of the transforms (one AVX2 register of float32)
@@ -335,19 +336,14 @@ def _sig_rows8(typingctx, qp, q0, QS, b, boff, silu):
 
     def codegen(context, builder, signature, args):
         qp, q0, QS, b, boff, silu = args
-        vty = ir.VectorType(ir.FloatType(), _VL)
-        ll64 = ir.IntType(64)
-        is_silu = builder.icmp_signed("!=", silu, ir.Constant(ll64, 0))
-
-        def vptr(base, off):
-            return builder.bitcast(builder.gep(base, [off], inbounds=True), vty.as_pointer())
-        bv = builder.load(vptr(b, boff), align=4)
-        ptrs = [vptr(qp, builder.add(q0, builder.mul(ir.Constant(ll64, r), QS)))
-                for r in range(4)]
-        xs = [builder.fadd(builder.load(p, align=4), bv) for p in ptrs]
-        for p, x in zip(ptrs, xs):
-            sg = ir_sigmoid(builder, x, vty)
-            builder.store(builder.select(is_silu, builder.fmul(x, sg), sg), p, align=4)
+        v = V(builder, _VL)
+        is_silu = builder.icmp_signed("!=", silu, v.int(0))
+        bv = v.load(b, boff)
+        ats = [builder.add(q0, builder.mul(v.int(r), QS)) for r in range(4)]
+        xs = [builder.fadd(v.load(qp, at), bv) for at in ats]     # (all loads first)
+        for at, x in zip(ats, xs):
+            sg = ir_sigmoid(v, x)
+            v.store(builder.select(is_silu, builder.fmul(x, sg), sg), qp, at)
         return context.get_dummy_value()
 
     return sig, codegen
