@@ -2,6 +2,7 @@
 
 ``activations``  vectorizable float32 exp/sigmoid/tanh and the ONNX activation list
 ``simd``         register tiles written in LLVM IR (4 rows x 64 columns of FMAs)
+``irvec``        building blocks for the kernels written as LLVM IR on float32 vectors
 ``gemm``         products against packed weight panels, built on those tiles
 ``common``       the step kernels' C signature and parameter blocks (numpy dtypes)
 ``lstm``/``gru``/``rnn``  one recurrent step each: recurrent product, then gate math
