@@ -104,6 +104,13 @@ def write_y(y, yo, h, hoff, j0, count):
             y[yo + j0 + jj] = h[hoff + jj]
 
 
+@njit(types.int64(types.int64, types.int64), **_jit)
+def tile_group(p, p1):
+    """How many tiles from tile p on (of those before p1) a step's gate
+    intrinsic takes at once: 4, 2 or 1 (``lstm._make_gates``)."""
+    return 4 if p + 3 < p1 else 2 if p + 1 < p1 else 1
+
+
 @njit(types.void(F32P, types.int64, F32P, types.int64, types.int64), **_jit)
 def copy_run(src, soff, dst, doff, n):
     """dst[doff:doff+n] = src[soff:soff+n]."""

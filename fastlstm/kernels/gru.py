@@ -27,7 +27,7 @@ from numba.extending import intrinsic
 from . import activations as act
 from .common import (FP_ALPHA0, FP_ALPHA1, FP_BETA0, FP_BETA1, FP_CLIP, IP_ACT0, IP_ACT1,
                      IP_BATCH, IP_FLAG, IP_H, IP_HAS_CLIP, IP_HP, IP_ORDER, IP_P0, IP_P1,
-                     IP_PHASE, STEP_SIG, TILE, copy_run, write_y)
+                     IP_PHASE, STEP_SIG, TILE, copy_run, tile_group, write_y)
 from .gemm import panel_gemm
 from .irvec import V
 from .. import config
@@ -125,7 +125,7 @@ def gru_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
                     a = b * N + p * GT
                     s = b * Hp + j0
                     x_h = xoff[b] + p * GT + 2 * T
-                    nt = 4 if p + 3 < p1 else 2 if p + 1 < p1 else 1
+                    nt = tile_group(p, p1)
                     if nt == 4:
                         _gates4(ws, a, xp, x_h, h_in, s, h_out)
                     elif nt == 2:

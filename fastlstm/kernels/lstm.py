@@ -22,7 +22,7 @@ from numba.extending import intrinsic
 from . import activations as act
 from .common import (FP_ALPHA0, FP_ALPHA1, FP_ALPHA2, FP_BETA0, FP_BETA1, FP_BETA2, FP_CLIP,
                      IP_ACT0, IP_ACT1, IP_ACT2, IP_FLAG, IP_H, IP_HAS_CLIP, IP_HP, IP_ORDER,
-                     IP_P0, IP_P1, STEP_SIG, TILE, copy_run, write_y)
+                     IP_P0, IP_P1, STEP_SIG, TILE, copy_run, tile_group, write_y)
 from .gemm import panel_gemm
 from .irvec import V
 from .. import config
@@ -118,25 +118,22 @@ def lstm_step(nact, xp, xoff, R, rb, P, h_in, h_out, c, y, yoff, ws, ip, fp):
         copy_run(xp, xoff[b] + c0, ws, b * N + c0, nc)
     panel_gemm(nact, H, N, c0, c0 + nc, h_in, 0, Hp, R, 0, ws, 0, N, ip[IP_ORDER])
     if fast:
-        # Default activations, no clip: tiles two at a time (``_make_gates``)
+        # default activations, no clip: 4, 2 or 1 tiles at a time (``_make_gates``)
         for b in range(nact):
             p = p0
             while p < p1:
                 j0 = p * T
                 a = b * N + p * GT
                 s = b * Hp + j0
-                if p + 3 < p1:
+                nt = tile_group(p, p1)
+                if nt == 4:
                     _gates4(ws, a, P, j0, Hp, c, s, h_out)
-                    write_y(y, yoff[b], h_out, s, j0, min(4 * T, H - j0))
-                    p += 4
-                elif p + 1 < p1:
+                elif nt == 2:
                     _gates2(ws, a, P, j0, Hp, c, s, h_out)
-                    write_y(y, yoff[b], h_out, s, j0, min(2 * T, H - j0))
-                    p += 2
                 else:
                     _gates1(ws, a, P, j0, Hp, c, s, h_out)
-                    write_y(y, yoff[b], h_out, s, j0, min(T, H - j0))
-                    p += 1
+                write_y(y, yoff[b], h_out, s, j0, min(nt * T, H - j0))
+                p += nt
         return
     for b in range(nact):
         for p in range(p0, p1):
