@@ -47,7 +47,7 @@ def _make_gates(NT):
     formulas (``activations.ir_sigmoid`` / ``ir_tanh``), multiply-adds as
     FMAs: the results are bitwise those of that loop.  Measured against it
     (steps in a loop, one process, 21 interleaved rounds, three runs): H =
-    128, batch 1: 1.00-1.04x (the step is mostly its product from L2); batch
+    128, batch 1: 1.00-1.05x (the step is mostly its product from L2); batch
     64: 1.02-1.07x.  The step takes 4 tiles at a time, then 2, then 1.
 
         gates(ws, a, P, j0, Hp, c, s, h): for tile q < NT, unit u < TILE:
