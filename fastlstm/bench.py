@@ -337,16 +337,19 @@ def time_case(engine, case, threads, rounds):
     return None if run is None else _time_calls(run, rounds)
 
 
-def _time_calls(run, rounds):
-    """Median seconds per call of ``run``: a few warm-up calls, then ``rounds``
-    samples of about 20 ms each."""
+def _calibrate(run):
+    """Calls of ``run`` per sample of about 20 ms, after a few warm-up calls."""
     for _ in range(3):
         run()
     t0 = time.perf_counter()
     run()
-    one = max(time.perf_counter() - t0, 1e-6)
-    inner = max(1, int(0.02 / one))   # about 20 ms per sample
-    return interleaved_medians([run], rounds, inner)[0]
+    return max(1, int(0.02 / max(time.perf_counter() - t0, 1e-6)))
+
+
+def _time_calls(run, rounds):
+    """Median seconds per call of ``run``: a few warm-up calls, then ``rounds``
+    samples of about 20 ms each."""
+    return interleaved_medians([run], rounds, _calibrate(run))[0]
 
 
 def machine():
@@ -443,11 +446,7 @@ def child_main(argv):
         run = prepare_run(a.engine, case if isinstance(case, dict) else tuple(case), a.threads)
         if run is None:
             continue
-        for _ in range(3):
-            run()
-        t0 = time.perf_counter()
-        run()
-        inner[name] = max(1, int(0.02 / max(time.perf_counter() - t0, 1e-6)))
+        inner[name] = _calibrate(run)
         runs[name] = run
     print(json.dumps({"cases": list(runs)}), flush=True)
     for line in sys.stdin:

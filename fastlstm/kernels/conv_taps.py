@@ -49,7 +49,8 @@ from numba.extending import intrinsic
 
 from .. import fuse
 from . import conv as K
-from .irvec import V
+from .common import F32P
+from .irvec import VL, V
 
 #: largest kernel (taps) written out
 MAX_TAPS = 25
@@ -57,10 +58,10 @@ MAX_TAPS = 25
 _ACT = {K.ACT_NONE: "{}", K.ACT_RELU: "relu({})", K.ACT_SIGMOID: "sigmoid({})",
         K.ACT_CLIP: "clip({}, lo, hi)", K.ACT_SILU: "{0} * sigmoid({0})"}
 
-#: float32 per vector of ``row_kernel`` (one AVX2 register)
-VL = 8
+#: activations the vector rows (``row_kernel``) compute; the others take the
+#: Python-loop rows of ``source``
+VECTOR_ACTS = (K.ACT_NONE, K.ACT_RELU, K.ACT_CLIP)
 _ROW_KERNELS = {}
-_F32P = types.CPointer(types.float32)
 
 
 def row_kernel(KH, KW, act, R=1):
@@ -81,18 +82,20 @@ def row_kernel(KH, KW, act, R=1):
     output rows instead of 2 KH: a vector of the 3 x 3 kernel took 8.2
     cycles in L1, the loads its bound).  The caller pads the input rows so
     that whole vectors can be read and pads ``dst`` (or takes the last vector
-    through a buffer).  The sum is one chain of FMAs from the bias, taps in
-    row-major order: the same order for every output and call."""
+    through a buffer).  The sum is a chain of FMAs from the bias, taps in
+    row-major order; with R = 2, two chains per output (the first (KH + 1) // 2
+    kernel rows from the bias, the rest), added at the end: the same order for
+    every output and call."""
     key = (KH, KW, act, R)
     got = _ROW_KERNELS.get(key)
     if got is not None:
         return got
-    assert act in (K.ACT_NONE, K.ACT_RELU, K.ACT_CLIP)
+    assert act in VECTOR_ACTS
 
     @intrinsic
     def row(typingctx, px, sb, Wp, w, woff, b, dst, doff, dstride, nvec, lo, hi):
         i64, f32 = types.int64, types.float32
-        sig = types.void(_F32P, i64, i64, _F32P, i64, f32, _F32P, i64, i64, i64, f32, f32)
+        sig = types.void(F32P, i64, i64, F32P, i64, f32, F32P, i64, i64, i64, f32, f32)
 
         def codegen(context, builder, signature, args):
             px, sb, Wp, w, woff, b, dst, doff, dstride, nvec, lo, hi = args
@@ -153,7 +156,7 @@ def source(KH, KW, act, pool=None):
     NaN)."""
     taps = KH * KW
     PKH, PKW = pool or (1, 1)
-    if act in (K.ACT_NONE, K.ACT_RELU, K.ACT_CLIP):
+    if act in VECTOR_ACTS:
         return _vector_source(KH, KW, act, pool)
     lines = fuse.header("conv with unrolled taps (fastlstm.kernels.conv_taps)",
                         "xp, w, BIAS, y, N, COUT, CGO, CIN, OH, OW, Hp, Wp, SH, lo, hi, rb") + [
@@ -222,7 +225,7 @@ def pool_kernel(PKH):
     @intrinsic
     def pool(typingctx, pr, stride, py, o, ngroups):
         i64 = types.int64
-        sig = types.void(_F32P, i64, _F32P, i64, i64)
+        sig = types.void(F32P, i64, F32P, i64, i64)
 
         def codegen(context, builder, signature, args):
             pr, stride, py, o, ngroups = args
@@ -354,10 +357,11 @@ def _vector_source(KH, KW, act, pool):
                   "                oh += 2 if two else 1"]
         src = "\n".join(lines) + "\n"
     # the row kernel, made when the generated module is imported
-    imports = (f"from fastlstm.kernels.conv_taps import row_kernel\n"
-               f"_row = row_kernel({KH}, {KW}, {act})\n_row2 = row_kernel({KH}, {KW}, {act}, 2)\n")
+    made = [f"_row = row_kernel({KH}, {KW}, {act})", f"_row2 = row_kernel({KH}, {KW}, {act}, 2)"]
     if pool and pool[1] == 2:
-        imports += f"from fastlstm.kernels.conv_taps import pool_kernel\n_pool = pool_kernel({pool[0]})\n"
+        made.append(f"_pool = pool_kernel({pool[0]})")
+    imports = "from fastlstm.kernels.conv_taps import pool_kernel, row_kernel\n" + \
+        "".join(line + "\n" for line in made)
     return src.replace("import math\n", "import math\n" + imports, 1)
 
 
@@ -370,7 +374,7 @@ class TapsConv:
         self.fn = fuse.compile_kernel(source(KH, KW, act, pool))
         self.pool = pool
         self.KW = KW
-        self.vector = act in (K.ACT_NONE, K.ACT_RELU, K.ACT_CLIP)
+        self.vector = act in VECTOR_ACTS
 
     def __call__(self, x, w, geo, y):
         N, CIN, COUT, CGO = geo[K.G_N], geo[K.G_CIN], geo[K.G_COUT], geo[K.G_CGO]

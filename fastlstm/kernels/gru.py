@@ -27,22 +27,20 @@ from numba.extending import intrinsic
 from . import activations as act
 from .common import (FP_ALPHA0, FP_ALPHA1, FP_BETA0, FP_BETA1, FP_CLIP, IP_ACT0, IP_ACT1,
                      IP_BATCH, IP_FLAG, IP_H, IP_HAS_CLIP, IP_HP, IP_ORDER, IP_P0, IP_P1,
-                     IP_PHASE, STEP_SIG, TILE, copy_run, tile_group, write_y)
+                     IP_PHASE, STEP_SIG, TILE, F32P, copy_run, tile_group, write_y)
 from .gemm import panel_gemm
-from .irvec import V
+from .irvec import VL, V
 from .. import config
 
 # float32 1 (not made from a parameter: clip = inf would make it NaN)
 _ONE = np.float32(1.0)
 
 GATES = 3
-_F32P = types.CPointer(types.float32)
-_VL = 8         # float32 per vector of the gate intrinsics
 
 
 def _make_gates(NT):
     """linear_before_reset = 1 with the default activations, NT consecutive
-    tiles of one row as IR on vectors of _VL units (see
+    tiles of one row as IR on vectors of VL units (see
     ``lstm._make_gates``: independent chains the out-of-order core overlaps,
     where a loop per tile waited on each unit's sigmoid -> tanh latency;
     same formulas, bitwise the same results; measured against that loop,
@@ -59,19 +57,19 @@ def _make_gates(NT):
     @intrinsic
     def gates(typingctx, ws, a, xp, xh, hin, s, h):
         i64 = types.int64
-        sig = types.void(_F32P, i64, _F32P, i64, _F32P, i64, _F32P)
+        sig = types.void(F32P, i64, F32P, i64, F32P, i64, F32P)
 
         def codegen(context, builder, signature, args):
             ws, a, xp, xh, hin, s, h = args
-            v = V(builder, _VL)
+            v = V(builder, VL)
             for q in range(NT):
-                for w in range(T // _VL):
-                    g = v.at(a, q * GATES * T + w * _VL)
-                    hs = v.at(s, q * T + w * _VL)
+                for w in range(T // VL):
+                    g = v.at(a, q * GATES * T + w * VL)
+                    hs = v.at(s, q * T + w * VL)
                     z = act.ir_sigmoid(v, v.load(ws, g))
                     r = act.ir_sigmoid(v, v.load(ws, v.at(g, T)))
                     n = act.ir_tanh(v, v.fma(r, v.load(ws, v.at(g, 2 * T)),
-                                             v.load(xp, v.at(xh, q * GATES * T + w * _VL))))
+                                             v.load(xp, v.at(xh, q * GATES * T + w * VL))))
                     hv = v.fma(z, v.load(hin, hs), builder.fmul(builder.fsub(v.const(1.0), z), n))
                     v.store(hv, h, hs)
             return context.get_dummy_value()

@@ -10,6 +10,10 @@ of a float32 pointer, splats and the FMA intrinsic.
 from llvmlite import ir
 from numba.core import cgutils
 
+#: float32 lanes of the IR kernels' vectors (one AVX2 register; half an
+#: AVX-512 one, which LLVM handles as well)
+VL = 8
+
 
 class V:
     """IR building blocks for vectors of ``lanes`` float32 in ``builder``."""

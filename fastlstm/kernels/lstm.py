@@ -22,25 +22,21 @@ from numba.extending import intrinsic
 from . import activations as act
 from .common import (FP_ALPHA0, FP_ALPHA1, FP_ALPHA2, FP_BETA0, FP_BETA1, FP_BETA2, FP_CLIP,
                      IP_ACT0, IP_ACT1, IP_ACT2, IP_FLAG, IP_H, IP_HAS_CLIP, IP_HP, IP_ORDER,
-                     IP_P0, IP_P1, STEP_SIG, TILE, copy_run, tile_group, write_y)
+                     F32P, IP_P0, IP_P1, STEP_SIG, TILE, copy_run, tile_group, write_y)
 from .gemm import panel_gemm
-from .irvec import V
+from .irvec import VL, V
 from .. import config
 
 # float32 1 (not made from a parameter: clip = inf would make it NaN)
 _ONE = np.float32(1.0)
 
 GATES = 4
-_F32P = types.CPointer(types.float32)
-#: float32 per vector of the gate intrinsics (an AVX2 register; a tile is
-#: TILE / _VL of them)
-_VL = 8
 
 
 def _make_gates(NT):
     """An intrinsic doing the default-activation gate and cell math of NT
     consecutive tiles of one row (the fast path below) as IR on vectors of
-    _VL units: every vector of every tile is an independent chain, and the
+    VL units: every vector of every tile is an independent chain, and the
     out-of-order core overlaps them.  As one loop of TILE iterations per
     tile, LLVM's vector code ran the tile's ~3 transcendentals one after
     the other, waiting on their latency, one tile at a time.  Same
@@ -58,16 +54,16 @@ def _make_gates(NT):
     @intrinsic
     def gates(typingctx, ws, a, P, j0, Hp, c, s, h):
         i64 = types.int64
-        sig = types.void(_F32P, i64, _F32P, i64, i64, _F32P, i64, _F32P)
+        sig = types.void(F32P, i64, F32P, i64, i64, F32P, i64, F32P)
 
         def codegen(context, builder, signature, args):
             ws, a, P, j0, Hp, c, s, h = args
-            v = V(builder, _VL)
+            v = V(builder, VL)
             Hp2 = builder.mul(Hp, v.int(2))
             for q in range(NT):
-                for w in range(T // _VL):
-                    u = q * T + w * _VL             # unit offset inside the tiles
-                    g = v.at(a, q * GATES * T + w * _VL)
+                for w in range(T // VL):
+                    u = q * T + w * VL             # unit offset inside the tiles
+                    g = v.at(a, q * GATES * T + w * VL)
                     pj = v.at(j0, u)
                     cs = v.at(s, u)
                     cp = v.load(c, cs)

@@ -67,8 +67,8 @@ from .conv import (ACT_CLIP, ACT_NONE, ACT_RELU, ACT_SIGMOID, ACT_SILU, G_ACT, G
                    _SIG_CONV, _clip, _entry, _fptr, _jit, _pad_copy_nhwc, _sigmoid, clip_bounds,
                    conv_panel, epilogue)
 from .activations import ir_sigmoid
-from .irvec import V
 from .gemm import SET, panel_gemm
+from .irvec import V
 
 #: channels per vector of the transforms (one AVX2 register of float32)
 _VL = 8
