@@ -10,9 +10,9 @@ reported (``measure``).  Ratio = onnxruntime time / fastlstm time (> 1: we are
 faster).
 
 Why lock step: the machine this is developed on is a shared VM whose speed
-moves over tens of milliseconds to minutes (the CRNN at width 100, 20 ms
-samples in one process: 1.3-2.7 ms for fastlstm, 1.7-2.8 ms for onnxruntime;
-one command's ratio over ten runs: 1.07-1.37x).  Processes that each took all
+moves over seconds to minutes (ten runs of one ``fastlstm bench`` command
+over six minutes: the CRNN at width 100 took 1.39-1.98 ms for fastlstm and
+1.76-2.24 ms for onnxruntime).  Processes that each took all
 their samples in turn (as this did before) measured the engines at different
 moments; in lock step each pair of samples sees about the same machine.  The
 spread that remains is the machine's: run the command more than once.
