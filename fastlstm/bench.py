@@ -10,8 +10,8 @@ reported (``measure``).  Ratio = onnxruntime time / fastlstm time (> 1: we are
 faster).
 
 Why lock step: the machine this is developed on is a shared VM whose speed
-moves over seconds to minutes (ten runs of one ``fastlstm bench`` command
-over six minutes: the CRNN at width 100 took 1.39-1.98 ms for fastlstm and
+moves over seconds to minutes (ten ``fastlstm bench`` runs of the graph
+cases over six minutes: the CRNN at width 100 took 1.39-1.98 ms for fastlstm and
 1.76-2.24 ms for onnxruntime).  Processes that each took all
 their samples in turn (as this did before) measured the engines at different
 moments; in lock step each pair of samples sees about the same machine.  The
