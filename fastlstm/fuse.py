@@ -30,7 +30,8 @@ def _helpers_digest():
     a function's callees into other files)."""
     h = hashlib.sha256()
     here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
-    for name in ("scalar.py", "activations.py", "common.py", "conv_taps.py", "irvec.py"):
+    for name in ("scalar.py", "activations.py", "common.py", "conv_taps.py", "conv_lanes.py",
+                 "irvec.py"):
         with open(os.path.join(here, name), "rb") as f:
             h.update(f.read())
     return h.hexdigest()[:16]

@@ -77,12 +77,14 @@ def test_conv_rows_forced(xs, ws, attrs, bias, rows_on):
 
 
 @pytest.mark.parametrize("xs,ws,attrs", [
-    ((1, 1, 64, 200), (8, 1, 11, 5), {"pads": [5, 2, 5, 2], "strides": [2, 2]}),
-    ((1, 8, 32, 100), (8, 8, 11, 5), {"pads": [5, 2, 5, 2], "strides": [2, 1]}),
+    ((1, 4, 20, 90), (6, 4, 3, 5), {"pads": [1, 2, 1, 2], "strides": [1, 3]}),
+    ((1, 16, 400), (8, 16, 5), {"pads": [2, 2]}),
 ])
 def test_conv_rows_chosen(xs, ws, attrs):
-    """The speech model's first convs take conv_rows by default (the CRNN's
-    first, 3x3 over one channel, takes conv_taps: tests/test_conv_taps.py)."""
+    """Few output channels not a multiple of 8, and a 1-D conv, take
+    conv_rows by default (the speech model's 2-D convs take conv_lanes:
+    tests/test_conv_lanes.py; the CRNN's first, 3x3 over one channel,
+    conv_taps: tests/test_conv_taps.py)."""
     model = _model(xs, ws, attrs)
     x = _rand(*xs)
     sess = fastlstm.InferenceSession(model.SerializeToString())

@@ -7,6 +7,7 @@
 ``common``       the step kernels' C signature and parameter blocks (numpy dtypes)
 ``lstm``/``gru``/``rnn``  one recurrent step each: recurrent product, then gate math
 ``conv_taps``    Convs of one input channel per group, small kernels, taps unrolled
+``conv_lanes``   Convs of few output channels, 8 of them across a vector's lanes
 ``dft``          Convs that are an STFT (a windowed DFT basis as weights), as FFTs
 ``dense``        dense layers of model heads (x @ W + b, W packed once) on that GEMM
 ``registry``     the input GEMM's ``cfunc`` address for the Cython front end (the step
