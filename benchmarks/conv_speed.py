@@ -7,9 +7,10 @@ run by onnxruntime (1 intra-op thread) and by fastlstm three ways:
 ``runner`` is the node's ConvRunner called directly (what the specialised
 executor pays per Conv), ``runner+relu`` the same with the Relu fused in,
 ``session`` a whole ``InferenceSession.run``, and the runner with its kernel
-forced: ``panel`` (the panel or direct kernel) and ``gemm`` (the packed panel
-GEMM, ``fastlstm.kernels.conv.conv_gemm``); ``kernel`` names the one the
-runner chose.  Rounds of each are interleaved
+forced: ``panel`` (the panel or direct kernel), ``gemm`` (the packed panel
+GEMM, ``fastlstm.kernels.conv.conv_gemm``) and ``items`` (a product per
+output position, ``conv_items``, where it applies); ``kernel`` names the one
+the runner chose.  Rounds of each are interleaved
 (so a busy machine slows all of them alike); the medians of the rounds are
 reported in microseconds per call, with onnxruntime's time over the runner's,
 and the ratio of the fastest rounds (less disturbed by other processes).
@@ -127,8 +128,17 @@ def _runner_with(model, x, flag, value):
 
 
 def _forced(model, x, policy):
-    """The node's runner with ``fastlstm.ops.conv.GEMM`` = policy while it plans."""
-    return _runner_with(model, x, "GEMM", policy)
+    """The node's runner with ``fastlstm.ops.conv.GEMM`` = policy while it plans
+    (False: the panel or direct kernel, Winograd and ``conv_items`` off too)."""
+    if policy:
+        return _runner_with(model, x, "GEMM", policy)
+    from fastlstm.ops import conv
+    old = conv.WINO, conv.ITEMS
+    conv.WINO, conv.ITEMS = 0, False
+    try:
+        return _runner_with(model, x, "GEMM", policy)
+    finally:
+        conv.WINO, conv.ITEMS = old
 
 
 def measure(xs, ws, attrs, rounds, inner, stft=False):
@@ -140,17 +150,19 @@ def measure(xs, ws, attrs, rounds, inner, stft=False):
     fused = fastlstm.InferenceSession(model.SerializeToString())._plan.runners[0]
     fused.fuse_activation("Relu")
     panel, gemm = _forced(model, x, False), _forced(model, x, True)
+    items = _runner_with(model, x, "ITEMS", True)
     feed = {"x": x}
     want = so.run(None, feed)[0]
     got = runner(feed)[0]
     err = float(np.abs(got - want).max())
     tol = 1e-5 * max(1.0, np.sqrt(np.prod(ws[1:])))
     assert np.allclose(fused(feed)[0], np.maximum(want, 0), atol=tol, rtol=1e-4)
-    for r in (panel, gemm):
+    for r in (panel, gemm, items):
         assert np.allclose(r.run1(x), want, atol=tol, rtol=1e-4)
     fns = {"onnxruntime": lambda: so.run(None, feed), "runner": lambda: runner(feed),
            "runner+relu": lambda: fused(feed), "session": lambda: fs.run(None, feed),
-           "panel": lambda: panel.run1(x), "gemm": lambda: gemm.run1(x)}
+           "panel": lambda: panel.run1(x), "gemm": lambda: gemm.run1(x),
+           "items": lambda: items.run1(x)}
     samples = {k: [] for k in fns}
     for f in fns.values():      # warm up
         _round(f, max(1, inner // 10))
@@ -438,7 +450,8 @@ def main(argv=None):
                                         for n, xs, ws, a in CASES]
     head = (f"{'case':9s} {'X':>14s} {'W':>14s} {'MACs':>9s} {'ort':>7s} {'runner':>7s} "
             f"{'+relu':>7s} {'session':>7s} {'ratio':>6s} {'ort min':>7s} {'run min':>7s} "
-            f"{'ratio':>6s} {'max err':>7s} {'panel':>7s} {'gemm':>7s} {'kernel':>6s}")
+            f"{'ratio':>6s} {'max err':>7s} {'panel':>7s} {'gemm':>7s} {'items':>7s} "
+            f"{'kernel':>6s}")
     print("us per call, medians (min: fastest round); ratio = onnxruntime / runner")
     print(head)
     print("-" * len(head))
@@ -462,7 +475,7 @@ def main(argv=None):
               f"{m['session']:7.2f} {m['onnxruntime'] / m['runner']:5.1f}x "
               f"{lo['onnxruntime']:7.2f} {lo['runner']:7.2f} "
               f"{lo['onnxruntime'] / lo['runner']:5.1f}x {err:7.1e} {m['panel']:7.2f} "
-              f"{m['gemm']:7.2f} {kern:>6s}")
+              f"{m['gemm']:7.2f} {m['items']:7.2f} {kern:>6s}")
     print(f"{'16k sum':9s} {'(the six convs of a chunk)':>39s} {chain['onnxruntime']:7.2f} "
           f"{chain['runner']:7.2f} {chain['runner+relu']:7.2f} {chain['session']:7.2f} "
           f"{chain['onnxruntime'] / chain['runner']:5.1f}x {cmin['onnxruntime']:7.2f} "

@@ -531,16 +531,19 @@ def _check_kernel(xs, ws, bias, attrs, kernel):
 
 def test_conv_gemm_matches_the_panel_kernel_and_the_choice(monkeypatch):
     """The GEMM, the per-position product and the panel kernel agree within
-    rounding; the automatic choice takes the GEMM for Silero's decoder (any
-    batch), ``conv_items`` for its STFT (weights that are not a DFT basis)
-    and encoder's short rows at batch 293, the panel kernel at batch 1."""
+    rounding; the automatic choice, the same at batch 1 and 293: the GEMM
+    for Silero's decoder, ``conv_items`` for its STFT (weights that are not
+    a DFT basis) and its encoder's short rows, F(4, 3) for the first encoder
+    conv (kernel 3, stride 1: tests/test_conv_wino.py), the panel kernel for
+    longer rows."""
     from fastlstm.ops import conv as conv_ops
-    P, G, I = "conv_panel", "conv_gemm", "conv_items"
-    cases = [((1, 1, 640), (258, 1, 256), {"strides": [128]}, P),
+    P, G, I, W1 = "conv_panel", "conv_gemm", "conv_items", "conv_wino1"
+    cases = [((1, 1, 640), (258, 1, 256), {"strides": [128]}, I),
              ((293, 1, 640), (258, 1, 256), {"strides": [128]}, I),
-             ((1, 129, 4), (128, 129, 3), {"pads": [1, 1]}, P),
-             ((293, 129, 4), (128, 129, 3), {"pads": [1, 1]}, I),
-             ((1, 64, 2), (64, 64, 3), {"pads": [1, 1], "strides": [2]}, P),
+             ((1, 129, 4), (128, 129, 3), {"pads": [1, 1]}, W1),
+             ((293, 129, 4), (128, 129, 3), {"pads": [1, 1]}, W1),
+             ((2, 64, 30), (64, 64, 3), {"pads": [1, 1], "strides": [2]}, P),
+             ((1, 64, 2), (64, 64, 3), {"pads": [1, 1], "strides": [2]}, I),
              ((293, 64, 2), (64, 64, 3), {"pads": [1, 1], "strides": [2]}, I),
              ((293, 128, 4), (64, 128, 3), {"pads": [1, 1], "strides": [2]}, I),
              ((293, 64, 1), (128, 64, 3), {"pads": [1, 1]}, I),
@@ -563,7 +566,7 @@ def test_conv_gemm_matches_the_panel_kernel_and_the_choice(monkeypatch):
         atol, rtol = _tol(inputs)
         np.testing.assert_allclose(got[True], got[False], atol=atol, rtol=rtol)
         np.testing.assert_allclose(got[I], got[False], atol=atol, rtol=rtol)
-        np.testing.assert_array_equal(got[None], got[{P: False, G: True, I: I}[want]])
+        np.testing.assert_array_equal(got[None], got[{P: False, G: True, I: I, W1: False}[want]])
 
 
 ITEMS_CONV = [  # (X shape, W shape, bias, attrs): 1-D, batches of short rows

@@ -1,5 +1,5 @@
-"""3x3 stride-1 convs by Winograd's F(2x2, 3x3) and F(4x4, 3x3)
-(fastlstm.kernels.winograd),
+"""3x3 stride-1 convs by Winograd's F(2x2, 3x3) and F(4x4, 3x3), and 1-D
+convs of kernel 3 by F(4, 3) (fastlstm.kernels.winograd),
 checked against onnxruntime: odd and even output sizes, every padding, a
 batch, fused activations, channel counts that are not multiples of a vector,
 and inputs the transforms must not see (NaN, infinities, huge values)."""
@@ -123,3 +123,74 @@ def test_wino_not_packed_for_non_finite_weights():
     assert np.all(np.isnan(got[:, 2][np.isnan(want[:, 2])]))
     others = [c for c in range(16) if c != 2]
     np.testing.assert_allclose(got[:, others], want[:, others], rtol=1e-5, atol=1e-5)
+
+
+# 1-D, kernel 3, stride 1 (conv_wino1): Silero's first encoder conv in a
+# batch and alone, pads of 0-2 on either side, several tiles per item,
+# channel counts that are not multiples of a vector, activations
+CASES_1D = [
+    (129, 128, "Relu", dict(pads=[1, 1]), (64, 129, 4)),
+    (129, 128, "Relu", dict(pads=[1, 1]), (1, 129, 4)),
+    (24, 20, None, dict(pads=[2, 0]), (3, 24, 12)),
+    (17, 33, "Clip", dict(pads=[0, 2]), (5, 17, 16)),
+    (16, 16, "Sigmoid", {}, (2, 16, 18)),
+    (40, 24, None, dict(pads=[1, 1]), (7, 40, 12)),
+]
+
+
+def _model1(cin, cout, act=None, **attrs):
+    return conv_model(R, cin, cout, (3,), 1, act, scale=0.2, **attrs)
+
+
+@pytest.mark.parametrize("cin,cout,act,attrs,shape", CASES_1D)
+def test_wino1_matches_onnxruntime(cin, cout, act, attrs, shape):
+    m = _model1(cin, cout, act, **attrs)
+    x = R.standard_normal(shape).astype(np.float32)
+    want = run_ort(m, {"x": x})[0]
+    sess = fastlstm.InferenceSession(m.SerializeToString())
+    for _ in range(3):              # general, then specialised (activation fused)
+        got = sess.run(None, {"x": x})[0]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-5 * np.sqrt(3 * cin))
+    assert "conv_wino1" in _kernel_names(sess)
+
+
+def test_wino1_result_of_an_item_does_not_depend_on_the_batch():
+    """Each item's outputs are the same bits alone and in any batch (a
+    StreamPool relies on it)."""
+    m = _model1(129, 128, "Relu", pads=[1, 1])
+    x = R.standard_normal((50, 129, 4)).astype(np.float32)
+    sess = fastlstm.InferenceSession(m.SerializeToString())
+    whole = sess.run(None, {"x": x})[0]
+    for i in (0, 17, 49):
+        np.testing.assert_array_equal(sess.run(None, {"x": x[i:i + 1]})[0][0], whole[i])
+    np.testing.assert_array_equal(sess.run(None, {"x": x[10:23]})[0], whole[10:23])
+
+
+def test_wino1_chosen_by_shape():
+    """Output positions not a multiple of 4, or few channels: other kernels."""
+    for cin, cout, shape, pads, name in ((32, 32, (2, 32, 9), [1, 1], None),
+                                         (8, 32, (4, 8, 8), [1, 1], None),
+                                         (32, 32, (4, 32, 8), [1, 1], "conv_wino1")):
+        m = _model1(cin, cout, None, pads=pads)
+        x = R.standard_normal(shape).astype(np.float32)
+        sess = fastlstm.InferenceSession(m.SerializeToString())
+        np.testing.assert_allclose(sess.run(None, {"x": x})[0], run_ort(m, {"x": x})[0],
+                                   rtol=1e-5, atol=2e-4)
+        names = _kernel_names(sess)
+        assert ("conv_wino1" in names) == (name is not None), names
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 3e38])
+def test_wino1_leaves_non_finite_and_huge_inputs_to_the_direct_sum(bad):
+    m = _model1(16, 16, None, pads=[1, 1])
+    x = R.standard_normal((3, 16, 8)).astype(np.float32)
+    x[1, 5, 0] = bad        # an end: only 2 outputs per channel read it
+    want = run_ort(m, {"x": x})[0]
+    sess = fastlstm.InferenceSession(m.SerializeToString())
+    for _ in range(3):
+        got = sess.run(None, {"x": x})[0]
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+        ok = np.isfinite(want)
+        np.testing.assert_allclose(got[ok], want[ok], rtol=1e-5, atol=1e-4)
+    assert "conv_wino1" in _kernel_names(sess)

@@ -405,19 +405,54 @@ def _t8x8(typingctx, src, soff, sstride, dst, doff, dstride):
     return sig, codegen
 
 
+@intrinsic
+def _t8x4(typingctx, src, soff, sstride, dst, doff, dstride):
+    """dst[doff + j*dstride + r] = src[soff + r*sstride + j] for r < 8, j < 4:
+    8 rows of 4 floats moved to 4 rows of 8 (8 loads, 16 shuffles, 4 stores)."""
+    i64 = types.int64
+    sig = types.void(src, i64, i64, dst, i64, i64)
+
+    def codegen(context, builder, signature, args):
+        src, soff, sstride, dst, doff, dstride = args
+        sp = context.make_array(signature.args[0])(context, builder, src).data
+        dp = context.make_array(signature.args[3])(context, builder, dst).data
+        f32, ll64, i32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
+
+        def at(base, off, stride, k, n):
+            p = builder.gep(base, [builder.add(off, builder.mul(stride, ir.Constant(ll64, k)))],
+                            inbounds=True)
+            return builder.bitcast(p, ir.VectorType(f32, n).as_pointer())
+
+        def shuf(a, b, idx):
+            return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(i32, len(idx)), idx))
+
+        r = [builder.load(at(sp, soff, sstride, k, 4), align=4) for k in range(8)]
+        # pairs of rows interleaved: [r0[0] r1[0] r0[1] r1[1] ...]
+        p = [shuf(r[k], r[k + 1], [0, 4, 1, 5, 2, 6, 3, 7]) for k in range(0, 8, 2)]
+        for j in range(4):
+            two = [2 * j, 2 * j + 1, 8 + 2 * j, 9 + 2 * j]
+            row = shuf(shuf(p[0], p[1], two), shuf(p[2], p[3], two), list(range(8)))
+            builder.store(row, at(dp, doff, dstride, j, 8), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @njit(**_jit)
 def _pad_copy_nhwc(x, xoff, C, D, H, W, pd, ph, pw, Dp, Hp, Wp, dst, Cs):
     """dst[Dp, Hp, Wp, Cs] = X[xoff: C*D*H*W] (channels first) moved channels
     last (Cs >= C floats per position, the channels past C zeros) and placed
     at (pd, ph, pw), zeros around.  Blocks of 8 channels x 8 columns are
-    transposed in registers (``_t8x8``); the channels and columns left over
-    a float at a time.  (Element by element, the whole copy was scalar: 50 us
-    of the 330 of the CRNN's 32 -> 64 channel conv on 16 x 50, and 200 of
-    1440 on 16 x 200, measured by taking the Winograd kernel's stages out.)"""
+    transposed in registers (``_t8x8``), then a block of 4 columns
+    (``_t8x4``); the channels and columns left over a float at a time.
+    (Element by element, the whole copy was scalar: 50 us of the 330 of the
+    CRNN's 32 -> 64 channel conv on 16 x 50, and 200 of 1440 on 16 x 200,
+    measured by taking the Winograd kernel's stages out.)"""
     for i in range(Dp * Hp * Wp * Cs):
         dst[i] = 0
     cs = D * H * W
     C8, W8 = C // 8 * 8, W // 8 * 8
+    W4 = W8 + 4 if W - W8 >= 4 else W8
     for z in range(D):
         for y in range(H):
             d0 = (((z + pd) * Hp + y + ph) * Wp + pw) * Cs
@@ -425,7 +460,9 @@ def _pad_copy_nhwc(x, xoff, C, D, H, W, pd, ph, pw, Dp, Hp, Wp, dst, Cs):
             for ch in range(0, C8, 8):
                 for i in range(0, W8, 8):
                     _t8x8(x, s0 + ch * cs + i, cs, dst, d0 + i * Cs + ch, Cs)
-                for i in range(W8, W):
+                if W4 > W8:
+                    _t8x4(x, s0 + ch * cs + W8, cs, dst, d0 + W8 * Cs + ch, Cs)
+                for i in range(W4, W):
                     for k in range(8):
                         dst[d0 + i * Cs + ch + k] = x[s0 + (ch + k) * cs + i]
             for ch in range(C8, C):

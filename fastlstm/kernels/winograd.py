@@ -1,4 +1,5 @@
-"""3x3 convolutions with stride 1 by Winograd's minimal filtering, F(m x m, 3x3).
+"""3x3 convolutions with stride 1 by Winograd's minimal filtering, F(m x m, 3x3)
+(and 1-D convs of kernel 3 by F(4, 3)).
 
 An m x m block of outputs ("tile") of one output channel reads an a x a patch
 (a = m + 2) of each input channel.  Direct summation spends 9 multiply-adds
@@ -49,11 +50,19 @@ of products).  The transforms are LLVM IR on <8 x float> values: written as
 loops over the channels, LLVM left them scalar (too many pointers into one
 array to prove apart) and they ran 6-10x slower.
 
+1-D convs with a kernel of 3 (``conv_wino1``) use F(4, 3): 6 multiply-adds
+per 4 outputs and input channel instead of 12, the same matrices, the tiles
+of a block of items as the rows of the products (Silero's first encoder
+conv, 4 frames, one tile per item: a StreamPool batch is a product of as
+many rows as streams).
+
 Where it runs: ``fastlstm.ops.conv`` picks it for 2-D Convs with a 3x3 kernel,
 stride 1, no dilation, group 1 and at least 16 input and output channels
-(a CRNN text reader's convs); inputs with a NaN, an infinity or a huge value
-run on the panel kernel instead (see ``conv_wino``).  Measured with
-``python benchmarks/conv_speed.py --wino``.
+(a CRNN text reader's convs), and for 1-D ones with a kernel of 3, at least
+16 channels in and out and output lengths a multiple of 4; inputs with a NaN,
+an infinity or a huge value run on the panel kernel instead (see ``_wino``).
+Measured with ``python benchmarks/conv_speed.py --wino`` (2-D) and
+``--batch 128`` (1-D, Silero's encoder).
 """
 from fractions import Fraction as _Fr
 
@@ -66,6 +75,7 @@ from .conv import (ACT_CLIP, ACT_NONE, ACT_RELU, ACT_SIGMOID, ACT_SILU, G_ACT, G
                    G_COUT, G_H, G_N, G_NP, G_OH, G_OW, G_PH, G_POOLH, G_POOLW, G_PW, G_W, NC,
                    _SIG_CONV, _clip, _entry, _fptr, _jit, _pad_copy_nhwc, _sigmoid, clip_bounds,
                    conv_panel, epilogue)
+from .common import F32P
 from .activations import ir_sigmoid
 from .gemm import SET, panel_gemm
 from .irvec import V
@@ -98,13 +108,18 @@ FORMS = {2: _F2, 4: _F4}
 
 def eligible(wshape, group, strides, dilations):
     """Whether a Conv of weight shape ``wshape`` can run here (before the
-    input's shape is known)."""
+    input's shape is known): 3x3 (``conv_wino``, ``conv_wino4``) or a 1-D
+    kernel of 3 (``conv_wino1``), stride 1, no dilation, group 1."""
+    if len(wshape) == 3:
+        return (wshape[2] == 3 and group == 1 and list(strides) == [1]
+                and list(dilations) == [1])
     return (len(wshape) == 4 and tuple(wshape[2:]) == (3, 3) and group == 1
             and list(strides) == [1, 1] and list(dilations) == [1, 1])
 
 
 def pack(W, B, panel, m):
-    """(flat weights, bias offset) for F(m x m, 3x3): the a^2 matrices
+    """(flat weights, bias offset) for F(m x m, 3x3) (1-D weights: F(m, 3),
+    a matrices U[xi] = (G g)[xi]): the a^2 matrices
     U[xi] = (G g G^T)[xi] as [CIN8, COUT] in panels (columns padded to a
     multiple of 16, rows to a multiple of 8 with zeros), then the bias, then
     ``panel``: the node's weights as ``conv_panel`` reads them (its bias
@@ -116,10 +131,15 @@ def pack(W, B, panel, m):
     cout, cin = W.shape[0], W.shape[1]
     npad = -(-cout // 16) * 16
     cin8 = -(-cin // _VL) * _VL
-    u = np.einsum("ik,ockl,jl->ijco", g, W.astype(np.float64), g)    # [a, a, CIN, COUT]
-    mats = np.zeros((a * a, cin8, npad), np.float32)
-    mats[:, :cin, :cout] = u.reshape(a * a, cin, cout)
-    parts = [to_panels(mats[p]) for p in range(a * a)]
+    if W.ndim == 3:     # 1-D: the a vectors U[xi] = (G g)[xi]
+        u = np.einsum("ik,ock->ico", g, W.astype(np.float64))       # [a, CIN, COUT]
+        npt = a
+    else:
+        u = np.einsum("ik,ockl,jl->ijco", g, W.astype(np.float64), g)    # [a, a, CIN, COUT]
+        npt = a * a
+    mats = np.zeros((npt, cin8, npad), np.float32)
+    mats[:, :cin, :cout] = u.reshape(npt, cin, cout)
+    parts = [to_panels(mats[p]) for p in range(npt)]
     bias = B.reshape(-1) if B is not None else np.zeros(cout, np.float32)
     flat = np.ascontiguousarray(np.concatenate(parts + [bias.astype(np.float32), panel]),
                                 np.float32)
@@ -456,3 +476,182 @@ def conv_wino(x, w, geo, y):
 def conv_wino4(x, w, geo, y):
     """As ``conv_wino`` by F(4x4, 3x3); W packed by ``pack(..., 4)``."""
     _wino(x, w, geo, y, 4)
+
+
+def _make_transform1(mat):
+    """An intrinsic that applies one 1-D transform (``mat``, rows x a) to 8
+    consecutive channels: d[j] = src[sbase + j*ss + c] (c < 8, j < a),
+    dst[dbase + k*pl + c] = (mat @ d)[k]."""
+    rows, a = len(mat), len(mat[0])
+
+    @intrinsic
+    def tr(typingctx, src, sbase, ss, dst, dbase, pl):
+        i64 = types.int64
+        sig = types.void(src, i64, i64, dst, i64, i64)
+
+        def codegen(context, builder, signature, args):
+            src, sbase, ss, dst, dbase, pl = args
+            v = V(builder, _VL)
+            sp = context.make_array(signature.args[0])(context, builder, src).data
+            dp = context.make_array(signature.args[3])(context, builder, dst).data
+            d = [v.load(sp, v.at(sbase, builder.mul(v.int(j), ss))) for j in range(a)]
+            for k in range(rows):
+                v.store(_combine(builder, mat[k], d, v.ty), dp,
+                        v.at(dbase, builder.mul(v.int(k), pl)))
+            return context.get_dummy_value()
+
+        return sig, codegen
+    return tr
+
+
+_bt1, _at1 = _make_transform1(_F4["BT"]), _make_transform1(_F4["AT"])
+
+
+def _make_store4(act):
+    """An intrinsic storing 4 rows of q (output positions t) x 8 channels
+    into Y, channels first, with the bias and activation ``act`` (none,
+    Relu or Clip): y[y0 + c*ys + t] = act(q[q0 + t*qs + c] + b[boff + c]),
+    the 4 x 8 block transposed in registers."""
+    @intrinsic
+    def st(typingctx, q, q0, qs, b, boff, y, y0, ys, lo, hi):
+        i64, f32 = types.int64, types.float32
+        sig = types.void(F32P, i64, i64, F32P, i64, F32P, i64, i64, f32, f32)
+
+        def codegen(context, builder, signature, args):
+            q, q0, qs, b, boff, y, y0, ys, lo, hi = args
+            v = V(builder, _VL)
+            i32 = ir.IntType(32)
+
+            def shuf(a, c, idx):
+                return builder.shuffle_vector(a, c, ir.Constant(ir.VectorType(i32, len(idx)),
+                                                                idx))
+            bias, zero, lov, hiv = v.load(b, boff), v.const(0.0), v.splat(lo), v.splat(hi)
+            rows = []
+            for t in range(4):
+                x = builder.fadd(v.load(q, v.at(q0, builder.mul(v.int(t), qs))), bias)
+                if act == ACT_RELU:       # x if x > 0 or x is NaN, else 0
+                    x = builder.select(builder.fcmp_unordered(">", x, zero), x, zero)
+                elif act == ACT_CLIP:     # as the Clip op (a NaN stays NaN)
+                    x = builder.select(builder.fcmp_ordered("<", x, lov), lov, x)
+                    x = builder.select(builder.fcmp_ordered(">", x, hiv), hiv, x)
+                rows.append(x)
+            f4 = ir.VectorType(ir.FloatType(), 4).as_pointer()
+            for half in (0, 4):
+                lanes = [half, 8 + half, half + 1, 9 + half, half + 2, 10 + half, half + 3,
+                         11 + half]
+                a, c = shuf(rows[0], rows[1], lanes), shuf(rows[2], rows[3], lanes)
+                for k in range(4):
+                    col = shuf(a, c, [2 * k, 2 * k + 1, 8 + 2 * k, 9 + 2 * k])
+                    at = v.at(y0, builder.mul(v.int(half + k), ys))
+                    builder.store(col, builder.bitcast(builder.gep(y, [at], inbounds=True), f4),
+                                  align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+    st.__name__ = f"wino1_store4_{act}"
+    return st
+
+
+_st4_none, _st4_relu, _st4_clip = (_make_store4(a) for a in (ACT_NONE, ACT_RELU, ACT_CLIP))
+
+
+@njit(**_jit)
+def _store_tiles(q, rows, Np, COUT, OW, TW, n0, w, BIAS, ACT, clo, chi, y):
+    """Rows r*4 + t of q (tile r = item n0 + r // TW, its tile r % TW;
+    output position t) into Y with bias and activation: 8 channels at a
+    time by ``_make_store4`` where the activation allows, else (and the
+    channels past a multiple of 8) a float at a time."""
+    C8 = COUT // 8 * 8 if ACT == ACT_NONE or ACT == ACT_RELU or ACT == ACT_CLIP else 0
+    qp, yp, wp = _fptr(q), _fptr(y), _fptr(w)
+    for r in range(rows):
+        i = r // TW
+        yo = (n0 + i) * COUT * OW + 4 * (r - i * TW)
+        qo = r * 4 * Np
+        for c in range(0, C8, 8):
+            if ACT == ACT_RELU:
+                _st4_relu(qp, qo + c, Np, wp, BIAS + c, yp, yo + c * OW, OW, clo, chi)
+            elif ACT == ACT_CLIP:
+                _st4_clip(qp, qo + c, Np, wp, BIAS + c, yp, yo + c * OW, OW, clo, chi)
+            else:
+                _st4_none(qp, qo + c, Np, wp, BIAS + c, yp, yo + c * OW, OW, clo, chi)
+        for c in range(C8, COUT):
+            b = w[BIAS + c]
+            for t in range(4):
+                u = q[qo + t * Np + c] + b
+                if ACT == ACT_RELU:
+                    u = np.float32(0) if u < 0 else u
+                elif ACT == ACT_SIGMOID:
+                    u = _sigmoid(u)
+                elif ACT == ACT_CLIP:
+                    u = _clip(u, clo, chi)
+                y[yo + c * OW + t] = u
+
+
+@_entry(_SIG_CONV)
+def conv_wino1(x, w, geo, y):
+    """1-D Conv, kernel 3, stride 1, group 1 by F(4, 3): y[N*COUT*OW] from
+    x[N*CIN*W], OW a multiple of 4; W packed by ``pack(..., 4)`` from 1-D
+    weights.  6 multiply-adds per 4 outputs and input channel where the
+    direct sum spends 12 (10 for Silero's 4 frames, whose end taps read
+    padding).  Made for many short items (Silero's encoder in a StreamPool
+    batch, its first conv 129 -> 128 channels over 4 frames): the tiles of
+    a block of items are the rows of 6 products ``M[xi] = V[xi] @ U[xi]``.
+
+    1. each item moved channels last and padded (``xt``: [item][Wp][C8]);
+    2. input transform (``_bt1``, 8 channels a vector) into V[xi][tile, c];
+    3. the 6 products on the panel GEMM;
+    4. output transform (``_at1``) into rows of q (one per output
+       position), then bias, activation and the stores into Y (channels
+       first, ``_store_tiles``: 4 positions x 8 channels transposed in
+       registers).
+
+    Inputs with a NaN, an infinity or a huge value run on the panel kernel
+    (see ``_wino``)."""
+    N, CIN, COUT = geo[G_N], geo[G_CIN], geo[G_COUT]
+    W, OW, PW = geo[G_W], geo[G_OW], geo[G_PW]
+    BIAS, ACT = geo[G_BIAS], geo[G_ACT]
+    clo, chi = clip_bounds(geo)
+    if not _tame(x, 0, N * CIN * W):
+        g2 = geo.copy()
+        g2[G_BIAS] = geo[G_NP] * NC * CIN * 3
+        conv_panel(x, w[BIAS + COUT:], g2, y)
+        return
+    MT = 4
+    A = 6
+    C8 = (CIN + _VL - 1) // _VL * _VL
+    Np = (COUT + 15) // 16 * 16
+    TW = OW // MT
+    Wp = MT * TW + 2
+    # items per block: their tiles' V and M within the budget, blocks of
+    # about equal size
+    IB = max(1, min(N, max(6, BLOCK_FLOATS // (A * (C8 + Np))) // TW))
+    nblk = (N + IB - 1) // IB
+    IB = (N + nblk - 1) // nblk
+    R = IB * TW                 # rows (tiles) of a full block
+    xt = np.empty(IB * Wp * C8, np.float32)
+    v = np.empty(A * R * C8, np.float32)
+    m = np.empty(A * R * Np, np.float32)
+    q = np.empty(R * MT * Np, np.float32)
+    vp, mp, wp = _fptr(v), _fptr(m), _fptr(w)
+    for n0 in range(0, N, IB):
+        ib = min(IB, N - n0)
+        rows = ib * TW
+        # 1. channels last, padded: xt[i][PW + p][c] = x[n0 + i][c][p]
+        for i in range(ib):
+            _pad_copy_nhwc(x, (n0 + i) * CIN * W, CIN, 1, 1, W, 0, 0, PW, 1, 1, Wp,
+                           xt[i * Wp * C8:], C8)
+        # 2. tile r = (item i, tile s) reads positions 4s .. 4s + 5 of item i
+        for i in range(ib):
+            for s in range(TW):
+                r = i * TW + s
+                for c in range(0, C8, _VL):
+                    _bt1(xt, (i * Wp + MT * s) * C8 + c, C8, v, r * C8 + c, R * C8)
+        # 3. (SET: M is written, not zeroed and added to)
+        for p in range(A):
+            panel_gemm(rows, C8, Np, 0, Np, vp, p * R * C8, C8, wp, p * C8 * Np, mp,
+                       p * R * Np, Np, SET)
+        # 4. output position t of tile r -> row r*4 + t of q
+        for r in range(rows):
+            for c in range(0, Np, _VL):
+                _at1(m, r * Np + c, R * Np, q, r * MT * Np + c, Np)
+        _store_tiles(q, rows, Np, COUT, OW, TW, n0, w, BIAS, ACT, clo, chi, y)

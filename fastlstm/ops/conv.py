@@ -315,8 +315,9 @@ def _pack(node, W, B):
             packed.dft = dft.STFTConv(match, B)
     if gemm and panel:
         from ..kernels import winograd
-        if winograd.eligible(W.shape, G, _ints(node, "strides") or [1, 1],
-                             _ints(node, "dilations") or [1, 1]) and \
+        r = W.ndim - 2
+        if winograd.eligible(W.shape, G, _ints(node, "strides") or [1] * r,
+                             _ints(node, "dilations") or [1] * r) and \
                 bool(np.all(np.abs(W) <= winograd.BIG)):
             # packed on first use, per tile size (``wino_weights``)
             packed.wino = {"src": (W, B, flat)}
@@ -592,6 +593,11 @@ class ConvRunner:
             # (no fused activation, no padding, no dilation: the FFT's case;
             # a kernel forced on or off for a benchmark runs instead)
             return (geo, (N, packed.cout, *outsz), packed.dft, "dft")
+        if packed.wino is not None and len(packed.wshape) == 3 and _use_wino1(geo):
+            geo[K.G_BIAS] = packed.wino_weights(4)[1]
+            from ..kernels import winograd
+            return (geo, (N, packed.cout, *outsz), K.compiled(winograd.conv_wino1),
+                    ("wino1", 4))
         tile = _use_wino(geo) if packed.wino is not None else 0
         if tile:
             geo[K.G_BIAS] = packed.wino_weights(tile)[1]
@@ -730,9 +736,14 @@ ITEMS = None
 
 def _use_items(geo):
     """Whether ``conv_items`` runs the group-1 Conv of geometry ``geo``: a
-    1-D conv of at least 8 items of at most 8 output positions each, where
-    the panel kernel streams W once per item and ``conv_gemm`` copies every
-    row with its padding taps (Silero's encoder in a StreamPool batch)."""
+    1-D conv of at most 8 output positions per item, where the panel kernel
+    streams W once per item and ``conv_gemm`` copies every row with its
+    padding taps (Silero's encoder in a StreamPool batch).  It runs at every
+    batch size, one item included, so that a stream's result does not depend
+    on the batch it ran in (each output is the same sum whatever the number
+    of items).  At one item it is about as fast as the panel kernel
+    (Silero's encoder convs 2-4, ``python benchmarks/conv_speed.py``: 4.9,
+    2.6, 2.8 us against 4.0, 2.6, 3.2)."""
     K = _kernels()
     if not K.items_eligible(geo):
         return False
@@ -742,7 +753,7 @@ def _use_items(geo):
         return False
     # (an output of fewer than 8 channels goes to the GEMM's 16-column panels
     # either way; ``_use_gemm`` has its case)
-    return int(geo[K.G_N]) >= 8 and int(geo[K.G_OW]) <= 8 and 2 * int(geo[K.G_COUT]) >= K.NC
+    return int(geo[K.G_OW]) <= 8 and 2 * int(geo[K.G_COUT]) >= K.NC
 
 
 #: Conv through ``kernels.conv.conv_rows``: None chooses per shape
@@ -785,6 +796,29 @@ def _use_wino(geo):
     if OH >= 4 and OW >= 4 and -(-OH // 4) * -(-OW // 4) >= 16:
         return 4
     return 2 if OH >= 2 and OW >= 2 and -(-OH // 2) * -(-OW // 2) >= 16 else 0
+
+
+def _use_wino1(geo):
+    """Whether ``kernels.winograd.conv_wino1`` (F(4, 3)) runs the 1-D Conv of
+    geometry ``geo`` (kernel 3, stride 1, no dilation, group 1: its weights
+    allow it): at least 16 input and output channels, output positions a
+    multiple of 4.  Silero's first encoder conv (129 -> 128 channels over 4
+    frames), ``python benchmarks/conv_speed.py --batch 128``: 426 us against
+    conv_items' 640 and the panel kernel's 776 (8 kHz: 240, 453, 476); at
+    one item (no ``--batch``) 9.3 against the panel kernel's 7.9.  It runs
+    at every batch size, one item included, so that a stream's result is
+    the same alone and in a StreamPool batch (F(4, 3) rounds differently
+    from a direct sum: about 1e-6 of the output's scale; with the panel
+    kernel at one item, Silero's probability moved by up to 2e-6 between a
+    stream alone and in the pool)."""
+    if WINO is not None:
+        return WINO == 4
+    if GEMM or ROWS or TAPS or ITEMS:        # another kernel forced on
+        return False
+    K = _kernels()
+    CIN, COUT, OW = (int(geo[i]) for i in (K.G_CIN, K.G_COUT, K.G_OW))
+    return (CIN >= 16 and COUT >= 16 and OW % 4 == 0 and int(geo[K.G_H]) == 1
+            and int(geo[K.G_D]) == 1)
 
 
 def _use_taps(geo):
