@@ -531,11 +531,11 @@ def _check_kernel(xs, ws, bias, attrs, kernel):
 
 def test_conv_gemm_matches_the_panel_kernel_and_the_choice(monkeypatch):
     """The GEMM, the per-position product and the panel kernel agree within
-    rounding; the automatic choice, the same at batch 1 and 293: the GEMM
-    for Silero's decoder, ``conv_items`` for its STFT (weights that are not
-    a DFT basis) and its encoder's short rows, F(4, 3) for the first encoder
-    conv (kernel 3, stride 1: tests/test_conv_wino.py), the panel kernel for
-    longer rows."""
+    rounding; the automatic choice, the same at batch 1 and 293:
+    ``conv_items`` for Silero's decoder, its STFT (weights that are not a
+    DFT basis) and its encoder's short rows, F(4, 3) for the first encoder
+    conv (kernel 3, stride 1: tests/test_conv_wino.py), the panel kernel
+    for longer rows, the GEMM for a one-channel head over a few more."""
     from fastlstm.ops import conv as conv_ops
     P, G, I, W1 = "conv_panel", "conv_gemm", "conv_items", "conv_wino1"
     cases = [((1, 1, 640), (258, 1, 256), {"strides": [128]}, I),
@@ -547,8 +547,9 @@ def test_conv_gemm_matches_the_panel_kernel_and_the_choice(monkeypatch):
              ((293, 64, 2), (64, 64, 3), {"pads": [1, 1], "strides": [2]}, I),
              ((293, 128, 4), (64, 128, 3), {"pads": [1, 1], "strides": [2]}, I),
              ((293, 64, 1), (128, 64, 3), {"pads": [1, 1]}, I),
-             ((1, 128, 1), (1, 128, 1), {}, G),
-             ((293, 128, 1), (1, 128, 1), {}, G)]
+             ((1, 128, 1), (1, 128, 1), {}, I),
+             ((293, 128, 1), (1, 128, 1), {}, I),
+             ((2, 128, 12), (1, 128, 1), {}, G)]
     for xs, ws, attrs, want in cases:
         x = _rand(*xs)
         inputs = [("x", x), ("W", _rand(*ws)), ("B", _rand(ws[0]))]

@@ -988,6 +988,19 @@ def _gemm_panels(mb, K, Np, a, aoff, lda, w, o, acc):
 @njit(**_jit)
 def _gemm_store(o, mb, Np, COUT, ospace, yrow, w, BIAS, ACT, clo, chi, y):
     """y[yrow[r] + c*ospace] = act(o[r, c] + bias[c]) for r < mb, c < COUT."""
+    if ospace == 1 and ACT != ACT_SIGMOID:
+        # one output position per item (Silero's last encoder conv): a row of
+        # o is a run of Y, a loop LLVM vectorizes
+        for r in range(mb):
+            yo, oo = yrow[r], r * Np
+            for c in range(COUT):
+                v = o[oo + c] + w[BIAS + c]
+                if ACT == ACT_RELU:
+                    v = np.float32(0) if v < 0 else v
+                elif ACT == ACT_CLIP:
+                    v = _clip(v, clo, chi)
+                y[yo + c] = v
+        return
     for c in range(COUT):
         b = w[BIAS + c]
         yo = c * ospace
@@ -1146,9 +1159,15 @@ def conv_items(x, w, geo, y):
         for i in range(mb):                 # items n0.. to [item, position, channel]
             src = (n0 + i) * row
             dst = i * row
-            for c in range(CIN):
-                for p in range(W):
-                    xp[dst + p * CIN + c] = xs[src + c * W + p]
+            if W == 1:                      # (the same layout)
+                for c in range(CIN):
+                    xp[dst + c] = xs[src + c]
+            elif W >= 4:                    # by 8 x 8 and 8 x 4 register transposes
+                _pad_copy_nhwc(x, src, CIN, 1, 1, W, 0, 0, 0, 1, 1, W, xt[dst:], CIN)
+            else:
+                for c in range(CIN):
+                    for p in range(W):
+                        xp[dst + p * CIN + c] = xs[src + c * W + p]
         for ow in range(OW):
             kw0, nk = _tap_range(ow, 1, SW, 1, PW, KW, W)
             if nk > 0:

@@ -716,8 +716,9 @@ def _use_gemm(geo):
     if 2 * COUT < K.NC:
         # the direct kernel's shapes (a one-channel head): it vectorizes along
         # the output columns, the GEMM along 16 output channels; with few
-        # columns the GEMM wins (Silero's decoder: 1.2-1.5x at batch 1, 7x at
-        # batch 293)
+        # columns the GEMM wins (Silero's decoder, when it ran here: 1.2-1.5x
+        # at batch 1, 7x at batch 293; up to 8 columns ``conv_items`` runs
+        # first, see _use_items)
         return OW < 16
     # the panel kernel tiles the positions of one output row 4 at a time: with
     # rows of 1, 2 or 5 positions most of its tile is idle, where the GEMM's
@@ -751,9 +752,10 @@ def _use_items(geo):
         return ITEMS
     if GEMM is not None or ROWS or TAPS:        # another kernel forced
         return False
-    # (an output of fewer than 8 channels goes to the GEMM's 16-column panels
-    # either way; ``_use_gemm`` has its case)
-    return int(geo[K.G_OW]) <= 8 and 2 * int(geo[K.G_COUT]) >= K.NC
+    # (an output of fewer than 8 channels too: Silero's decoder, 128 -> 1
+    # channel over one position, ``python benchmarks/conv_speed.py --batch
+    # 128``: 13 us against the GEMM's 62; at one item 2.0 against 2.4)
+    return int(geo[K.G_OW]) <= 8
 
 
 #: Conv through ``kernels.conv.conv_rows``: None chooses per shape
