@@ -56,6 +56,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .. import config
+from .irvec import shuffle, transpose8
 from .scalar import sigmoid as _sigmoid     # the fused elementwise Sigmoid's own formula
 
 _jit = dict(nogil=True, cache=config.NUMBA_CACHE, fastmath=set(config.NUMBA_FASTMATH),
@@ -377,29 +378,16 @@ def _t8x8(typingctx, src, soff, sstride, dst, doff, dstride):
         sp = context.make_array(signature.args[0])(context, builder, src).data
         dp = context.make_array(signature.args[3])(context, builder, dst).data
         vty = ir.VectorType(ir.FloatType(), 8)
-        ll64, i32 = ir.IntType(64), ir.IntType(32)
+        ll64 = ir.IntType(64)
 
         def at(base, off, stride, k):
             p = builder.gep(base, [builder.add(off, builder.mul(stride, ir.Constant(ll64, k)))],
                             inbounds=True)
             return builder.bitcast(p, vty.as_pointer())
 
-        def shuf(a, b, idx):
-            return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(i32, 8), idx))
-
         r = [builder.load(at(sp, soff, sstride, k), align=4) for k in range(8)]
-        lo, hi = [0, 8, 1, 9, 4, 12, 5, 13], [2, 10, 3, 11, 6, 14, 7, 15]
-        t = []
-        for k in range(0, 8, 2):
-            t += [shuf(r[k], r[k + 1], lo), shuf(r[k], r[k + 1], hi)]
-        a, b = [0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15]
-        u = [shuf(t[0], t[2], a), shuf(t[0], t[2], b), shuf(t[1], t[3], a),
-             shuf(t[1], t[3], b), shuf(t[4], t[6], a), shuf(t[4], t[6], b),
-             shuf(t[5], t[7], a), shuf(t[5], t[7], b)]
-        first, second = [0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]
-        for j in range(4):
-            builder.store(shuf(u[j], u[j + 4], first), at(dp, doff, dstride, j), align=4)
-            builder.store(shuf(u[j], u[j + 4], second), at(dp, doff, dstride, j + 4), align=4)
+        for j, row in enumerate(transpose8(builder, r)):
+            builder.store(row, at(dp, doff, dstride, j), align=4)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -416,7 +404,7 @@ def _t8x4(typingctx, src, soff, sstride, dst, doff, dstride):
         src, soff, sstride, dst, doff, dstride = args
         sp = context.make_array(signature.args[0])(context, builder, src).data
         dp = context.make_array(signature.args[3])(context, builder, dst).data
-        f32, ll64, i32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
+        f32, ll64 = ir.FloatType(), ir.IntType(64)
 
         def at(base, off, stride, k, n):
             p = builder.gep(base, [builder.add(off, builder.mul(stride, ir.Constant(ll64, k)))],
@@ -424,7 +412,7 @@ def _t8x4(typingctx, src, soff, sstride, dst, doff, dstride):
             return builder.bitcast(p, ir.VectorType(f32, n).as_pointer())
 
         def shuf(a, b, idx):
-            return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(i32, len(idx)), idx))
+            return shuffle(builder, a, b, idx)
 
         r = [builder.load(at(sp, soff, sstride, k, 4), align=4) for k in range(8)]
         # pairs of rows interleaved: [r0[0] r1[0] r0[1] r1[1] ...]

@@ -25,14 +25,13 @@ The weights are repacked once per weight array (``LanesConv.lanes``) as
 pads or when a last group of 8 positions would read past the row.
 """
 import numpy as np
-from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from .. import fuse
 from . import conv as K
 from .common import F32P
-from .irvec import VL, V
+from .irvec import VL, V, transpose8
 
 #: the activations a block applies (others run as a separate pass after it)
 ACTS = (K.ACT_NONE, K.ACT_RELU, K.ACT_CLIP)
@@ -42,30 +41,6 @@ MAX_TAPS = 121
 #: accumulators + these + an input value: 14 of AVX2's 16)
 KW_RUN = 5
 _BLOCKS = {}
-
-# 8 x 8 transpose in three rounds of shuffles (lanes of a and b numbered
-# 0-7 and 8-15): pairs interleaved, then pairs of pairs, then 128-bit halves
-_LO2, _HI2 = [0, 8, 1, 9, 4, 12, 5, 13], [2, 10, 3, 11, 6, 14, 7, 15]
-_LO4, _HI4 = [0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15]
-_LO8, _HI8 = [0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]
-
-
-def _transpose8(builder, rows):
-    """rows[p][l] -> out[l][p] for 8 vectors of 8 floats."""
-    def shuf(a, b, mask):
-        return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), 8), mask))
-    t = []
-    for i in range(0, 8, 2):
-        t += [shuf(rows[i], rows[i + 1], _LO2), shuf(rows[i], rows[i + 1], _HI2)]
-    # t[0], t[1] from rows 0-1; t[2], t[3] from rows 2-3; ...
-    u = []
-    for i in (0, 4):
-        u += [shuf(t[i], t[i + 2], _LO4), shuf(t[i], t[i + 2], _HI4),
-              shuf(t[i + 1], t[i + 3], _LO4), shuf(t[i + 1], t[i + 3], _HI4)]
-    # u[0..3]: channels (0, 4), (1, 5), (2, 6), (3, 7) of positions 0-3; u[4..7]: of 4-7
-    return [shuf(u[c], u[c + 4], _LO8) for c in range(4)] + \
-        [shuf(u[c], u[c + 4], _HI8) for c in range(4)]
-
 
 def block_kernel(KH, KW, SW, DW, act):
     """An intrinsic computing 8 output channels x VL positions of one row::
@@ -131,16 +106,12 @@ def block_kernel(KH, KW, SW, DW, act):
                 for a, x in zip(accs, acc):
                     builder.store(x, a)
             acc = [builder.load(a) for a in accs]
-            zero, lov, hiv = v.const(0.0), v.splat(lo), v.splat(hi)
-            for p in range(VL):
-                x = acc[p]
-                if act == K.ACT_RELU:       # x if x > 0 or x is NaN, else 0
-                    x = builder.select(builder.fcmp_unordered(">", x, zero), x, zero)
-                elif act == K.ACT_CLIP:     # as the Clip op (a NaN stays NaN)
-                    x = builder.select(builder.fcmp_ordered("<", x, lov), lov, x)
-                    x = builder.select(builder.fcmp_ordered(">", x, hiv), hiv, x)
-                acc[p] = x
-            for l, row in enumerate(_transpose8(builder, acc)):
+            lov, hiv = v.splat(lo), v.splat(hi)
+            if act == K.ACT_RELU:
+                acc = [v.relu(x) for x in acc]
+            elif act == K.ACT_CLIP:
+                acc = [v.clip(x, lov, hiv) for x in acc]
+            for l, row in enumerate(transpose8(builder, acc)):
                 v.store(row, dst, v.at(doff, mul(v.int(l), dstride)))
             return context.get_dummy_value()
 

@@ -102,7 +102,7 @@ def row_kernel(KH, KW, act, R=1):
             v = V(builder, VL)
             wv = [v.splat(builder.load(builder.gep(w, [v.at(woff, t)], inbounds=True)))
                   for t in range(KH * KW)]
-            bv, lov, hiv, zero = v.splat(b), v.splat(lo), v.splat(hi), v.const(0.0)
+            bv, lov, hiv = v.splat(b), v.splat(lo), v.splat(hi)
             rows = [v.at(sb, builder.mul(v.int(k), Wp)) for k in range(KH + R - 1)]
             # two chains per output row (the bias and the first kernel rows,
             # the last kernel rows), added at the end: shorter FMA latency
@@ -124,11 +124,10 @@ def row_kernel(KH, KW, act, R=1):
                                     v.fma(wk, xv, got)
                 for r in range(R):
                     x = acc[r][0] if acc[r][1] is None else builder.fadd(acc[r][0], acc[r][1])
-                    if act == K.ACT_RELU:       # x if x > 0 or x is NaN, else 0
-                        x = builder.select(builder.fcmp_unordered(">", x, zero), x, zero)
-                    elif act == K.ACT_CLIP:     # as the Clip op (a NaN stays NaN)
-                        x = builder.select(builder.fcmp_ordered("<", x, lov), lov, x)
-                        x = builder.select(builder.fcmp_ordered(">", x, hiv), hiv, x)
+                    if act == K.ACT_RELU:
+                        x = v.relu(x)
+                    elif act == K.ACT_CLIP:
+                        x = v.clip(x, lov, hiv)
                     v.store(x, dst, v.at(doff, builder.mul(v.int(r), dstride), col))
             return context.get_dummy_value()
 

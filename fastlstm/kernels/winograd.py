@@ -78,7 +78,7 @@ from .conv import (ACT_CLIP, ACT_NONE, ACT_RELU, ACT_SIGMOID, ACT_SILU, G_ACT, G
 from .common import F32P
 from .activations import ir_sigmoid
 from .gemm import SET, panel_gemm
-from .irvec import V
+from .irvec import V, shuffle
 
 #: channels per vector of the transforms (one AVX2 register of float32)
 _VL = 8
@@ -520,20 +520,17 @@ def _make_store4(act):
         def codegen(context, builder, signature, args):
             q, q0, qs, b, boff, y, y0, ys, lo, hi = args
             v = V(builder, _VL)
-            i32 = ir.IntType(32)
 
             def shuf(a, c, idx):
-                return builder.shuffle_vector(a, c, ir.Constant(ir.VectorType(i32, len(idx)),
-                                                                idx))
-            bias, zero, lov, hiv = v.load(b, boff), v.const(0.0), v.splat(lo), v.splat(hi)
+                return shuffle(builder, a, c, idx)
+            bias, lov, hiv = v.load(b, boff), v.splat(lo), v.splat(hi)
             rows = []
             for t in range(4):
                 x = builder.fadd(v.load(q, v.at(q0, builder.mul(v.int(t), qs))), bias)
-                if act == ACT_RELU:       # x if x > 0 or x is NaN, else 0
-                    x = builder.select(builder.fcmp_unordered(">", x, zero), x, zero)
-                elif act == ACT_CLIP:     # as the Clip op (a NaN stays NaN)
-                    x = builder.select(builder.fcmp_ordered("<", x, lov), lov, x)
-                    x = builder.select(builder.fcmp_ordered(">", x, hiv), hiv, x)
+                if act == ACT_RELU:
+                    x = v.relu(x)
+                elif act == ACT_CLIP:
+                    x = v.clip(x, lov, hiv)
                 rows.append(x)
             f4 = ir.VectorType(ir.FloatType(), 4).as_pointer()
             for half in (0, 4):
