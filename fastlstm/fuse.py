@@ -40,11 +40,13 @@ def _helpers_digest():
 _HELPERS = _helpers_digest()
 
 
-def header(what, params):
+def header(what, params, contract=True):
     """The first lines of a generated kernel module: a comment naming it and
     the digest of the helpers it calls (a change to them makes a new file),
     the imports, and ``def fused(params):`` (the name ``compile_kernel``
-    takes)."""
+    takes).  ``contract=False``: the function's own arithmetic is not fused
+    into FMAs (the helpers it calls keep their own flags)."""
+    opts = "" if contract else "fastmath={'arcp'}"
     return [f"# fastlstm {what}; helpers {_HELPERS}",
             "import math",
             "import numpy as np",
@@ -53,7 +55,7 @@ def header(what, params):
             "from fastlstm.kernels.scalar import *  # noqa",
             "from fastlstm.kernels.common import fptr",
             "",
-            "@njit(**config.jit_options())",
+            f"@njit(**config.jit_options({opts}))",
             f"def fused({params}):"]
 
 
@@ -77,7 +79,13 @@ def kernel_source(n_inputs, scalar_inputs, body, result, n_const=0, strided=(), 
     [256, 258, 4] tensor, merged to [256, 516]: 382 -> about 40 us).  A copy
     of each to C order first cost more than the fused loop."""
     args = "".join(f", x{k}" for k in range(n_inputs)) + (", C" if n_const else "")
-    lines = header("fused elementwise loop", f"out{args}") + ["    o = out.reshape(-1)"]
+    # (no FMA contraction: each op rounds as the op it stands for would, one
+    # at a time; contracted, the product and sum of an STFT's magnitude
+    # sqrt(re^2 + im^2) came out an ulp apart at different batch sizes, in
+    # 44 of Silero's 516 magnitudes between batch 1 and 37, so a stream's
+    # result depended on the batch it ran in)
+    lines = header("fused elementwise loop", f"out{args}", contract=False) + \
+        ["    o = out.reshape(-1)"]
     for k in range(n_inputs):
         if k in scalar_inputs:
             lines.append(f"    a{k} = x{k}.reshape(-1)[0]")

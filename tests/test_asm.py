@@ -14,8 +14,8 @@ PACKED = re.compile(r"\tv(?:mul|add|sub|fmadd\d+|div)ps\s+%[yz]mm")
 def test_fused_loop_is_vectorized_without_calls():
     src = fuse.kernel_source(3, set(), ["t0 = sigmoid(a0)", "t1 = tanh(a1)",
                                         "t2 = exp(a2)"], "t0 * t1 + t2")
-    assert "config.jit_options()" in src
-    src = src.replace("config.jit_options()", "config.jit_options(cache=False)")
+    assert "@njit(**config.jit_options(" in src
+    src = src.replace("@njit(**config.jit_options(", "@njit(**config.jit_options(cache=False, ")
     ns = {}
     exec(compile(src, "<fused loop>", "exec"), ns)
     k = ns["fused"]

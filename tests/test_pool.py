@@ -74,15 +74,35 @@ def test_silero_hundreds_of_streams_random_order_join_leave(silero):
     assert pool._next_slot < S              # slots were reused
     for s in range(S):
         want, want_state = _silero_alone(silero, audio[s])
+        # Silero's state comes out of a batch with the bits it has alone
+        # (test_silero_session_is_batch_invariant), so each stream's final
+        # state is exact; the probability's last steps are not yet
+        # batch-invariant (1.2e-7 here).  test_pool_state_handling_is_exact
+        # shows the pool's own gathering and scattering add nothing.
         np.testing.assert_allclose(np.concatenate(got[s]), np.concatenate(want), atol=1e-6,
                                    rtol=0)
-        # The convolutions take the same kernel at every batch size, but a
-        # step's state still differs from batch 1's by up to 7e-7 (measured
-        # with random states; not traced to its kernel) and that carries over
-        # chunks; test_pool_state_handling_is_exact shows the pool's own
-        # gathering and scattering adds nothing.
-        np.testing.assert_allclose(finals[s], want_state, atol=2e-5, rtol=0)
+        np.testing.assert_array_equal(finals[s], want_state)
     pool.shutdown()
+
+
+def test_silero_session_is_batch_invariant(silero):
+    """Each item's state out of a batched Silero run has the bits it has
+    alone: the convolutions take the same kernel at every batch size and the
+    fused elementwise loops do not contract a product and a sum into an FMA
+    (contracted, the STFT's magnitude moved by an ulp between batch sizes).
+    The probability still moves, by up to 2e-5 of its value: its last
+    steps (the decoder's conv with its Sigmoid, the mean) are not yet
+    batch-invariant."""
+    rng = np.random.default_rng(3)
+    for B in (2, 5, 16, 37):
+        x = (rng.standard_normal((B, 576)) * 0.3).astype(np.float32)
+        st = (rng.standard_normal((2, B, 128)) * 0.3).astype(np.float32)
+        out, state = silero.run(["output", "stateN"], {"input": x, "state": st, "sr": SR})
+        for i in range(B):
+            o1, s1 = silero.run(["output", "stateN"],
+                                {"input": x[i:i + 1], "state": st[:, i:i + 1], "sr": SR})
+            np.testing.assert_array_equal(s1[:, 0], state[:, i])
+            np.testing.assert_allclose(o1[0], out[i], rtol=0, atol=1e-6)
 
 
 def test_pool_state_handling_is_exact(silero):
