@@ -76,7 +76,7 @@ def test_silero_hundreds_of_streams_random_order_join_leave(silero):
         want, want_state = _silero_alone(silero, audio[s])
         # Silero's state comes out of a batch with the bits it has alone
         # (test_silero_session_is_batch_invariant), so each stream's final
-        # state is exact; the probability's last steps are not yet
+        # state is exact; a step on the probability's path is not yet
         # batch-invariant (1.2e-7 here).  test_pool_state_handling_is_exact
         # shows the pool's own gathering and scattering add nothing.
         np.testing.assert_allclose(np.concatenate(got[s]), np.concatenate(want), atol=1e-6,
@@ -90,9 +90,9 @@ def test_silero_session_is_batch_invariant(silero):
     alone: the convolutions take the same kernel at every batch size and the
     fused elementwise loops do not contract a product and a sum into an FMA
     (contracted, the STFT's magnitude moved by an ulp between batch sizes).
-    The probability still moves, by up to 2e-5 of its value: its last
-    steps (the decoder's conv with its Sigmoid, the mean) are not yet
-    batch-invariant."""
+    The probability still moves, by up to 2e-5 of its value: a step
+    between the LSTM and it is not yet batch-invariant (not traced; the
+    decoder's conv with its Sigmoid alone is)."""
     rng = np.random.default_rng(3)
     for B in (2, 5, 16, 37):
         x = (rng.standard_normal((B, 576)) * 0.3).astype(np.float32)
