@@ -77,7 +77,7 @@ def test_silero_hundreds_of_streams_random_order_join_leave(silero):
         # Silero's state comes out of a batch with the bits it has alone
         # (test_silero_session_is_batch_invariant), so each stream's final
         # state is exact; a step on the probability's path is not yet
-        # batch-invariant (1.2e-7 here).  test_pool_state_handling_is_exact
+        # batch-invariant.  test_pool_state_handling_is_exact
         # shows the pool's own gathering and scattering add nothing.
         np.testing.assert_allclose(np.concatenate(got[s]), np.concatenate(want), atol=1e-6,
                                    rtol=0)
