@@ -122,9 +122,8 @@ def _same_as_fused(name, numpy_fn):
     (before its run is specialised, say: numpy's tanh rounds differently,
     and a Silero session's first calls moved its probability by an ulp
     against its later ones); numpy for other dtypes.  (Sigmoid only: a
-    specialised run computes a Tanh alone by numpy's tanh, more accurate
-    than the fused form, and keeping it there kept the task models' errors
-    against onnxruntime where they were.)"""
+    specialised run computes a Tanh alone by numpy's tanh too, so the two
+    runs agree on it as it is.)"""
     def fn(nd, x):
         if x.dtype != np.float32:
             return numpy_fn(x)
