@@ -70,17 +70,20 @@ def test_speech_convs_choose_lanes_and_others_do_not():
     assert kernel(1, 32, (3, 3), (1, 1, 32, 100), pads=[1, 1, 1, 1]) == "TapsConv"
 
 
-def test_weights_repacked_once_per_array():
-    k = LanesConv(3, 3, 1, 1, 0)
-    from fastlstm.kernels import conv as K
-    geo = np.zeros(K.GEO_SIZE, np.int64)
-    geo[K.G_COUT], geo[K.G_CIN], geo[K.G_BIAS] = 8, 2, 8 * 2 * 9
+def test_weights_packed_once_per_node():
+    from fastlstm.kernels import conv_lanes
     w = np.arange(8 * 2 * 9 + 8, dtype=np.float32)
-    a = k.lanes(w, geo)
-    assert k.lanes(w, geo) is a
+    a, nb = conv_lanes.pack(w, 8 * 2 * 9, 8)
+    assert nb == 144
     # [block][cin][kh][kw][8 channels], then the bias
     np.testing.assert_array_equal(a[:144].reshape(1, 18, 8),
                                   w[:144].reshape(1, 8, 18).transpose(0, 2, 1))
     np.testing.assert_array_equal(a[144:], w[144:])
-    w2 = w.copy()
-    assert k.lanes(w2, geo) is not a
+    # a node's runner packs them once, and its calls take that array
+    m = conv_model(R, 2, 8, (3, 3), 1, None, pads=[1, 1, 1, 1], strides=[1, 2])
+    sess = fastlstm.InferenceSession(m.SerializeToString())
+    x = R.standard_normal((1, 2, 9, 40)).astype(np.float32)
+    sess.run(None, {"x": x})
+    (runner,) = sess._plan.runners
+    assert isinstance(runner._fast[3], LanesConv)
+    assert runner._fast[4] is runner._packed.lanes_weights()[0]

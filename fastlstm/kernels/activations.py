@@ -147,6 +147,14 @@ def fsigmoid(x):
     return _HALF + _HALF * ftanh(_HALF * x)
 
 
+@njit(**_jit)
+def sigmoid_into(x, y):
+    """y[i] = fsigmoid(x[i]): a Sigmoid run alone (``ops.elementwise``), the
+    same bits as in a fused loop."""
+    for i in range(x.size):
+        y[i] = fsigmoid(x[i])
+
+
 # -- the same functions on LLVM vectors, for kernels written as IR (a loop
 # that must run several independent chains at once, which LLVM's
 # vectorizer does not arrange by itself: ``winograd._sig_rows8``,

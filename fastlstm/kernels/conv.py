@@ -982,12 +982,7 @@ def _gemm_store(o, mb, Np, COUT, ospace, yrow, w, BIAS, ACT, clo, chi, y):
         for r in range(mb):
             yo, oo = yrow[r], r * Np
             for c in range(COUT):
-                v = o[oo + c] + w[BIAS + c]
-                if ACT == ACT_RELU:
-                    v = np.float32(0) if v < 0 else v
-                elif ACT == ACT_CLIP:
-                    v = _clip(v, clo, chi)
-                y[yo + c] = v
+                y[yo + c] = apply_act(o[oo + c] + w[BIAS + c], ACT, clo, chi)
         return
     for c in range(COUT):
         b = w[BIAS + c]

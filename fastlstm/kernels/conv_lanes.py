@@ -20,9 +20,10 @@ input channels; 8 independent FMA chains, 9 loads per 8 FMAs.)  Each output
 is one chain of FMAs from the bias, taps in the order above, so results are
 the same for every call and differ from the other kernels' by rounding.
 
-The weights are repacked once per weight array (``LanesConv.lanes``) as
-[channel block][CIN][KH][KW][8]; the input is padded (a copy) when the conv
-pads or when a last group of 8 positions would read past the row.
+The weights are packed once per node (``pack``, through the node's
+``lanes_weights``) as [channel block][CIN][KH][KW][8]; the input is padded
+(a copy) when the conv pads or when a last group of 8 positions would read
+past the row.
 """
 import numpy as np
 from numba.core import cgutils, types
@@ -164,32 +165,22 @@ def source(KH, KW, SW, DW, act):
     return src.replace("import math\n", "import math\n" + imports, 1)
 
 
+def pack(w, nb, cout):
+    """(flat weights, bias offset) from ``conv_rows``' layout (W in its ONNX
+    layout, its bias at ``nb``): W as [COUT / 8][CIN][KH][KW][8], 8 output
+    channels a vector, then the bias."""
+    W = w[:nb].reshape(cout // VL, VL, -1).transpose(0, 2, 1)
+    flat = np.ascontiguousarray(np.concatenate([W.reshape(-1), w[nb:nb + cout]]), np.float32)
+    return flat, W.size
+
+
 class LanesConv:
     """The conv kernels' call ``(x, w, geo, y)`` for one kernel shape and
-    activation; ``w`` in ONNX layout with the bias at geo[G_BIAS]
-    (``conv_rows``'s weights), repacked on first sight of each array."""
+    activation; ``w`` packed by ``pack`` (the bias at geo[G_BIAS])."""
 
     def __init__(self, KH, KW, SW, DW, act):
         self.fn = fuse.compile_kernel(source(KH, KW, SW, DW, act))
-        self.KH, self.KW = KH, KW
-        self._packed = {}
-
-    def lanes(self, w, geo):
-        """w (ONNX layout, then the bias) as [COUT / 8][CIN][KH][KW][8], then
-        the bias; kept per weight array (weights are constants)."""
-        got = self._packed.get(id(w))
-        if got is not None and got[0] is w:
-            return got[1]
-        COUT, CIN = int(geo[K.G_COUT]), int(geo[K.G_CIN])
-        taps = self.KH * self.KW
-        nb = int(geo[K.G_BIAS])
-        W = w[:nb].reshape(COUT // VL, VL, CIN * taps).transpose(0, 2, 1)
-        bias = w[nb:nb + COUT]
-        wl = np.ascontiguousarray(np.concatenate([W.reshape(-1), bias]), np.float32)
-        if len(self._packed) >= 64:
-            self._packed.clear()
-        self._packed[id(w)] = (w, wl)
-        return wl
+        self.KW = KW
 
     def __call__(self, x, w, geo, y):
         N, CIN, COUT = geo[K.G_N], geo[K.G_CIN], geo[K.G_COUT]
@@ -209,5 +200,5 @@ class LanesConv:
             xp = x
         lo, hi = K.clip_bounds(geo)
         rb = np.empty(VL * VL, np.float32)
-        self.fn(xp, self.lanes(w, geo), y, N, CIN, COUT, OH, OW, Hp, Wp, SH, DH,
-                np.float32(lo), np.float32(hi), rb)
+        self.fn(xp, w, y, N, CIN, COUT, OH, OW, Hp, Wp, SH, DH, np.float32(lo), np.float32(hi),
+                rb)

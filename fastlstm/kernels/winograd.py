@@ -73,8 +73,8 @@ from numba.extending import intrinsic
 
 from .conv import (ACT_CLIP, ACT_NONE, ACT_RELU, ACT_SIGMOID, ACT_SILU, G_ACT, G_BIAS, G_CIN,
                    G_COUT, G_H, G_N, G_NP, G_OH, G_OW, G_PH, G_POOLH, G_POOLW, G_PW, G_W, NC,
-                   _SIG_CONV, _clip, _entry, _fptr, _jit, _pad_copy_nhwc, _sigmoid, clip_bounds,
-                   conv_panel, epilogue)
+                   _SIG_CONV, _clip, _entry, _fptr, _jit, _pad_copy_nhwc, _sigmoid, apply_act,
+                   clip_bounds, conv_panel, epilogue)
 from .common import F32P
 from .activations import ir_sigmoid
 from .gemm import SET, panel_gemm
@@ -380,10 +380,9 @@ def _act_rows(qp, QS, nrows, wp, BIAS, n, ACT, clo, chi):
         while r + 4 <= nrows:
             for c in range(0, n8, _VL):
                 _sig_rows8(qp, r * QS + c, QS, wp, BIAS + c, silu)
-            for rr in range(r, r + 4):
-                for c in range(n8, n):
-                    v = qp[rr * QS + c] + wp[BIAS + c]
-                    qp[rr * QS + c] = v * _sigmoid(v) if silu else _sigmoid(v)
+            if n8 < n:
+                for rr in range(r, r + 4):
+                    _act_run(qp, rr * QS + n8, wp, BIAS + n8, n - n8, ACT, clo, chi)
             r += 4
     while r < nrows:
         _act_run(qp, r * QS, wp, BIAS, n, ACT, clo, chi)
@@ -520,9 +519,6 @@ def _make_store4(act):
         def codegen(context, builder, signature, args):
             q, q0, qs, b, boff, y, y0, ys, lo, hi = args
             v = V(builder, _VL)
-
-            def shuf(a, c, idx):
-                return shuffle(builder, a, c, idx)
             bias, lov, hiv = v.load(b, boff), v.splat(lo), v.splat(hi)
             rows = []
             for t in range(4):
@@ -536,9 +532,10 @@ def _make_store4(act):
             for half in (0, 4):
                 lanes = [half, 8 + half, half + 1, 9 + half, half + 2, 10 + half, half + 3,
                          11 + half]
-                a, c = shuf(rows[0], rows[1], lanes), shuf(rows[2], rows[3], lanes)
+                a = shuffle(builder, rows[0], rows[1], lanes)
+                c = shuffle(builder, rows[2], rows[3], lanes)
                 for k in range(4):
-                    col = shuf(a, c, [2 * k, 2 * k + 1, 8 + 2 * k, 9 + 2 * k])
+                    col = shuffle(builder, a, c, [2 * k, 2 * k + 1, 8 + 2 * k, 9 + 2 * k])
                     at = v.at(y0, builder.mul(v.int(half + k), ys))
                     builder.store(col, builder.bitcast(builder.gep(y, [at], inbounds=True), f4),
                                   align=4)
@@ -572,16 +569,8 @@ def _store_tiles(q, rows, Np, COUT, OW, TW, n0, w, BIAS, ACT, clo, chi, y):
             else:
                 _st4_none(qp, qo + c, Np, wp, BIAS + c, yp, yo + c * OW, OW, clo, chi)
         for c in range(C8, COUT):
-            b = w[BIAS + c]
             for t in range(4):
-                u = q[qo + t * Np + c] + b
-                if ACT == ACT_RELU:
-                    u = np.float32(0) if u < 0 else u
-                elif ACT == ACT_SIGMOID:
-                    u = _sigmoid(u)
-                elif ACT == ACT_CLIP:
-                    u = _clip(u, clo, chi)
-                y[yo + c * OW + t] = u
+                y[yo + c * OW + t] = apply_act(q[qo + t * Np + c] + w[BIAS + c], ACT, clo, chi)
 
 
 @_entry(_SIG_CONV)

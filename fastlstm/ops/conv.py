@@ -175,13 +175,13 @@ class _Packed:
     (shared by the runners ``fused`` makes); None until then and for nodes the
     GEMM does not run (ConvTranspose, groups)."""
     __slots__ = ("w", "kernel", "wshape", "cin", "cout", "bias_off", "np_", "panel", "gemm",
-                 "rows", "dft", "wino", "_W", "_B")
+                 "rows", "lanes", "dft", "wino", "_W", "_B")
 
     def __init__(self, w, kernel, wshape, cin, cout, bias_off, np_, panel, W=None, B=None):
         self.w, self.kernel, self.wshape = w, kernel, wshape
         self.cin, self.cout, self.bias_off, self.np_, self.panel = \
             cin, cout, bias_off, np_, panel
-        self.gemm = self.rows = self.dft = self.wino = None
+        self.gemm = self.rows = self.lanes = self.dft = self.wino = None
         self._W, self._B = W, B     # the node's weights while the GEMM packing may be needed
         if kernel.py_func.__name__ == "conv_direct":    # the same layout as conv_rows
             self.rows = (w, bias_off)
@@ -219,6 +219,16 @@ class _Packed:
             if self.gemm is not None:
                 self._W = self._B = None
         return r
+
+    def lanes_weights(self):
+        """(flat weights, bias offset) for ``kernels.conv_lanes``: W as
+        [COUT / 8][CIN][taps][8], then the bias; made from ``rows_weights``
+        on first use."""
+        got = self.lanes
+        if got is None:
+            from ..kernels import conv_lanes
+            got = self.lanes = conv_lanes.pack(*self.rows_weights(), self.cout)
+        return got
 
     def wino_weights(self, m):
         """(flat weights, bias offset) for ``kernels.winograd`` with m x m
@@ -608,8 +618,8 @@ class ConvRunner:
             geo[K.G_BIAS] = packed.rows_weights()[1]
             return (geo, (N, packed.cout, *outsz), _taps_kernel(geo, act), "rows")
         if node.op_type == "Conv" and packed.can_rows() and _use_lanes(geo, act):
-            geo[K.G_BIAS] = packed.rows_weights()[1]
-            return (geo, (N, packed.cout, *outsz), _lanes_kernel(geo, act), "rows")
+            geo[K.G_BIAS] = packed.lanes_weights()[1]
+            return (geo, (N, packed.cout, *outsz), _lanes_kernel(geo, act), "lanes")
         if node.op_type == "Conv" and packed.can_rows() and _use_rows(geo):
             geo[K.G_BIAS] = packed.rows_weights()[1]
             return (geo, (N, packed.cout, *outsz), K.kernel("conv_rows"), "rows")
@@ -641,6 +651,7 @@ class ConvRunner:
                 self._plans.clear()
             self._plans[key] = plan
         wts = (packed.rows_weights()[0] if plan[3] == "rows" else
+               packed.lanes_weights()[0] if plan[3] == "lanes" else
                packed.wino_weights(plan[3][1])[0] if type(plan[3]) is tuple else
                packed.w if plan[3] == "dft" else
                packed.gemm_weights()[0] if plan[3] else packed.w)

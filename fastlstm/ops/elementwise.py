@@ -94,50 +94,26 @@ def _unary(name, fn, scalar, attrs=(), scalar_attrs=(), since=6):
     op(name, since=since, attrs=attrs, scalar=scalar, scalar_attrs=scalar_attrs)(run)
 
 
-_F32_MAPS = {}
-
-
-def _f32_map(name):
-    """A compiled loop applying ``kernels.scalar``'s float32 ``name`` to a
-    contiguous array (made on first use)."""
-    fn = _F32_MAPS.get(name)
-    if fn is None:
-        from numba import njit
-        from .. import config
-        from ..kernels import scalar
-        f = getattr(scalar, name)
-
-        @njit(**config.jit_options())
-        def fn(x, y):
-            for i in range(x.size):
-                y[i] = f(x[i])
-        _F32_MAPS[name] = fn
-    return fn
-
-
-def _same_as_fused(name, numpy_fn):
-    """The op with the fused loops' own float32 arithmetic (``kernels.scalar``:
-    the sigmoid the recurrent kernels use), so that a graph gives the same
-    bits whether the executor fuses the op into a loop or runs it alone
-    (before its run is specialised, say: numpy's tanh rounds differently,
-    and a Silero session's first calls moved its probability by an ulp
-    against its later ones); numpy for other dtypes.  (Sigmoid only: a
-    specialised run computes a Tanh alone by numpy's tanh too, so the two
-    runs agree on it as it is.)"""
-    def fn(nd, x):
-        if x.dtype != np.float32:
-            return numpy_fn(x)
-        src = np.ascontiguousarray(x)
-        out = np.empty(src.shape, np.float32)
-        _f32_map(name)(src.reshape(-1), out.reshape(-1))
-        return out
-    return fn
+def _sigmoid(nd, x):
+    """Sigmoid with the fused loops' own float32 arithmetic
+    (``kernels.activations.fsigmoid``, the recurrent kernels' sigmoid), so
+    that a graph gives the same bits whether the executor fuses the op into
+    a loop or runs it alone (before its run is specialised, say: numpy's
+    tanh rounds differently, and a Silero session's first calls moved its
+    probability by an ulp against its later ones); numpy for other dtypes.
+    (A Tanh alone stays numpy's: a specialised run computes it so too.)"""
+    if x.dtype != np.float32:
+        return _c(0.5, x) * (np.tanh(_c(0.5, x) * x) + _c(1, x))
+    from ..kernels.activations import sigmoid_into
+    src = np.ascontiguousarray(x)
+    out = np.empty(src.shape, np.float32)
+    sigmoid_into(src.reshape(-1), out.reshape(-1))
+    return out
 
 
 _unary("Relu", lambda nd, x: np.maximum(x, _c(0, x)), "relu({0})")
 _unary("Tanh", lambda nd, x: np.tanh(x), "tanh({0})")
-_unary("Sigmoid", _same_as_fused(
-    "sigmoid", lambda x: _c(0.5, x) * (np.tanh(_c(0.5, x) * x) + _c(1, x))), "sigmoid({0})")
+_unary("Sigmoid", _sigmoid, "sigmoid({0})")
 _unary("Sqrt", lambda nd, x: np.sqrt(x), "sqrt({0})")
 _unary("Exp", lambda nd, x: np.exp(x), "exp({0})")
 _unary("Log", lambda nd, x: np.log(x), "log({0})")
