@@ -63,7 +63,8 @@ def test_wino_matches_onnxruntime(cin, cout, act, attrs, shape, tile):
 def test_wino_chooses_the_tile_by_shape():
     m = _model(32, 32, None, pads=[1, 1, 1, 1])
     for shape, name in (((1, 32, 16, 50), "conv_wino4"), ((1, 32, 2, 50), "conv_wino"),
-                        ((1, 32, 4, 25), "conv_wino"), ((1, 32, 1, 50), "conv_panel"),
+                        ((1, 32, 4, 25), "conv_wino4"), ((1, 32, 4, 20), "conv_wino"),
+                        ((1, 32, 1, 50), "conv_panel"),
                         ((1, 32, 6, 6), "conv_panel")):
         sess = fastlstm.InferenceSession(m.SerializeToString())
         x = R.standard_normal(shape).astype(np.float32)

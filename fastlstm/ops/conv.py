@@ -793,11 +793,17 @@ def _use_wino(geo):
     multiply-adds per output and input channel, F(2x2, 3x3) 4, the panel
     kernel 9, plus transforms that cost about a pass over X and Y, and
     weights 4x (2x2: 1.8x) the panel kernel's, read once per call: with at
-    least 16 input and output channels and 16 tiles per item the products
-    make up for it.  Measured on CRNN's convs, ``python
+    least 16 input and output channels and 16 tiles per item (F(4x4): 6)
+    the products make up for it.  Measured on CRNN's convs, ``python
     benchmarks/conv_speed.py --wino`` (weights and X evicted from cache
-    before every call, as in a graph): F(4x4) 1.1-1.5x onnxruntime, F(2x2)
-    0.9-1.2x, the panel kernel 0.8-1.1x."""
+    before every call): F(4x4) 1.1-1.5x onnxruntime, F(2x2) 0.9-1.2x, the
+    panel kernel 0.8-1.1x.  F(4x4) down to 6 tiles: at width 100 the CRNN's
+    third conv (8 x 25 outputs, 14 tiles) and fourth (4 x 25, 7 tiles, its
+    4 x 1 MaxPool then fused into the stores) ran on F(2x2) before; in the
+    whole graph, weights in cache as between a reader's calls, the run took
+    1201-1205 us against 1321-1373 (onnxruntime 1702-1790, interleaved
+    rounds, two runs); with caches flushed before each conv the two tile
+    sizes were within noise of each other there."""
     K = _kernels()
     if WINO is not None:
         return WINO
@@ -806,7 +812,7 @@ def _use_wino(geo):
     CIN, COUT, OD, OH, OW = (int(geo[i]) for i in (K.G_CIN, K.G_COUT, K.G_OD, K.G_OH, K.G_OW))
     if OD != 1 or CIN < 16 or COUT < 16:
         return 0
-    if OH >= 4 and OW >= 4 and -(-OH // 4) * -(-OW // 4) >= 16:
+    if OH >= 4 and OW >= 4 and -(-OH // 4) * -(-OW // 4) >= 6:
         return 4
     return 2 if OH >= 2 and OW >= 2 and -(-OH // 2) * -(-OW // 2) >= 16 else 0
 
