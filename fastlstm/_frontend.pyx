@@ -58,6 +58,8 @@ cdef extern from "_team.h" nogil:
     void fl_barrier(fl_team* t, int* local_sense)
     int fl_team_size(fl_team* t)
     void fl_run_single(fl_task task, void* arg)
+    unsigned int FL_GET_CSR()
+    void FL_SET_CSR(unsigned int v)
 
 ctypedef void (*step_fn)(int64_t, float*, int64_t*, float*, float*, float*, float*, float*,
                          float*, float*, int64_t*, float*, int64_t*, float*) noexcept nogil
@@ -201,10 +203,50 @@ cdef class Team:
     def size(self):
         return fl_team_size(self.team)
 
+    def run_task(self, size_t fn, size_t arg):
+        """Run the C function at ``fn`` as ``fn(arg, tid, n)`` on every thread
+        of the team (the caller is tid 0) without the GIL, or on the caller
+        alone (tid 0 of 1) when another caller has the team or it has one
+        thread; returns the number of threads that ran it.  Each thread runs
+        it in the caller's floating-point mode (the team's own kernels flush
+        denormals; a foreign task, such as a Winograd conv split over the
+        team, then computes as it does when called directly)."""
+        cdef ForeignTask t
+        cdef int n = 1
+        t.fn = <fl_task> fn
+        t.arg = <void*> arg
+        t.csr = FL_GET_CSR()
+        if self.team != NULL and fl_team_acquire(self.team):
+            n = fl_team_size(self.team)
+            try:
+                with nogil:
+                    fl_team_run(self.team, _foreign, &t)
+            finally:
+                fl_team_release(self.team)
+        else:
+            with nogil:
+                _foreign(&t, 0, 1)
+        return n
+
     def __dealloc__(self):
         if self.team != NULL:
             fl_team_destroy(self.team)
             self.team = NULL
+
+
+cdef struct ForeignTask:
+    fl_task fn
+    void* arg
+    unsigned int csr        # the caller's MXCSR
+
+
+cdef void _foreign(void* a, int tid, int n) noexcept nogil:
+    """Run a ``ForeignTask`` on this thread in its caller's floating-point mode."""
+    cdef ForeignTask* t = <ForeignTask*> a
+    cdef unsigned int saved = FL_GET_CSR()
+    FL_SET_CSR(t.csr)
+    t.fn(t.arg, tid, n)
+    FL_SET_CSR(saved)
 
 
 cdef struct Kernels:

@@ -5,7 +5,7 @@ batch, fused activations, channel counts that are not multiples of a vector,
 and inputs the transforms must not see (NaN, infinities, huge values)."""
 import numpy as np
 import pytest
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 import fastlstm
 from fastlstm.ops import conv as conv_op
@@ -195,3 +195,85 @@ def test_wino1_leaves_non_finite_and_huge_inputs_to_the_direct_sum(bad):
         ok = np.isfinite(want)
         np.testing.assert_allclose(got[ok], want[ok], rtol=1e-5, atol=1e-4)
     assert "conv_wino1" in _kernel_names(sess)
+
+
+def _session(m, threads):
+    opts = fastlstm.SessionOptions()
+    opts.intra_op_num_threads = threads
+    return fastlstm.InferenceSession(m.SerializeToString(), opts)
+
+
+@pytest.fixture
+def split_always():
+    old = conv_op.WINO_THREADS
+    conv_op.WINO_THREADS = True
+    yield
+    conv_op.WINO_THREADS = old
+
+
+# (cin, cout, act, attrs, X shape, MaxPool or None): tiles split unevenly
+# between the threads, a batch, a fused activation and pool
+SPLIT_CASES = [
+    (32, 64, "Relu", dict(pads=[1, 1, 1, 1]), (1, 32, 16, 50), None),
+    (20, 40, "Sigmoid", dict(pads=[0, 2, 1, 0]), (3, 20, 7, 11), None),
+    (16, 24, "Relu", dict(pads=[1, 1, 1, 1]), (2, 16, 12, 10), (2, 2)),
+]
+
+
+@pytest.mark.parametrize("cin,cout,act,attrs,shape,pool", SPLIT_CASES)
+def test_wino_split_over_threads_gives_the_same_bits(cin, cout, act, attrs, shape, pool, tile,
+                                                     split_always):
+    """Two threads, each a range of every item's tiles (``_TeamWino``): the
+    same bits as one thread, and onnxruntime's result."""
+    m = _model(cin, cout, act, **attrs)
+    if pool:
+        y = m.graph.output[0].name
+        m.graph.node.append(helper.make_node("MaxPool", [y], ["pooled"], kernel_shape=list(pool),
+                                             strides=list(pool)))
+        m.graph.output[0].name = "pooled"
+    x = R.standard_normal(shape).astype(np.float32)
+    want = run_ort(m, {"x": x})[0]
+    one, two = _session(m, 1), _session(m, 2)
+    for _ in range(3):              # general, then specialised (activation, pool fused)
+        a = one.run(None, {"x": x})[0]
+        b = two.run(None, {"x": x})[0]
+        np.testing.assert_array_equal(a, b)
+    tol = (2e-6 if tile == 2 else 2e-5) * np.sqrt(9 * cin)
+    np.testing.assert_allclose(b, want, rtol=1e-5, atol=tol)
+    assert any(n.endswith("_team") for n in _kernel_names(two)), _kernel_names(two)
+
+
+def test_wino_split_keeps_denormals_and_the_direct_sum_for_nan(split_always):
+    """The team's threads flush denormals for the recurrent kernels; a conv
+    split over them computes in the caller's mode, as on one thread.  A NaN
+    input takes the direct sum (on the first thread) with the split too."""
+    m = _model(16, 16, None, pads=[1, 1, 1, 1])
+    b = [i for i in m.graph.initializer if i.name == "b"][0]
+    b.CopyFrom(numpy_helper.from_array(np.zeros(16, np.float32), "b"))
+    x = (R.standard_normal((1, 16, 12, 12)) * 1e-39).astype(np.float32)     # denormals
+    one, two = _session(m, 1), _session(m, 2)
+    for _ in range(3):
+        a = one.run(None, {"x": x})[0]
+        np.testing.assert_array_equal(a, two.run(None, {"x": x})[0])
+    assert np.count_nonzero(a) > a.size // 2       # not flushed to zero
+    x = R.standard_normal((1, 16, 12, 12)).astype(np.float32)
+    x[0, 3, 5, 5] = np.nan
+    want = run_ort(m, {"x": x})[0]
+    for _ in range(3):
+        got = two.run(None, {"x": x})[0]
+        np.testing.assert_array_equal(got, one.run(None, {"x": x})[0])
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+
+
+def test_wino_split_chosen_by_tiles_per_thread():
+    """Split only where every thread gets at least 24 tiles of each item."""
+    m = _model(32, 32, None, pads=[1, 1, 1, 1])
+    for shape, split in (((1, 32, 16, 50), True), ((1, 32, 8, 25), False)):
+        x = R.standard_normal(shape).astype(np.float32)
+        two = _session(m, 2)
+        for _ in range(2):
+            two.run(None, {"x": x})
+        assert any(n.endswith("_team") for n in _kernel_names(two)) == split, shape
+        one = _session(m, 1)
+        one.run(None, {"x": x})
+        assert not any(n.endswith("_team") for n in _kernel_names(one))

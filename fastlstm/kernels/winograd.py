@@ -233,8 +233,11 @@ _bt4, _at4 = _make_transform(_F4["BT"], "in"), _make_transform(_F4["AT"], "out")
 
 
 @njit(**dict(_jit, inline="always"))
-def _wino(x, w, geo, y, MT):
-    """F(MT x MT, 3x3) (MT = 2 or 4, a literal: the branches on it fold)."""
+def _wino(x, w, geo, y, MT, part, nparts):
+    """F(MT x MT, 3x3) (MT = 2 or 4, a literal: the branches on it fold), the
+    tiles of part ``part`` of ``nparts`` of every item (``wino_task``: the
+    parts write disjoint outputs; each output is the same sums whatever the
+    parts, see ``panel_gemm``)."""
     N, CIN, COUT = geo[G_N], geo[G_CIN], geo[G_COUT]
     H, W, OH, OW = geo[G_H], geo[G_W], geo[G_OH], geo[G_OW]
     PH, PW = geo[G_PH], geo[G_PW]
@@ -244,7 +247,10 @@ def _wino(x, w, geo, y, MT):
         # A NaN or infinity would reach every output of its tiles through
         # the transforms (and inf - inf is NaN), where a direct sum makes NaN
         # or inf only the outputs whose window holds it: such inputs (and
-        # huge ones) run on the panel kernel, whose weights follow the bias.
+        # huge ones) run on the panel kernel, whose weights follow the bias
+        # (all of Y by part 0).
+        if part != 0:
+            return
         g2 = geo.copy()
         g2[G_BIAS] = geo[G_NP] * NC * CIN * 9
         if geo[G_POOLH] == 0 and ACT != ACT_SILU:
@@ -263,6 +269,11 @@ def _wino(x, w, geo, y, MT):
     TH = (OH + MT - 1) // MT
     TW = (OW + MT - 1) // MT
     tiles = TH * TW
+    # this part's tiles [ta, tz) of every item
+    ta = tiles * part // nparts
+    tz = tiles * (part + 1) // nparts
+    if tz <= ta:
+        return
     # the padded copy covers every tile's patch: zeros past the input (the
     # node's end padding, and the rows / columns of a last tile that reaches
     # past Y: those outputs are not written)
@@ -271,8 +282,8 @@ def _wino(x, w, geo, y, MT):
     # tiles per block: within the budget, in blocks of equal size (U is read
     # once per block: 26 tiles as 12 + 12 + 2 read it three times)
     TB = max(6, min(BLOCK_FLOATS // (NPT * (C8 + Np)), 96))
-    nblk = (tiles + TB - 1) // TB
-    TB = (tiles + nblk - 1) // nblk
+    nblk = (tz - ta + TB - 1) // TB
+    TB = (tz - ta + nblk - 1) // nblk
     # q's rows (one per output of a tile) are QS floats apart, not a multiple
     # of 256 bytes (the output transform writes a column of rows per vector)
     QS = Np + 8
@@ -298,9 +309,9 @@ def _wino(x, w, geo, y, MT):
     for n in range(N):
         _pad_copy_nhwc(x, n * CIN * H * W, CIN, 1, H, W, 0, PH, PW, 1, Hp, Wp, xt, C8)
         ybase = n * COUT * ospace
-        t0 = 0
-        while t0 < tiles:
-            tb = min(TB, tiles - t0)
+        t0 = ta
+        while t0 < tz:
+            tb = min(TB, tz - t0)
             for r in range(tb):
                 t = t0 + r
                 th = t // TW
@@ -468,13 +479,56 @@ def _store_pooled(t0, tb, TW, MT, PKH, PKW, POW, COUT, QS, trows, tcols, qp, yp,
 def conv_wino(x, w, geo, y):
     """Conv 3x3, stride 1, group 1 by F(2x2, 3x3): y[N*COUT*OH*OW] from
     x[N*CIN*H*W]; W packed by ``pack(..., 2)``."""
-    _wino(x, w, geo, y, 2)
+    _wino(x, w, geo, y, 2, 0, 1)
 
 
 @_entry(_SIG_CONV)
 def conv_wino4(x, w, geo, y):
     """As ``conv_wino`` by F(4x4, 3x3); W packed by ``pack(..., 4)``."""
-    _wino(x, w, geo, y, 4)
+    _wino(x, w, geo, y, 4, 0, 1)
+
+
+@intrinsic
+def _as_f32p(typingctx, addr):
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(F32P))
+    return F32P(types.int64), codegen
+
+
+@intrinsic
+def _as_i64p(typingctx, addr):
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(_I64P))
+    return _I64P(addr), codegen
+
+
+_I64P = types.CPointer(types.int64)
+#: ``wino_task``'s argument block: int64 fields, in this order
+TASK_FIELDS = ("x", "x_len", "w", "w_len", "geo", "geo_len", "y", "y_len", "tile")
+_TASK = []
+
+
+def wino_task():
+    """The address of a C function ``task(int64* args, int tid, int n)`` for
+    a thread team (``fastlstm._frontend.Team.run_task``): thread ``tid`` of
+    ``n`` runs ``conv_wino`` (args[8] = 2) or ``conv_wino4`` (4) on its share
+    of the tiles, X, W, geo and Y given by address and length in args
+    (``TASK_FIELDS``).  Compiled on first use."""
+    if not _TASK:
+        from numba import carray, cfunc
+
+        @cfunc(types.void(_I64P, types.int32, types.int32), **_jit)
+        def task(a, tid, n):
+            x = carray(_as_f32p(a[0]), a[1])
+            w = carray(_as_f32p(a[2]), a[3])
+            geo = carray(_as_i64p(a[4]), a[5])
+            y = carray(_as_f32p(a[6]), a[7])
+            if a[8] == 2:
+                _wino(x, w, geo, y, 2, tid, n)
+            else:
+                _wino(x, w, geo, y, 4, tid, n)
+        _TASK.append(task)
+    return _TASK[0].address
 
 
 def _make_transform1(mat):

@@ -391,6 +391,7 @@ class ConvRunner:
         w, b = constants.get(self._wn), constants.get(self._bn) if self._bn else None
         self._fixed = w is not None and (not self._bn or b is not None)
         self._packed = _pack(node, w, b) if self._fixed else None
+        self._team = getattr(env, "team", None)     # the session's threads (None: one)
 
     # -- fusion hook
     _ACTS = {"Relu": 1, "Sigmoid": 2, "Clip": 3, "SiLU": 4}    # fastlstm.kernels.conv.ACT_*
@@ -613,7 +614,10 @@ class ConvRunner:
             geo[K.G_BIAS] = packed.wino_weights(tile)[1]
             from ..kernels import winograd
             fn = winograd.conv_wino if tile == 2 else winograd.conv_wino4
-            return (geo, (N, packed.cout, *outsz), K.compiled(fn), ("wino", tile))
+            fn = K.compiled(fn)
+            if self._team is not None and _split_wino(geo, tile, self._team.size):
+                fn = _TeamWino(fn, tile, self._team)
+            return (geo, (N, packed.cout, *outsz), fn, ("wino", tile))
         if node.op_type == "Conv" and packed.can_rows() and _use_taps(geo):
             geo[K.G_BIAS] = packed.rows_weights()[1]
             return (geo, (N, packed.cout, *outsz), _taps_kernel(geo, act), "rows")
@@ -815,6 +819,52 @@ def _use_wino(geo):
     if OH >= 4 and OW >= 4 and -(-OH // 4) * -(-OW // 4) >= 6:
         return 4
     return 2 if OH >= 2 and OW >= 2 and -(-OH // 2) * -(-OW // 2) >= 16 else 0
+
+
+def _split_wino(geo, tile, threads):
+    """Whether a Winograd conv (output tiles ``tile`` x ``tile``) is split
+    over a session's ``threads`` (``_TeamWino``): with more than one, when
+    every thread gets at least 24 tiles of each item.  Each thread streams
+    all of the transformed weights for its tiles, so few tiles a thread do
+    not pay: at 2 threads (line times of the CRNN's specialised run, medians
+    of 5 rounds) its convs at width 400 (100-200 tiles) took 445, 250 and
+    267 us against 771, 448 and 504 on one thread; at width 100 the second
+    conv (52 tiles) 161 against 180, the third and fourth (14 and 7) 109
+    and 125 against 104 and 112."""
+    K = _kernels()
+    if threads < 2 or (WINO_THREADS is not None and not WINO_THREADS):
+        return False
+    tiles = -(-int(geo[K.G_OH]) // tile) * -(-int(geo[K.G_OW]) // tile)
+    return WINO_THREADS or tiles >= 24 * threads
+
+
+#: Split Winograd convs over a session's threads (``_split_wino``): None
+#: chooses by shape, False never, True always (with more than one thread).
+WINO_THREADS = None
+
+
+class _TeamWino:
+    """A Winograd conv kernel's call ``(x, w, geo, y)`` run by a session's
+    thread team: each thread computes a range of every item's output tiles
+    (``kernels.winograd.wino_task``), into disjoint parts of Y.  Each output
+    is the same sums as on one thread, so results do not depend on the
+    thread count."""
+
+    def __init__(self, fn, tile, team):
+        from ..kernels import winograd
+        self.fn, self.tile, self.team = fn, tile, team
+        self.task = winograd.wino_task()
+        self.__name__ = fn.__name__ + "_team"
+
+    def __call__(self, x, w, geo, y):
+        for a in (x, w, y):
+            if a.dtype != _F32 or not a.flags.c_contiguous or a.ndim != 1:
+                return self.fn(x, w, geo, y)    # (raises the kernel's TypeError)
+        if not y.flags.writeable or geo.dtype != np.int64 or not geo.flags.c_contiguous:
+            return self.fn(x, w, geo, y)
+        args = np.array([x.ctypes.data, x.size, w.ctypes.data, w.size, geo.ctypes.data,
+                         geo.size, y.ctypes.data, y.size, self.tile], np.int64)
+        self.team.run_task(self.task, args.ctypes.data)
 
 
 def _use_wino1(geo):
