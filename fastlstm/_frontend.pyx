@@ -670,9 +670,13 @@ cdef class Layer:
         cdef int n = fl_team_size(ft)
         cdef int mode = MODE_SINGLE
         cdef int64_t work = D * B * N * H
-        if ft != NULL and work >= min_work and T > 0 and B > 0:
-            if D == 2:
+        # (directions meet once per call, not at every step: their split is
+        # worth a call's work, the others' a step's)
+        if ft != NULL and T > 0 and B > 0:
+            if D == 2 and work * T >= min_work:
                 mode = MODE_DIRS
+            elif work < min_work:
+                pass
             elif B >= n:
                 mode = MODE_ROWS
             elif (Hp // TILE + SPLIT - 1) // SPLIT >= n:
