@@ -1,6 +1,7 @@
 """Where a graph case's time goes, fastlstm against onnxruntime, by kind of work.
 
-For each case of ``fastlstm bench`` (``fastlstm.bench_graphs``), one thread:
+For each case of ``fastlstm bench`` (``fastlstm.bench_graphs``), one thread
+(``--threads N`` for N, both engines):
 fastlstm's specialised run timed line by line (``fastlstm.bench_lines``) and
 onnxruntime's nodes from its profiler, both grouped into convolutions, pools,
 recurrent layers, products and the rest, in microseconds per run (medians of
@@ -10,6 +11,7 @@ or nodes.  Both engines' timers add a little per line or node, so the totals
 run above a plain run's (``fastlstm bench`` gives those).
 
     python benchmarks/graph_breakdown.py [--cases crnn-100 crnn-400 silero] [--rounds 5]
+        [--threads 1] [--lines N]
 """
 import argparse
 import collections
@@ -28,10 +30,12 @@ from fastlstm.bench_graphs import graph_cases  # noqa: E402
 KINDS = ("conv", "pool", "recurrent", "product", "other")
 
 
-def breakdown(case, rounds, repeats):
+def breakdown(case, rounds, repeats, threads=1):
     with np.load(case["feed"], allow_pickle=False) as z:
         feed = {k: z[k] for k in z.files}
-    sess = fastlstm.InferenceSession(case["model"], intra_op_num_threads=1)
+    opts = fastlstm.SessionOptions()
+    opts.intra_op_num_threads = threads
+    sess = fastlstm.InferenceSession(case["model"], opts)
     ours, ort = collections.defaultdict(list), collections.defaultdict(list)
     lines, nodes = collections.defaultdict(list), collections.defaultdict(list)
     for _ in range(rounds):
@@ -42,7 +46,7 @@ def breakdown(case, rounds, repeats):
             ours[k].append(t)
         for t, label in got:
             lines[label].append(t)
-        got = bench_lines.ort_node_times(case["model"], feed, repeats=repeats)
+        got = bench_lines.ort_node_times(case["model"], feed, repeats=repeats, threads=threads)
         for k, t in bench_lines.by_kind([(t, op) for t, op, _ in got]).items():
             ort[k].append(t)
         for t, op, name in got:
@@ -59,13 +63,15 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--lines", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     cases, missing = graph_cases(args.cases)
     for name, why in missing.items():
         print(f"{name}: skipped ({why})")
     for name, case in cases.items():
-        ours, ort, lines, nodes = breakdown(case, args.rounds, args.repeats)
-        print(f"\n{name}: us per run, 1 thread, medians of {args.rounds} rounds")
+        ours, ort, lines, nodes = breakdown(case, args.rounds, args.repeats, args.threads)
+        print(f"\n{name}: us per run, {args.threads} thread{'s' * (args.threads > 1)}, "
+              f"medians of {args.rounds} rounds")
         print("| kind | fastlstm | onnxruntime | ratio |\n|---|---:|---:|---:|")
         for k in KINDS + ("total",):
             a = sum(ours.values()) if k == "total" else ours.get(k, 0.0)

@@ -499,7 +499,7 @@ def _as_f32p(typingctx, addr):
 def _as_i64p(typingctx, addr):
     def codegen(context, builder, signature, args):
         return builder.inttoptr(args[0], context.get_value_type(_I64P))
-    return _I64P(addr), codegen
+    return _I64P(types.int64), codegen
 
 
 _I64P = types.CPointer(types.int64)
