@@ -17,7 +17,7 @@ and the ratio of the fastest rounds (less disturbed by other processes).
 
     python benchmarks/conv_speed.py [--rounds 15] [--inner 400] [--batch N] [--seq]
     python benchmarks/conv_speed.py --pools [--rounds 15] [--inner 400]
-    python benchmarks/conv_speed.py --wino [--rounds 15] [--inner 400]
+    python benchmarks/conv_speed.py --wino [--rounds 15] [--inner 400] [--threads N]
     python benchmarks/conv_speed.py --fused [--rounds 15] [--inner 400]
 
 ``--batch N`` runs the cases with N items; ``--seq`` the convs of Silero's
@@ -32,6 +32,9 @@ against the function the specialised executor calls (the op's ``bind``).
 ``--wino`` times the CRNN's 3x3 convs at widths 100 and 400 with caches
 flushed before every call: onnxruntime against ``kernels.winograd`` (4x4 and
 2x2 output tiles) and the panel kernel, with each one's max error.
+``--wino --threads N`` times them on sessions of N threads, split over the
+threads by output tiles and not, against onnxruntime with N threads (calls
+back to back, caches not flushed: see ``wino_threads``).
 ``--fused`` times the CRNN's conv stages (Conv, activation, MaxPool) as
 whole sessions, caches flushed: onnxruntime against fastlstm's specialised
 run with the pool fused into the conv's kernel and without.
@@ -89,10 +92,13 @@ def _model(xs, ws, attrs, seed=0, stft=False):
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def _ort(model):
+def _ort(model, threads=1):
     import onnxruntime as ort
     so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
+    so.intra_op_num_threads = threads
+    if threads > 1:
+        # (its idle workers would spin on the cores fastlstm's team uses next)
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.inter_op_num_threads = 1
     return ort.InferenceSession(model.SerializeToString(), so,
                                 providers=["CPUExecutionProvider"])
@@ -427,6 +433,60 @@ def fused(rounds, inner):
     return 0
 
 
+def wino_threads(rounds, inner, threads):
+    """``--wino --threads N``: the CRNN's 3x3 convs on a session of N
+    threads, each on the Winograd kernel its shape gets, split over the
+    threads by output tiles (``ops.conv._TeamWino``) and not, against
+    onnxruntime with N threads (its workers not spinning between calls: in
+    this one process they would take the cores of fastlstm's team);
+    ``chosen`` says what the session does.
+    Calls back to back, caches not flushed: ``wino``'s flush (a 12 MB sum
+    on the calling thread, a millisecond or more) outlasts the team's spin
+    between jobs (20000 pauses, about 0.5 ms here), so every split call
+    would first wake a sleeping worker, which on the development VM took
+    50 us to milliseconds (in a graph the nodes run back to back)."""
+    from fastlstm.ops import conv
+    print(f"us per call at {threads} threads, medians of rounds, calls back to back")
+    head = (f"{'case':11s} {'tiles':>5s} {'ort':>7s} {'one':>7s} {'split':>7s} "
+            f"{'ort/split':>9s} {'one/split':>9s} {'chosen':>8s}")
+    print(head)
+    print("-" * len(head))
+    opts = fastlstm.SessionOptions()
+    opts.intra_op_num_threads = threads
+    for name, xs, ws in WINO_CASES:
+        model = _model(xs, ws, {"pads": [1, 1, 1, 1]})
+        x = np.random.default_rng(1).standard_normal(xs).astype(np.float32)
+        so = _ort(model, threads)
+        runners = {}
+        for key, flag in (("one", False), ("split", True), ("chosen", None)):
+            old = conv.WINO_THREADS
+            conv.WINO_THREADS = flag
+            try:
+                r = fastlstm.InferenceSession(model.SerializeToString(), opts)._plan.runners[0]
+                r.run1(x)
+            finally:
+                conv.WINO_THREADS = old
+            runners[key] = r
+        chosen = "split" if type(runners["chosen"]._fast[3]).__name__ == "_TeamWino" else "one"
+        tile = 4 if "wino4" in runners["one"]._fast[3].__name__ else 2
+        tiles = -(-xs[2] // tile) * -(-xs[3] // tile)
+        macs = int(np.prod(ws[1:])) * int(np.prod(so.run(None, {"x": x})[0].shape))
+        n = max(2, min(inner, int(inner * 1e6 / macs)))
+        fns = {"ort": lambda: so.run(None, {"x": x})}
+        for k in ("one", "split"):
+            fns[k] = (lambda r: lambda: r.run1(x))(runners[k])
+        samples = {k: [] for k in fns}
+        for _ in range(rounds):
+            for k, f in fns.items():
+                f()
+                samples[k].append(_round(f, n))
+        med = {k: statistics.median(v) for k, v in samples.items()}
+        print(f"{name:11s} {tiles:5d} {med['ort']:7.1f} {med['one']:7.1f} {med['split']:7.1f} "
+              f"{med['ort'] / med['split']:8.2f}x {med['one'] / med['split']:8.2f}x "
+              f"{chosen:>8s}")
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=15)
@@ -437,7 +497,10 @@ def main(argv=None):
     ap.add_argument("--rows", action="store_true")
     ap.add_argument("--wino", action="store_true")
     ap.add_argument("--fused", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
+    if args.wino and args.threads > 1:
+        return wino_threads(args.rounds, min(args.inner, 20), args.threads)
     if args.fused:
         return fused(args.rounds, min(args.inner, 20))
     if args.wino:

@@ -266,9 +266,9 @@ def test_wino_split_keeps_denormals_and_the_direct_sum_for_nan(split_always):
 
 
 def test_wino_split_chosen_by_tiles_per_thread():
-    """Split only where every thread gets at least 24 tiles of each item."""
+    """Split only where every thread gets at least 6 tiles of each item."""
     m = _model(32, 32, None, pads=[1, 1, 1, 1])
-    for shape, split in (((1, 32, 16, 50), True), ((1, 32, 8, 25), False)):
+    for shape, split in (((1, 32, 8, 25), True), ((1, 32, 4, 25), False)):
         x = R.standard_normal(shape).astype(np.float32)
         two = _session(m, 2)
         for _ in range(2):

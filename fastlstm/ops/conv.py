@@ -824,18 +824,19 @@ def _use_wino(geo):
 def _split_wino(geo, tile, threads):
     """Whether a Winograd conv (output tiles ``tile`` x ``tile``) is split
     over a session's ``threads`` (``_TeamWino``): with more than one, when
-    every thread gets at least 24 tiles of each item.  Each thread streams
+    every thread gets at least 6 tiles of each item.  Each thread streams
     all of the transformed weights for its tiles, so few tiles a thread do
-    not pay: at 2 threads (line times of the CRNN's specialised run, medians
-    of 5 rounds) its convs at width 400 (100-200 tiles) took 445, 250 and
-    267 us against 771, 448 and 504 on one thread; at width 100 the second
-    conv (52 tiles) 161 against 180, the third and fourth (14 and 7) 109
-    and 125 against 104 and 112."""
+    not pay.  ``python benchmarks/conv_speed.py --wino --threads 2 --rounds
+    15`` (the CRNN's convs; one thread's time over the split's, three runs
+    on the shared 2-core VM, the third in a phase where the second core
+    was slow): 52 tiles 1.36x, 1.41x, 0.87x; 14 tiles 1.15x, 1.23x, 0.76x;
+    7 tiles 1.00x, 1.10x, 1.03x; at width 400, 200 tiles 1.34x, 1.73x,
+    0.95x; 50 tiles 1.08x, 1.58x, 0.97x; 25 tiles 0.85x, 1.62x, 1.21x."""
     K = _kernels()
     if threads < 2 or (WINO_THREADS is not None and not WINO_THREADS):
         return False
     tiles = -(-int(geo[K.G_OH]) // tile) * -(-int(geo[K.G_OW]) // tile)
-    return WINO_THREADS or tiles >= 24 * threads
+    return WINO_THREADS or tiles >= 6 * threads
 
 
 #: Split Winograd convs over a session's threads (``_split_wino``): None
