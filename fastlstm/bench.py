@@ -504,6 +504,14 @@ class _Child:
             self.proc.wait()
 
 
+#: Seconds between samples with more than one thread.  onnxruntime's idle
+#: workers spin for about 50 ms after a run (its process used 48 ms of CPU
+#: in a 50 ms sleep after running the CRNN at 2 threads, and as much in a 100
+#: ms one); with 20 ms they still took a core from the next sample of
+#: fastlstm's team.  fastlstm's workers spin for about 0.5 ms.
+SPIN_PAUSE = 0.075
+
+
 def measure(cases, threads, rounds, repeats, engines=("fastlstm", "onnxruntime")):
     """Median seconds per run of every case for every engine, measured the
     benchmark's way: each engine in a process of its own, the engines' samples
@@ -511,8 +519,8 @@ def measure(cases, threads, rounds, repeats, engines=("fastlstm", "onnxruntime")
     then the other way round, ``rounds`` times; one process waits while the
     other runs), so that both see the machine as it is at that moment; all
     of that ``repeats`` times with new processes; the median of all samples.
-    With more than one thread a pause of 20 ms comes before each sample, for
-    the other engine's idle workers to stop spinning.  Returns {engine: {case
+    With more than one thread a pause of ``SPIN_PAUSE`` seconds comes before
+    each sample, for the other engine's idle workers to stop spinning.  Returns {engine: {case
     name: seconds}}; a case an engine did not run is left out."""
     samples = {e: {name: [] for name in cases} for e in engines}
     k = 0
@@ -526,7 +534,7 @@ def measure(cases, threads, rounds, repeats, engines=("fastlstm", "onnxruntime")
                     for c in (children if k % 2 == 0 else children[::-1]):
                         if name in c.cases:
                             if threads > 1:
-                                time.sleep(0.02)
+                                time.sleep(SPIN_PAUSE)
                             samples[c.engine][name].append(c.sample(name))
                     k += 1
         finally:
