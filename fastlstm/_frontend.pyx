@@ -670,10 +670,10 @@ cdef class Layer:
         cdef int n = fl_team_size(ft)
         cdef int mode = MODE_SINGLE
         cdef int64_t work = D * B * N * H
-        # (directions meet once per call, not at every step: their split is
-        # worth a call's work, the others' a step's)
+        # (directions meet once per call, not at every step: their split also
+        # pays when a call's work is 16 times the minimum, whatever a step's)
         if ft != NULL and T > 0 and B > 0:
-            if D == 2 and work * T >= min_work:
+            if D == 2 and (work >= min_work or work * T >= 16 * min_work):
                 mode = MODE_DIRS
             elif work < min_work:
                 pass

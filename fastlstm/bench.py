@@ -520,8 +520,9 @@ def measure(cases, threads, rounds, repeats, engines=("fastlstm", "onnxruntime")
     other runs), so that both see the machine as it is at that moment; all
     of that ``repeats`` times with new processes; the median of all samples.
     With more than one thread a pause of ``SPIN_PAUSE`` seconds comes before
-    each sample, for the other engine's idle workers to stop spinning.  Returns {engine: {case
-    name: seconds}}; a case an engine did not run is left out."""
+    each sample, for the other engine's idle workers to stop spinning.
+    Returns {engine: {case name: seconds}}; a case an engine did not run is
+    left out."""
     samples = {e: {name: [] for name in cases} for e in engines}
     k = 0
     for _ in range(repeats):

@@ -7,8 +7,8 @@ FASTLSTM_CACHE         "0" turns off Numba's on-disk kernel cache.  Default on.
 FASTLSTM_CACHE_DIR     folder of that cache.  Default ``$XDG_CACHE_HOME/fastlstm``,
                        else ``~/.cache/fastlstm`` (never inside the installed
                        package: a cache there outlives ``pip uninstall``).
-FASTLSTM_THREAD_MIN_WORK  multiply-adds per step (a bidirectional layer: per call)
-                       below which one thread runs a layer.
+FASTLSTM_THREAD_MIN_WORK  multiply-adds per step below which one thread runs a
+                       layer (a bidirectional one: unless its call has 16x that).
 
 A variable that cannot be read raises :class:`fastlstm.InvalidInput` naming it
 and saying what it may be.
@@ -148,9 +148,10 @@ _CACHE_LOCATOR = _install_cache_locator(kernel_cache_dir()) if NUMBA_CACHE else 
 #: Multiply-adds per time step (all rows, all directions) below which a layer
 #: runs on one thread even when the session has more: waking a worker and
 #: meeting it at a barrier every step costs about a microsecond.  A
-#: bidirectional layer, whose directions run on their own threads and meet
-#: once per call, is held to it over all its steps (a speech model's GRU
-#: layers, H = 128, 98304 per step over 250 steps, ran on one thread before).
+#: bidirectional layer's directions run on their own threads and meet once
+#: per call, so they split too when the call's work is 16 times this (a
+#: speech model's GRU layers, H = 128, 98304 a step over 250 steps, ran on
+#: one thread before; a worker asleep takes 50 us or more to wake here).
 THREAD_MIN_WORK = _env_int("FASTLSTM_THREAD_MIN_WORK", 100_000, minimum=0)
 
 
