@@ -122,6 +122,9 @@ class InferenceSession:
     providers, provider_options : ignored
         Accepted so that code written for onnxruntime runs unchanged; fastlstm
         has one provider, which it reports as onnxruntime's CPUExecutionProvider.
+    **kwargs : ignored, as onnxruntime ignores them
+        A ``SessionOptions`` field given here (``intra_op_num_threads=2``)
+        does not take effect: a ``UserWarning`` says so.
 
     Raises
     ------
@@ -132,6 +135,12 @@ class InferenceSession:
     def __init__(self, path_or_bytes, sess_options=None, providers=None,
                  provider_options=None, **kwargs):
         self._options = sess_options if sess_options is not None else SessionOptions()
+        misplaced = sorted(k for k in kwargs if k in vars(SessionOptions()))
+        if misplaced:
+            import warnings
+            warnings.warn(f"InferenceSession ignores {', '.join(misplaced)} given as keyword "
+                          f"arguments (as onnxruntime does): set them on a SessionOptions "
+                          f"passed as sess_options", UserWarning, stacklevel=2)
         n = _option(self._options, "intra_op_num_threads", 0)
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise FastLSTMError(f"intra_op_num_threads must be an int >= 0, got {n!r}")

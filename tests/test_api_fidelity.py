@@ -203,3 +203,18 @@ def test_readme_python_examples_run_as_written(tmp_path, monkeypatch, capsys):
         exec(compile(block, README, "exec"), namespace)
     assert namespace["y"].shape == (10, 2, 1, 128)
     assert namespace["outs"][1]["Y_h"].shape == (2, 128)
+
+
+@pytest.mark.filterwarnings("default")
+def test_session_options_given_as_keywords_are_ignored_with_a_warning():
+    """onnxruntime ignores unknown keyword arguments; so does fastlstm, but
+    one that names a SessionOptions field (a common slip) gets a warning
+    naming it, and the session keeps the default."""
+    path = os.path.join(os.path.dirname(fastlstm.__file__), "data", "example_lstm.onnx")
+    with pytest.warns(UserWarning, match="intra_op_num_threads"):
+        s = fastlstm.InferenceSession(path, intra_op_num_threads=2)
+    assert s.get_session_options().intra_op_num_threads == 0
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fastlstm.InferenceSession(path, disabled_optimizers=["x"])     # not an option: silent
