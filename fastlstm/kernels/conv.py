@@ -134,6 +134,17 @@ def kernel(name):
 #: ``epilogue`` and by the Winograd kernels only (``fastlstm.ops.conv`` runs
 #: the other kernels without it, then ``epilogue``).
 ACT_NONE, ACT_RELU, ACT_SIGMOID, ACT_CLIP, ACT_SILU = 0, 1, 2, 3, 4
+
+
+def ir_act(v, x, act, lo, hi):
+    """The IR vector ``x`` (``irvec.V`` ``v``) with activation ``act`` applied
+    where the vector kernels apply it in registers: Relu, or Clip to the
+    vectors ``lo`` and ``hi``; ``x`` itself for any other code."""
+    if act == ACT_RELU:
+        return v.relu(x)
+    if act == ACT_CLIP:
+        return v.clip(x, lo, hi)
+    return x
 #: geo[G_POOLH], geo[G_POOLW]: a MaxPool fused after the Conv (and its
 #: activation), windows of POOLH x POOLW with the same strides, no padding
 #: (0: none); the output is then the pooled one.  Computed by ``epilogue``
@@ -366,64 +377,50 @@ def _tap_range(o, n, s, d, p, k, size):
     return lo, hi - lo + 1
 
 
-@intrinsic
-def _t8x8(typingctx, src, soff, sstride, dst, doff, dstride):
-    """dst[doff + j*dstride + r] = src[soff + r*sstride + j] for r, j < 8: an
-    8 x 8 block transposed in registers (8 loads, 24 shuffles, 8 stores)."""
-    i64 = types.int64
-    sig = types.void(src, i64, i64, dst, i64, i64)
+def _make_t8(ncols):
+    """An intrinsic moving 8 rows of ``ncols`` floats (8 or 4) to ``ncols``
+    rows of 8: dst[doff + j*dstride + r] = src[soff + r*sstride + j] for
+    r < 8, j < ncols, in registers (8: 8 loads, 24 shuffles, 8 stores; 4: 8
+    loads, 16 shuffles, 4 stores)."""
+    @intrinsic
+    def t8(typingctx, src, soff, sstride, dst, doff, dstride):
+        i64 = types.int64
+        sig = types.void(src, i64, i64, dst, i64, i64)
 
-    def codegen(context, builder, signature, args):
-        src, soff, sstride, dst, doff, dstride = args
-        sp = context.make_array(signature.args[0])(context, builder, src).data
-        dp = context.make_array(signature.args[3])(context, builder, dst).data
-        vty = ir.VectorType(ir.FloatType(), 8)
-        ll64 = ir.IntType(64)
+        def codegen(context, builder, signature, args):
+            src, soff, sstride, dst, doff, dstride = args
+            sp = context.make_array(signature.args[0])(context, builder, src).data
+            dp = context.make_array(signature.args[3])(context, builder, dst).data
+            f32, ll64 = ir.FloatType(), ir.IntType(64)
 
-        def at(base, off, stride, k):
-            p = builder.gep(base, [builder.add(off, builder.mul(stride, ir.Constant(ll64, k)))],
-                            inbounds=True)
-            return builder.bitcast(p, vty.as_pointer())
+            def at(base, off, stride, k, n):
+                p = builder.gep(base, [builder.add(off, builder.mul(stride, ir.Constant(ll64, k)))],
+                                inbounds=True)
+                return builder.bitcast(p, ir.VectorType(f32, n).as_pointer())
 
-        r = [builder.load(at(sp, soff, sstride, k), align=4) for k in range(8)]
-        for j, row in enumerate(transpose8(builder, r)):
-            builder.store(row, at(dp, doff, dstride, j), align=4)
-        return context.get_dummy_value()
+            r = [builder.load(at(sp, soff, sstride, k, ncols), align=4) for k in range(8)]
+            if ncols == 8:
+                rows = transpose8(builder, r)
+            else:
+                def shuf(a, b, idx):
+                    return shuffle(builder, a, b, idx)
+                # pairs of rows interleaved: [r0[0] r1[0] r0[1] r1[1] ...]
+                p = [shuf(r[k], r[k + 1], [0, 4, 1, 5, 2, 6, 3, 7]) for k in range(0, 8, 2)]
+                rows = []
+                for j in range(4):
+                    two = [2 * j, 2 * j + 1, 8 + 2 * j, 9 + 2 * j]
+                    rows.append(shuf(shuf(p[0], p[1], two), shuf(p[2], p[3], two),
+                                     list(range(8))))
+            for j, row in enumerate(rows):
+                builder.store(row, at(dp, doff, dstride, j, 8), align=4)
+            return context.get_dummy_value()
 
-    return sig, codegen
+        return sig, codegen
+    t8.__name__ = f"t8x{ncols}"
+    return t8
 
 
-@intrinsic
-def _t8x4(typingctx, src, soff, sstride, dst, doff, dstride):
-    """dst[doff + j*dstride + r] = src[soff + r*sstride + j] for r < 8, j < 4:
-    8 rows of 4 floats moved to 4 rows of 8 (8 loads, 16 shuffles, 4 stores)."""
-    i64 = types.int64
-    sig = types.void(src, i64, i64, dst, i64, i64)
-
-    def codegen(context, builder, signature, args):
-        src, soff, sstride, dst, doff, dstride = args
-        sp = context.make_array(signature.args[0])(context, builder, src).data
-        dp = context.make_array(signature.args[3])(context, builder, dst).data
-        f32, ll64 = ir.FloatType(), ir.IntType(64)
-
-        def at(base, off, stride, k, n):
-            p = builder.gep(base, [builder.add(off, builder.mul(stride, ir.Constant(ll64, k)))],
-                            inbounds=True)
-            return builder.bitcast(p, ir.VectorType(f32, n).as_pointer())
-
-        def shuf(a, b, idx):
-            return shuffle(builder, a, b, idx)
-
-        r = [builder.load(at(sp, soff, sstride, k, 4), align=4) for k in range(8)]
-        # pairs of rows interleaved: [r0[0] r1[0] r0[1] r1[1] ...]
-        p = [shuf(r[k], r[k + 1], [0, 4, 1, 5, 2, 6, 3, 7]) for k in range(0, 8, 2)]
-        for j in range(4):
-            two = [2 * j, 2 * j + 1, 8 + 2 * j, 9 + 2 * j]
-            row = shuf(shuf(p[0], p[1], two), shuf(p[2], p[3], two), list(range(8)))
-            builder.store(row, at(dp, doff, dstride, j, 8), align=4)
-        return context.get_dummy_value()
-
-    return sig, codegen
+_t8x8, _t8x4 = _make_t8(8), _make_t8(4)
 
 
 @njit(**_jit)

@@ -108,10 +108,7 @@ def block_kernel(KH, KW, SW, DW, act):
                     builder.store(x, a)
             acc = [builder.load(a) for a in accs]
             lov, hiv = v.splat(lo), v.splat(hi)
-            if act == K.ACT_RELU:
-                acc = [v.relu(x) for x in acc]
-            elif act == K.ACT_CLIP:
-                acc = [v.clip(x, lov, hiv) for x in acc]
+            acc = [K.ir_act(v, x, act, lov, hiv) for x in acc]
             for l, row in enumerate(transpose8(builder, acc)):
                 v.store(row, dst, v.at(doff, mul(v.int(l), dstride)))
             return context.get_dummy_value()

@@ -124,10 +124,7 @@ def row_kernel(KH, KW, act, R=1):
                                     v.fma(wk, xv, got)
                 for r in range(R):
                     x = acc[r][0] if acc[r][1] is None else builder.fadd(acc[r][0], acc[r][1])
-                    if act == K.ACT_RELU:
-                        x = v.relu(x)
-                    elif act == K.ACT_CLIP:
-                        x = v.clip(x, lov, hiv)
+                    x = K.ir_act(v, x, act, lov, hiv)
                     v.store(x, dst, v.at(doff, builder.mul(v.int(r), dstride), col))
             return context.get_dummy_value()
 

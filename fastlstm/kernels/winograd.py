@@ -74,7 +74,7 @@ from numba.extending import intrinsic
 from .conv import (ACT_CLIP, ACT_NONE, ACT_RELU, ACT_SIGMOID, ACT_SILU, G_ACT, G_BIAS, G_CIN,
                    G_COUT, G_H, G_N, G_NP, G_OH, G_OW, G_PH, G_POOLH, G_POOLW, G_PW, G_W, NC,
                    _SIG_CONV, _clip, _entry, _fptr, _jit, _pad_copy_nhwc, _sigmoid, apply_act,
-                   clip_bounds, conv_panel, epilogue)
+                   clip_bounds, conv_panel, epilogue, ir_act)
 from .common import F32P
 from .activations import ir_sigmoid
 from .gemm import SET, panel_gemm
@@ -269,7 +269,9 @@ def _wino(x, w, geo, y, MT, part, nparts):
     TH = (OH + MT - 1) // MT
     TW = (OW + MT - 1) // MT
     tiles = TH * TW
-    # this part's tiles [ta, tz) of every item
+    # this part's tiles [ta, tz) of every item (each part makes its own
+    # padded copy of X: no barrier between the parts, for a copy that is a
+    # small share of the conv)
     ta = tiles * part // nparts
     tz = tiles * (part + 1) // nparts
     if tz <= ta:
@@ -577,11 +579,7 @@ def _make_store4(act):
             rows = []
             for t in range(4):
                 x = builder.fadd(v.load(q, v.at(q0, builder.mul(v.int(t), qs))), bias)
-                if act == ACT_RELU:
-                    x = v.relu(x)
-                elif act == ACT_CLIP:
-                    x = v.clip(x, lov, hiv)
-                rows.append(x)
+                rows.append(ir_act(v, x, act, lov, hiv))
             f4 = ir.VectorType(ir.FloatType(), 4).as_pointer()
             for half in (0, 4):
                 lanes = [half, 8 + half, half + 1, 9 + half, half + 2, 10 + half, half + 3,
