@@ -804,10 +804,12 @@ def _use_wino(geo):
     panel kernel 0.8-1.1x.  F(4x4) down to 6 tiles: at width 100 the CRNN's
     third conv (8 x 25 outputs, 14 tiles) and fourth (4 x 25, 7 tiles, its
     4 x 1 MaxPool then fused into the stores) ran on F(2x2) before; in the
-    whole graph, weights in cache as between a reader's calls, the run took
-    1201-1205 us against 1321-1373 (onnxruntime 1702-1790, interleaved
-    rounds, two runs); with caches flushed before each conv the two tile
-    sizes were within noise of each other there."""
+    whole graph, weights in cache as between a reader's calls, the CRNN
+    ran at 1.41x and 1.49x onnxruntime against 1.29x and 1.30x (interleaved
+    rounds, two runs).  With caches flushed before each conv (``--wino``,
+    four runs) the third was within noise on the two sizes and the fourth
+    faster on F(2x2) in three runs of four: what a graph whose weights leave
+    the cache between calls would see."""
     K = _kernels()
     if WINO is not None:
         return WINO
